@@ -1,0 +1,47 @@
+# landscape: `make demo` runs the main job, `make test` runs the tests. Both install first.
+PY_BOOT ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+TORCH   := torch==2.13.0
+STAMP   := $(VENV)/.installed
+FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SCALE   ?= demo
+DEMO_CKPTS := checkpoints/demo
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test demo demo-checkpoints bench clean fashion-mnist \
+        paper fig1 fig2 fig4 fig7 fig8 fig9 fig10 fig12
+
+install: $(STAMP) fashion-mnist
+
+# CPU torch first (a bare `torch` requirement would pull a multi-GB CUDA build), then the package.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+# The Debian package ships the IDX files; install it only when missing and apt-get is usable.
+fashion-mnist:
+	@if [ -f "$(FMNIST)" ] || [ -n "$$LANDSCAPE_DATA" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "warning: could not install dataset-fashion-mnist; tests that need it will skip"; \
+	else echo "note: Fashion-MNIST missing and apt-get unusable; install dataset-fashion-mnist or set LANDSCAPE_DATA"; fi
+
+test: install
+	$(PY) -m pytest -q
+
+demo-checkpoints: install
+	$(PY) experiments/demo_checkpoints.py --out $(DEMO_CKPTS)
+
+demo: install
+	$(PY) experiments/demo.py --checkpoints $(DEMO_CKPTS) --out figures/demo
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

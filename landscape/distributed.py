@@ -1,0 +1,94 @@
+"""The one torch.distributed layer: rank, world size, sharding work items, gathering to the writer.
+
+Launch with ``torchrun --nproc-per-node N -m landscape ...``; without torchrun everything degrades
+to a single process (rank 0 of 1). gloo on CPU, NCCL on GPU. Surfaces and Hessian spectra both use
+:func:`shard` (each rank takes items ``rank, rank + world, ...``) and :func:`gather_to_writer`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def is_distributed() -> bool:
+    """True inside an initialized process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_from_env(backend: Optional[str] = None) -> bool:
+    """Initialize the process group when launched by torchrun (WORLD_SIZE > 1); idempotent.
+
+    Returns True when running distributed. The backend defaults to NCCL with CUDA, else gloo.
+    """
+    if is_distributed():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_writer() -> bool:
+    """Rank 0 writes files; the others compute and send."""
+    return rank() == 0
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This rank's share of ``items`` (strided: rank, rank + world, ...)."""
+    return list(items[rank()::world_size()])
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def gather_to_writer(obj: Any) -> Optional[list[Any]]:
+    """Collect one picklable object per rank on the writer (list in rank order); None elsewhere."""
+    if not is_distributed():
+        return [obj]
+    out: Optional[list[Any]] = [None] * world_size() if is_writer() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank gets every rank's object (rank order)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum of a tensor over ranks (no-op in one process); returns it."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj: Any) -> Any:
+    """The writer's object on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

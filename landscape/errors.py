@@ -1,0 +1,9 @@
+"""User-facing errors: the CLI prints ``landscape: error: <message>`` on one line and exits 2."""
+
+
+class LandscapeError(Exception):
+    """Bad input from the user (missing file, wrong architecture, corrupt checkpoint, ...)."""
+
+
+class NonFiniteLossError(LandscapeError, FloatingPointError):
+    """The loss became NaN or infinite where a finite value is required."""

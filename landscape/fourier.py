@@ -1,0 +1,325 @@
+"""Fourier analysis of feature maps: relative log amplitude ΔlogA(f) per block (Fig. 2a, 8).
+
+Quantity (as the paper's ``fourier_analysis`` notebook, but over many images in eval mode):
+for every block output ``z`` mapped to a grid (B, C, H, W) (tokens reshaped, class token
+dropped), take the 2-D DFT over the spatial axes, the amplitude ``|F z|``, and its logarithm
+``log(|F z| + eps)``. The *log of the amplitude* is averaged over channels and images (not the
+log of the averaged amplitude), giving one ``(H, W)`` mean log-amplitude spectrum per block,
+stored ``fftshift``-centred (zero frequency at index ``(H // 2, W // 2)``).
+
+Diagonal sampling (:func:`diagonal_frequencies`): the relative log amplitude is read on the
+diagonal ``(ω, ω)`` with ``ω = 2πk/n`` for ``k = 0 .. n // 2`` (n = H = W), i.e. centred indices
+``(n//2 + k) mod n``. For even n the last point is exactly ``ω = π`` (the Nyquist bin, which
+``fftshift`` puts at index 0); for odd n it is ``ω = π (n - 1) / n``. Frequencies are reported
+in units of π. ``ΔlogA(ω) = logA(ω, ω) - logA(0, 0)``. The "high-frequency value" of a block is
+``ΔlogA`` at the last diagonal point (π for even sizes). (The notebook takes ``diag()[n//2:]``,
+which stops one bin short of π for even n.)
+
+Streaming: running sums of the log amplitude per block (float64), never stored feature maps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
+
+
+# ----------------------------------------------------------------------------- streaming
+def _image_batches(data: Any, samples: Optional[int], batch_size: int
+                   ) -> tuple[Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], int]:
+    """(iterator of (x, y) batches over the first ``samples`` images, number of images).
+
+    ``data`` is an ``ImageData`` (``.images``, ``.labels``), a tensor of images, or a tuple
+    ``(images, labels)``.
+    """
+    if hasattr(data, "images"):
+        images, labels = data.images, getattr(data, "labels", None)
+    elif isinstance(data, (tuple, list)):
+        images, labels = data[0], (data[1] if len(data) > 1 else None)
+    elif isinstance(data, torch.Tensor):
+        images, labels = data, None
+    else:
+        raise TypeError(f"data must be ImageData, a tensor or (images, labels), not {type(data)}")
+    n = len(images) if not samples else min(int(samples), len(images))
+    if samples and samples > len(images):
+        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all")
+    if n == 0:
+        raise ValueError("no images to analyze")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+
+    def it():
+        for s in range(0, n, batch_size):
+            e = min(n, s + batch_size)
+            yield images[s:e], (labels[s:e] if labels is not None else None)
+    return it(), n
+
+
+class _eval_mode:
+    """Context manager: model in eval mode, previous train/eval flags restored afterwards."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.modes: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> nn.Module:
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, t in self.modes:
+            m.training = t
+
+
+def _model_device(model: nn.Module, device: Optional[torch.device]) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def stream_block_outputs(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
+                         samples: Optional[int] = None, batch_size: int = 128,
+                         device: Optional[torch.device] = None, progress: bool = False,
+                         desc: str = "features"
+                         ) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor], dict]]:
+    """Yield ``(x, y, outputs)`` per batch, ``outputs[block.name]`` the block's output.
+
+    The model runs in eval mode without gradients; its train/eval flags are restored after.
+    Only one batch of outputs is alive at a time.
+    """
+    import models
+    from tqdm import tqdm
+
+    bl = models.blocks(model) if block_list is None else list(block_list)
+    dev = _model_device(model, device)
+    it, n = _image_batches(data, samples, batch_size)
+    with _eval_mode(model), torch.no_grad(), models.capture(bl) as out, \
+            tqdm(total=n, desc=desc, unit="img", disable=not progress, file=None) as bar:
+        for x, y in it:
+            x = x.to(dev)
+            out.clear()
+            model(x)
+            yield x, (y.to(dev) if y is not None else None), dict(out)
+            bar.update(len(x))
+
+
+def count_images(data: Any, samples: Optional[int]) -> int:
+    """How many images a run over ``data`` with ``samples`` uses."""
+    return _image_batches(data, samples, 1)[1]
+
+
+def normalized_depths(n_blocks: int) -> np.ndarray:
+    """Depth of [input, block_0, ..., block_{L-1}]: ``j / L`` (input 0, last block 1)."""
+    return np.arange(n_blocks + 1, dtype=np.float64) / max(n_blocks, 1)
+
+
+def data_description(data: Any) -> dict[str, Any]:
+    """Name/split/seed of an ``ImageData`` (empty for plain tensors)."""
+    return {k: getattr(data, k) for k in ("name", "split", "seed") if hasattr(data, k)}
+
+
+# ----------------------------------------------------------------------------- spectra
+def log_amplitude(x: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """``log(|FFT2(x)| + eps)`` over the last two axes (not shifted)."""
+    return torch.log(torch.fft.fft2(x.to(torch.float64)).abs() + eps)
+
+
+def diagonal_frequencies(n: int) -> np.ndarray:
+    """Diagonal sample frequencies in units of π: ``2k/n`` for ``k = 0 .. n // 2``."""
+    return 2.0 * np.arange(n // 2 + 1) / n
+
+
+def diagonal(spectrum_centered: np.ndarray) -> np.ndarray:
+    """Values of a centred (fftshift-ed) square spectrum at ``(ω, ω)``, ``ω = 2πk/n``."""
+    s = np.asarray(spectrum_centered)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"diagonal sampling needs a square spectrum, got shape {s.shape}")
+    n = s.shape[0]
+    idx = (n // 2 + np.arange(n // 2 + 1)) % n
+    return s[idx, idx]
+
+
+def relative_log_amplitude(spectrum_centered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies in units of π, ΔlogA = logA(ω, ω) - logA(0, 0)) along the diagonal of a
+    centred mean log-amplitude spectrum."""
+    d = diagonal(spectrum_centered)
+    return diagonal_frequencies(np.asarray(spectrum_centered).shape[0]), d - d[0]
+
+
+class LogAmplitudeAccumulator:
+    """Running mean over images and channels of the log-amplitude spectrum of (B, C, H, W)."""
+
+    def __init__(self, eps: float = DEFAULT_EPS):
+        self.eps = eps
+        self.total: Optional[torch.Tensor] = None
+        self.count = 0  # images * channels
+        self.images = 0
+
+    def update(self, x: torch.Tensor) -> None:
+        la = log_amplitude(x, self.eps)
+        s = la.sum(dim=(0, 1)).cpu()
+        if self.total is None:
+            self.total = s
+        elif self.total.shape != s.shape:
+            raise ValueError(f"feature map size changed from {tuple(self.total.shape)} to "
+                             f"{tuple(s.shape)}")
+        else:
+            self.total += s
+        self.count += x.shape[0] * x.shape[1]
+        self.images += x.shape[0]
+
+    def mean_centered(self) -> np.ndarray:
+        """The mean log amplitude, fftshift-centred, as float64 (H, W)."""
+        if self.total is None:
+            raise ValueError("no data accumulated")
+        return torch.fft.fftshift(self.total / self.count, dim=(-2, -1)).numpy()
+
+
+# ----------------------------------------------------------------------------- result
+@dataclass
+class FourierResult:
+    """Mean log-amplitude spectra and ΔlogA curves per entry ([input] + spatial blocks)."""
+
+    names: list[str]
+    kinds: list[str]
+    stages: list[int]
+    depth: list[float]
+    spectra: list[np.ndarray]  # centred mean log amplitude (H, W) per entry
+    n_images: int
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def curve(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frequencies / π, ΔlogA) for entry ``i``."""
+        return relative_log_amplitude(self.spectra[i])
+
+    @property
+    def high_frequency(self) -> np.ndarray:
+        """ΔlogA at the highest diagonal frequency (π for even sizes) per entry."""
+        return np.array([self.curve(i)[1][-1] for i in range(len(self.names))])
+
+    @property
+    def high_frequency_at(self) -> np.ndarray:
+        """The frequency (units of π) at which :attr:`high_frequency` is read, per entry."""
+        return np.array([self.curve(i)[0][-1] for i in range(len(self.names))])
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write HDF5: one group per entry (spectrum, freqs, delta) + JSON attributes."""
+        import h5py
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.attrs["kind"] = "fourier"
+            f.attrs["n_images"] = self.n_images
+            f.attrs["seed"] = -1 if self.seed is None else self.seed
+            f.attrs["config"] = json.dumps(self.config)
+            f.attrs["metadata"] = json.dumps(self.metadata, default=str)
+            f.attrs["skipped"] = json.dumps(self.skipped)
+            f.create_dataset("depth", data=np.asarray(self.depth, dtype=np.float64))
+            f.create_dataset("high_frequency", data=self.high_frequency)
+            f.create_dataset("high_frequency_at", data=self.high_frequency_at)
+            for i, name in enumerate(self.names):
+                g = f.create_group(f"entries/{i:03d}")
+                g.attrs["name"] = name
+                g.attrs["kind"] = self.kinds[i]
+                g.attrs["stage"] = self.stages[i]
+                g.create_dataset("spectrum", data=self.spectra[i])
+                fr, de = self.curve(i)
+                g.create_dataset("freqs", data=fr)
+                g.create_dataset("delta", data=de)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "FourierResult":
+        import h5py
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != "fourier":
+                raise ValueError(f"{path} is not a Fourier result")
+            keys = sorted(f["entries"].keys())
+            ents = [f["entries"][k] for k in keys]
+            seed = int(f.attrs["seed"])
+            return cls(names=[str(g.attrs["name"]) for g in ents],
+                       kinds=[str(g.attrs["kind"]) for g in ents],
+                       stages=[int(g.attrs["stage"]) for g in ents],
+                       depth=[float(v) for v in f["depth"][()]],
+                       spectra=[np.asarray(g["spectrum"][()]) for g in ents],
+                       n_images=int(f.attrs["n_images"]),
+                       config=json.loads(f.attrs["config"]),
+                       seed=None if seed < 0 else seed,
+                       metadata=json.loads(f.attrs["metadata"]),
+                       skipped=json.loads(f.attrs["skipped"]))
+
+
+def _spatial(out: torch.Tensor, tokens: Optional[str]) -> Optional[torch.Tensor]:
+    """Block output as (B, C, H, W), or None if it has no spatial layout (pooled, logits)."""
+    import models
+    if out.dim() not in (3, 4):
+        return None
+    try:
+        return models.to_grid(out, tokens)
+    except ValueError:
+        return None
+
+
+def fourier_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
+                     samples: Optional[int] = None, batch_size: int = 128,
+                     device: Optional[torch.device] = None, eps: float = DEFAULT_EPS,
+                     include_input: bool = True, progress: bool = False) -> FourierResult:
+    """Mean log-amplitude spectrum per block output (and the input), over ``samples`` images.
+
+    Blocks whose output has no square spatial layout (pooled features, logits) are skipped and
+    listed in ``result.skipped``. Depth is ``j / L`` over ``[input] + block list``.
+    """
+    import models
+    bl = models.blocks(model) if block_list is None else list(block_list)
+    depths = normalized_depths(len(bl))
+    accs = {b.name: LogAmplitudeAccumulator(eps) for b in bl}
+    inp = LogAmplitudeAccumulator(eps)
+    skipped: set[str] = set()
+    n = 0
+    for x, _y, outs in stream_block_outputs(model, data, bl, samples, batch_size, device,
+                                            progress, desc="fourier"):
+        n += x.shape[0]
+        if include_input:
+            inp.update(x)
+        for b in bl:
+            if b.name in skipped:
+                continue
+            if b.name not in outs:
+                raise RuntimeError(f"block {b.name!r} produced no output in the forward pass")
+            g = _spatial(outs[b.name], b.tokens)
+            if g is None or g.shape[-1] != g.shape[-2]:
+                skipped.add(b.name)
+                continue
+            accs[b.name].update(g)
+    names, kinds, stages, dep, spectra = [], [], [], [], []
+    if include_input:
+        names.append("input"); kinds.append("input"); stages.append(0); dep.append(0.0)
+        spectra.append(inp.mean_centered())
+    for i, b in enumerate(bl):
+        if b.name in skipped:
+            continue
+        names.append(b.name); kinds.append(b.kind); stages.append(int(b.stage))
+        dep.append(float(depths[i + 1])); spectra.append(accs[b.name].mean_centered())
+    from .provenance import run_metadata
+    cfg = {"analysis": "fourier", "eps": eps, "samples": samples, "batch_size": batch_size,
+           "include_input": include_input, "data": data_description(data),
+           "quantity": "mean over images and channels of log(|fft2(z)| + eps), fftshift-centred",
+           "diagonal": "(w, w), w = 2*pi*k/n, k = 0..n//2; freqs in units of pi"}
+    return FourierResult(names, kinds, stages, dep, spectra, n, cfg, None, run_metadata(),
+                         [b.name for b in bl if b.name in skipped])

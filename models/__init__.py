@@ -1,0 +1,14 @@
+"""Model zoo: the paper's CIFAR architectures and small CPU variants, behind one registry.
+
+``models`` knows nothing about ``landscape``; ``landscape`` uses it only through the registry
+(:func:`create`, :func:`names`) and the block list (:func:`blocks`).
+"""
+from .blocks import KINDS, Block, block_outputs, blocks, capture, lesioned, named_blocks, to_grid
+from .registry import create, names, register
+
+# Importing the architecture modules registers their factories.
+from . import attention  # noqa: F401,E402
+from . import resnet, vit, pit, swin, alternet  # noqa: F401,E402
+
+__all__ = ["Block", "KINDS", "blocks", "block_outputs", "capture", "lesioned", "named_blocks",
+           "to_grid", "create", "names", "register"]
