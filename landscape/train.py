@@ -147,7 +147,8 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
         start_epoch = int(raw.get("epoch") or 0)
         if progress:
             print(f"resuming {out} at epoch {start_epoch}", file=sys.stderr)
-    augment = Augment(pad=config.pad, flip=config.flip) if config.augment else None
+    augment = (Augment(pad=config.pad, flip=config.flip, mean=train_data.mean, std=train_data.std)
+               if config.augment else None)
     ckpt_meta = dict(dataset=train_data.name, mean=list(train_data.mean), std=list(train_data.std),
                      seed=config.seed)
     metrics: dict[str, float] = {}

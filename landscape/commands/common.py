@@ -63,8 +63,11 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
     if not name:
         raise LandscapeError(f"{info.path} does not record its dataset; pass --data")
     n = args.samples if samples is None else samples
+    norm: object = True
+    if info.mean is not None and info.std is not None:
+        norm = (tuple(info.mean), tuple(info.std))  # exactly what the model was trained with
     data = load_dataset(name, split=split or args.split, root=getattr(args, "data_root", None),
-                        subset=(n or None), seed=args.seed,
+                        subset=(n or None), seed=args.seed, normalize=norm,
                         download=getattr(args, "download", False))
     if info.num_classes and data.num_classes != info.num_classes:
         raise LandscapeError(f"{info.path}: model has {info.num_classes} classes but dataset "
