@@ -115,12 +115,14 @@ def read(path: Union[str, Path]) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes one clear line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        text = str(e)
+        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        reason = reason[0] if reason else type(e).__name__
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise LandscapeError(f"refusing to load {path}: it contains pickled code or objects "
-                                 f"that a weights-only load does not allow ({msg[:200]})") from None
+                                 f"that a weights-only load does not allow ({reason[:160]})") from None
         raise LandscapeError(f"not a readable PyTorch checkpoint (corrupt or wrong file): "
-                             f"{path}: {msg[:200]}") from None
+                             f"{path}: {reason[:160]}") from None
     if not isinstance(obj, dict):
         raise LandscapeError(f"not a checkpoint: {path} holds a {type(obj).__name__}, not a dict")
     return obj

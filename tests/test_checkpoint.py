@@ -78,7 +78,7 @@ class Evil:
 
 def test_pickled_code_refused(tmp_path, capsys):
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"state_dict": Evil()}, f)
+        pickle.dump({"state_dict": Evil()}, f, protocol=2)
     with pytest.raises(LandscapeError, match="refusing"):
         checkpoint.load(tmp_path / "evil.pt")
     assert "pwned" not in capsys.readouterr().out

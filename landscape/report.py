@@ -1,0 +1,566 @@
+"""The run report: one self-contained ``report.html`` and a fixed-width terminal summary.
+
+``write_report(out_dir, summary)`` renders the ``summary.json`` dictionary of ``landscape analyze``
+(schema in the module docstring of :mod:`landscape.claims` and the analyze command) into
+``out_dir/report.html``: inline CSS, every figure embedded as a base64 ``data:`` URI read from the
+PNG files listed in ``summary["figures"]`` (paths relative to ``out_dir``), no scripts and no
+network access. Sections, in order and with these ids: models, landscape, hessian, fourier,
+variance, robustness, cka, lesion, claims, settings. A section whose numbers and figures are both
+missing says "not computed in this run". All text is HTML-escaped.
+
+This module only formats: numbers come from ``summary``, verdicts from :mod:`landscape.claims`.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from .claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
+
+REPORT_NAME = "report.html"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NOT_COMPUTED = "not computed in this run"
+
+#: (section id, heading, summary key holding its numbers, keys of summary["figures"] shown in it)
+SECTIONS: tuple[tuple[str, str, Optional[str], tuple[str, ...]], ...] = (
+    ("models", "Models", "models", ("models",)),
+    ("landscape", "Loss landscape", "surface", ("landscape", "surface")),
+    ("hessian", "Hessian", "hessian", ("hessian", "spectrum", "density")),
+    ("fourier", "Fourier analysis of feature maps", "fourier", ("fourier",)),
+    ("variance", "Feature-map variance", "variance", ("variance",)),
+    ("robustness", "Robustness to band-limited noise", "robustness", ("robustness", "noise")),
+    ("cka", "Representation similarity (CKA)", "cka", ("cka", "similarity")),
+    ("lesion", "Lesion study", "lesion", ("lesion",)),
+    ("claims", "Paper claims", None, ("claims",)),
+    ("settings", "Settings and versions", "settings", ("settings",)),
+)
+SECTION_IDS = tuple(s[0] for s in SECTIONS)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;
+ color:#1d232a;background:#fbfbfc;line-height:1.4}
+header{background:#243447;color:#fff;padding:18px 28px}
+header h1{margin:0 0 4px 0;font-size:1.6em}
+header p{margin:2px 0;color:#d6dde6}
+nav{padding:8px 28px;background:#e9eef3;border-bottom:1px solid #cfd8e0}
+nav a{margin-right:14px;color:#243447;text-decoration:none;font-weight:600}
+main{padding:0 28px 40px 28px}
+section{margin:26px 0;padding:8px 18px 18px 18px;background:#fff;border:1px solid #dde3e9;
+ border-radius:6px}
+h2{border-bottom:2px solid #243447;padding-bottom:4px}
+table{border-collapse:collapse;margin:10px 0;font-size:.92em}
+th,td{border:1px solid #cfd8e0;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef2f6}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+p.missing{color:#8a6d3b;background:#fcf8e3;border:1px solid #f0e1b3;padding:8px 12px;
+ border-radius:4px;font-style:italic}
+.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+.models-row{display:flex;gap:14px;align-items:flex-start}
+.model-col{flex:1 1 0;min-width:0}
+.model-col h3{margin:6px 0;font-size:1.05em}
+figure{margin:0;padding:6px;border:1px solid #e3e8ed;border-radius:4px;background:#fff;
+ max-width:100%}
+figure img{max-width:100%;height:auto;display:block}
+.figs figure img{max-width:520px}
+figcaption{font-size:.8em;color:#56606b;margin-top:3px;word-break:break-all}
+.v-agrees{background:#d8f0d8;color:#1e5e1e;font-weight:700}
+.v-disagrees{background:#f6d5d5;color:#8b1c1c;font-weight:700}
+.v-inconclusive{background:#fcefc7;color:#7a5a00;font-weight:700}
+.v-not-measured{background:#e6e6e6;color:#555;font-weight:700}
+details{margin:6px 0}
+summary{cursor:pointer;color:#243447}
+code{font-size:.9em}
+.note{color:#56606b;font-size:.9em}
+"""
+
+
+# ----------------------------------------------------------------------------- formatting
+def _e(x: Any) -> str:
+    """HTML-escaped text of ``x``."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def fmt_number(x: Any, digits: int = 4) -> str:
+    """Compact text for a number: ints with thousands separators, floats to ``digits`` figures."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return f"{x:.{digits}g}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(fmt_number(v, digits) for v in x) + "]"
+    return str(x)
+
+
+def fmt_percent(x: Any) -> str:
+    """An accuracy in 0..1 as a percentage."""
+    if not _is_num(x) or not math.isfinite(float(x)):
+        return fmt_number(x)
+    return f"{100.0 * float(x):.2f}%"
+
+
+def fmt_params(x: Any) -> str:
+    """A parameter count as 1.23M / 45.6k / 789."""
+    if not _is_num(x):
+        return fmt_number(x)
+    x = float(x)
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{int(x)}"
+
+
+def fmt_duration(seconds: Any) -> str:
+    """Seconds as "754.2 s (12 min 34 s)"."""
+    if not _is_num(seconds) or not math.isfinite(float(seconds)):
+        return fmt_number(seconds)
+    s = float(seconds)
+    m, r = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    human = (f"{h} h {m} min" if h else f"{m} min {r} s") if s >= 60 else ""
+    return f"{s:.1f} s" + (f" ({human})" if human else "")
+
+
+def _cell(x: Any, kind: str = "num") -> str:
+    if kind == "pct":
+        return f'<td class="num">{_e(fmt_percent(x))}</td>'
+    if _is_num(x) or x is None:
+        return f'<td class="num">{_e(fmt_number(x))}</td>'
+    return f"<td>{_e(fmt_number(x))}</td>"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+    """``rows`` hold ready-made ``<td>`` cells; ``header`` plain text."""
+    h = "".join(f"<th>{_e(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
+    c = f' class="{_e(cls)}"' if cls else ""
+    return f"<table{c}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _missing(what: str = NOT_COMPUTED) -> str:
+    return f'<p class="missing">{_e(what)}</p>'
+
+
+def _model_labels(summary: dict) -> list[str]:
+    """Model labels in the order of ``summary["models"]``, then any others seen in sections."""
+    labels = [str(m["label"]) for m in summary.get("models") or []
+              if isinstance(m, dict) and m.get("label") is not None]
+    for key in ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion"):
+        sec = summary.get(key)
+        if isinstance(sec, dict):
+            labels += [str(k) for k in sec if str(k) not in labels]
+    return labels
+
+
+def _by_model_table(summary: dict, key: str, rows: Sequence[tuple[str, Any]]) -> str:
+    """Quantities as rows, models as columns. ``rows``: (name, fn(entry) -> (value, kind))."""
+    sec = summary.get(key)
+    if not isinstance(sec, dict) or not sec:
+        return ""
+    labels = [k for k in _model_labels(summary) if k in sec]
+    out = []
+    for name, fn in rows:
+        cells = [f"<th>{_e(name)}</th>"]
+        for lab in labels:
+            entry = sec.get(lab)
+            if not isinstance(entry, dict):
+                cells.append(_cell(None))
+                continue
+            try:
+                value, kind = fn(entry)
+            except (KeyError, TypeError, ValueError, IndexError):
+                value, kind = None, "num"
+            cells.append(_cell(value, kind))
+        out.append(cells)
+    return _table(["quantity"] + labels, out)
+
+
+# ----------------------------------------------------------------------------- figures
+def _figure_html(out_dir: Path, rel: str, width_cls: str = "") -> str:
+    """One ``<figure>`` with the PNG at ``out_dir/rel`` embedded; a note when it cannot be read."""
+    path = out_dir / rel
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        warnings.warn(f"report: figure {rel} could not be read ({exc.__class__.__name__})")
+        return f'<p class="missing">{_e("figure missing: " + rel)}</p>'
+    if not data.startswith(PNG_SIGNATURE):
+        warnings.warn(f"report: figure {rel} is not a PNG file; not embedded")
+        return f'<p class="missing">{_e("not a PNG file: " + rel)}</p>'
+    b64 = base64.b64encode(data).decode("ascii")
+    cap = _e(Path(rel).name)
+    pdf = path.with_suffix(".pdf")
+    if pdf.is_file():
+        pdf_rel = Path(rel).with_suffix(".pdf").as_posix()
+        cap += f' · <a href="{_e(pdf_rel)}">PDF</a>'
+    return (f'<figure><img src="data:image/png;base64,{b64}" alt="{_e(rel)}">'
+            f"<figcaption>{cap}</figcaption></figure>")
+
+
+def _label_of(rel: str, labels: Sequence[str]) -> Optional[str]:
+    """The model label a figure path names (longest match, on non-alphanumeric boundaries)."""
+    for lab in sorted(labels, key=len, reverse=True):
+        if re.search(r"(?<![A-Za-z0-9])" + re.escape(lab) + r"(?![A-Za-z0-9])", rel):
+            return lab
+    return None
+
+
+def _section_figures(summary: dict, keys: Sequence[str]) -> list[str]:
+    figs = summary.get("figures") or {}
+    out: list[str] = []
+    for k in keys:
+        for rel in figs.get(k) or []:
+            rel = str(rel)
+            if rel.lower().endswith(".png") and rel not in out:
+                out.append(rel)
+    return out
+
+
+def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
+    """Shared figures in a wrapped row; per-model figures in one column per model, side by side."""
+    if not rels:
+        return ""
+    labels = _model_labels(summary)
+    shared: list[str] = []
+    per: dict[str, list[str]] = {}
+    for rel in rels:
+        lab = _label_of(rel, labels)
+        if lab is None:
+            shared.append(rel)
+        else:
+            per.setdefault(lab, []).append(rel)
+    parts = []
+    if shared:
+        parts.append('<div class="figs">'
+                     + "".join(_figure_html(out_dir, r) for r in shared) + "</div>")
+    if per:
+        cols = []
+        for lab in [l for l in labels if l in per]:
+            cols.append(f'<div class="model-col"><h3>{_e(lab)}</h3>'
+                        + "".join(_figure_html(out_dir, r) for r in per[lab]) + "</div>")
+        parts.append('<div class="models-row">' + "".join(cols) + "</div>")
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- sections
+def _models_body(summary: dict) -> str:
+    models = [m for m in summary.get("models") or [] if isinstance(m, dict)]
+    if not models:
+        return ""
+    rows = []
+    for m in models:
+        sha = str(m.get("sha256") or "")
+        rows.append([f"<td><b>{_e(m.get('label'))}</b></td>", f"<td>{_e(m.get('arch'))}</td>",
+                     f"<td>{_e(m.get('family'))}</td>",
+                     f'<td class="num">{_e(fmt_params(m.get("params")))}</td>',
+                     f"<td>{_e(m.get('dataset'))}</td>",
+                     _cell(m.get("test_acc"), "pct"), _cell(m.get("test_nll")),
+                     f"<td><code>{_e(m.get('checkpoint'))}</code></td>",
+                     f'<td><code title="{_e(sha)}">{_e(sha[:12])}</code></td>'])
+    return _table(["model", "architecture", "family", "parameters", "dataset", "test accuracy",
+                   "test NLL", "checkpoint", "sha256"], rows)
+
+
+def _landscape_body(summary: dict) -> str:
+    return _by_model_table(summary, "surface", [
+        ("centre loss", lambda e: (e.get("center_loss"), "num")),
+        ("mean loss increase (within radius)", lambda e: (e.get("mean_loss_increase"), "num")),
+        ("radius", lambda e: (e.get("radius"), "num")),
+        ("grid", lambda e: ("×".join(str(g) for g in e["grid"]) if e.get("grid") else None,
+                            "text")),
+    ])
+
+
+def _trace(e: dict) -> tuple[Any, str]:
+    t, se = e.get("trace"), e.get("trace_se")
+    if not _is_num(t):
+        return None, "num"
+    return (f"{fmt_number(t)} ± {fmt_number(se)}" if _is_num(se) else fmt_number(t)), "text"
+
+
+def _spectrum_size(e: dict) -> tuple[Any, str]:
+    s = e.get("spectrum") or {}
+    if not s:
+        return None, "num"
+    return (f"{s.get('n_values', '?')} values ({s.get('n_batches', '?')} batches × "
+            f"{s.get('batch_size', '?')} images)"), "text"
+
+
+def _hessian_body(summary: dict) -> str:
+    return _by_model_table(summary, "hessian", [
+        ("largest eigenvalue λmax", lambda e: (top_eigenvalue(e), "num")),
+        ("top eigenvalues", lambda e: (fmt_number(list(e["top_eigenvalues"])), "text")),
+        ("bottom eigenvalues", lambda e: (fmt_number(list(e["bottom_eigenvalues"]))
+                                          if e.get("bottom_eigenvalues") else None, "text")),
+        ("trace ± s.e.", _trace),
+        ("negative share of the max-eigenvalue spectrum",
+         lambda e: (fmt_percent((e.get("spectrum") or {}).get("negative_share")), "text")),
+        ("mean positive eigenvalue", lambda e: ((e.get("spectrum") or {}).get("mean_positive"),
+                                                "num")),
+        ("spectrum sample", _spectrum_size),
+    ])
+
+
+def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
+                    claim: Optional[Claim], extra_cols: Sequence[tuple[str, Any]] = ()) -> str:
+    """Per-model block tables (collapsible), side by side, plus the claim's per-model counts."""
+    sec = summary.get(key)
+    if not isinstance(sec, dict) or not sec:
+        return ""
+    labels = [k for k in _model_labels(summary) if k in sec]
+    parts = []
+    if claim is not None and claim.per_model:
+        rows = [[f"<th>{_e(claim.quantity)}</th>"]
+                + [_cell(claim.per_model.get(l), "text") for l in labels]]
+        parts.append(_table(["quantity"] + labels, rows))
+    cols = []
+    for lab in labels:
+        entry = sec.get(lab) or {}
+        blocks = [b for b in entry.get("blocks") or [] if isinstance(b, dict)]
+        rows = []
+        for b in blocks:
+            row = [f"<td>{_e(b.get('name'))}</td>", f"<td>{_e(b.get('kind'))}</td>",
+                   f"<td>{_e(b.get('stage'))}</td>", _cell(b.get("depth")),
+                   _cell(b.get(value_key))]
+            for _, fn in extra_cols:
+                try:
+                    v, kind = fn(entry, b)
+                except (KeyError, TypeError, ValueError):
+                    v, kind = None, "num"
+                row.append(_cell(v, kind))
+            rows.append(row)
+        table = _table(["block", "kind", "stage", "depth", value_name]
+                       + [n for n, _ in extra_cols], rows)
+        cols.append(f'<div class="model-col"><details><summary>{_e(lab)}: {len(blocks)} blocks'
+                    f"</summary>{table}</details></div>")
+    parts.append('<div class="models-row">' + "".join(cols) + "</div>")
+    return "".join(parts)
+
+
+def _robustness_body(summary: dict) -> str:
+    sec = summary.get("robustness")
+    if not isinstance(sec, dict) or not sec:
+        return ""
+    top = _by_model_table(summary, "robustness", [
+        ("clean accuracy", lambda e: (e.get("clean_acc"), "pct")),
+        ("noise norm", lambda e: (e.get("noise_norm"), "num")),
+        ("accuracy drop at the highest frequencies", lambda e: (high_frequency_drop(e), "pct")),
+    ])
+    labels = [k for k in _model_labels(summary) if k in sec]
+    freqs: list[float] = []
+    acc: dict[tuple[str, float], Any] = {}
+    for lab in labels:
+        e = sec.get(lab) or {}
+        for f, a in zip(e.get("freqs") or [], e.get("acc") or []):
+            if _is_num(f):
+                if float(f) not in freqs:
+                    freqs.append(float(f))
+                acc[(lab, float(f))] = a
+    freqs.sort()
+    rows = [[f"<th>{_e(fmt_number(f, 3))}π</th>"]
+            + [_cell(acc.get((lab, f)), "pct") for lab in labels] for f in freqs]
+    table = _table(["noise frequency"] + [f"{l} accuracy" for l in labels], rows) if rows else ""
+    return top + (f"<details><summary>accuracy per noise frequency</summary>{table}</details>"
+                  if table else "")
+
+
+def _cka_body(summary: dict) -> str:
+    return _by_model_table(summary, "cka", [
+        ("within-stage mean CKA", lambda e: (e.get("within_stage_mean"), "num")),
+        ("across-stage mean CKA", lambda e: (e.get("across_stage_mean"), "num")),
+        ("within − across", lambda e: (float(e["within_stage_mean"]) - float(e["across_stage_mean"])
+                                       if _is_num(e.get("within_stage_mean"))
+                                       and _is_num(e.get("across_stage_mean")) else None, "num")),
+        ("blocks", lambda e: (len(e.get("names") or []), "num")),
+        ("stages", lambda e: (len({str(s) for s in e.get("stages") or []}), "num")),
+    ])
+
+
+def _lesion_body(summary: dict, claim: Optional[Claim]) -> str:
+    sec = summary.get("lesion")
+    if not isinstance(sec, dict) or not sec:
+        return ""
+    top = _by_model_table(summary, "lesion", [
+        ("baseline accuracy", lambda e: (e.get("baseline_acc"), "pct")),
+        ("largest accuracy loss", lambda e: (max(float(e["baseline_acc"]) - float(b["acc"])
+                                                 for b in e["blocks"]), "pct")),
+        ("block with the largest loss", lambda e: (min(e["blocks"], key=lambda b: b["acc"])
+                                                   ["name"], "text")),
+    ])
+    drop = ("accuracy loss", lambda e, b: (float(e["baseline_acc"]) - float(b["acc"]), "pct"))
+    return top + _blocks_details(summary, "lesion", "acc", "accuracy", claim, [drop])
+
+
+def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
+    rows = []
+    for c in claims:
+        vcls = "v-" + c.verdict.replace(" ", "-")
+        rows.append([f"<td><b>{_e(c.claim)}</b><br><span class='note'>{_e(c.id)}</span></td>",
+                     f"<td>{_e(c.quantity)}</td>"]
+                    + [_cell(c.per_model.get(l), "text") if l in c.per_model else _cell(None)
+                       for l in labels]
+                    + [f"<td>{_e(c.prediction)}</td>",
+                       f'<td class="verdict {_e(vcls)}">{_e(c.verdict)}</td>',
+                       f"<td class='note'>{_e(c.detail)}</td>"])
+    note = ('<p class="note">Verdicts are computed from the numbers above by the rules in '
+            "<code>landscape/claims.py</code>: <i>agrees</i> when every comparison goes the "
+            "way the paper predicts, <i>disagrees</i> when every one goes the other way, "
+            "<i>inconclusive</i> when they are mixed or within the tie tolerance, "
+            "<i>not measured</i> when the numbers (or one of the model families compared) are "
+            "missing from this run.</p>")
+    return note + _table(["claim", "measured quantity"] + list(labels)
+                         + ["paper predicts", "verdict", "numbers"], rows, cls="claims")
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, d)]
+
+
+def _kv_table(d: dict) -> str:
+    rows = [[f"<td><code>{_e(k)}</code></td>", _cell(v, "text")] for k, v in _flatten(d)]
+    return _table(["setting", "value"], rows)
+
+
+def _settings_body(summary: dict) -> str:
+    parts = []
+    if isinstance(summary.get("settings"), dict) and summary["settings"]:
+        parts.append("<h3>Effective configuration</h3>" + _kv_table(summary["settings"]))
+    if isinstance(summary.get("versions"), dict) and summary["versions"]:
+        parts.append("<h3>Versions</h3>" + _kv_table(summary["versions"]))
+    if _is_num(summary.get("wall_time_s")):
+        parts.append(f"<p><b>Wall time:</b> {_e(fmt_duration(summary['wall_time_s']))}</p>")
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- entry points
+def render_html(out_dir: str | Path, summary: dict,
+                claims: Optional[Sequence[Claim]] = None) -> str:
+    """The report as one HTML string (figures read from ``out_dir``)."""
+    out_dir = Path(out_dir)
+    claims = list(evaluate_claims(summary) if claims is None else claims)
+    by_id = {c.id: c for c in claims}
+    labels = _model_labels(summary)
+    bodies = {
+        "models": _models_body(summary),
+        "landscape": _landscape_body(summary),
+        "hessian": _hessian_body(summary),
+        "fourier": _blocks_details(summary, "fourier", "dlogA_pi", "ΔlogA(π)",
+                                   by_id.get("fourier")),
+        "variance": _blocks_details(summary, "variance", "variance", "variance",
+                                    by_id.get("variance")),
+        "robustness": _robustness_body(summary),
+        "cka": _cka_body(summary),
+        "lesion": _lesion_body(summary, by_id.get("stage-lesion")),
+        "claims": _claims_body(claims, labels),
+        "settings": _settings_body(summary),
+    }
+    sections = []
+    for sid, title, _, fig_keys in SECTIONS:
+        body = bodies[sid]
+        figs = _figures_html(out_dir, summary, _section_figures(summary, fig_keys))
+        content = body + figs if (body or figs) else _missing()
+        sections.append(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>')
+    known = {k for s in SECTIONS for k in s[3]}
+    other = [rel for k, v in (summary.get("figures") or {}).items() if k not in known
+             for rel in v or [] if str(rel).lower().endswith(".png")]
+    if other:
+        sections.append('<section id="other-figures"><h2>Other figures</h2>'
+                        + _figures_html(out_dir, summary, [str(r) for r in other]) + "</section>")
+    nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _, _ in SECTIONS)
+    datasets = sorted({str(m.get("dataset")) for m in summary.get("models") or []
+                       if isinstance(m, dict) and m.get("dataset")})
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = (f"<header><h1>Loss landscape report</h1>"
+            f"<p>Models: {_e(', '.join(labels) or 'none')}"
+            f"{' · data: ' + _e(', '.join(datasets)) if datasets else ''}</p>"
+            f"<p>Generated {_e(when)} by landscape</p></header>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<title>landscape report</title>"
+            f"<style>{_CSS}</style></head><body>{head}<nav>{nav}</nav><main>"
+            + "".join(sections) + "</main></body></html>\n")
+
+
+def write_report(out_dir: str | Path, summary: dict,
+                 claims: Optional[Sequence[Claim]] = None) -> Path:
+    """Write ``out_dir/report.html`` (self-contained) and return its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = render_html(out_dir, summary, claims)
+    path = out_dir / REPORT_NAME
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def format_summary_table(summary: dict, claims: Optional[Sequence[Claim]] = None,
+                         max_detail: int = 60) -> str:
+    """Fixed-width text: one row per model with the key numbers, then the claims' verdicts."""
+    labels = _model_labels(summary)
+    models = {str(m.get("label")): m for m in summary.get("models") or [] if isinstance(m, dict)}
+
+    def sec(key: str, lab: str) -> dict:
+        s = summary.get(key)
+        e = s.get(lab) if isinstance(s, dict) else None
+        return e if isinstance(e, dict) else {}
+
+    rows = []
+    for lab in labels:
+        m, h = models.get(lab, {}), sec("hessian", lab)
+        c = sec("cka", lab)
+        tr = fmt_number(h.get("trace"), 3) if _is_num(h.get("trace")) else "—"
+        if _is_num(h.get("trace")) and _is_num(h.get("trace_se")):
+            tr += f"±{fmt_number(h['trace_se'], 2)}"
+        cka = (fmt_number(float(c["within_stage_mean"]) - float(c["across_stage_mean"]), 3)
+               if _is_num(c.get("within_stage_mean")) and _is_num(c.get("across_stage_mean"))
+               else "—")
+        rows.append([lab, str(m.get("family", "—")), fmt_params(m.get("params")),
+                     fmt_percent(m.get("test_acc")), fmt_number(m.get("test_nll"), 4),
+                     fmt_number(top_eigenvalue(h), 4) if h else "—", tr,
+                     fmt_percent((h.get("spectrum") or {}).get("negative_share")) if h else "—",
+                     fmt_number(sec("surface", lab).get("mean_loss_increase"), 4),
+                     fmt_percent(high_frequency_drop(sec("robustness", lab)))
+                     if sec("robustness", lab) else "—",
+                     cka])
+    out = [_text_table(["model", "family", "params", "acc", "NLL", "λmax", "trace",
+                        "neg.share", "Δloss", "HF drop", "CKA w−a"], rows)]
+    claims = list(evaluate_claims(summary) if claims is None else claims)
+    crow = []
+    for c in claims:
+        d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
+        crow.append([c.id, c.verdict, d])
+    out.append(_text_table(["claim", "verdict", "numbers"], crow))
+    if _is_num(summary.get("wall_time_s")):
+        out.append(f"wall time: {fmt_duration(summary['wall_time_s'])}")
+    return "\n\n".join(out)

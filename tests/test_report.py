@@ -1,0 +1,293 @@
+"""The HTML report: sections, embedded figures, escaping, missing sections, headless rendering."""
+import base64
+import io
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from landscape.report import (NOT_COMPUTED, PNG_SIGNATURE, SECTION_IDS,  # noqa: E402
+                              format_summary_table, write_report)
+
+LABELS = ["resnet_tiny", "vit_tiny", "alternet_tiny"]
+FAMILIES = {"resnet_tiny": "cnn", "vit_tiny": "vit", "alternet_tiny": "hybrid"}
+
+
+# ----------------------------------------------------------------------------- fixture builder
+def _png(path: Path, seed: int, kind: str = "line") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    fig, ax = plt.subplots(figsize=(3, 2.2), dpi=60)
+    if kind == "contour":
+        x, y = np.meshgrid(np.linspace(-1, 1, 21), np.linspace(-1, 1, 21))
+        ax.contourf(x, y, x ** 2 + 2 * y ** 2 + 0.1 * rng.standard_normal(x.shape), 12)
+    else:
+        ax.plot(np.cumsum(rng.standard_normal(30)), color="C%d" % (seed % 10))
+    ax.set_title(path.stem, fontsize=7)
+    fig.savefig(path)
+    fig.savefig(path.with_suffix(".pdf"))
+    plt.close(fig)
+
+
+def _blocks(kinds, key, values):
+    n = len(kinds)
+    return [{"name": f"blocks.{i}", "kind": k, "stage": 0 if i < n // 2 else 1,
+             "depth": i / (n - 1), key: v} for i, (k, v) in enumerate(zip(kinds, values))]
+
+
+def make_run(out: Path, sections=None) -> dict:
+    """A fake ``landscape analyze`` output folder: PNG/PDF figures and a summary dict."""
+    figures = {
+        "landscape": [f"figures/landscape/{l}_contour.png" for l in LABELS]
+        + [f"figures/landscape/{l}_3d.png" for l in LABELS],
+        "hessian": ["figures/hessian/spectra.png", "figures/hessian/density.png"],
+        "fourier": ["figures/fourier/dlogA_depth.png"],
+        "variance": ["figures/variance/variance_depth.png"],
+        "robustness": ["figures/robustness/noise.png"],
+        "cka": [f"figures/cka/{l}_cka.png" for l in LABELS],
+        "lesion": ["figures/lesion/lesion.png"],
+    }
+    for i, rel in enumerate(p for v in figures.values() for p in v):
+        _png(out / rel, i, "contour" if "contour" in rel or "cka" in rel else "line")
+    conv = ["embed", "conv", "conv", "conv", "conv", "pool"]
+    vit = ["embed", "msa", "mlp", "msa", "mlp", "head"]
+    alt = ["embed", "conv", "msa", "conv", "msa", "pool"]
+    summary = {
+        "models": [{"label": l, "checkpoint": f"ckpt/{l}.pt", "sha256": "ab" * 32,
+                    "arch": l, "family": FAMILIES[l], "params": 10000 * (i + 1),
+                    "dataset": "fashion-mnist", "test_acc": 0.9 - 0.02 * i,
+                    "test_nll": 0.3 + 0.01 * i} for i, l in enumerate(LABELS)],
+        "hessian": {l: {"top_eigenvalues": [v, v / 2, v / 4], "trace": 10 * v, "trace_se": v,
+                        "spectrum": {"negative_share": s, "mean_positive": v / 3,
+                                     "n_values": 40, "batch_size": 16, "n_batches": 8}}
+                    for l, v, s in zip(LABELS, [80.0, 12.0, 20.0], [0.02, 0.2, 0.1])},
+        "surface": {l: {"center_loss": 0.3, "mean_loss_increase": v, "radius": 1.0,
+                        "grid": [11, 11]} for l, v in zip(LABELS, [3.0, 0.8, 1.2])},
+        "fourier": {"resnet_tiny": {"blocks": _blocks(conv, "dlogA_pi", [0, .5, 1, 1.5, 2, 1])},
+                    "vit_tiny": {"blocks": _blocks(vit, "dlogA_pi", [0, -1, 0, -.5, 0, 0])},
+                    "alternet_tiny": {"blocks": _blocks(alt, "dlogA_pi", [0, 1, .2, 1, .1, 0])}},
+        "variance": {"resnet_tiny": {"blocks": _blocks(conv, "variance", [1, 2, 3, 4, 5, 1])},
+                     "vit_tiny": {"blocks": _blocks(vit, "variance", [1, .5, 2, 1, 3, 1])},
+                     "alternet_tiny": {"blocks": _blocks(alt, "variance", [1, 3, 2, 4, 1, 1])}},
+        "robustness": {l: {"freqs": [0.1, 0.3, 0.5, 0.7, 0.9], "acc": a, "clean_acc": 0.9,
+                           "noise_norm": 2.0}
+                       for l, a in zip(LABELS, [[.88, .8, .6, .4, .3], [.85, .84, .84, .83, .83],
+                                                [.87, .85, .8, .75, .7]])},
+        "cka": {l: {"names": [f"b{i}" for i in range(4)], "stages": [0, 0, 1, 1],
+                    "within_stage_mean": 0.8, "across_stage_mean": 0.4} for l in LABELS},
+        "lesion": {"alternet_tiny": {"baseline_acc": 0.88, "blocks": _blocks(
+            ["conv", "msa", "msa", "conv", "msa", "msa"], "acc", [.7, .86, .5, .7, .87, .6])}},
+        "settings": {"budget": "quick", "hessian": {"top_k": 3, "batches": 8}, "seed": 0},
+        "versions": {"python": "3.11", "torch": "2.13.0"},
+        "wall_time_s": 754.2,
+        "figures": figures,
+    }
+    if sections is not None:
+        for k in ["surface", "hessian", "fourier", "variance", "robustness", "cka", "lesion"]:
+            if k not in sections:
+                summary.pop(k)
+        summary["figures"] = {k: v for k, v in figures.items()
+                              if {"landscape": "surface"}.get(k, k) in sections}
+    return summary
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.section_ids, self.tags, self.links = [], [], set(), []
+        self._stack, self.text_by_section = [], {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.add(tag)
+        if tag == "img":
+            self.imgs.append(a)
+        if tag == "section":
+            self.section_ids.append(a.get("id"))
+            self._stack.append(a.get("id"))
+            self.text_by_section[a.get("id")] = ""
+        if tag in ("a", "link") and a.get("href"):
+            self.links.append(a["href"])
+        for k, v in attrs:
+            if k in ("src", "href") and v:
+                self.links.append(v)
+
+    def handle_endtag(self, tag):
+        if tag == "section" and self._stack:
+            self._stack.pop()
+
+    def handle_data(self, data):
+        if self._stack:
+            self.text_by_section[self._stack[-1]] += data
+
+
+def _parse(path: Path) -> _Collector:
+    p = _Collector()
+    p.feed(path.read_text(encoding="utf-8"))
+    p.close()
+    return p
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = make_run(out)
+    return out, summary, write_report(out, summary)
+
+
+# ----------------------------------------------------------------------------- parsing tests
+def test_every_section_in_order_and_images_decode(full_run):
+    out, summary, path = full_run
+    assert path == out / "report.html"
+    p = _parse(path)
+    assert p.section_ids == list(SECTION_IDS)
+    n_png = sum(len(v) for v in summary["figures"].values())
+    assert len(p.imgs) == n_png
+    for img in p.imgs:
+        src = img["src"]
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            assert im.size[0] > 10 and im.size[1] > 10
+        assert img.get("alt")
+    for sid in SECTION_IDS:
+        assert NOT_COMPUTED not in p.text_by_section[sid], sid
+
+
+def test_self_contained_no_scripts_no_network(full_run):
+    _, _, path = full_run
+    p = _parse(path)
+    assert "script" not in p.tags and "iframe" not in p.tags
+    for link in p.links:
+        assert "://" not in link and not link.startswith("//"), link
+    text = path.read_text()
+    assert "<style>" in text and "@import" not in text and "url(" not in text
+
+
+def test_claims_table_and_models_side_by_side(full_run):
+    _, _, path = full_run
+    text = path.read_text()
+    p = _parse(path)
+    claims = p.text_by_section["claims"]
+    for cid in ["flatness", "negative-eigenvalues", "fourier", "variance", "robustness",
+                "stage-cka", "stage-lesion"]:
+        assert cid in claims
+    assert '<table class="claims">' in text
+    # the fake numbers are built so that every claim agrees
+    assert text.count('class="verdict v-agrees"') == 7
+    assert "not measured" not in claims.split("numbers")[-1]
+    # per-model figures are laid out in one column per model
+    land = text.split('id="landscape"')[1].split("</section>")[0]
+    assert land.count('class="model-col"') == 3
+    for l in LABELS:
+        assert f"<h3>{l}</h3>" in land
+    models = p.text_by_section["models"]
+    assert "10.0k" in models and "90.00%" in models and "0.3" in models
+    hess = p.text_by_section["hessian"]
+    assert "800 ± 80" in hess and "20.00%" in hess
+    assert "754.2 s (12 min 34 s)" in p.text_by_section["settings"]
+    assert "hessian.top_k" in p.text_by_section["settings"]
+
+
+def test_missing_sections_and_escaping(tmp_path):
+    summary = make_run(tmp_path, sections={"hessian"})
+    summary["models"][0]["label"] = "<script>alert(1)</script>"
+    summary["models"][0]["arch"] = 'a"b&c'
+    summary["settings"]["note"] = "<b>bold</b>"
+    path = write_report(tmp_path, summary)
+    text = path.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "<b>bold</b>" not in text and "a&quot;b&amp;c" in text
+    p = _parse(path)
+    assert p.section_ids == list(SECTION_IDS)
+    for sid in ["landscape", "fourier", "variance", "robustness", "cka", "lesion"]:
+        assert NOT_COMPUTED in p.text_by_section[sid], sid
+    assert NOT_COMPUTED not in p.text_by_section["hessian"]
+    assert len(p.imgs) == 2
+    claims = p.text_by_section["claims"]
+    assert claims.count("not measured") >= 5
+
+
+def test_missing_figure_file_is_reported_not_fatal(tmp_path):
+    summary = make_run(tmp_path, sections={"hessian"})
+    summary["figures"]["hessian"].append("figures/hessian/gone.png")
+    (tmp_path / "figures/hessian/fake.png").write_bytes(b"not a png")
+    summary["figures"]["hessian"].append("figures/hessian/fake.png")
+    with pytest.warns(UserWarning):
+        path = write_report(tmp_path, summary)
+    text = path.read_text()
+    assert "figure missing: figures/hessian/gone.png" in text
+    assert "not a PNG file: figures/hessian/fake.png" in text
+    assert len(_parse(path).imgs) == 2
+
+
+def test_empty_summary_renders():
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = _parse(write_report(d, {}))
+    assert p.section_ids == list(SECTION_IDS)
+    assert all(NOT_COMPUTED in p.text_by_section[s] for s in SECTION_IDS if s != "claims")
+
+
+def test_format_summary_table(full_run):
+    _, summary, _ = full_run
+    text = format_summary_table(summary)
+    lines = text.splitlines()
+    header = lines[0]
+    assert header.split()[:5] == ["model", "family", "params", "acc", "NLL"]
+    rows = {ln.split()[0]: ln for ln in lines[2:5]}
+    assert set(rows) == set(LABELS)
+    col = header.index("λmax")
+    assert rows["resnet_tiny"][col:].split()[0] == "80"
+    assert rows["vit_tiny"][col:].split()[0] == "12"
+    assert "flatness" in text and "agrees" in text and "12 min 34 s" in text
+    assert lines[1].startswith("-----")
+    # empty summary: still a table, every claim not measured
+    empty = format_summary_table({})
+    assert empty.count("not measured") == 7
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+def _chromium():
+    for name in ("chromium", "chromium-browser", "/usr/bin/chromium"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None,
+                    reason="headless Chromium not installed (Debian package `chromium`; "
+                           ".ci/run installs it when apt-get is usable)")
+def test_report_renders_in_headless_chromium(full_run, tmp_path):
+    _, _, path = full_run
+    shot = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1200,2000", path.resolve().as_uri()]
+    env = dict(os.environ, HOME=str(tmp_path))
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("chromium did not finish within 60 s")
+    assert shot.is_file(), f"no screenshot (rc {res.returncode}): {res.stderr[-2000:]}"
+    with Image.open(shot) as im:
+        a = np.asarray(im.convert("RGB"), dtype=float)
+    assert a.shape[0] >= 1000 and a.shape[1] >= 1000
+    assert a.std() > 20.0, a.std()
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 100
+    # the dark header band is drawn at the top, the light page below it
+    assert a[:40].mean() < 120 < a[300:].mean()
