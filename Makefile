@@ -45,3 +45,46 @@ bench: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# ---- Paper figures -------------------------------------------------------------------------
+# SCALE=demo (default): Fashion-MNIST, the tiny models, CPU. SCALE=paper: CIFAR-100 and the
+# paper's architectures (PAPER_CKPTS=dir holding the released *.pth.tar, else trained by
+# experiments/paper_checkpoints.py with the paper's recipe); meant for GPUs.
+ifeq ($(SCALE),paper)
+  FIG_DATA   := cifar100
+  BUDGET     ?= paper
+  PAPER_CKPTS ?= checkpoints/paper
+  CNN_CKPT   := $(wildcard $(PAPER_CKPTS)/resnet_50_cifar100*.pth.tar)
+  VIT_CKPT   := $(wildcard $(PAPER_CKPTS)/vit_ti_cifar100*.pth.tar)
+  HYB_CKPT   := $(wildcard $(PAPER_CKPTS)/alternet_50_cifar100*.pth.tar)
+  FIG_CKPTS  = $(CNN_CKPT) $(VIT_CKPT) $(HYB_CKPT)
+  FIG_PREREQ := paper-checkpoints
+else
+  FIG_DATA   := fashion-mnist
+  BUDGET     ?= quick
+  FIG_CKPTS  := $(DEMO_CKPTS)/resnet_tiny.pt $(DEMO_CKPTS)/vit_tiny.pt $(DEMO_CKPTS)/alternet_tiny.pt
+  FIG_PREREQ := demo-checkpoints
+endif
+ANALYZE = $(PY) -m landscape analyze $(FIG_CKPTS) --data $(FIG_DATA) --budget $(BUDGET)
+
+paper-checkpoints: install
+	$(PY) experiments/paper_checkpoints.py --out $(PAPER_CKPTS)
+
+fig1: $(FIG_PREREQ)
+	$(ANALYZE) --only surface,hessian --out figures/fig1/$(SCALE)
+fig2: $(FIG_PREREQ)
+	$(ANALYZE) --only fourier,robustness --out figures/fig2/$(SCALE)
+fig8: $(FIG_PREREQ)
+	$(ANALYZE) --only fourier --out figures/fig8/$(SCALE)
+fig9: $(FIG_PREREQ)
+	$(ANALYZE) --only variance --out figures/fig9/$(SCALE)
+fig10: $(FIG_PREREQ)
+	$(ANALYZE) --only cka,lesion --out figures/fig10/$(SCALE)
+fig4: install
+	$(PY) experiments/data_size_study.py --scale $(SCALE) --out figures/fig4/$(SCALE)
+fig7: install
+	$(PY) experiments/locality_study.py --scale $(SCALE) --out figures/fig7/$(SCALE)
+fig12: install
+	$(PY) experiments/alternet_buildup.py --scale $(SCALE) --out figures/fig12/$(SCALE)
+
+paper: fig1 fig2 fig4 fig7 fig8 fig9 fig10 fig12
