@@ -1,0 +1,516 @@
+"""``landscape analyze``: every analysis on one or more checkpoints, side by side, as one report.
+
+For each checkpoint (same direction seeds, probe seeds and images for all of them) it runs the
+Hessian spectrum and curvature, the loss surface, Fourier, variance, noise robustness, CKA and
+lesion analyses with a budget preset, writes the raw results under ``OUT/raw/<label>-<sha>/``,
+the figures under ``OUT/figures/<section>/``, then ``summary.json`` and ``report.html``.
+
+Re-running with the same settings reuses finished raw results (each is keyed by the checkpoint's
+SHA-256 and the settings that define it); ``force=True`` recomputes. The report and summary are
+deleted at the start of a run and written only at its end, so a failed run never leaves a report
+that claims success.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+import models
+
+from . import checkpoint as ckpt
+from .errors import LandscapeError
+from .provenance import read_json, run_metadata, write_json
+
+ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")
+
+
+@dataclass
+class AnalyzeConfig:
+    """Every setting of an analysis run; ``BUDGETS`` gives the presets."""
+
+    data: Optional[str] = None          # default: the checkpoint's dataset
+    data_root: Optional[str] = None
+    seed: int = 0                       # images, directions, probes
+    device: str = "auto"
+    eval_samples: int = 2000            # test images for accuracy/NLL
+    # feature-map analyses (test images)
+    samples: int = 500
+    batch_size: int = 250
+    robustness_freqs: int = 6           # frequencies in [0, 1] (units of pi)
+    robustness_norm: float = 2.0        # L2 norm of the noise per image (normalized pixels)
+    robustness_width: float = 0.1
+    lesion_samples: int = 1000
+    # loss surface (training images, clean, BN in eval mode)
+    surface_samples: int = 500
+    surface_grid: str = "-1:1:11"
+    surface_ygrid: str = "-1:1:11"
+    surface_radius: float = 1.0
+    # Hessian (training images)
+    spectrum_batches: int = 16
+    spectrum_batch_size: int = 16
+    top_k: int = 5
+    lanczos_tol: float = 1e-3           # Ritz residual <= tol * |eigenvalue|
+    lanczos_max_iter: int = 100         # cap on Hessian-vector products per eigen-problem
+    hessian_mode: str = "double_backward"  # measured fastest (benchmarks/hessian.py); or "auto"
+    hessian_wd: float = 0.0
+    hessian_augment: bool = False
+    curvature_samples: int = 256        # one operator averaged over these images
+    trace_products: int = 30
+    density_probes: int = 2
+    density_steps: int = 40
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "quick": {},
+    "standard": dict(eval_samples=0, samples=2000, lesion_samples=5000, surface_samples=2000,
+                     surface_grid="-1:1:21", surface_ygrid="-1:1:21", spectrum_batches=100,
+                     curvature_samples=1024, trace_products=99, density_probes=4,
+                     density_steps=80, robustness_freqs=11),
+    # The paper: top-5 per mini-batch of 16 over ~10% of the training set, NLL + L2 on augmented
+    # data; surfaces on the training set.
+    "paper": dict(eval_samples=0, samples=10000, lesion_samples=0, surface_samples=10000,
+                  surface_grid="-1:1:41", surface_ygrid="-1:1:41", spectrum_batches=0,
+                  hessian_augment=True, hessian_wd=5e-4, curvature_samples=2048,
+                  trace_products=199, density_probes=8, density_steps=100,
+                  robustness_freqs=21),
+}
+
+
+def make_config(budget: str = "quick", toml_path: Optional[str] = None,
+                overrides: Optional[dict[str, Any]] = None) -> AnalyzeConfig:
+    """Preset, then the TOML file (top-level keys or an ``[analyze]`` table), then overrides."""
+    if budget not in BUDGETS:
+        raise LandscapeError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    values: dict[str, Any] = dict(BUDGETS[budget])
+    if toml_path:
+        import tomllib
+        try:
+            with open(toml_path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise LandscapeError(f"config file not found: {toml_path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
+            raise LandscapeError(f"unreadable config file {toml_path}: {e}") from None
+        doc = doc.get("analyze", doc)
+        values.update(doc)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name: f for f in dataclasses.fields(AnalyzeConfig)}
+    bad = sorted(set(values) - set(known))
+    if bad:
+        raise LandscapeError(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(known)}")
+    cfg = AnalyzeConfig(**values)
+    for name, f in known.items():  # type-check TOML values
+        v = getattr(cfg, name)
+        default = getattr(AnalyzeConfig(), name)
+        if default is not None and v is not None and not isinstance(v, type(default)) and not (
+                isinstance(default, float) and isinstance(v, int)):
+            raise LandscapeError(f"setting {name} must be {type(default).__name__}, got {v!r}")
+    return cfg
+
+
+def family(arch: str, block_kinds: Sequence[str]) -> str:
+    """"cnn", "vit" or "hybrid" from the block kinds (MSA and Conv blocks: hybrid)."""
+    has_msa, has_conv = "msa" in block_kinds, "conv" in block_kinds
+    if has_msa and has_conv:
+        return "hybrid"
+    if has_msa:
+        return "vit"
+    return "cnn"
+
+
+def _labels(paths: Sequence[str], archs: Sequence[str]) -> list[str]:
+    labels = list(archs)
+    if len(set(labels)) < len(labels):
+        labels = [Path(p).stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab}-{i}" for i, lab in enumerate(labels)]
+    return labels
+
+
+class _Cache:
+    """Raw results of one model: ``<dir>/<name>`` plus ``<name>.key.json`` (what defines it)."""
+
+    def __init__(self, folder: Path, force: bool):
+        self.folder = folder
+        self.force = force
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str, key: dict[str, Any], compute: Callable[[Path], Any],
+            load: Callable[[Path], Any]) -> tuple[Any, bool]:
+        """(result, reused?) — reuses ``name`` when its key matches, else recomputes it."""
+        path = self.folder / name
+        key_path = self.folder / f"{name}.key.json"
+        key = json.loads(json.dumps(key, default=str))
+        if not self.force and path.exists() and key_path.exists():
+            try:
+                if read_json(key_path) == key:
+                    return load(path), True
+            except Exception:  # noqa: BLE001 - unreadable cache entry: recompute
+                pass
+        for p in (path, key_path):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        result = compute(path)
+        write_json(key_path, key)
+        return result, False
+
+
+def _rel(paths: Sequence[Path], out: Path) -> list[str]:
+    return [str(Path(p).relative_to(out)) for p in paths if str(p).endswith(".png")]
+
+
+def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
+            config: Optional[AnalyzeConfig] = None, only: Optional[Sequence[str]] = None,
+            force: bool = False, model: Optional[str] = None, progress: bool = True,
+            budget: str = "custom") -> dict[str, Any]:
+    """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
+
+    Returns the summary dict. Bad input (missing checkpoint, wrong classes, a file as output
+    folder) raises ``LandscapeError`` before anything is computed.
+    """
+    from .commands.common import check_out_dir
+    from .data import load_dataset
+    from .device import resolve_device
+
+    cfg = config or AnalyzeConfig()
+    todo = list(only) if only else list(ANALYSES)
+    bad = [a for a in todo if a not in ANALYSES]
+    if bad:
+        raise LandscapeError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(ANALYSES)}")
+    if not checkpoints:
+        raise LandscapeError("no checkpoint given")
+    for p in checkpoints:
+        if not Path(p).is_file():
+            raise LandscapeError(f"checkpoint not found: {p}")
+    out = check_out_dir(out_dir)
+    for stale in ("report.html", "summary.json"):
+        if (out / stale).exists():
+            (out / stale).unlink()
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+
+    # Load and validate everything first: no computation before all input is known good.
+    loaded = []
+    for p in checkpoints:
+        net, info = ckpt.load(p, model=model, device=device)
+        loaded.append((net, info))
+    datasets = {(cfg.data or info.dataset) for _, info in loaded}
+    if None in datasets:
+        raise LandscapeError(f"{loaded[0][1].path} does not record its dataset; pass --data")
+    if len(datasets) > 1:
+        raise LandscapeError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))});"
+                             " pass --data to analyze them on one")
+    data_name = datasets.pop()
+    first = loaded[0][1]
+    norm: Any = True
+    if first.mean is not None and first.std is not None:
+        norm = (tuple(first.mean), tuple(first.std))
+    test = load_dataset(data_name, "test", root=cfg.data_root, normalize=norm, progress=progress)
+    train = load_dataset(data_name, "train", root=cfg.data_root, normalize=norm, progress=progress)
+    for net, info in loaded:
+        if info.num_classes and info.num_classes != test.num_classes:
+            raise LandscapeError(f"{info.path}: model has {info.num_classes} classes but dataset "
+                                 f"{data_name!r} has {test.num_classes}")
+        ch = info.model_kwargs.get("in_chans")
+        if ch and ch != test.images.shape[1]:
+            raise LandscapeError(f"{info.path}: model takes {ch} input channels but dataset "
+                                 f"{data_name!r} has {test.images.shape[1]}")
+
+    # The same images for every model.
+    def subset(data: Any, n: int, seed: int) -> Any:
+        if not n or n >= len(data):
+            return data.to(device)
+        idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
+        return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
+                                   indices=idx, seed=seed).to(device)
+
+    eval_set = subset(test, cfg.eval_samples, cfg.seed)
+    feat_set = subset(test, cfg.samples, cfg.seed)
+    lesion_set = subset(test, cfg.lesion_samples, cfg.seed)
+    surf_set = subset(train, cfg.surface_samples, cfg.seed + 1)
+    hess_pool = subset(train, max(cfg.curvature_samples,
+                                  cfg.spectrum_batches * cfg.spectrum_batch_size
+                                  if cfg.spectrum_batches else len(train)), cfg.seed + 2)
+
+    archs = [info.model for _, info in loaded]
+    labels = _labels([str(p) for p in checkpoints], archs)
+    figs: dict[str, list[str]] = {}
+    summary: dict[str, Any] = {"models": [], "settings": {"budget": budget, "only": todo,
+                                                          "dataset": data_name, **cfg.to_dict()}}
+    results: dict[str, dict[str, Any]] = {a: {} for a in todo}
+    fig_dir = out / "figures"
+    from .train import evaluate
+
+    for (net, info), label in zip(loaded, labels):
+        cache = _Cache(out / "raw" / f"{label}-{info.sha256[:10]}", force)
+        bl = models.blocks(net) if hasattr(net, "block_list") else []
+        kinds = [b.kind for b in bl]
+        ev, _ = cache.get("eval.json", {"sha": info.sha256, "n": len(eval_set), "seed": cfg.seed,
+                                        "data": data_name},
+                          lambda p: (write_json(p, evaluate(net, eval_set, cfg.batch_size)), read_json(p))[1],
+                          read_json)
+        summary["models"].append({
+            "label": label, "checkpoint": str(info.path), "sha256": info.sha256, "arch": info.model,
+            "family": family(info.model, kinds), "params": sum(p.numel() for p in net.parameters()),
+            "dataset": data_name, "test_acc": ev["acc"], "test_nll": ev["loss"],
+            "eval_samples": len(eval_set)})
+        if progress:
+            print(f"[{label}] test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
+                  f"({len(eval_set)} images)", file=sys.stderr, flush=True)
+        base_key = {"sha": info.sha256, "data": data_name, "seed": cfg.seed}
+        for analysis in todo:
+            t0 = time.perf_counter()
+            fn = _RUNNERS[analysis]
+            res, reused, files = fn(net=net, label=label, cfg=cfg, cache=cache, key=base_key,
+                                    sets={"feat": feat_set, "lesion": lesion_set, "surface": surf_set,
+                                          "hessian": hess_pool},
+                                    fig_dir=fig_dir, progress=progress)
+            results[analysis][label] = res
+            for section, paths in files.items():
+                figs.setdefault(section, []).extend(_rel(paths, out))
+            if progress:
+                print(f"[{label}] {analysis}: {'reused' if reused else 'computed'} "
+                      f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+
+    # Figures that compare models.
+    figs_joint = _joint_figures(results, labels, fig_dir)
+    for section, paths in figs_joint.items():
+        figs.setdefault(section, []).extend(_rel(paths, out))
+    for analysis in todo:
+        summary[analysis] = {lab: _summarize(analysis, r, cfg) for lab, r in results[analysis].items()}
+    summary["figures"] = figs
+    summary["wall_time_s"] = time.perf_counter() - t_start
+    summary.update(run_metadata())
+    from .claims import claims_to_json, evaluate_claims
+    from .report import format_summary_table, write_report
+    claims = evaluate_claims(summary)
+    summary["claims"] = claims_to_json(claims)
+    write_json(out / "config.json", run_metadata(config=summary["settings"],
+                                                 checkpoints={lab: m["sha256"] for lab, m in
+                                                              zip(labels, summary["models"])}))
+    write_report(out, summary, claims)
+    write_json(out / "summary.json", summary)
+    if progress:
+        print(format_summary_table(summary, claims))
+        print(f"report: {out / 'report.html'} ({summary['wall_time_s']:.0f} s)")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# one runner per analysis: (result, reused, {section: [figure files]})
+# ---------------------------------------------------------------------------------------------
+def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress):
+    from .data import Augment
+    from .hessian import HessianOperator, hutchpp_trace, slq_density, top_eigenvalues
+    from .plots.hessian import plot_slq_density
+    from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
+    pool = sets["hessian"]
+    augment = Augment(pad=4, flip=True, mean=pool.mean, std=pool.std) if cfg.hessian_augment else None
+    scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
+                          n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
+                          wd=cfg.hessian_wd, augment=cfg.hessian_augment, tol=cfg.lanczos_tol,
+                          max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
+    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool)}
+    spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
+        net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress), SpectrumResult.load)
+
+    n = min(cfg.curvature_samples, len(pool))
+    x, y = pool.images[:n], pool.labels[:n]
+    bs = 128
+    batches = [(x[s:s + bs], y[s:s + bs]) for s in range(0, n, bs)]
+
+    def curvature(p: Path) -> dict[str, Any]:
+        op = HessianOperator(net, batches, wd=cfg.hessian_wd, augment=augment, augment_seed=cfg.seed,
+                             mode=cfg.hessian_mode)
+        kw = dict(seed=cfg.seed, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
+                  return_eigenvectors=False)
+        top = top_eigenvalues(op, cfg.top_k, "LM", **kw)
+        bottom = top_eigenvalues(op, cfg.top_k, "SA", **kw)
+        tr = hutchpp_trace(op, cfg.trace_products, seed=cfg.seed)
+        dens = slq_density(op, cfg.density_probes, cfg.density_steps, seed=cfg.seed)
+        dens.save(p.with_name("density.h5"), config=json.dumps(op.config(), default=str))
+        res = {"top": top.to_dict(), "bottom": bottom.to_dict(), "trace": tr.to_dict(),
+               "n_samples": n, "n_params": op.shape[0], "wd": cfg.hessian_wd}
+        write_json(p, res)
+        return res
+
+    ckey = {**key, "n": n, "k": cfg.top_k, "lanczos": [cfg.lanczos_tol, cfg.lanczos_max_iter], "wd": cfg.hessian_wd, "aug": cfg.hessian_augment,
+            "trace": cfg.trace_products, "density": [cfg.density_probes, cfg.density_steps]}
+    curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
+    files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density")
+    return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5"}, \
+        r1 and r2, {"hessian": files}
+
+
+def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress):
+    from . import directions as D
+    from . import surface as S
+    from .plots.surface import plot_surface
+    data = sets["surface"]
+    xs = S.parse_grid(cfg.surface_grid)
+    ys = S.parse_grid(cfg.surface_ygrid) if cfg.surface_ygrid else None
+    skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
+            "directions": "filter-normalized, weights, biasbn=False, seeds (seed, seed+1)"}
+
+    def compute(p: Path) -> Any:
+        dirs = [D.random_direction(net, cfg.seed)]
+        if ys is not None:
+            dirs.append(D.random_direction(net, cfg.seed + 1))
+        S.write_directions_file(p.with_name("directions.h5"), dirs,
+                                {"seed": cfg.seed, "identity": json.dumps(skey, default=str)})
+        return S.compute_surface(net, dirs, data.images, data.labels, xs, ys, p, split="train",
+                                 identity={"key": json.dumps(skey, default=str)},
+                                 eval_identity={"n": len(data)}, progress=progress)
+
+    res, reused = cache.get("surface.h5", skey, compute, S.load_surface)
+    files = plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
+                         quantities=["train_loss"])
+    return res, reused, {"landscape": files}
+
+
+def _feature_runner(analysis: str) -> Callable[..., Any]:
+    def run(net, label, cfg, cache, key, sets, fig_dir, progress):
+        from . import fourier, lesion, robustness, similarity, variance
+        from .plots import features as P
+        data = sets["lesion"] if analysis == "lesion" else sets["feat"]
+        bs = cfg.batch_size
+        if analysis == "fourier":
+            fn, cls, ext = (lambda: fourier.fourier_analysis(net, data, batch_size=bs, progress=progress),
+                            fourier.FourierResult, "h5")
+        elif analysis == "variance":
+            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs, progress=progress),
+                            variance.VarianceResult, "json")
+        elif analysis == "robustness":
+            freqs = np.linspace(0, 1, cfg.robustness_freqs)
+            fn, cls, ext = (lambda: robustness.noise_robustness(
+                net, data, freqs=freqs, width=cfg.robustness_width, norm=cfg.robustness_norm,
+                seed=cfg.seed, batch_size=bs, progress=progress, label=label),
+                robustness.RobustnessResult, "json")
+        elif analysis == "cka":
+            fn, cls, ext = (lambda: similarity.cka_analysis(net, data, batch_size=bs, progress=progress),
+                            similarity.CKAResult, "h5")
+        else:
+            fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=progress),
+                            lesion.LesionResult, "json")
+        fkey = {**key, "analysis": analysis, "n": len(data), "bs": bs,
+                "robustness": [cfg.robustness_freqs, cfg.robustness_norm, cfg.robustness_width]
+                if analysis == "robustness" else None}
+
+        def compute(p: Path) -> Any:
+            r = fn()
+            r.save(p)
+            return r
+
+        res, reused = cache.get(f"{analysis}.{ext}", fkey, compute, cls.load)
+        files: dict[str, list[Path]] = {}
+        if analysis == "fourier":
+            files["fourier"] = P.plot_fourier_curves(res, fig_dir / "fourier" / label / "dlogA",
+                                                     title=label)
+        elif analysis == "cka":
+            files["cka"] = P.plot_cka(res, fig_dir / "cka" / label / "cka", title=label)
+        return res, reused, files
+    return run
+
+
+_RUNNERS: dict[str, Callable[..., Any]] = {
+    "hessian": _run_hessian, "surface": _run_surface,
+    **{a: _feature_runner(a) for a in ("fourier", "variance", "robustness", "cka", "lesion")},
+}
+
+
+def _joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
+                   fig_dir: Path) -> dict[str, list[Path]]:
+    from .plots import features as P
+    files: dict[str, list[Path]] = {}
+    if results.get("hessian"):
+        from .plots.hessian import plot_spectrum
+        labs = list(results["hessian"])
+        files["hessian"] = plot_spectrum([results["hessian"][lab]["spectrum_file"] for lab in labs],
+                                         fig_dir / "hessian" / "spectra", labels=labs)
+    joint = {"fourier": P.plot_high_frequency, "variance": P.plot_variance,
+             "robustness": P.plot_robustness, "lesion": P.plot_lesion}
+    for analysis, plot in joint.items():
+        if results.get(analysis):
+            labs = list(results[analysis])
+            files.setdefault(analysis, []).extend(
+                plot([results[analysis][lab] for lab in labs], fig_dir / analysis / analysis,
+                     labels=labs))
+    return files
+
+
+def _blocks_table(res: Any, value_key: str, values: Sequence[float]) -> list[dict[str, Any]]:
+    """Rows per block (input first, when present) with ``same_grid`` from ``res.changes()``."""
+    same = {c["name"]: bool(c["same_grid"]) for c in res.changes()}
+    rows = []
+    for i, name in enumerate(res.names):
+        row = {"name": name, "kind": res.kinds[i], "stage": int(res.stages[i]),
+               "depth": float(res.depth[i]), value_key: float(values[i])}
+        if name in same:
+            row["same_grid"] = same[name]
+        rows.append(row)
+    return rows
+
+
+def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
+    """The numbers the report and the claims table need, from one analysis result."""
+    if analysis == "hessian":
+        c = res["curvature"]
+        return {"top_eigenvalues": c["top"]["eigenvalues"], "bottom_eigenvalues": c["bottom"]["eigenvalues"],
+                "trace": c["trace"]["trace"], "trace_se": c["trace"]["stderr"],
+                "n_samples": c["n_samples"], "n_params": c["n_params"],
+                "spectrum": {**res["spectrum"].summary(), "batch_size": cfg.spectrum_batch_size}}
+    if analysis == "surface":
+        loss = res.arrays["train_loss"]
+        x, y = res.xcoordinates, res.ycoordinates
+        xx, yy = (np.meshgrid(x, y) if y is not None else (x, np.zeros_like(x)))
+        r = np.sqrt(xx ** 2 + yy ** 2)
+        centre = loss[np.unravel_index(np.argmin(r), r.shape)]
+        inside = (r <= cfg.surface_radius + 1e-9) & np.isfinite(loss)
+        return {"center_loss": float(centre), "radius": cfg.surface_radius,
+                "mean_loss_increase": float(np.mean(loss[inside] - centre)) if inside.any() else float("nan"),
+                "max_loss": float(np.nanmax(np.where(np.isfinite(loss), loss, np.nan))),
+                "non_finite": int((~np.isfinite(loss)).sum()), "grid": list(loss.shape[::-1])}
+    if analysis == "fourier":
+        return {"blocks": _blocks_table(res, "dlogA_pi", res.high_frequency)}
+    if analysis == "variance":
+        return {"blocks": _blocks_table(res, "variance", res.variance)}
+    if analysis == "robustness":
+        return {"freqs": [float(f) for f in res.freqs], "acc": [float(a) for a in res.accuracy],
+                "clean_acc": float(res.clean_accuracy), "noise_norm": float(res.norm)}
+    if analysis == "cka":
+        return _cka_stages(res)
+    if analysis == "lesion":
+        return {"baseline_acc": float(res.baseline_accuracy),
+                "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d), "acc": float(a)}
+                           for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
+                                                    res.accuracy)]}
+    raise ValueError(analysis)
+
+
+def _cka_stages(res: Any) -> dict[str, Any]:
+    m = np.asarray(res.cka, dtype=float)
+    stages = np.asarray(res.stages)
+    kinds = list(res.kinds)
+    keep = np.array([k not in ("embed", "head") for k in kinds])
+    m, st = m[np.ix_(keep, keep)], stages[keep]
+    same = st[:, None] == st[None, :]
+    off = ~np.eye(len(st), dtype=bool)
+    within = m[same & off]
+    across = m[~same]
+    return {"names": [n for n, k in zip(res.names, keep) if k], "stages": st.tolist(),
+            "within_stage_mean": float(within.mean()) if within.size else float("nan"),
+            "across_stage_mean": float(across.mean()) if across.size else float("nan")}

@@ -1,0 +1,66 @@
+"""``landscape analyze``: every analysis on one or more checkpoints, one HTML report."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    from ..analyze import ANALYSES, BUDGETS, AnalyzeConfig
+    p = sub.add_parser(
+        "analyze", help="all analyses on one or more checkpoints + HTML report",
+        description="Run the Hessian spectrum and curvature, loss surface, Fourier, variance, "
+                    "noise robustness, CKA and lesion analyses on each checkpoint (same images, "
+                    "direction and probe seeds for all), then write OUT/report.html, "
+                    "OUT/summary.json, raw results under OUT/raw and figures under OUT/figures. "
+                    "Re-running reuses finished raw results. Every budget setting can be "
+                    "overridden with --set KEY=VALUE or a TOML file (--config).")
+    p.add_argument("checkpoints", metavar="CKPT", nargs="+",
+                   help="checkpoint files (our format, the paper's, or bare state_dicts with --model)")
+    p.add_argument("--model", default=None, help="architecture name for bare state_dicts")
+    p.add_argument("--data", default=None,
+                   help="dataset (default: the one recorded in the checkpoints)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: standard location)")
+    p.add_argument("--budget", default="quick", choices=list(BUDGETS),
+                   help="preset of samples, grid, batches and top-k (quick: minutes on a CPU; "
+                        "standard; paper: the paper's settings, for GPUs)")
+    p.add_argument("--config", default=None,
+                   help="TOML file with settings (top-level keys or an [analyze] table) applied "
+                        "over the budget")
+    names = ", ".join(f.name for f in dataclasses.fields(AnalyzeConfig))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override one setting (repeatable); keys: {names}")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated subset of analyses: {', '.join(ANALYSES)}")
+    p.add_argument("--seed", type=int, default=None, help="seed for images, directions and probes")
+    p.add_argument("--device", default=None, help="torch device (default auto: GPU if available)")
+    p.add_argument("--force", action="store_true", help="recompute even finished raw results")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--out", required=True, help="output folder (report.html, summary.json, raw/, figures/)")
+    p.set_defaults(func=run)
+
+
+def _parse_value(text: str) -> Any:
+    import tomllib
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analyze import analyze, make_config
+    from ..errors import LandscapeError
+    overrides: dict[str, Any] = {"data": args.data, "data_root": args.data_root,
+                                 "seed": args.seed, "device": args.device}
+    for item in args.set:
+        if "=" not in item:
+            raise LandscapeError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = _parse_value(v.strip())
+    cfg = make_config(args.budget, args.config, overrides)
+    only = [a.strip() for a in args.only.split(",")] if args.only else None
+    analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
+            progress=not args.quiet, budget=args.budget)
+    return 0

@@ -1,0 +1,132 @@
+"""`landscape analyze` end to end on two tiny checkpoints with a minimal budget."""
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+from landscape import checkpoint
+from landscape.cli import main as cli_main
+
+from conftest import needs_fashion_mnist
+
+TINY = """
+[analyze]
+eval_samples = 64
+samples = 32
+batch_size = 32
+lesion_samples = 32
+surface_samples = 32
+surface_grid = "-1:1:3"
+surface_ygrid = "-1:1:3"
+spectrum_batches = 2
+spectrum_batch_size = 8
+top_k = 2
+lanczos_max_iter = 12
+curvature_samples = 16
+trace_products = 6
+density_probes = 1
+density_steps = 6
+robustness_freqs = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpts")
+    out = []
+    for name in ("resnet_tiny", "vit_tiny"):
+        torch.manual_seed(0)
+        m = models.create(name, num_classes=10, in_chans=1, img_size=28)
+        out.append(str(checkpoint.save(d / f"{name}.pt", m, dataset="fashion-mnist",
+                                       mean=[0.286], std=[0.353], seed=0, epoch=0)))
+    (d / "tiny.toml").write_text(TINY)
+    return d, out
+
+
+class _Imgs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if "id" in a:
+            self.ids.add(a["id"])
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
+    d, paths = ckpts
+    out = tmp_path / "out"
+    args = ["analyze", *paths, "--config", str(d / "tiny.toml"), "--out", str(out), "--quiet"]
+    assert cli_main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [m["label"] for m in summary["models"]] == ["resnet_tiny", "vit_tiny"]
+    assert {m["family"] for m in summary["models"]} == {"cnn", "vit"}
+    for section in ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion"):
+        assert set(summary[section]) == {"resnet_tiny", "vit_tiny"}, section
+    h = summary["hessian"]["resnet_tiny"]
+    assert len(h["top_eigenvalues"]) == 2 and h["spectrum"]["count"] == 4
+    assert summary["surface"]["vit_tiny"]["grid"] == [3, 3]
+    assert len(summary["claims"]) >= 6
+    p = _Imgs()
+    p.feed((out / "report.html").read_text())
+    assert len(p.imgs) >= 10 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert {"models", "hessian", "claims", "settings"} <= p.ids
+
+    # Second run: everything reused, nothing recomputed (any compute call would raise).
+    import landscape.analyze as A
+    monkeypatch.setattr(A, "_Cache", _NoCompute(A._Cache))
+    assert cli_main(args) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["hessian"] == summary["hessian"] and again["fourier"] == summary["fourier"]
+
+
+class _NoCompute:
+    def __init__(self, cls):
+        self.cls = cls
+
+    def __call__(self, folder, force):
+        c = self.cls(folder, force)
+        orig = c.get
+
+        def get(name, key, compute, load):
+            def fail(_p):
+                raise AssertionError(f"{name} recomputed although cached")
+            return orig(name, key, fail, load)
+        c.get = get
+        return c
+
+
+def _err(capsys):
+    lines = capsys.readouterr().err.strip().splitlines()
+    return lines
+
+
+@needs_fashion_mnist
+def test_bad_inputs_exit_2_one_line(ckpts, tmp_path, capsys):
+    d, paths = ckpts
+    cases = []
+    cases.append(["analyze", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o1")])
+    # classes do not match the dataset
+    m = models.create("resnet_tiny", num_classes=7, in_chans=1, img_size=28)
+    bad = checkpoint.save(tmp_path / "seven.pt", m, dataset="fashion-mnist")
+    cases.append(["analyze", str(bad), "--out", str(tmp_path / "o2")])
+    (tmp_path / "bad.toml").write_text("this is [ not toml")
+    cases.append(["analyze", paths[0], "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o3")])
+    (tmp_path / "afile").write_text("x")
+    cases.append(["analyze", paths[0], "--out", str(tmp_path / "afile")])
+    cases.append(["analyze", paths[0], "--set", "nonsense=1", "--out", str(tmp_path / "o5")])
+    for args in cases:
+        rc = cli_main(args)
+        err = _err(capsys)
+        assert rc == 2, args
+        assert len(err) == 1 and err[0].startswith("landscape: error:"), err
+    for o in ("o1", "o2", "o3", "o5"):
+        assert not (tmp_path / o / "report.html").exists()

@@ -1,0 +1,419 @@
+"""HessianOperator and estimators against dense float64 references on tiny models
+(an MLP with an unused layer, a CNN with BN and dropout, an attention model using SDPA)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from landscape.errors import LandscapeError
+from landscape.hessian import (DenseOperator, HessianOperator, dense_hessian, hutchinson_trace,
+                               hutchpp_trace, lanczos_quadrature, pyhessian_density, slq_density,
+                               top_eigenvalues)
+
+torch.set_num_threads(1)
+MODELS = ["mlp", "cnn", "attn"]
+
+
+# ---- tiny float64 models (also used by test_spectrum and test_hessian_distributed) ----------
+class TinyMLP(nn.Module):
+    def __init__(self, d_in=6, hidden=10, classes=3):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+        self.unused = nn.Linear(2, 2)  # never called: gets no gradient
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4 * 4, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv(x)))
+        h = F.avg_pool2d(h, 4)
+        return self.fc(self.drop(h.flatten(1)))
+
+
+class ManualLayerNorm(nn.Module):
+    """LayerNorm written out: torch 2.13's torch.func.hessian of F.layer_norm is wrong, and the
+    dense reference uses torch.func.hessian."""
+
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+        self.eps = eps
+
+    def forward(self, t):
+        mu = t.mean(-1, keepdim=True)
+        var = ((t - mu) ** 2).mean(-1, keepdim=True)
+        return (t - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class TinyAttention(nn.Module):
+    """Patch embedding + one self-attention layer (scaled_dot_product_attention) + head."""
+
+    def __init__(self, dim=8, heads=2, classes=3, patch=2):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(1, dim, patch, stride=patch)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = ManualLayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)  # B, N, D
+        B, N, D = t.shape
+        q, k, v = self.qkv(self.norm(t)).reshape(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v)
+        t = t + self.proj(a.transpose(1, 2).reshape(B, N, D))
+        return self.head(torch.tanh(t).mean(1))
+
+
+def make(name: str, seed: int = 0, n: int = 12):
+    """(model in float64 with perturbed BN stats, x, y)."""
+    torch.manual_seed(seed)
+    if name == "mlp":
+        m, x = TinyMLP(), torch.randn(n, 6)
+    elif name == "cnn":
+        m, x = TinyCNN(), torch.randn(n, 1, 8, 8)
+        with torch.no_grad():
+            m.bn.running_mean.uniform_(-0.2, 0.2)
+            m.bn.running_var.uniform_(0.5, 1.5)
+            m.bn.weight.uniform_(0.5, 1.5)
+    elif name == "attn":
+        m, x = TinyAttention(), torch.randn(n, 1, 6, 6)
+    else:
+        raise ValueError(name)
+    y = torch.randint(0, 3, (n,))
+    return m.double(), x.double(), y
+
+
+
+@pytest.fixture(scope="module")
+def cases():
+    out = {}
+    for name in MODELS:
+        m, x, y = make(name)
+        H = dense_hessian(m, x, y)
+        out[name] = (m, x, y, H, torch.linalg.eigvalsh(H).numpy())
+    return out
+
+
+def _ref(ev, k, which):
+    if which == "LA":
+        return ev[::-1][:k]
+    if which == "SA":
+        return ev[:k]
+    return ev[np.argsort(-np.abs(ev), kind="stable")[:k]]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("mode", ["double_backward", "forward_over_reverse"])
+def test_operator_columns_equal_dense(cases, name, mode):
+    m, x, y, H, _ = cases[name]
+    op = HessianOperator(m, (x, y), mode=mode)
+    n = op.shape[0]
+    assert op.shape == H.shape and op.dtype == torch.float64
+    cols = [0, n // 3, n // 2, n - 1]
+    for i in cols:  # matvec
+        e = torch.zeros(n, dtype=torch.float64)
+        e[i] = 1
+        torch.testing.assert_close(op.matvec(e), H[:, i], rtol=1e-10, atol=1e-12)
+    E = torch.eye(n, dtype=torch.float64)[:, cols]  # batched matmat
+    torch.testing.assert_close(op.matmat(E), H[:, cols], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op @ E, H[:, cols], rtol=1e-10, atol=1e-12)
+    A = op.to_scipy()
+    v = np.random.default_rng(0).standard_normal(n)
+    np.testing.assert_allclose(A.matvec(v), H.numpy() @ v, rtol=1e-9, atol=1e-12)
+
+
+def test_operator_detects_wrong_reference(cases):
+    """The column test can fail: a perturbed dense Hessian does not match."""
+    m, x, y, H, _ = cases["mlp"]
+    op = HessianOperator(m, (x, y))
+    e = torch.zeros(op.shape[0], dtype=torch.float64)
+    e[3] = 1
+    bad = H[:, 3].clone()
+    bad[0] += 1e-6
+    assert not torch.allclose(op.matvec(e), bad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_top_and_bottom_k(cases, name, which):
+    m, x, y, _, ev = cases[name]
+    op = HessianOperator(m, (x, y))
+    r = top_eigenvalues(op, 4, which, tol=1e-8, seed=1)
+    ref = _ref(ev, 4, which)
+    assert r.converged
+    np.testing.assert_allclose(r.eigenvalues, ref, rtol=1e-6)
+    assert r.n_products == op.n_products and r.n_products < op.shape[0]
+    # eigenvectors and residuals are real: ||H y - lambda y|| small
+    HV = op.matmat(r.eigenvectors)
+    true_res = (HV - r.eigenvectors * torch.as_tensor(r.eigenvalues)).norm(dim=0).numpy()
+    assert np.all(true_res <= 1e-6 * np.abs(r.eigenvalues))
+    assert np.all(r.residuals <= 1e-8 * np.abs(r.eigenvalues) + 1e-14)
+
+
+def test_eigsh_method(cases):
+    m, x, y, _, ev = cases["cnn"]
+    r = top_eigenvalues(HessianOperator(m, (x, y)), 3, "LA", tol=1e-10, method="eigsh")
+    np.testing.assert_allclose(r.eigenvalues, _ref(ev, 3, "LA"), rtol=1e-6)
+
+
+def test_negative_eigenvalues_found_on_relu_net(cases):
+    m, x, y, _, ev = cases["mlp"]  # ReLU + cross-entropy: non-convex
+    assert ev[0] < -1e-3  # the dense reference has negative eigenvalues
+    r = top_eigenvalues(HessianOperator(m, (x, y)), 3, "SA", tol=1e-8)
+    assert np.all(r.eigenvalues < 0)
+    np.testing.assert_allclose(r.eigenvalues, ev[:3], rtol=1e-6)
+
+
+def test_dense_operator_and_generic():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((40, 40))
+    A = A + A.T
+    ev = np.linalg.eigvalsh(A)
+    r = top_eigenvalues(DenseOperator(torch.as_tensor(A)), 3, "LM", tol=1e-10)
+    np.testing.assert_allclose(r.eigenvalues, _ref(ev, 3, "LM"), rtol=1e-8)
+    from scipy.sparse.linalg import aslinearoperator
+    r2 = top_eigenvalues(aslinearoperator(A), 2, "SA", tol=1e-10)
+    np.testing.assert_allclose(r2.eigenvalues, ev[:2], rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["cnn", "attn"])
+def test_trace_estimators_within_three_stderr(cases, name):
+    m, x, y, H, ev = cases[name]
+    exact = float(ev.sum())
+    op = HessianOperator(m, (x, y))
+    for est in (hutchinson_trace(op, 60, seed=2), hutchpp_trace(op, 90, seed=2)):
+        assert est.stderr > 0
+        assert abs(est.trace - exact) <= 3 * est.stderr, (est.method, est.trace, exact, est.stderr)
+        wrong = exact + 0.5 * abs(exact) + 10 * est.stderr  # a wrong answer is rejected
+        assert abs(est.trace - wrong) > 3 * est.stderr
+    assert hutchpp_trace(op, 90, seed=2).stderr < hutchinson_trace(op, 90, seed=2).stderr
+
+
+def test_slq_quadrature_and_moments(cases):
+    m, x, y, H, ev = cases["cnn"]
+    op = HessianOperator(m, (x, y))
+    n = op.shape[0]
+    Hn = H.numpy()
+    v = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    nodes, w = lanczos_quadrature(op, v, 10)
+    vn = v.numpy() / np.linalg.norm(v.numpy())
+    for p in range(0, 19):  # Gauss quadrature with 10 nodes is exact to degree 19
+        exact = vn @ np.linalg.matrix_power(Hn, p) @ vn
+        assert abs(np.sum(w * nodes ** p) - exact) <= 1e-8 * max(1.0, abs(exact))
+    d = slq_density(op, n_probes=6, steps=30, seed=0)
+    assert d.nodes.shape == (6, 30) and np.allclose(d.weights.sum(1), 1.0)
+    assert abs(np.trapezoid(d.density, d.grid) - 1.0) < 1e-9
+    for p in (1, 2):
+        exact = float(np.mean(ev ** p))
+        samples = np.sum(d.weights * d.nodes ** p, axis=1)
+        se = samples.std(ddof=1) / math.sqrt(len(samples))
+        assert abs(d.moment(p) - exact) <= 4 * se + 1e-12
+    # extreme Ritz values approach the extreme eigenvalues
+    assert abs(d.nodes.max() - ev.max()) < 1e-6 * abs(ev.max())
+
+
+def test_slq_save_load(tmp_path, cases):
+    m, x, y, _, _ = cases["mlp"]
+    d = slq_density(HessianOperator(m, (x, y)), n_probes=2, steps=8, seed=1)
+    d.save(tmp_path / "d.h5", config={"a": 1})
+    e = type(d).load(tmp_path / "d.h5")
+    np.testing.assert_array_equal(d.density, e.density)
+    assert e.sigma == d.sigma and e.seed == 1
+
+
+def test_unused_parameters_give_zero_rows(cases):
+    m, x, y, H, _ = cases["mlp"]
+    op = HessianOperator(m, (x, y))
+    assert "unused.weight" in op.names
+    V = torch.randn(op.shape[0], 3, dtype=torch.float64)
+    for mode in ("double_backward", "forward_over_reverse"):
+        HV = HessianOperator(m, (x, y), mode=mode).matmat(V)
+        np.testing.assert_allclose(HV.numpy(), (H @ V).numpy(), rtol=1e-10, atol=1e-12)
+    off = sum(op.numels[:op.names.index("unused.weight")])
+    assert torch.all(HV[off:off + 6] == 0)
+
+
+def test_parameter_subset(cases):
+    m, x, y, H, _ = cases["cnn"]
+    op = HessianOperator(m, (x, y), params="fc")
+    assert op.names == ["fc.weight", "fc.bias"]
+    full = HessianOperator(m, (x, y))
+    off = sum(full.numels[:full.names.index("fc.weight")])
+    sub = H[off:, off:]
+    torch.testing.assert_close(op.dense(), sub, rtol=1e-10, atol=1e-12)
+    with pytest.raises(LandscapeError):
+        HessianOperator(m, (x, y), params="nope")
+
+
+def test_bn_stats_modes_and_grads_untouched(cases):
+    m, x, y, H, _ = cases["cnn"]
+    m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    op = HessianOperator(m, (x, y))
+    top_eigenvalues(op, 2, "LA", tol=1e-6)
+    HessianOperator(m, (x, y), mode="forward_over_reverse").matvec(torch.ones(op.shape[0], dtype=torch.float64))
+    hutchinson_trace(op, 4)
+    top_eigenvalues(op, 1, "LM", backend="pyhessian", tol=1e-2)
+    assert m.training and m.bn.training and m.drop.training  # modes restored
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in m.parameters())
+    # the eval-mode Hessian is the one computed (train mode would use batch statistics)
+    e = torch.zeros(op.shape[0], dtype=torch.float64)
+    e[0] = 1
+    torch.testing.assert_close(op.matvec(e), H[:, 0], rtol=1e-10, atol=1e-12)
+    m.eval()
+
+
+@pytest.mark.parametrize("l2", ["half", "paper"])
+def test_weight_decay(cases, l2):
+    m, x, y, H, ev = cases["mlp"]
+    wd = 0.05
+    op = HessianOperator(m, (x, y), wd=wd, l2=l2, params=["fc1", "fc2"])
+    if l2 == "half":
+        sub = HessianOperator(m, (x, y), params=["fc1", "fc2"]).dense()
+        ev_sub = torch.linalg.eigvalsh(sub).numpy()
+        for which in ("LA", "SA"):
+            r = top_eigenvalues(op, 3, which, tol=1e-9)
+            np.testing.assert_allclose(r.eigenvalues, _ref(ev_sub, 3, which) + wd, rtol=1e-6)
+    else:
+        names = op.names
+
+        def loss(ps):
+            out = torch.func.functional_call(m, dict(zip(names, ps)), (x,), strict=False)
+            return F.cross_entropy(out, y) + wd * sum(p.norm() for p in ps)
+
+        prim = tuple(dict(m.named_parameters())[k].detach() for k in names)
+        blocks = torch.autograd.functional.hessian(lambda *ps: loss(ps), prim)
+        ref = torch.cat([torch.cat([blocks[i][j].reshape(prim[i].numel(), prim[j].numel())
+                                    for j in range(len(prim))], 1) for i in range(len(prim))], 0)
+        torch.testing.assert_close(op.dense(), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_augmentation_fixed_seed(cases):
+    m, x, y, _, _ = cases["cnn"]
+
+    def aug(xb, g):
+        shift = int(torch.randint(-2, 3, (1,), generator=g))
+        flip = bool(torch.rand(1, generator=g) < 0.5)
+        xb = torch.roll(xb, shift, dims=-1)
+        return xb.flip(-1) if flip else xb
+
+    v = torch.randn(HessianOperator(m, (x, y)).shape[0], dtype=torch.float64)
+    a = HessianOperator(m, (x, y), augment=aug, augment_seed=3)
+    b = HessianOperator(m, (x, y), augment=aug, augment_seed=3)
+    c = HessianOperator(m, (x, y), augment=aug, augment_seed=4)
+    plain = HessianOperator(m, (x, y)).matvec(v)
+    av = a.matvec(v)
+    torch.testing.assert_close(av, a.matvec(v), rtol=0, atol=0)  # one operator, one function
+    torch.testing.assert_close(av, b.matvec(v), rtol=0, atol=0)
+    assert not torch.allclose(av, plain)
+    assert not torch.allclose(av, c.matvec(v)) or not torch.allclose(plain, c.matvec(v))
+
+
+def test_loader_average_equals_full_batch(cases):
+    m, x, y, H, _ = cases["cnn"]
+    batches = [(x[:5], y[:5]), (x[5:9], y[5:9]), (x[9:], y[9:])]
+    v = torch.randn(H.shape[0], 2, dtype=torch.float64)
+    for rg in (False, True):
+        op = HessianOperator(m, batches, retain_graph=rg)
+        torch.testing.assert_close(op.matmat(v), H @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_and_layernorm_attention():
+    """nn.LayerNorm + SDPA: batched and single products agree with autograd's dense Hessian."""
+    torch.manual_seed(0)
+    m = TinyAttention()
+    m.norm = torch.nn.LayerNorm(8)
+    x, y = torch.randn(6, 1, 6, 6), torch.randint(0, 3, (6,))
+    ref = dense_hessian(m.double(), x.double(), y, method="autograd")
+    op = HessianOperator(m, (x.double(), y))
+    V = torch.randn(op.shape[0], 3, dtype=torch.float64)
+    torch.testing.assert_close(op.matmat(V), ref @ V, rtol=1e-9, atol=1e-11)
+    m.float()
+    op32 = HessianOperator(m, (x, y))
+    assert op32.dtype == torch.float32
+    r = top_eigenvalues(op32, 2, "LA", tol=1e-3)
+    ev = torch.linalg.eigvalsh(ref).numpy()
+    np.testing.assert_allclose(r.eigenvalues, ev[::-1][:2], rtol=1e-3)
+
+
+def test_pyhessian_backend_agrees(cases):
+    m, x, y, H, ev = cases["cnn"]
+    op = HessianOperator(m, (x, y))
+    ours = top_eigenvalues(op, 1, "LM", tol=1e-8)
+    ph = top_eigenvalues(op, 1, "LM", backend="pyhessian", tol=1e-6, max_iter=500, seed=0)
+    assert ph.method == "pyhessian-power" and ph.n_products > 0
+    np.testing.assert_allclose(ph.eigenvalues[0], ours.eigenvalues[0], rtol=1e-4)
+    t = hutchinson_trace(op, 50, backend="pyhessian", tol=1e-9, seed=0)
+    assert abs(t.trace - ev.sum()) <= 4 * t.stderr
+    assert all(p.grad is None for p in m.parameters())
+    with pytest.raises(LandscapeError, match="torch.eig"):
+        pyhessian_density()
+    with pytest.raises(LandscapeError):
+        top_eigenvalues(op, 1, "SA", backend="pyhessian")
+
+
+def test_bad_input():
+    A = DenseOperator(torch.eye(4, dtype=torch.float64))
+    with pytest.raises(LandscapeError):
+        top_eigenvalues(A, 1, "XX")
+    with pytest.raises(LandscapeError):
+        top_eigenvalues(A, 5)
+    r = top_eigenvalues(A, 2, "LA")  # degenerate: invariant subspace after one step
+    np.testing.assert_allclose(r.eigenvalues, [1, 1])
+
+
+def test_registry_model_smoke():
+    import models
+    if "resnet_tiny" not in models.names():
+        pytest.skip("resnet_tiny not built yet")
+    torch.manual_seed(0)
+    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    op = HessianOperator(m, (x, y))
+    g = torch.Generator().manual_seed(0)
+    u, v = (torch.randn(op.shape[0], generator=g) for _ in range(2))
+    a, b = float(u @ op.matvec(v)), float(v @ op.matvec(u))
+    assert abs(a - b) <= 1e-3 * (abs(a) + abs(b)) + 1e-5  # symmetric
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_auto_mode_measures_and_survives_a_failing_mode(cases, monkeypatch):
+    import landscape.hessian as LH
+    m, x, y, H, _ = cases["mlp"]
+    monkeypatch.setattr(LH, "_MODE_CACHE", {})
+    op = HessianOperator(m, (x, y))
+    assert op.mode == "auto" and op.resolved_mode() in ("double_backward", "forward_over_reverse")
+    assert set(op.mode_timings) == {"double_backward", "forward_over_reverse"}
+    monkeypatch.setattr(LH, "_MODE_CACHE", {})
+
+    def boom(self, *a):
+        raise RuntimeError("cannot trace this model")
+
+    monkeypatch.setattr(HessianOperator, "_hvp_forward_over_reverse", boom)
+    op = HessianOperator(m, (x, y))
+    e = torch.zeros(op.shape[0], dtype=torch.float64)
+    e[1] = 1
+    with pytest.warns(UserWarning, match="unavailable"):
+        col = op.matvec(e)
+    assert op.mode == "double_backward"
+    torch.testing.assert_close(col, H[:, 1], rtol=1e-10, atol=1e-12)
