@@ -54,10 +54,7 @@ ifeq ($(SCALE),paper)
   FIG_DATA   := cifar100
   BUDGET     ?= paper
   PAPER_CKPTS ?= checkpoints/paper
-  CNN_CKPT   := $(wildcard $(PAPER_CKPTS)/resnet_50_cifar100*.pth.tar)
-  VIT_CKPT   := $(wildcard $(PAPER_CKPTS)/vit_ti_cifar100*.pth.tar)
-  HYB_CKPT   := $(wildcard $(PAPER_CKPTS)/alternet_50_cifar100*.pth.tar)
-  FIG_CKPTS  = $(CNN_CKPT) $(VIT_CKPT) $(HYB_CKPT)
+  FIG_CKPTS  := $(PAPER_CKPTS)/resnet50.pt $(PAPER_CKPTS)/vit_ti.pt $(PAPER_CKPTS)/alternet50.pt
   FIG_PREREQ := paper-checkpoints
 else
   FIG_DATA   := fashion-mnist

@@ -24,7 +24,7 @@ from landscape.train import TrainConfig, evaluate, train  # noqa: E402
 
 DEMO_MODELS = ("resnet_tiny", "vit_tiny", "alternet_tiny")
 # The recipe: fixed so the three models see the same images in the same order.
-RECIPE = dict(train_samples=20000, epochs=4, batch_size=128, lr=2e-3, weight_decay=5e-2,
+RECIPE = dict(train_samples=None, epochs=4, batch_size=128, lr=2e-3, weight_decay=5e-2,
               warmup_epochs=0.5, seed=0)
 
 

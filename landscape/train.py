@@ -30,6 +30,7 @@ class TrainConfig:
 
     epochs: int = 5
     batch_size: int = 128
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, the paper's CNN recipe)
     lr: float = 1e-3
     weight_decay: float = 5e-2
     warmup_epochs: float = 1.0
@@ -132,8 +133,14 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    elif config.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    else:
+        raise LandscapeError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = int(config.warmup_epochs * steps_per_epoch)

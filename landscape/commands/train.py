@@ -24,6 +24,8 @@ def add_parser(sub: Any) -> None:
                    help="evaluate on this many test images after each epoch (0 = all)")
     p.add_argument("--epochs", type=int, default=5, help="number of epochs")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                   help="AdamW, or SGD with momentum 0.9 (the paper's CNN recipe)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=5e-2, help="AdamW weight decay")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup length")
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         reinit = init_from(model, args.init)
         print(f"initialized from {args.init}; re-initialized: {', '.join(reinit) or 'nothing'}")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer,
                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                       label_smoothing=args.label_smoothing, augment=not args.no_augment,
                       flip=not args.no_flip, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed,
