@@ -1,0 +1,115 @@
+"""landscape.train: learning, resume after interruption, NaN loss, fine-tuning, freezing, CLI."""
+import pytest
+import torch
+
+import models
+from landscape import checkpoint
+from landscape import train as T
+from landscape.cli import main as cli_main
+from landscape.data import ImageData
+from landscape.errors import LandscapeError, NonFiniteLossError
+
+
+def _data(n=96, seed=0, classes=10, nan=False):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    # Learnable: the class shifts a bright square's position.
+    x = 0.1 * torch.randn(n, 1, 28, 28, generator=g)
+    for i in range(n):
+        r = int(y[i]) * 2
+        x[i, 0, r:r + 6, 4:10] += 2.0
+    if nan:
+        x[0, 0, 0, 0] = float("nan")
+    return ImageData(x, y, classes, "synthetic", "train", (0.0,), (1.0,))
+
+
+CFG = dict(epochs=2, batch_size=32, lr=3e-3, warmup_epochs=0.5, seed=0, pad=1)
+
+
+def _model(name="resnet_tiny", classes=10):
+    torch.manual_seed(0)
+    return models.create(name, num_classes=classes, in_chans=1, img_size=28)
+
+
+def test_training_learns_and_writes_checkpoints(tmp_path):
+    m = _model()
+    data = _data()
+    before = T.evaluate(m, data)["loss"]
+    metrics = T.train(m, data, data, T.TrainConfig(**{**CFG, "epochs": 4}), tmp_path, progress=False)
+    assert metrics["test_loss"] < before
+    for f in ("model.pt", "last.pt", "epoch_001.pt", "epoch_004.pt", "config.json", "metrics.json"):
+        assert (tmp_path / f).exists(), f
+    loaded, info = checkpoint.load(tmp_path / "model.pt")
+    assert info.epoch == 4 and info.dataset == "synthetic" and info.seed == 0
+    assert info.metrics["test_acc"] == metrics["test_acc"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
+    data = _data()
+    full = _model()
+    T.train(full, data, None, T.TrainConfig(**CFG), tmp_path / "a", progress=False)
+
+    part = _model()
+    calls = {"n": 0}
+    orig = checkpoint.save
+
+    def save_then_die(path, *a, **k):
+        out = orig(path, *a, **k)
+        if str(path).endswith("last.pt"):
+            calls["n"] += 1
+            raise _Stop  # killed right after epoch 1 was saved
+        return out
+    monkeypatch.setattr(T.checkpoint, "save", save_then_die)
+    with pytest.raises(_Stop):
+        T.train(part, data, None, T.TrainConfig(**CFG), tmp_path / "b", progress=False)
+    monkeypatch.setattr(T.checkpoint, "save", orig)
+    resumed = _model()  # a fresh process: new model object, same command
+    T.train(resumed, data, None, T.TrainConfig(**CFG), tmp_path / "b", progress=False)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+
+def test_other_settings_in_same_folder_refused(tmp_path):
+    data = _data(32)
+    T.train(_model(), data, None, T.TrainConfig(**{**CFG, "epochs": 1}), tmp_path, progress=False)
+    with pytest.raises(LandscapeError, match="other settings"):
+        T.train(_model(), data, None, T.TrainConfig(**{**CFG, "epochs": 1, "lr": 0.1}), tmp_path,
+                progress=False)
+
+
+def test_nan_loss_is_a_clear_error(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="lower --lr"):
+        T.train(_model(), _data(32, nan=True), None, T.TrainConfig(**{**CFG, "augment": False}),
+                tmp_path, progress=False)
+
+
+def test_finetune_reinitializes_head_and_freeze_trains_only_head(tmp_path):
+    src = _model()
+    checkpoint.save(tmp_path / "src.pt", src)
+    dst = _model(classes=5)
+    reinit = T.init_from(dst, tmp_path / "src.pt")
+    assert reinit and all(k.startswith(("head", "fc", "classifier")) for k in reinit), reinit
+    body = [k for k in dst.state_dict() if k not in reinit and "num_batches" not in k]
+    for k in body:
+        assert torch.equal(dst.state_dict()[k], src.state_dict()[k])
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    T.train(dst, _data(32, classes=5), None, T.TrainConfig(**{**CFG, "epochs": 1, "freeze": True}),
+            tmp_path / "ft", progress=False)
+    heads = set(T.head_parameters(dst))
+    for k, p in dst.named_parameters():
+        assert torch.equal(p, before[k]) != (k in heads), k
+
+
+def test_cli_train_help_mentions_every_option():
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    text = buf.getvalue()
+    for opt in ("--subset", "--init", "--freeze", "--save-every", "--mixup", "--device"):
+        assert opt in text
