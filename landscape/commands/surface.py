@@ -1,0 +1,219 @@
+"""``landscape surface``: filter-normalized 1-D/2-D loss surfaces, resumable, distributable.
+
+Library code lives in :mod:`landscape.directions`, :mod:`landscape.surface` and
+:mod:`landscape.plots.surface`; this module only parses arguments and calls them.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import LandscapeError
+
+DESCRIPTION = """\
+Evaluate loss and accuracy at theta0 + x*d1 (+ y*d2) over a grid (Li et al. 2018).
+Directions: random Gaussian (seeded, recorded) normalized per filter (default), per layer,
+over the model or not at all; --target gives the 1-D line from CKPT (x=0) to another
+checkpoint (x=1); --trajectory gives the two PCA directions of a series of checkpoints
+(CKPT is the final one) and draws the projected path over the contours.
+Output folder: surface.h5 (datasets xcoordinates, ycoordinates, <split>_loss, <split>_acc as
+in the reference tool; unfinished points NaN), directions.h5, config.json and figures.
+Kill it at any time and run the same command again to continue. Under
+`torchrun --nproc-per-node N -m landscape surface ...` the grid is shared among N ranks.
+--batch-size 0 (the default) measures the fastest batch size."""
+
+
+def add_parser(sub: Any) -> None:
+    from .common import add_checkpoint_args, add_data_args
+
+    p = sub.add_parser("surface", help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    # let "--grid -1:1:21" through: a value starting with "-<digit>" is not an option here
+    p._negative_number_matcher = re.compile(r"^-\.?\d")
+    add_checkpoint_args(p)
+    add_data_args(p, samples=2000, batch_size=0)
+    p.add_argument("--grid", "--x", dest="grid", default="-1:1:21", metavar="MIN:MAX:NUM",
+                   help="x coordinates (np.linspace(MIN, MAX, NUM); default -1:1:21)")
+    p.add_argument("--ygrid", "--y", dest="ygrid", default=None, metavar="MIN:MAX:NUM",
+                   help="y coordinates for a 2-D surface (default: 1-D curve)")
+    p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
+    g = p.add_argument_group("directions")
+    g.add_argument("--norm", choices=["filter", "layer", "model", "none"], default="filter",
+                   help="direction normalization (default filter, as Li et al.)")
+    g.add_argument("--dir-mode", choices=["weights", "states"], default="weights",
+                   help="weights: parameters only, BN statistics fixed (default); "
+                        "states: also move floating buffers such as BN running mean/var")
+    g.add_argument("--biasbn", action="store_true",
+                   help="also perturb 1-D parameters (biases, norm affine); default: left fixed")
+    g.add_argument("--exclude", action="append", default=None, metavar="REGEX",
+                   help="never perturb parameters whose name matches REGEX (repeatable; default: "
+                        "position embeddings: pos_embed, pos_embedding, position_embedding, absolute_pos)")
+    g.add_argument("--no-exclude", action="store_true",
+                   help="perturb position embeddings too (drop the default exclusions)")
+    g.add_argument("--dir-seed", type=int, default=None,
+                   help="seed of the random directions (default: --seed; y uses seed+1)")
+    g.add_argument("--target", default=None, metavar="CKPT2",
+                   help="1-D interpolation: direction = CKPT2 - CKPT (x=0 is CKPT, x=1 is CKPT2)")
+    g.add_argument("--trajectory", nargs="+", default=None, metavar="CKPT_T",
+                   help="training checkpoints (in order) whose two PCA directions span the plane; "
+                        "CKPT is the final point; the path is drawn on the contours. The PCA "
+                        "directions have unit norm, so the grid is in parameter-space distance "
+                        "(e.g. --grid -5:5:21)")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--wd", type=float, default=0.0,
+                   help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
+                        "(wd * sum of per-tensor norms) and <split>_loss_l2_half (wd*0.5*||theta||^2)")
+    e.add_argument("--augment", action="store_true",
+                   help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
+                        "--aug-seed so every grid point sees the same images")
+    e.add_argument("--aug-seed", type=int, default=0, help="seed of the augmentation (default 0)")
+    e.add_argument("--points-per-pass", type=int, default=0,
+                   help="grid points evaluated per data pass with torch.func.vmap (1 = plain loop; "
+                        "0 = measure, default)")
+    e.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="channels_last memory format for conv nets (default: measure)")
+    e.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (pays off for CNNs on large grids; compile time "
+                        "is tens of seconds)")
+    o = p.add_argument_group("output")
+    o.add_argument("--no-plot", action="store_true", help="do not draw figures")
+    o.add_argument("--vmax", type=float, default=None, help="upper loss limit of the figures")
+    o.add_argument("--vtp", action="store_true", help="also export surface.vtp for ParaView (2-D)")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .. import directions as D
+    from .. import distributed as dist
+    from .. import surface as S
+    from ..provenance import file_sha256, run_metadata, write_json
+    from .common import check_out_dir, load_checkpoint_and_data
+
+    dist.init_from_env()
+    xs = S.parse_grid(args.grid)
+    ys = S.parse_grid(args.ygrid) if args.ygrid else None
+    if args.target and (args.trajectory or ys is not None):
+        raise LandscapeError("--target gives a 1-D line: do not combine it with --ygrid/--trajectory")
+    if args.trajectory and ys is None:
+        raise LandscapeError("--trajectory needs a 2-D grid (--ygrid)")
+    for f in [args.checkpoint] + ([args.target] if args.target else []) + (args.trajectory or []):
+        if not Path(f).is_file():
+            raise LandscapeError(f"checkpoint not found: {f}")
+    out = check_out_dir(args.out) if dist.is_writer() else Path(args.out)
+    model, info, data = load_checkpoint_and_data(args, args.checkpoint)
+    exclude = [] if args.no_exclude else (args.exclude or list(D.DEFAULT_EXCLUDE))
+    seed = args.seed if args.dir_seed is None else args.dir_seed
+    kind = "target" if args.target else "trajectory" if args.trajectory else "random"
+    dir_identity: dict[str, Any] = {"kind": kind, "mode": args.dir_mode, "biasbn": args.biasbn,
+                                    "exclude": exclude, "checkpoint_sha256": info.sha256}
+    if kind == "random":
+        dir_identity.update({"norm": args.norm, "seed": seed, "ndirections": 1 if ys is None else 2})
+    elif kind == "target":
+        dir_identity["target_sha256"] = file_sha256(args.target)
+    else:
+        dir_identity["trajectory_sha256"] = [file_sha256(f) for f in args.trajectory]
+    dpath = out / "directions.h5"
+    err = None
+    if dist.is_writer():
+        try:
+            _ensure_directions(dpath, model, dir_identity, args, seed, exclude, ys is not None)
+        except LandscapeError as e:
+            err = str(e)
+    err = dist.broadcast_object(err)
+    if err:
+        raise LandscapeError(err)
+    dist.barrier()
+    dirs, dattrs = S.read_directions_file(dpath, model)
+    augment = None
+    if args.augment:
+        from ..data import Augment
+        augment = Augment(mean=data.mean, std=data.std)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    identity = {"checkpoint_sha256": info.sha256, "directions": dir_identity}
+    eval_identity = {"data": data.name, "split": data.split, "samples": args.samples,
+                     "data_seed": args.seed, "augment_repr": repr(augment) if augment else None}
+    attrs = {"config": config, "seed": seed, "checkpoint_sha256": info.sha256,
+             "checkpoint": str(args.checkpoint), "model": info.model, **run_metadata()}
+    res = S.compute_surface(
+        model, dirs, data.images, data.labels, xs, ys, out / "surface.h5", split=data.split,
+        identity=identity, eval_identity=eval_identity, wd=args.wd, augment=augment,
+        aug_seed=args.aug_seed, batch_size=args.batch_size or None,
+        points_per_pass=args.points_per_pass or None,
+        channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+        compile=args.compile, attrs=attrs, progress=not args.quiet)
+    if not dist.is_writer():
+        return 0
+    write_json(out / "config.json", run_metadata(config=config, seed=seed,
+                                                 checkpoint_sha256=info.sha256,
+                                                 directions=dir_identity, device=str(data.images.device)))
+    if not args.no_plot:
+        from ..plots import surface as P
+        P.plot_surface(out / "surface.h5", out, vmax=args.vmax)
+        if "trajectory_coords" in dattrs:
+            coords = np.array(_loads(dattrs["trajectory_coords"]))
+            P.plot_trajectory(out / "surface.h5", coords, out / "trajectory",
+                              explained=_loads(dattrs.get("explained", "null")), vmax=args.vmax)
+        if args.vtp and ys is not None:
+            P.export_vtp(out / "surface.h5", out / "surface.vtp")
+    split = data.split
+    loss = res.arrays[f"{split}_loss"]
+    print(f"surface: {out / 'surface.h5'} ({loss.size} points, loss min "
+          f"{np.nanmin(np.where(np.isfinite(loss), loss, np.nan)):.4g}, "
+          f"{int((~np.isfinite(loss)).sum())} non-finite)")
+    del torch
+    return 0
+
+
+def _loads(s: Any) -> Any:
+    import json
+    return json.loads(s) if isinstance(s, str) else s
+
+
+def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: argparse.Namespace,
+                       seed: int, exclude: list[str], two: bool) -> None:
+    """Create the directions file once; refuse one made with other settings."""
+    import json
+
+    import h5py
+
+    from .. import directions as D
+    from .. import surface as S
+    if path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                old = json.loads(f.attrs.get("identity", "{}"))
+        except OSError as e:
+            raise LandscapeError(f"{path} is not a readable directions file ({e})") from None
+        bad = [k for k in sorted(set(old) | set(identity))
+               if json.dumps(old.get(k), sort_keys=True) != json.dumps(identity.get(k), sort_keys=True)]
+        if bad:
+            raise LandscapeError(f"{path} holds directions made with other settings "
+                                 f"({', '.join(bad)} differ); use another --out or delete it")
+        return
+    attrs: dict[str, Any] = {"identity": json.dumps(identity, sort_keys=True), "seed": seed}
+    names = D.perturbed_names(model, args.dir_mode, args.biasbn, exclude)
+    if identity["kind"] == "random":
+        dirs = [D.random_direction(model, seed, args.norm, args.dir_mode, args.biasbn, exclude)]
+        if two:
+            dirs.append(D.random_direction(model, seed + 1, args.norm, args.dir_mode, args.biasbn,
+                                           exclude))
+    elif identity["kind"] == "target":
+        start = D.model_tensors(model, args.dir_mode)
+        end = D.load_state_dict_file(args.target)
+        dirs = [D.target_direction(start, end, names)]
+    else:
+        final = {n: t.detach().cpu() for n, t in D.model_tensors(model, args.dir_mode).items()}
+        pca = D.trajectory_pca(D.load_state_dict_file, list(args.trajectory), final, names)
+        dirs = [pca.d1, pca.d2]
+        # the path ends at CKPT itself, the origin of the plane
+        attrs["trajectory_coords"] = json.dumps(pca.coords.tolist() + [[0.0, 0.0]])
+        attrs["explained"] = json.dumps(pca.explained.tolist())
+        attrs["trajectory"] = json.dumps(pca.paths)
+    S.write_directions_file(path, dirs, attrs)

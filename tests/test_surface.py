@@ -1,0 +1,333 @@
+"""Surface engine: exact agreement with direct evaluation, vmap == loop, resume after SIGKILL,
+NaN points, refusal of mismatched files, buffers mode, L2 conventions, plots."""
+import copy
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from landscape import directions as D
+from landscape import surface as S
+from landscape.errors import LandscapeError
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        return self.fc(x.flatten(1))
+
+
+def make(seed=0, dtype=torch.float64, n=40):
+    torch.manual_seed(seed)
+    m = SmallCNN().to(dtype)
+    m.bn.running_mean.uniform_(-0.5, 0.5)
+    m.bn.running_var.uniform_(0.5, 1.5)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(n, 1, 8, 8, generator=g, dtype=dtype)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return m, x, y
+
+
+def direct(m, dirs, x, y, a, b, states=False):
+    """Reference: deepcopy, perturb by hand, plain forward."""
+    m2 = copy.deepcopy(m).eval()
+    tensors = dict(m2.named_parameters())
+    tensors.update(dict(m2.named_buffers()))
+    with torch.no_grad():
+        for n in set(dirs[0]) | set(dirs[1]):
+            t = tensors[n]
+            z = torch.zeros_like(t)
+            t.copy_(torch.add(t, dirs[0].get(n, z), alpha=a).add_(dirs[1].get(n, z), alpha=b))
+        out = m2(x)
+    return F.cross_entropy(out, y).item(), (out.argmax(1) == y).double().mean().item(), m2
+
+
+def test_point_equals_direct_evaluation_and_centre(tmp_path):
+    m, x, y = make()
+    dirs = [D.random_direction(m, 1), D.random_direction(m, 2)]
+    xs, ys = np.linspace(-1, 1, 3), np.linspace(-0.5, 0.5, 3)
+    before = {n: t.clone() for n, t in m.state_dict().items()}
+    r = S.compute_surface(m, dirs, x, y, xs, ys, tmp_path / "s.h5", split="test",
+                          batch_size=16, points_per_pass=1, progress=False)
+    assert all(torch.equal(before[n], t) for n, t in m.state_dict().items())  # theta0 restored
+    assert r.arrays["test_loss"].shape == (3, 3)
+    for iy, b in enumerate(ys):
+        for ix, a in enumerate(xs):
+            loss, acc, _ = direct(m, dirs, x, y, a, b)
+            assert abs(r.arrays["test_loss"][iy, ix] - loss) < 1e-12
+            assert abs(r.arrays["test_acc"][iy, ix] - acc) < 1e-12
+    with torch.no_grad():
+        centre = F.cross_entropy(m.eval()(x), y).item()
+    assert abs(r.arrays["test_loss"][1, 1] - centre) < 1e-12
+    assert r.arrays["test_done"].all()
+    with h5py.File(tmp_path / "s.h5") as f:  # reference dataset names
+        assert {"xcoordinates", "ycoordinates", "test_loss", "test_acc"} <= set(f)
+
+
+def test_vmap_equals_loop_and_l2(tmp_path):
+    m, x, y = make()
+    dirs = [D.random_direction(m, 1), D.random_direction(m, 2)]
+    pts = np.array([[0.0, 0.0], [0.5, -0.3], [-1.0, 1.0], [0.2, 0.1], [1.0, 1.0]])
+    ev = S.SurfaceEvaluator(m, dirs, x, y)
+    ev.prepare(S.Plan(batch_size=16, points_per_pass=1))
+    loop = ev.evaluate(pts)
+    ev._apply_plan(S.Plan(batch_size=16, points_per_pass=3))
+    vm = ev.evaluate(pts)
+    ev.restore()
+    assert np.allclose(loop, vm, rtol=1e-12, atol=1e-12)
+    # L2 conventions at a point, by hand
+    a, b = pts[1]
+    _, _, m2 = direct(m, dirs, x, y, a, b)
+    norms = [p.detach().norm().item() for p in m2.parameters()]
+    assert abs(loop[1, 2] - sum(norms)) < 1e-9
+    assert abs(loop[1, 3] - 0.5 * sum(v * v for v in norms)) < 1e-9
+    r = S.compute_surface(m, dirs, x, y, np.array([a]), np.array([b]), tmp_path / "w.h5",
+                          wd=5e-4, batch_size=16, points_per_pass=1, progress=False)
+    nll = r.arrays["test_loss"][0, 0]
+    assert abs(r.arrays["test_loss_l2_paper"][0, 0] - (nll + 5e-4 * sum(norms))) < 1e-12
+    assert abs(r.arrays["test_loss_l2_half"][0, 0] - (nll + 5e-4 * 0.5 * sum(v * v for v in norms))) < 1e-12
+
+
+def test_automatic_plan_runs(tmp_path):
+    m, x, y = make(dtype=torch.float32, n=64)
+    dirs = [D.random_direction(m, 1)]
+    r = S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 4), None, tmp_path / "a.h5",
+                          progress=False)
+    assert r.arrays["test_loss"].shape == (4,)
+    plan = S.SurfaceFile.read(tmp_path / "a.h5").stored_plan("test")
+    assert plan["batch_size"] in (32, 64)
+    with torch.no_grad():
+        centre = F.cross_entropy(m.eval()(x), y).item()
+    ev = S.SurfaceEvaluator(m, dirs, x, y)
+    ev.prepare(S.Plan(**plan))
+    v = ev.evaluate(np.array([[-1 / 3, 0]]))
+    ev.restore()
+    assert abs(v[0, 0] - r.arrays["test_loss"][1]) < 1e-6
+    assert abs(centre - S.SurfaceEvaluator(m, dirs, x, y).evaluate(np.zeros((1, 2)))[0, 0]) < 1e-5
+
+
+def test_buffers_mode_moves_bn_stats():
+    m, x, y = make()
+    dw = [D.random_direction(m, 1, mode="weights"), D.random_direction(m, 2, mode="weights")]
+    ds = [D.random_direction(m, 1, mode="states"), D.random_direction(m, 2, mode="states")]
+    assert "bn.running_var" in ds[0] and "bn.running_var" not in dw[0]
+    ev = S.SurfaceEvaluator(m, ds, x, y, batch_size=40, points_per_pass=1)
+    ev.prepare(S.Plan(40, 1))
+    got = ev.evaluate(np.array([[0.3, -0.2]]))[0]
+    # the stats are moved during evaluation ...
+    ev._set_point(0.3, -0.2)
+    assert not torch.equal(m.bn.running_mean, ev._theta0["bn.running_mean"])
+    ev.restore()
+    loss, _, m2 = direct(m, ds, x, y, 0.3, -0.2)
+    assert abs(got[0] - loss) < 1e-12
+    assert not torch.equal(m2.bn.running_mean, m.bn.running_mean)
+    # ... and weights mode leaves them alone (different numbers)
+    ev = S.SurfaceEvaluator(m, dw, x, y)
+    ev.prepare(S.Plan(40, 1))
+    gw = ev.evaluate(np.array([[0.3, -0.2]]))[0]
+    ev.restore()
+    assert gw[0] != got[0]
+
+
+class Diverging(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.gain = nn.Parameter(torch.zeros(1, 1))
+
+    def forward(self, x):
+        return self.fc(x) * torch.exp(800.0 * self.gain.sum())
+
+
+def test_nan_points_do_not_crash(tmp_path):
+    torch.manual_seed(0)
+    m = Diverging()
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    d = {"gain": torch.ones(1, 1), "fc.weight": torch.zeros(3, 4)}
+    r = S.compute_surface(m, [d], x, y, np.linspace(-1, 1, 5), None, tmp_path / "n.h5",
+                          batch_size=10, points_per_pass=1, progress=False)
+    loss = r.arrays["test_loss"]
+    assert np.isfinite(loss[2]) and np.isfinite(loss[0]) and not np.isfinite(loss[4])
+    assert r.arrays["test_done"].all()
+    from landscape.plots import surface as P
+    files = P.plot_surface(tmp_path / "n.h5", tmp_path / "fig")
+    assert files and all(Path(f).exists() for f in files)
+
+
+def test_mismatched_files_refused(tmp_path):
+    m, x, y = make()
+    dirs = [D.random_direction(m, 1), D.random_direction(m, 2)]
+    kw = dict(batch_size=20, points_per_pass=1, progress=False)
+    p = tmp_path / "s.h5"
+    S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2), p,
+                      identity={"checkpoint_sha256": "aa"}, **kw)
+    with pytest.raises(LandscapeError, match="xcoordinates"):
+        S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 3), np.linspace(-1, 1, 2), p,
+                          identity={"checkpoint_sha256": "aa"}, **kw)
+    with pytest.raises(LandscapeError, match="checkpoint_sha256"):
+        S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2), p,
+                          identity={"checkpoint_sha256": "bb"}, **kw)
+    with pytest.raises(LandscapeError, match="wd"):
+        S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2), p,
+                          identity={"checkpoint_sha256": "aa"}, wd=0.1, **kw)
+    with pytest.raises(LandscapeError, match="batch_size"):
+        S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2), p,
+                          identity={"checkpoint_sha256": "aa"}, batch_size=8, points_per_pass=1,
+                          progress=False)
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(LandscapeError):
+        S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2),
+                          tmp_path / "junk.h5", **kw)
+    # same settings: reused, nothing recomputed; another split is added beside
+    S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2), p,
+                      identity={"checkpoint_sha256": "aa"}, **kw)
+    r = S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 2), np.linspace(-1, 1, 2), p,
+                          split="train", identity={"checkpoint_sha256": "aa"}, **kw)
+    assert "train_loss" in r.arrays and "test_loss" in r.arrays
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+    torch.set_num_threads(1)
+    from landscape import directions as D, surface as S, distributed
+    distributed.init_from_env()
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1); self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(64, 3)
+        def forward(self, x):
+            time.sleep(float(sys.argv[2]))
+            return self.fc(F.max_pool2d(F.relu(self.bn(self.conv(x))), 2).flatten(1))
+    torch.manual_seed(0)
+    m = Slow().double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 1, 8, 8, generator=g, dtype=torch.float64); y = torch.randint(0, 3, (32,), generator=g)
+    dirs = [D.random_direction(m, 1), D.random_direction(m, 2)]
+    S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), sys.argv[1],
+                      batch_size=16, points_per_pass=int(sys.argv[3]), channels_last=False, progress=False,
+                      identity={"checkpoint_sha256": "x"})
+""")
+
+
+def read_all(path):
+    with h5py.File(path) as f:
+        return {k: np.asarray(f[k]) for k in f}, {k: f.attrs[k] for k in f.attrs if k != "created"}
+
+
+def assert_same_file(a, b):
+    da, aa = read_all(a)
+    db, ab = read_all(b)
+    assert sorted(da) == sorted(db)
+    for k in da:
+        assert np.array_equal(da[k], db[k], equal_nan=True), k
+    assert aa == ab
+
+
+def test_resume_after_sigkill_gives_identical_file(tmp_path, ppp=1):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    subprocess.run([sys.executable, str(script), str(full), "0", str(ppp)], check=True, env=env,
+                   timeout=120)
+    proc = subprocess.Popen([sys.executable, str(script), str(part), "0.03", str(ppp)], env=env)
+    deadline = time.time() + 60
+    ndone = 0
+    while time.time() < deadline:
+        time.sleep(0.05)
+        try:
+            with h5py.File(part) as f:
+                ndone = int(np.asarray(f["test_done"]).sum())
+        except (OSError, KeyError):
+            continue
+        if ndone >= 6:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with h5py.File(part) as f:
+        done = np.asarray(f["test_done"]).astype(bool)
+        loss = np.asarray(f["test_loss"])
+    assert 6 <= done.sum() < 25, "kill came too late to test resuming"
+    assert np.isnan(loss[~done]).all()
+    subprocess.run([sys.executable, str(script), str(part), "0", str(ppp)], check=True, env=env,
+                   timeout=120)
+    assert_same_file(full, part)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
+                    reason="Fashion-MNIST not installed")
+def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
+    models = pytest.importorskip("models")
+    if "resnet_tiny" not in models.names():
+        pytest.skip("resnet_tiny not registered")
+    from landscape import checkpoint
+    from landscape.cli import main
+    torch.manual_seed(0)
+    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    ck = checkpoint.save(tmp_path / "m.pt", m, dataset="fashion-mnist")
+    out = tmp_path / "out"
+    argv = ["surface", str(ck), "--samples", "40", "--grid", "-1:1:3", "--ygrid", "-1:1:2",
+            "--out", str(out), "--quiet", "--batch-size", "20", "--points-per-pass", "1",
+            "--channels-last", "off"]
+    assert main(argv) == 0
+    for f in ("surface.h5", "directions.h5", "config.json", "test_loss_2dcontour.png",
+              "test_loss_3dsurface.pdf", "test_acc_2dcontourf.png"):
+        assert (out / f).exists(), f
+    r = S.load_surface(out / "surface.h5")
+    assert r.arrays["test_loss"].shape == (2, 3) and r.arrays["test_done"].all()
+    assert main(argv) == 0  # finished file reused
+    assert np.array_equal(S.load_surface(out / "surface.h5").arrays["test_loss"], r.arrays["test_loss"])
+    bad = list(argv)
+    bad[bad.index("-1:1:3")] = "-1:1:5"
+    assert main(bad) == 2
+    assert "other settings" in capsys.readouterr().err
+    bad = list(argv) + ["--norm", "layer"]
+    assert main(bad) == 2
+    assert main(["surface", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+
+
+def test_fold_bn_equals_plain():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
+                      nn.Sequential(nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4)),
+                      nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).double()
+    for bn in (m[1], m[3][1]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    x = torch.randn(20, 1, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    dirs = [D.random_direction(m, 1, biasbn=True), D.random_direction(m, 2, mode="states")]
+    pts = np.array([[0.0, 0.0], [0.4, -0.7], [1.0, 1.0]])
+    ev = S.SurfaceEvaluator(m, dirs, x, y)
+    ev.prepare(S.Plan(batch_size=8, fold_bn=False))
+    plain = ev.evaluate(pts)
+    ev._apply_plan(S.Plan(batch_size=8, fold_bn=True))
+    assert isinstance(m[1], nn.Identity) and len(ev._folded) == 2
+    folded = ev.evaluate(pts)
+    ev.restore()
+    assert isinstance(m[1], nn.BatchNorm2d) and isinstance(m[3][1], nn.BatchNorm2d)
+    assert np.allclose(plain, folded, rtol=1e-12, atol=1e-12)
+    loss, _, _ = direct(m, dirs, x, y, 0.4, -0.7, states=True)
+    assert abs(folded[1, 0] - loss) < 1e-12
