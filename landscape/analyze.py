@@ -46,7 +46,7 @@ class AnalyzeConfig:
     samples: int = 500
     batch_size: int = 250
     robustness_freqs: int = 6           # frequencies in [0, 1] (units of pi)
-    robustness_norm: float = 2.0        # L2 norm of the noise per image (normalized pixels)
+    robustness_norm: float = 5.0        # L2 norm of the noise per image (normalized pixels)
     robustness_width: float = 0.1
     lesion_samples: int = 1000
     # loss surface (training images, clean, BN in eval mode)

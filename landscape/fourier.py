@@ -20,7 +20,6 @@ Streaming: running sums of the log amplitude per block (float64), never stored f
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +125,19 @@ def normalized_depths(n_blocks: int) -> np.ndarray:
 
 def data_description(data: Any) -> dict[str, Any]:
     """Name/split/seed of an ``ImageData`` (empty for plain tensors)."""
-    return {k: getattr(data, k) for k in ("name", "split", "seed") if hasattr(data, k)}
+    if not hasattr(data, "images"):
+        return {}
+    return {k: getattr(data, k) for k in ("name", "split", "seed")
+            if isinstance(getattr(data, k, None), (str, int, float))}
+
+
+def changes_from_previous(names: Sequence[str], kinds: Sequence[str], values: Sequence[float],
+                          grids: Sequence[int]) -> list[dict[str, Any]]:
+    """``value[i] - value[i-1]`` per entry with its kind, and whether both have the same grid."""
+    return [{"name": names[i], "kind": kinds[i], "previous": names[i - 1],
+             "value": float(values[i]), "previous_value": float(values[i - 1]),
+             "change": float(values[i] - values[i - 1]), "same_grid": grids[i] == grids[i - 1]}
+            for i in range(1, len(names))]
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -215,6 +226,12 @@ class FourierResult:
     def high_frequency_at(self) -> np.ndarray:
         """The frequency (units of π) at which :attr:`high_frequency` is read, per entry."""
         return np.array([self.curve(i)[0][-1] for i in range(len(self.names))])
+
+    def changes(self) -> list[dict[str, Any]]:
+        """Per entry after the first: change of the high-frequency ΔlogA from the previous entry
+        (``same_grid`` False where the resolution changed, so the two are not comparable)."""
+        return changes_from_previous(self.names, self.kinds, self.high_frequency,
+                                     [s.shape[0] for s in self.spectra])
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write HDF5: one group per entry (spectrum, freqs, delta) + JSON attributes."""

@@ -1,0 +1,222 @@
+"""``landscape fourier|variance|robustness|cka|lesion``: feature-map analyses of checkpoints.
+
+Each subcommand takes one or more checkpoints, writes one raw result per checkpoint into
+``--out`` (``<analysis>_<label>.h5|json``, reused when the same settings ran before), a
+``config.json``, and its figure(s) drawn from the raw files.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import LandscapeError
+
+ANALYSES = ("fourier", "variance", "robustness", "cka", "lesion")
+
+
+def _common(p: argparse.ArgumentParser, samples: int, batch_size: int) -> None:
+    from .common import add_checkpoint_args, add_data_args, add_out_arg
+    add_checkpoint_args(p, many=True)
+    add_data_args(p, samples=samples, batch_size=batch_size)
+    add_out_arg(p, "runs/features")
+    p.add_argument("--force", action="store_true",
+                   help="recompute even if a result with the same settings exists in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_parser(sub: Any) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser(
+        "fourier", formatter_class=fmt,
+        help="relative log amplitude of feature maps per block (MSA low-pass / Conv high-pass)",
+        description="Mean over images and channels of log|FFT2| of every block output (tokens "
+                    "reshaped to the grid, class token dropped); ΔlogA along the diagonal from "
+                    "0 to π, and the value at π against normalized depth (Fig. 2a, 8).")
+    _common(p, 1000, 128)
+    p.add_argument("--eps", type=float, default=1e-6, help="added to |FFT| before the log")
+    p.add_argument("--no-input", action="store_true", help="leave out the input reference")
+    p.set_defaults(func=run_fourier)
+
+    p = sub.add_parser(
+        "variance", formatter_class=fmt, help="feature-map variance per block against depth",
+        description="Spatial variance of each block output per channel and image, averaged "
+                    "(Fig. 9).")
+    _common(p, 1000, 128)
+    p.add_argument("--ddof", type=int, default=1, choices=[0, 1],
+                   help="variance estimator: 1 = unbiased (torch default, as the paper), 0 = population")
+    p.add_argument("--no-input", action="store_true", help="leave out the input reference")
+    p.set_defaults(func=run_variance)
+
+    p = sub.add_parser(
+        "robustness", formatter_class=fmt,
+        help="accuracy drop under band-limited noise against noise frequency",
+        description="Adds noise whose 2-D spectrum is confined to |r - f| <= width (r = |ω|/(√2π), "
+                    "units of π) at a fixed per-image L2 norm in normalized input space, and "
+                    "measures the accuracy drop per frequency f (Fig. 2b).")
+    _common(p, 1000, 256)
+    p.add_argument("--freqs", type=float, nargs="+", default=[round(x, 2) for x in np.linspace(0, 1, 11)],
+                   help="noise centre frequencies in units of π (0..1)")
+    p.add_argument("--width", type=float, default=0.05, help="band half-width in units of π")
+    p.add_argument("--noise-norm", type=float, default=5.0,
+                   help="L2 norm of the noise per image (normalized input space; "
+                        "RMS per pixel = norm / sqrt(C*H*W))")
+    p.add_argument("--base", choices=["gaussian", "sign"], default="gaussian",
+                   help="base noise before band-limiting: Gaussian or sign-Gaussian (±1)")
+    p.set_defaults(func=run_robustness)
+
+    p = sub.add_parser(
+        "cka", formatter_class=fmt, help="mini-batch linear CKA between all block outputs",
+        description="Linear CKA between every pair of block outputs, HSIC averaged over "
+                    "mini-batches (Nguyen et al. 2021); heatmap (Fig. 10).")
+    _common(p, 1000, 128)
+    p.add_argument("--estimator", choices=["unbiased", "biased"], default="unbiased",
+                   help="HSIC estimator per batch (biased = plain linear CKA on one batch)")
+    p.set_defaults(func=run_cka)
+
+    p = sub.add_parser(
+        "lesion", formatter_class=fmt, help="accuracy with one residual block removed at a time",
+        description="Zeroes the residual branch of each residual block in turn and measures test "
+                    "accuracy (Fig. 10).")
+    _common(p, 1000, 256)
+    p.set_defaults(func=run_lesion)
+
+
+# ----------------------------------------------------------------------------- runner
+def _labels(paths: list[str]) -> list[str]:
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{Path(p).parent.name}_{Path(p).stem}" for p in paths]
+
+
+def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
+         compute: Callable[[Any, Any, bool], Any], loader: Callable[[Path], Any], ext: str,
+         plot: Callable[[list[Any], Path, list[str]], None]) -> int:
+    from ..provenance import file_sha256, run_metadata, write_json
+    from .common import check_out_dir, load_checkpoint_and_data
+
+    out = check_out_dir(args.out)
+    paths = list(args.checkpoints)
+    for p in paths:
+        if not Path(p).is_file():
+            raise LandscapeError(f"checkpoint not found: {p}")
+    labels = _labels(paths)
+    base = {"analysis": analysis, "data": args.data, "split": args.split,
+            "samples": args.samples, "batch_size": args.batch_size, "seed": args.seed,
+            "model": args.model, **settings}
+    results, runs = [], []
+    for path, label in zip(paths, labels):
+        run = {**base, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
+               "label": label}
+        file = out / f"{analysis}_{label}.{ext}"
+        res = None
+        if file.exists() and not args.force:
+            try:
+                old = loader(file)
+                if old.config.get("run") == run:
+                    res = old
+            except Exception:  # unreadable/old file: recompute
+                res = None
+        if res is None:
+            model, info, data = load_checkpoint_and_data(args, path)
+            res = compute(model, data, not args.quiet)
+            res.config["run"] = run
+            res.config["label"] = label
+            res.config["checkpoint"] = {"path": str(path), "sha256": info.sha256,
+                                        "model": info.model, "model_kwargs": info.model_kwargs}
+            if getattr(res, "seed", None) is None:
+                res.seed = args.seed
+            res.save(file)
+            print(f"{analysis}: {label}: wrote {file}")
+        else:
+            print(f"{analysis}: {label}: reusing {file}")
+        results.append(file)
+        runs.append(run)
+    write_json(out / f"config_{analysis}.json", run_metadata(runs=runs))
+    plot([loader(f) for f in results], out, labels)
+    return 0
+
+
+def run_fourier(args: argparse.Namespace) -> int:
+    from ..fourier import FourierResult, fourier_analysis
+    from ..plots.features import plot_fourier_curves, plot_high_frequency
+
+    def compute(model, data, progress):
+        return fourier_analysis(model, data, batch_size=args.batch_size, eps=args.eps,
+                                include_input=not args.no_input, progress=progress)
+
+    def plot(rs, out, labels):
+        for r, lab in zip(rs, labels):
+            plot_fourier_curves(r, out / f"fourier_curves_{lab}", title=f"{lab}: ΔlogA ({r.n_images} images)")
+        plot_high_frequency(rs, out / "fourier_high_frequency", labels)
+
+    return _run(args, "fourier", {"eps": args.eps, "include_input": not args.no_input},
+                compute, FourierResult.load, "h5", plot)
+
+
+def run_variance(args: argparse.Namespace) -> int:
+    from ..plots.features import plot_variance
+    from ..variance import VarianceResult, variance_analysis
+
+    def compute(model, data, progress):
+        return variance_analysis(model, data, batch_size=args.batch_size, ddof=args.ddof,
+                                 include_input=not args.no_input, progress=progress)
+
+    return _run(args, "variance", {"ddof": args.ddof, "include_input": not args.no_input},
+                compute, VarianceResult.load, "json",
+                lambda rs, out, labels: plot_variance(rs, out / "variance", labels))
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    from ..plots.features import plot_robustness
+    from ..robustness import RobustnessResult, noise_robustness
+
+    if any(not 0 <= f <= 1 for f in args.freqs):
+        raise LandscapeError("--freqs must lie in [0, 1] (units of pi)")
+    if args.width <= 0 or args.noise_norm < 0:
+        raise LandscapeError("--width must be > 0 and --noise-norm >= 0")
+
+    def compute(model, data, progress):
+        try:
+            return noise_robustness(model, data, freqs=args.freqs, width=args.width,
+                                    norm=args.noise_norm, seed=args.seed, base=args.base,
+                                    batch_size=args.batch_size, progress=progress)
+        except ValueError as e:
+            raise LandscapeError(str(e)) from e
+
+    return _run(args, "robustness", {"freqs": list(args.freqs), "width": args.width,
+                                     "noise_norm": args.noise_norm, "base": args.base},
+                compute, RobustnessResult.load, "json",
+                lambda rs, out, labels: plot_robustness(rs, out / "robustness", labels))
+
+
+def run_cka(args: argparse.Namespace) -> int:
+    from ..plots.features import plot_cka
+    from ..similarity import CKAResult, cka_analysis
+
+    def compute(model, data, progress):
+        return cka_analysis(model, data, batch_size=args.batch_size, estimator=args.estimator,
+                            progress=progress)
+
+    def plot(rs, out, labels):
+        for r, lab in zip(rs, labels):
+            plot_cka(r, out / f"cka_{lab}", title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
+
+    return _run(args, "cka", {"estimator": args.estimator}, compute, CKAResult.load, "json", plot)
+
+
+def run_lesion(args: argparse.Namespace) -> int:
+    from ..lesion import LesionResult, lesion_study
+    from ..plots.features import plot_lesion
+
+    def compute(model, data, progress):
+        try:
+            return lesion_study(model, data, batch_size=args.batch_size, progress=progress)
+        except ValueError as e:
+            raise LandscapeError(str(e)) from e
+
+    return _run(args, "lesion", {}, compute, LesionResult.load, "json",
+                lambda rs, out, labels: plot_lesion(rs, out / "lesion", labels))

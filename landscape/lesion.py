@@ -1,0 +1,101 @@
+"""Lesion study (Fig. 10): test accuracy with one residual block removed at a time.
+
+A block is removed by :func:`models.lesioned`, which makes its residual branch output zeros, so
+the block's output equals its skip input. Only blocks with a residual branch are lesioned; the
+depth of each is its position in ``[input] + block list`` divided by the number of blocks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .fourier import _eval_mode, _image_batches, _model_device, data_description, normalized_depths
+
+
+def evaluate(model: nn.Module, data: Any, samples: Optional[int] = None, batch_size: int = 256,
+             device: Optional[torch.device] = None) -> tuple[float, float, int]:
+    """(accuracy, mean cross-entropy, number of images) of ``model`` in eval mode."""
+    dev = _model_device(model, device)
+    it, n = _image_batches(data, samples, batch_size)
+    correct, loss = 0.0, 0.0
+    with _eval_mode(model), torch.no_grad():
+        for x, y in it:
+            if y is None:
+                raise ValueError("evaluation needs labels")
+            x, y = x.to(dev), y.to(dev)
+            logits = model(x)
+            correct += float((logits.argmax(1) == y).sum())
+            loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+    return correct / n, loss / n, n
+
+
+@dataclass
+class LesionResult:
+    """Accuracy and loss with each residual block removed, plus the intact baseline."""
+
+    names: list[str]
+    kinds: list[str]
+    stages: list[int]
+    depth: list[float]
+    accuracy: list[float]
+    loss: list[float]
+    baseline_accuracy: float
+    baseline_loss: float
+    n_images: int
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    not_residual: list[str] = field(default_factory=list)
+
+    @property
+    def drop(self) -> np.ndarray:
+        """Accuracy drop (baseline - lesioned) per removed block."""
+        return self.baseline_accuracy - np.asarray(self.accuracy)
+
+    def save(self, path: Union[str, Path]) -> Path:
+        from .provenance import write_json
+        write_json(path, {"kind": "lesion", **self.__dict__, "drop": self.drop})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "LesionResult":
+        from .provenance import read_json
+        d = read_json(path)
+        if d.pop("kind", None) != "lesion":
+            raise ValueError(f"{path} is not a lesion result")
+        d.pop("drop", None)
+        return cls(**d)
+
+
+def lesion_study(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
+                 samples: Optional[int] = None, batch_size: int = 256,
+                 device: Optional[torch.device] = None, progress: bool = False) -> LesionResult:
+    """Baseline accuracy, then accuracy with each residual block's branch zeroed in turn."""
+    import models
+    from tqdm import tqdm
+    bl = models.blocks(model) if block_list is None else list(block_list)
+    depths = normalized_depths(len(bl))
+    base_acc, base_loss, n = evaluate(model, data, samples, batch_size, device)
+    res = [(i, b) for i, b in enumerate(bl) if b.branch is not None]
+    if not res:
+        raise ValueError("the block list has no residual block to lesion")
+    acc, loss = [], []
+    for _i, b in tqdm(res, desc="lesion", unit="block", disable=not progress):
+        with models.lesioned(b):
+            a, l, _ = evaluate(model, data, samples, batch_size, device)
+        acc.append(a)
+        loss.append(l)
+    from .provenance import run_metadata
+    cfg = {"analysis": "lesion", "samples": samples, "batch_size": batch_size,
+           "data": data_description(data),
+           "lesion": "residual branch output replaced by zeros (models.lesioned)"}
+    return LesionResult([b.name for _, b in res], [b.kind for _, b in res],
+                        [int(b.stage) for _, b in res], [float(depths[i + 1]) for i, _ in res],
+                        acc, loss, base_acc, base_loss, n, cfg, None, run_metadata(),
+                        [b.name for b in bl if b.branch is None])
