@@ -402,7 +402,7 @@ def _feature_runner(analysis: str) -> Callable[..., Any]:
                 robustness.RobustnessResult, "json")
         elif analysis == "cka":
             fn, cls, ext = (lambda: similarity.cka_analysis(net, data, batch_size=bs, progress=progress),
-                            similarity.CKAResult, "h5")
+                            similarity.CKAResult, "json")
         else:
             fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=progress),
                             lesion.LesionResult, "json")

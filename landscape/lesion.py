@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fourier import _eval_mode, _image_batches, _model_device, data_description, normalized_depths
+from .provenance import JsonResult
 
 
 def evaluate(model: nn.Module, data: Any, samples: Optional[int] = None, batch_size: int = 256,
@@ -36,8 +37,11 @@ def evaluate(model: nn.Module, data: Any, samples: Optional[int] = None, batch_s
 
 
 @dataclass
-class LesionResult:
+class LesionResult(JsonResult):
     """Accuracy and loss with each residual block removed, plus the intact baseline."""
+
+    KIND = "lesion"
+    DERIVED = ("drop",)
 
     names: list[str]
     kinds: list[str]
@@ -57,20 +61,6 @@ class LesionResult:
     def drop(self) -> np.ndarray:
         """Accuracy drop (baseline - lesioned) per removed block."""
         return self.baseline_accuracy - np.asarray(self.accuracy)
-
-    def save(self, path: Union[str, Path]) -> Path:
-        from .provenance import write_json
-        write_json(path, {"kind": "lesion", **self.__dict__, "drop": self.drop})
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "LesionResult":
-        from .provenance import read_json
-        d = read_json(path)
-        if d.pop("kind", None) != "lesion":
-            raise ValueError(f"{path} is not a lesion result")
-        d.pop("drop", None)
-        return cls(**d)
 
 
 def lesion_study(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,

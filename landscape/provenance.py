@@ -7,7 +7,7 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -61,3 +61,29 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+class JsonResult:
+    """Mixin for dataclass results stored as one JSON file tagged with ``KIND``.
+
+    ``DERIVED`` names properties written beside the fields for readers of the raw file; they are
+    dropped again on load.
+    """
+
+    KIND: ClassVar[str] = ""
+    DERIVED: ClassVar[tuple[str, ...]] = ()
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically."""
+        write_json(path, {"kind": self.KIND, **self.__dict__,
+                          **{k: getattr(self, k) for k in self.DERIVED}})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        d = read_json(path)
+        if d.pop("kind", None) != cls.KIND:
+            raise ValueError(f"{path} is not a {cls.KIND} result")
+        for k in cls.DERIVED:
+            d.pop(k, None)
+        return cls(**d)

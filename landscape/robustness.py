@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fourier import _eval_mode, _image_batches, _model_device, data_description
+from .provenance import JsonResult
 
 
 def normalized_radius(h: int, w: int) -> torch.Tensor:
@@ -66,8 +67,11 @@ def band_limited_noise(shape: Sequence[int], f: float, width: float, norm: float
 
 
 @dataclass
-class RobustnessResult:
+class RobustnessResult(JsonResult):
     """Accuracy on clean and noisy images for each noise frequency."""
+
+    KIND = "robustness"
+    DERIVED = ("drop",)
 
     freqs: list[float]  # units of pi
     accuracy: list[float]
@@ -87,20 +91,6 @@ class RobustnessResult:
     def drop(self) -> np.ndarray:
         """Accuracy drop (clean - noisy) per frequency, in accuracy units (0..1)."""
         return self.clean_accuracy - np.asarray(self.accuracy)
-
-    def save(self, path: Union[str, Path]) -> Path:
-        from .provenance import write_json
-        write_json(path, {"kind": "robustness", **self.__dict__, "drop": self.drop})
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "RobustnessResult":
-        from .provenance import read_json
-        d = read_json(path)
-        if d.pop("kind", None) != "robustness":
-            raise ValueError(f"{path} is not a robustness result")
-        d.pop("drop", None)
-        return cls(**d)
 
 
 def noise_robustness(model: nn.Module, data: Any, freqs: Sequence[float] = tuple(np.linspace(0, 1, 11)),

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from .fourier import data_description, normalized_depths, stream_block_outputs
+from .provenance import JsonResult
 
 ESTIMATORS = ("unbiased", "biased")
 
@@ -122,8 +123,10 @@ class MinibatchCKA:
 
 
 @dataclass
-class CKAResult:
+class CKAResult(JsonResult):
     """Mini-batch linear CKA between all pairs of block outputs."""
+
+    KIND = "cka"
 
     names: list[str]
     kinds: list[str]
@@ -140,19 +143,6 @@ class CKAResult:
     @property
     def matrix(self) -> np.ndarray:
         return np.asarray(self.cka, dtype=np.float64)
-
-    def save(self, path: Union[str, Path]) -> Path:
-        from .provenance import write_json
-        write_json(path, {"kind": "cka", **self.__dict__})
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "CKAResult":
-        from .provenance import read_json
-        d = read_json(path)
-        if d.pop("kind", None) != "cka":
-            raise ValueError(f"{path} is not a CKA result")
-        return cls(**d)
 
 
 def cka_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .fourier import _spatial, changes_from_previous, data_description, normalized_depths, stream_block_outputs
+from .provenance import JsonResult
 
 
 def spatial_variance(x: torch.Tensor, ddof: int = 1) -> torch.Tensor:
@@ -59,8 +60,10 @@ class VarianceAccumulator:
 
 
 @dataclass
-class VarianceResult:
+class VarianceResult(JsonResult):
     """Mean spatial feature-map variance per entry ([input] + spatial blocks)."""
+
+    KIND = "variance"
 
     names: list[str]
     kinds: list[str]
@@ -83,20 +86,6 @@ class VarianceResult:
         for c, i in zip(out, range(1, len(self.names))):
             c["log_ratio"] = float(np.log(self.variance[i] / self.variance[i - 1]))
         return out
-
-    def save(self, path: Union[str, Path]) -> Path:
-        """Write JSON (atomic)."""
-        from .provenance import write_json
-        write_json(path, {"kind": "variance", **self.__dict__})
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "VarianceResult":
-        from .provenance import read_json
-        d = read_json(path)
-        if d.pop("kind", None) != "variance":
-            raise ValueError(f"{path} is not a variance result")
-        return cls(**d)
 
 
 def variance_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
