@@ -56,6 +56,9 @@ ifeq ($(SCALE),paper)
   PAPER_CKPTS ?= checkpoints/paper
   FIG_CKPTS  := $(PAPER_CKPTS)/resnet50.pt $(PAPER_CKPTS)/vit_ti.pt $(PAPER_CKPTS)/alternet50.pt
   FIG_PREREQ := paper-checkpoints
+  FIG4_ARGS  := --data cifar100 --models vit_ti resnet50 --device auto
+  FIG7_ARGS  := --data cifar100 --model vit_ti --device auto
+  FIG12_ARGS := -- --baseline resnet50 --data cifar100 --device auto
 else
   FIG_DATA   := fashion-mnist
   BUDGET     ?= quick
@@ -78,10 +81,10 @@ fig9: $(FIG_PREREQ)
 fig10: $(FIG_PREREQ)
 	$(ANALYZE) --only cka,lesion --out figures/fig10/$(SCALE)
 fig4: install
-	$(PY) experiments/data_size_study.py --scale $(SCALE) --out figures/fig4/$(SCALE)
+	$(PY) experiments/data_size_study.py --seeds 0 1 $(FIG4_ARGS) --out figures/fig4
 fig7: install
-	$(PY) experiments/locality_study.py --scale $(SCALE) --out figures/fig7/$(SCALE)
+	$(PY) experiments/locality_study.py --seeds 0 1 $(FIG7_ARGS) --out figures/fig7
 fig12: install
-	$(PY) experiments/alternet_buildup.py --scale $(SCALE) --out figures/fig12/$(SCALE)
+	$(PY) experiments/alternet_buildup.py --out figures/alternet $(FIG12_ARGS)
 
 paper: fig1 fig2 fig4 fig7 fig8 fig9 fig10 fig12
