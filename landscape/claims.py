@@ -223,13 +223,14 @@ def claim_negative_eigenvalues(summary: dict) -> Claim:
                  "; ".join(lines), section)
 
 
-def block_changes(blocks: Sequence[dict], key: str) -> dict[str, list[float]]:
+def block_changes(blocks: Sequence[dict], key: str,
+                  include_resolution_changes: bool = False) -> dict[str, list[float]]:
     """Change of ``key`` across each block (value minus the preceding block's), by block kind.
 
     Blocks are taken in depth order (their list order when ``depth`` is missing); the first block,
     blocks whose value, or whose predecessor's value, is not finite, and blocks marked
     ``"same_grid": False`` (the feature-map resolution changed, so the values are not comparable;
-    see ``fourier.changes_from_previous``) are skipped.
+    see ``fourier.changes_from_previous``) are skipped unless ``include_resolution_changes``.
     """
     order = sorted(range(len(blocks)),
                    key=lambda i: (float(blocks[i].get("depth", i)) if _finite(blocks[i].get("depth"))
@@ -238,21 +239,19 @@ def block_changes(blocks: Sequence[dict], key: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for prev, cur in zip(seq, seq[1:]):
         a, b = prev.get(key), cur.get(key)
-        if _finite(a) and _finite(b) and cur.get("same_grid", True) is not False:
+        if _finite(a) and _finite(b) and (include_resolution_changes
+                                          or cur.get("same_grid", True) is not False):
             out.setdefault(str(cur.get("kind", "")), []).append(float(b) - float(a))
     return out
 
 
-def _kind_rule(summary: dict, cid: str, section: str, key: str, text: str, quantity: str,
-               prediction: str) -> Claim:
-    """Claims 3 and 4: MSA blocks lower ``key``, Conv blocks raise it."""
-    sec = _section(summary, section)
+def _count_kind_changes(sec: dict, key: str, cross: bool) -> tuple[dict[str, Any], int, int, int, int]:
     per_model: dict[str, Any] = {}
     msa_dec = msa_n = conv_inc = conv_n = 0
     for label, entry in sorted(sec.items()):
         if not isinstance(entry, dict):
             continue
-        ch = block_changes(entry.get("blocks") or [], key)
+        ch = block_changes(entry.get("blocks") or [], key, cross)
         md = sum(d < 0 for d in ch.get("msa", []))
         mn = len(ch.get("msa", []))
         ci = sum(d > 0 for d in ch.get("conv", []))
@@ -264,6 +263,22 @@ def _kind_rule(summary: dict, cid: str, section: str, key: str, text: str, quant
         if cn:
             parts.append(f"Conv {ci}/{cn} ↑")
         per_model[label] = ", ".join(parts) if parts else "no MSA/Conv blocks"
+    return per_model, msa_dec, msa_n, conv_inc, conv_n
+
+
+def _kind_rule(summary: dict, cid: str, section: str, key: str, text: str, quantity: str,
+               prediction: str) -> Claim:
+    """Claims 3 and 4: MSA blocks lower ``key``, Conv blocks raise it."""
+    sec = _section(summary, section)
+    per_model, msa_dec, msa_n, conv_inc, conv_n = _count_kind_changes(sec, key, False)
+    crossed = False
+    if sec and (not msa_n or not conv_n):
+        # No same-resolution comparison for a kind (e.g. every Conv unit downsamples): fall back to
+        # all comparisons, and say so; the values are relative (ΔlogA) or per pixel (variance).
+        alt = _count_kind_changes(sec, key, True)
+        if alt[2] and alt[4]:
+            per_model, msa_dec, msa_n, conv_inc, conv_n = alt
+            crossed = True
     if not sec:
         return _not_measured(cid, text, quantity, prediction, section,
                              f"no {section} results", per_model)
@@ -272,8 +287,11 @@ def _kind_rule(summary: dict, cid: str, section: str, key: str, text: str, quant
     detail = (f"MSA blocks lowering it: {msa_dec}/{msa_n}"
               + (f" = {fm:.2f}" if fm is not None else "")
               + f"; Conv blocks raising it: {conv_inc}/{conv_n}"
-              + (f" = {fc:.2f}" if fc is not None else ""))
-    extra = {"msa_fraction": fm, "conv_fraction": fc, "msa_blocks": msa_n, "conv_blocks": conv_n}
+              + (f" = {fc:.2f}" if fc is not None else "")
+              + (" (including blocks that change resolution: no same-resolution comparison "
+                 "for every kind)" if crossed else ""))
+    extra = {"msa_fraction": fm, "conv_fraction": fc, "msa_blocks": msa_n, "conv_blocks": conv_n,
+             "includes_resolution_changes": crossed}
     if fm is None or fc is None:
         return Claim(cid, text, quantity, per_model, prediction, NOT_MEASURED,
                      detail + " (needs both MSA and Conv blocks)", section, extra)

@@ -198,3 +198,19 @@ def test_unknown_family_or_label_is_not_compared():
     s = {"models": [{"label": "cnn", "family": "cnn"}],
          "hessian": {"cnn": hess([50.0]), "stranger": hess([1.0])}}
     assert by_id(s)["flatness"].verdict == NOT_MEASURED
+
+
+def test_kind_rule_falls_back_to_resolution_changes_and_says_so():
+    from landscape.claims import evaluate_claims
+
+    def entry(conv_change):
+        return {"blocks": [
+            {"name": "input", "kind": "input", "depth": 0.0, "dlogA_pi": -3.0},
+            {"name": "c1", "kind": "conv", "depth": 0.3, "dlogA_pi": -3.0 + conv_change, "same_grid": False},
+            {"name": "m1", "kind": "msa", "depth": 0.6, "dlogA_pi": -3.5 + conv_change},
+            {"name": "c2", "kind": "conv", "depth": 0.9, "dlogA_pi": -3.5 + 2 * conv_change, "same_grid": False}]}
+    for change, verdict in ((1.0, "agrees"), (-1.0, "inconclusive")):
+        s = {"models": [{"label": "h", "family": "hybrid"}], "fourier": {"h": entry(change)}}
+        c = {x.id: x for x in evaluate_claims(s)}["fourier"]
+        assert c.verdict == verdict, (change, c.detail)
+        assert "change resolution" in c.detail and c.extra["includes_resolution_changes"]
