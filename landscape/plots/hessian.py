@@ -51,16 +51,18 @@ def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Optional[Seq
     pad = 0.05 * (hi - lo if hi > lo else 1.0)
     grid = np.linspace(lo - pad, hi + pad, 600)
     fig, ax = plt.subplots(figsize=(5, 3.2))
+    peak = 0.0
     for r, lab in zip(results, labels):
         v = r.values()
         s = r.summary()
         d, _ = _kde(v, grid, bandwidth)
+        peak = max(peak, float(np.nanmax(d)) if d.size else 0.0)
         ax.plot(grid, d, label=f"{lab} (neg {100 * s['negative_share']:.1f}%, "
                                f"mean+ {s['mean_positive']:.3g})")
     ax.axvline(0, color="0.6", lw=0.8, ls="--")
-    if log:
+    if log and peak > 0:
         ax.set_yscale("log")
-        ax.set_ylim(bottom=1e-4)
+        ax.set_ylim(peak * 1e-4, peak * 3)  # four decades below the highest peak
     k = results[0].config.get("k") if results else "k"
     bs = results[0].config.get("batch_size") if results else "?"
     ax.set_xlabel(f"top-{k} Hessian eigenvalues per mini-batch of {bs}")
