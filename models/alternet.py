@@ -40,6 +40,7 @@ import torch.nn as nn
 from .attention import WindowedConvAttention
 from .blocks import Block
 from .registry import register
+from .resnet import StagedNet
 
 Pattern = Union[str, Sequence[Union[str, Sequence[str]]]]
 
@@ -152,7 +153,7 @@ class BNGAPHead(nn.Module):
         return self.dense(self.relu(self.bn(x)).mean(dim=(2, 3)))
 
 
-class AlterNet(nn.Module):
+class AlterNet(StagedNet):
     """Pre-activation ResNet with MSA units placed by ``pattern``."""
 
     def __init__(self, pattern: Pattern, widths: Sequence[int], heads: Sequence[int],
@@ -169,7 +170,7 @@ class AlterNet(nn.Module):
         expansion = 4 if bottleneck else 1
         self.layer0 = Stem(in_chans, stem_width, stem)
         c = stem_width
-        self.stages: list[str] = []
+        stage_units = []
         for s, (kinds, w, h) in enumerate(zip(stages, widths, heads)):
             units: list[nn.Module] = []
             for i, kind in enumerate(kinds):
@@ -179,29 +180,15 @@ class AlterNet(nn.Module):
                 else:
                     units.append(MSAUnit(c, w, stride, expansion, h, dim_head, window_size))
                 c = units[-1].out_channels
-            self.add_module(f"layer{s + 1}", nn.Sequential(*units))
-            self.stages.append(f"layer{s + 1}")
+            stage_units.append(units)
+        self._add_stages(stage_units)
         self.classifier = nn.Sequential(BNGAPHead(c, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self._init_convs()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer0(x)
-        for name in self.stages:
-            x = getattr(self, name)(x)
-        return self.classifier(x)
-
-    def block_list(self) -> list[Block]:
-        out = [Block("embed", "embed", 0, self.layer0)]
-        for s, name in enumerate(self.stages):
-            for i, unit in enumerate(getattr(self, name)):
-                if isinstance(unit, MSAUnit):
-                    out.append(Block(f"{name}.{i}", "msa", s, unit, unit.attn))
-                else:
-                    out.append(Block(f"{name}.{i}", "conv", s, unit, unit.last()))
-        out.append(Block("head", "head", len(self.stages) - 1, self.classifier))
-        return out
+    def _unit_block(self, name: str, stage: int, unit: nn.Module) -> Block:
+        if isinstance(unit, MSAUnit):
+            return Block(name, "msa", stage, unit, unit.attn)
+        return Block(name, "conv", stage, unit, unit.last())
 
 
 @register("alternet50")

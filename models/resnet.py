@@ -73,7 +73,42 @@ class GAPHead(nn.Module):
         return self.dense(x.mean(dim=(2, 3)))
 
 
-class ResNet(nn.Module):
+class StagedNet(nn.Module):
+    """A stem ``layer0``, stages ``layer1..layerS`` (``nn.Sequential`` of residual units) and a
+    ``classifier``; subclasses build them and say what kind of block each unit is."""
+
+    stages: list[str]
+
+    def _add_stages(self, stage_units: Sequence[Sequence[nn.Module]]) -> None:
+        self.stages = []
+        for s, units in enumerate(stage_units):
+            self.add_module(f"layer{s + 1}", nn.Sequential(*units))
+            self.stages.append(f"layer{s + 1}")
+
+    def _init_convs(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer0(x)
+        for name in self.stages:
+            x = getattr(self, name)(x)
+        return self.classifier(x)
+
+    def _unit_block(self, name: str, stage: int, unit: nn.Module) -> Block:
+        raise NotImplementedError
+
+    def block_list(self) -> list[Block]:
+        out = [Block("embed", "embed", 0, self.layer0)]
+        for s, name in enumerate(self.stages):
+            for i, unit in enumerate(getattr(self, name)):
+                out.append(self._unit_block(f"{name}.{i}", s, unit))
+        out.append(Block("head", "head", len(self.stages) - 1, self.classifier))
+        return out
+
+
+class ResNet(StagedNet):
     """Stages ``layer1..layerS`` of ``num_blocks[s]`` units of base width ``widths[s]``; the first
     unit of stage s has stride ``strides[s]`` (default 1 for the first stage, 2 for the others)."""
 
@@ -89,32 +124,19 @@ class ResNet(nn.Module):
         else:
             self.layer0 = conv_bn(in_chans, stem_width, 3)
         c = stem_width
-        self.stages: list[str] = []
+        stages = []
         for s, (n, w) in enumerate(zip(num_blocks, widths)):
             units = []
             for i in range(n):
                 units.append(ResidualUnit(c, w, strides[s] if i == 0 else 1, bottleneck))
                 c = units[-1].out_channels
-            self.add_module(f"layer{s + 1}", nn.Sequential(*units))
-            self.stages.append(f"layer{s + 1}")
+            stages.append(units)
+        self._add_stages(stages)
         self.classifier = nn.Sequential(GAPHead(c, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self._init_convs()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer0(x)
-        for name in self.stages:
-            x = getattr(self, name)(x)
-        return self.classifier(x)
-
-    def block_list(self) -> list[Block]:
-        out = [Block("embed", "embed", 0, self.layer0)]
-        for s, name in enumerate(self.stages):
-            for i, unit in enumerate(getattr(self, name)):
-                out.append(Block(f"{name}.{i}", "conv", s, unit, unit.last_bn()))
-        out.append(Block("head", "head", len(self.stages) - 1, self.classifier))
-        return out
+    def _unit_block(self, name: str, stage: int, unit: nn.Module) -> Block:
+        return Block(name, "conv", stage, unit, unit.last_bn())
 
 
 @register("resnet50")
