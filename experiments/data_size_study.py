@@ -30,14 +30,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 
 import models
 from landscape.alternet_search import model_size, spread
 from landscape.data import load_dataset
 from landscape.device import resolve_device
-from landscape.errors import LandscapeError
 from landscape.provenance import read_json, run_metadata, write_json
 from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
 from landscape.train import TrainConfig, evaluate, train

@@ -7,8 +7,7 @@ depth of each is its position in ``[input] + block list`` divided by the number 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch

@@ -1,7 +1,6 @@
 """`landscape analyze` end to end on two tiny checkpoints with a minimal budget."""
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import torch
