@@ -27,11 +27,6 @@ def main() -> int:
     ckpts = Path(args.checkpoints)
     train_demo(ckpts)
     print(f"demo checkpoints ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    try:
-        import landscape.analyze  # noqa: F401
-    except ImportError:
-        print("landscape analyze is not available yet; trained checkpoints only")
-        return 0
     from landscape.cli import main as cli
     rc = cli(["analyze", *[str(ckpts / f"{m}.pt") for m in DEMO_MODELS], "--data", "fashion-mnist",
               "--budget", args.budget, "--out", args.out])

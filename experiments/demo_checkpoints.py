@@ -30,7 +30,6 @@ RECIPE = dict(train_samples=None, epochs=4, batch_size=128, lr=2e-3, weight_deca
 
 def train_demo(out: Path, names=DEMO_MODELS, recipe: dict = RECIPE, progress: bool = True) -> dict:
     """Train (or reuse) each demo model; return {name: {"test_acc", "test_loss", "seconds"}}."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tr = load_dataset("fashion-mnist", "train", subset=recipe["train_samples"], seed=recipe["seed"])
     te = load_dataset("fashion-mnist", "test")
     results = {}

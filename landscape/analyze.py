@@ -27,7 +27,7 @@ import models
 
 from . import checkpoint as ckpt
 from .errors import LandscapeError
-from .provenance import read_json, run_metadata, write_json
+from .provenance import output_dir, read_json, run_metadata, write_json
 
 ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")
 
@@ -182,7 +182,6 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     Returns the summary dict. Bad input (missing checkpoint, wrong classes, a file as output
     folder) raises ``LandscapeError`` before anything is computed.
     """
-    from .commands.common import check_out_dir
     from .data import load_dataset
     from .device import resolve_device
 
@@ -196,7 +195,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     for p in checkpoints:
         if not Path(p).is_file():
             raise LandscapeError(f"checkpoint not found: {p}")
-    out = check_out_dir(out_dir)
+    out = output_dir(out_dir)
     for stale in ("report.html", "summary.json"):
         if (out / stale).exists():
             (out / stale).unlink()
@@ -220,15 +219,11 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     if first.mean is not None and first.std is not None:
         norm = (tuple(first.mean), tuple(first.std))
     test = load_dataset(data_name, "test", root=cfg.data_root, normalize=norm, progress=progress)
-    train = load_dataset(data_name, "train", root=cfg.data_root, normalize=norm, progress=progress)
-    for net, info in loaded:
-        if info.num_classes and info.num_classes != test.num_classes:
-            raise LandscapeError(f"{info.path}: model has {info.num_classes} classes but dataset "
-                                 f"{data_name!r} has {test.num_classes}")
-        ch = info.model_kwargs.get("in_chans")
-        if ch and ch != test.images.shape[1]:
-            raise LandscapeError(f"{info.path}: model takes {ch} input channels but dataset "
-                                 f"{data_name!r} has {test.images.shape[1]}")
+    for _net, info in loaded:
+        ckpt.check_compatible(info, test)
+    # Training images only for the analyses that use them (Hessian, surface).
+    train = (load_dataset(data_name, "train", root=cfg.data_root, normalize=norm, progress=progress)
+             if {"hessian", "surface"} & set(todo) else None)
 
     # The same images for every model.
     def subset(data: Any, n: int, seed: int) -> Any:
@@ -241,10 +236,11 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     eval_set = subset(test, cfg.eval_samples, cfg.seed)
     feat_set = subset(test, cfg.samples, cfg.seed)
     lesion_set = subset(test, cfg.lesion_samples, cfg.seed)
-    surf_set = subset(train, cfg.surface_samples, cfg.seed + 1)
+    surf_set = subset(train, cfg.surface_samples, cfg.seed + 1) if train is not None else None
     hess_pool = subset(train, max(cfg.curvature_samples,
                                   cfg.spectrum_batches * cfg.spectrum_batch_size
-                                  if cfg.spectrum_batches else len(train)), cfg.seed + 2)
+                                  if cfg.spectrum_batches else len(train)),
+                       cfg.seed + 2) if train is not None else None
 
     archs = [info.model for _, info in loaded]
     labels = _labels([str(p) for p in checkpoints], archs)

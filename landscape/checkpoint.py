@@ -189,6 +189,17 @@ def load(path: Union[str, Path], model: Optional[str] = None,
     return net.to(device).eval(), info
 
 
+def check_compatible(info: CheckpointInfo, data: Any) -> None:
+    """Refuse a dataset whose classes or input channels differ from the checkpoint's model."""
+    if info.num_classes and data.num_classes != info.num_classes:
+        raise LandscapeError(f"{info.path}: model has {info.num_classes} classes but dataset "
+                             f"{data.name!r} has {data.num_classes}")
+    in_chans = info.model_kwargs.get("in_chans")
+    if in_chans and data.images.shape[1] != in_chans:
+        raise LandscapeError(f"{info.path}: model takes {in_chans} input channels but dataset "
+                             f"{data.name!r} has {data.images.shape[1]}")
+
+
 def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], where: str = "") -> None:
     """Strict load that lists missing keys, unexpected keys and shape mismatches in one error."""
     own = model.state_dict()

@@ -50,6 +50,16 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def output_dir(path: str | Path) -> Path:
+    """The output folder of a run, created; a path that is a file is refused (LandscapeError)."""
+    from .errors import LandscapeError
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LandscapeError(f"output folder is a file: {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename), NaN allowed, numpy/torch values converted."""
     path = Path(path)

@@ -21,7 +21,7 @@ import models
 
 from . import checkpoint
 from .errors import LandscapeError, NonFiniteLossError
-from .provenance import read_json, run_metadata, write_json
+from .provenance import output_dir, read_json, run_metadata, write_json
 
 
 @dataclass
@@ -110,10 +110,7 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
     """
     from .data import Augment, mix  # local: data is a sibling analysis input
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LandscapeError(f"output folder is a file: {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     cfg = dict(config.__dict__)
     meta = run_metadata(config=cfg, model=model.model_config, dataset=train_data.name,
                         train_size=len(train_data), subset_seed=train_data.seed, **(info or {}))

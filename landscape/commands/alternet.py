@@ -96,10 +96,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..alternet_search import run_buildup
     from ..plots.alternet import plot_buildup, plot_comparison
-    from .common import check_out_dir
+    from ..provenance import output_dir
 
     settings = settings_from_args(args)
-    out = check_out_dir(args.out)
+    out = output_dir(args.out)
     result, comparison = run_buildup(settings, out, args.runs_dir,
                                      progress=not args.quiet)
     plot_buildup(out / "search.json", out / "buildup")

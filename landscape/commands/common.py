@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any
 
 from ..errors import LandscapeError
@@ -44,18 +42,10 @@ def add_out_arg(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=default, help=f"output folder (default {default})")
 
 
-def check_out_dir(out: str | os.PathLike) -> Path:
-    """The output folder, created; a path that is a file is refused."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise LandscapeError(f"output folder is a file: {path}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
                   samples: int | None = None) -> Any:
     """The dataset a checkpoint was trained on (or ``--data``), as tensors on ``args.device``."""
+    from ..checkpoint import check_compatible
     from ..data import load_dataset
     from ..device import resolve_device
 
@@ -69,13 +59,7 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
     data = load_dataset(name, split=split or args.split, root=getattr(args, "data_root", None),
                         subset=(n or None), seed=args.seed, normalize=norm,
                         download=getattr(args, "download", False))
-    if info.num_classes and data.num_classes != info.num_classes:
-        raise LandscapeError(f"{info.path}: model has {info.num_classes} classes but dataset "
-                             f"{name!r} has {data.num_classes}")
-    in_chans = info.model_kwargs.get("in_chans")
-    if in_chans and data.images.shape[1] != in_chans:
-        raise LandscapeError(f"{info.path}: model takes {in_chans} input channels but dataset "
-                             f"{name!r} has {data.images.shape[1]}")
+    check_compatible(info, data)
     return data.to(resolve_device(args.device))
 
 

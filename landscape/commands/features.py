@@ -96,9 +96,10 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
          compute: Callable[[Any, Any, bool], Any], loader: Callable[[Path], Any], ext: str,
          plot: Callable[[list[Any], Path, list[str]], None]) -> int:
     from ..provenance import file_sha256, run_metadata, write_json
-    from .common import check_out_dir, load_checkpoint_and_data
+    from ..provenance import output_dir
+    from .common import load_checkpoint_and_data
 
-    out = check_out_dir(args.out)
+    out = output_dir(args.out)
     paths = list(args.checkpoints)
     for p in paths:
         if not Path(p).is_file():

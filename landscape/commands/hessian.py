@@ -67,12 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from ..hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density
     from ..provenance import run_metadata, write_json
     from ..spectrum import SpectrumConfig, max_eigenvalue_spectrum
-    from .common import check_out_dir, load_checkpoint_and_data
+    from ..provenance import output_dir
+    from .common import load_checkpoint_and_data
 
     D.init_from_env()
     if args.top_k < 1 or args.batch_size < 1:
         raise LandscapeError("--top-k and --batch-size must be >= 1")
-    out = check_out_dir(args.out) if D.is_writer() else None
+    out = output_dir(args.out) if D.is_writer() else None
     model, info, data = load_checkpoint_and_data(args, args.checkpoint)
     model.eval()
     augment = None

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed as dist
     from .. import surface as S
     from ..provenance import file_sha256, run_metadata, write_json
-    from .common import check_out_dir, load_checkpoint_and_data
+    from ..provenance import output_dir
+    from .common import load_checkpoint_and_data
 
     dist.init_from_env()
     xs = S.parse_grid(args.grid)
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     for f in [args.checkpoint] + ([args.target] if args.target else []) + (args.trajectory or []):
         if not Path(f).is_file():
             raise LandscapeError(f"checkpoint not found: {f}")
-    out = check_out_dir(args.out) if dist.is_writer() else Path(args.out)
+    out = output_dir(args.out) if dist.is_writer() else Path(args.out)
     model, info, data = load_checkpoint_and_data(args, args.checkpoint)
     exclude = [] if args.no_exclude else (args.exclude or list(D.DEFAULT_EXCLUDE))
     seed = args.seed if args.dir_seed is None else args.dir_seed

@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..device import resolve_device
     from ..train import TrainConfig, init_from, train
-    from .common import check_out_dir
+    from ..provenance import output_dir
 
-    out = check_out_dir(args.out)
+    out = output_dir(args.out)
     device = resolve_device(args.device)
     subset: Any = args.subset
     if subset is not None and subset > 1:
