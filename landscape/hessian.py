@@ -460,6 +460,32 @@ class HessianOperator(_OperatorBase):
             parts.append(v / r - pc * pv / r ** 3)
         return self.wd * torch.cat(parts, dim=0)
 
+    def gradient(self) -> torch.Tensor:
+        """The flat gradient of the loss (without the L2 term) at the current parameters: the
+        sample-weighted mean over the batches, all-reduced when distributed. With one batch and
+        double-backward products it reuses the retained graph (no extra pass)."""
+        acc = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
+        offs = np.concatenate([[0], np.cumsum(self.numels)])
+        local = self._local_indices()
+        for i in local:
+            if self.mode in ("auto", "double_backward") and self.retain_graph:
+                gs, keep = self._grad_graph(i)
+            else:
+                x, y = self._batch(i)
+                with torch.enable_grad():
+                    out = torch.autograd.grad(self._loss(x, y), self.params, allow_unused=True)
+                keep = [j for j, g in enumerate(out) if g is not None]
+                gs = [out[j] for j in keep]
+            w = 1.0 if len(self.batches) == 1 and not self.distributed else float(self.batches[i][0].shape[0])
+            for j, g in zip(keep, gs):
+                acc[int(offs[j]):int(offs[j + 1])].add_(g.detach().reshape(-1), alpha=w)
+        if len(self.batches) > 1 or self.distributed:
+            if self.distributed:
+                from . import distributed as D
+                D.all_reduce_sum(acc)
+            acc = acc / self.n_samples
+        return acc
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H @ v`` for a flat vector v of length n (torch in, torch out)."""
         if v.ndim != 1 or v.shape[0] != self.shape[0]:
@@ -541,12 +567,13 @@ class EigenResult:
     eigenvectors: Optional[torch.Tensor] = None  # (n, k)
     iterations: int = 0
     wall_s: float = 0.0
+    start: str = "random"  # the Lanczos start vector: "random", "gradient" or "given"
 
     def to_dict(self) -> dict[str, Any]:
         return {"eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
                 "n_products": self.n_products, "converged": self.converged, "seed": self.seed,
                 "which": self.which, "tol": self.tol, "method": self.method,
-                "iterations": self.iterations, "wall_s": self.wall_s}
+                "iterations": self.iterations, "wall_s": self.wall_s, "start": self.start}
 
 
 @dataclass
@@ -648,14 +675,16 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
 
 
 class _Lanczos:
-    """Lanczos with full reorthogonalization (classical Gram-Schmidt twice), in float64."""
+    """Lanczos with full reorthogonalization (classical Gram-Schmidt twice), in float64. The
+    basis grows in chunks (no up-front allocation of ``max_steps`` vectors)."""
 
     def __init__(self, op: _OperatorBase, v0: torch.Tensor, max_steps: int, seed: int):
         self.op = op
         self.n = op.shape[0]
         self.max_steps = min(max_steps, self.n)
         self.work_device = op.device
-        self.Q = torch.zeros((self.max_steps + 1, self.n), dtype=torch.float64, device=self.work_device)
+        self.Q = torch.empty((min(self.max_steps + 1, 32), self.n), dtype=torch.float64,
+                             device=self.work_device)
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples q_j and q_{j+1}
         self.gen = _generator(seed + 7919)
@@ -663,9 +692,16 @@ class _Lanczos:
         self.Q[0] = q / q.norm()
         self.m = 0  # number of Lanczos vectors whose product has been taken
 
+    def _ensure(self, rows: int) -> None:
+        if rows > self.Q.shape[0]:
+            grown = torch.empty((min(self.max_steps + 1, max(rows, 2 * self.Q.shape[0])), self.n),
+                                dtype=torch.float64, device=self.work_device)
+            grown[: self.Q.shape[0]] = self.Q
+            self.Q = grown
+
     def _orth(self, w: torch.Tensor, k: int) -> torch.Tensor:
         Qk = self.Q[:k]
-        for _ in range(2):
+        for _ in range(2):  # "twice is enough"
             w = w - Qk.T @ (Qk @ w)
         return w
 
@@ -686,6 +722,7 @@ class _Lanczos:
         if self.m >= self.n:
             self.beta.append(b)
             return False
+        self._ensure(j + 2)
         if b <= 1e-12 * scale or not math.isfinite(b):
             # invariant subspace: continue with a fresh random direction (beta = 0 couples nothing)
             self.beta.append(0.0)
@@ -710,7 +747,8 @@ class _Lanczos:
 def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3,
                     max_iter: Optional[int] = None, seed: int = 0, method: str = "lanczos",
                     backend: str = "landscape", return_eigenvectors: bool = True,
-                    pyhessian_kwargs: Optional[dict[str, Any]] = None) -> EigenResult:
+                    pyhessian_kwargs: Optional[dict[str, Any]] = None,
+                    start: Union[str, torch.Tensor] = "auto") -> EigenResult:
     """The k extreme eigenpairs of a symmetric operator.
 
     ``which``: "LM" (largest magnitude: what power iteration finds), "LA" (largest algebraic) or
@@ -721,6 +759,12 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
     ``backend="pyhessian"`` runs pyhessian's power iteration (``which="LM"`` only; ``tol`` is its
     relative eigenvalue-change tolerance, ``max_iter`` its maxIter) on a :class:`HessianOperator`.
     ``max_iter`` caps the number of products (default ``max(20 * k, 100)``, at most n).
+
+    ``start`` (Lanczos): "random" (seeded Gaussian), "gradient" (the unit loss gradient plus a
+    seeded unit Gaussian: at a trained model the gradient lies mostly in the top eigenspace, so
+    the largest eigenvalues converge in fewer products; the Gaussian keeps every direction
+    present), a vector, or "auto" = "gradient" for ``which`` "LM"/"LA" on a one-batch
+    :class:`HessianOperator` (where the gradient costs nothing extra) and "random" otherwise.
     """
     if which not in WHICH:
         raise LandscapeError(f"which must be one of {WHICH}, got {which!r}")
@@ -757,7 +801,8 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
                            converged, seed, which, tol, "eigsh", vecs, 0, time.perf_counter() - t0)
     if method != "lanczos":
         raise LandscapeError(f"method must be 'lanczos' or 'eigsh', got {method!r}")
-    lz = _Lanczos(op, _randn(n, seed), max_iter, seed)
+    v0, start_used = _start_vector(op, n, which, seed, start)
+    lz = _Lanczos(op, v0, max_iter, seed)
     converged = False
     while True:
         more = lz.step()
@@ -774,7 +819,33 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
             break
     vecs = lz.vectors(S[:, sel]).to(op.dtype) if return_eigenvectors else None
     return EigenResult(theta[sel].copy(), res[sel].copy(), op.n_products - start_products,
-                       converged, seed, which, tol, "lanczos", vecs, lz.m, time.perf_counter() - t0)
+                       converged, seed, which, tol, "lanczos", vecs, lz.m, time.perf_counter() - t0,
+                       start_used)
+
+
+def _start_vector(op: _OperatorBase, n: int, which: str, seed: int,
+                  start: Union[str, torch.Tensor]) -> tuple[torch.Tensor, str]:
+    """The Lanczos start vector and its description (see :func:`top_eigenvalues`)."""
+    z = _randn(n, seed)
+    if isinstance(start, torch.Tensor):
+        if start.shape != (n,):
+            raise LandscapeError(f"start vector must have shape ({n},), got {tuple(start.shape)}")
+        return start.detach().to("cpu", torch.float64), "given"
+    if start not in ("auto", "random", "gradient"):
+        raise LandscapeError(f"start must be 'auto', 'random', 'gradient' or a vector, got {start!r}")
+    if start == "auto":
+        cheap = isinstance(op, HessianOperator) and len(op.batches) == 1 and op.retain_graph
+        start = "gradient" if cheap and which in ("LM", "LA") else "random"
+    if start == "random":
+        return z, "random"
+    if not isinstance(op, HessianOperator):
+        raise LandscapeError("start='gradient' needs a HessianOperator")
+    g = op.gradient().to("cpu", torch.float64)
+    gn = float(g.norm())
+    if not math.isfinite(gn) or gn == 0.0:
+        warnings.warn("the loss gradient is zero or not finite; Lanczos starts from a random vector")
+        return z, "random"
+    return g / gn + z / z.norm(), "gradient"
 
 
 def lanczos_quadrature(op: Any, v: torch.Tensor, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -49,6 +49,7 @@ class SpectrumConfig:
     method: str = "lanczos"
     backend: str = "landscape"
     mode: str = "auto"
+    start: str = "auto"  # Lanczos start vector (see hessian.top_eigenvalues)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +135,7 @@ def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, i
                          augment_seed=_augment_seed(cfg.seed, i), mode=cfg.mode)
     r = top_eigenvalues(op, cfg.k, cfg.which, tol=cfg.tol, max_iter=cfg.max_iter,
                         seed=cfg.seed + i, method=cfg.method, backend=cfg.backend,
-                        return_eigenvectors=False)
+                        return_eigenvectors=False, start=cfg.start)
     op.free()
     if not r.converged:
         import warnings

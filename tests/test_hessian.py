@@ -168,6 +168,49 @@ def test_top_and_bottom_k(cases, name, which):
     assert np.all(r.residuals <= 1e-8 * np.abs(r.eigenvalues) + 1e-14)
 
 
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("mode", ["double_backward", "forward_over_reverse"])
+def test_gradient_equals_autograd(cases, name, mode):
+    m, x, y, _, _ = cases[name]
+    params = [p for p in m.parameters() if p.requires_grad]
+    m.eval()
+    gs = torch.autograd.grad(F.cross_entropy(m(x), y), params, allow_unused=True)
+    ref = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params)])
+    op = HessianOperator(m, (x, y), mode=mode)
+    torch.testing.assert_close(op.gradient(), ref, rtol=1e-10, atol=1e-12)
+    # several batches: the sample-weighted mean
+    op2 = HessianOperator(m, [(x[:3], y[:3]), (x[3:], y[3:])], mode=mode)
+    torch.testing.assert_close(op2.gradient(), ref, rtol=1e-10, atol=1e-12)
+    assert not any(p.grad is not None for p in params)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_start_vectors_agree_with_dense(cases, name, which):
+    m, x, y, _, ev = cases[name]
+    ref = _ref(ev, 4, which)
+    for start in ("gradient", "random", torch.ones(HessianOperator(m, (x, y)).shape[0])):
+        r = top_eigenvalues(HessianOperator(m, (x, y)), 4, which, tol=1e-8, seed=1, start=start)
+        np.testing.assert_allclose(r.eigenvalues, ref, rtol=1e-6)
+        assert r.start == (start if isinstance(start, str) else "given")
+    auto = top_eigenvalues(HessianOperator(m, (x, y)), 4, which, tol=1e-8, seed=1)
+    assert auto.start == ("random" if which == "SA" else "gradient")
+    several = top_eigenvalues(HessianOperator(m, [(x[:3], y[:3]), (x[3:], y[3:])]), 4, which,
+                              tol=1e-8, seed=1)
+    assert several.start == "random"  # the gradient would cost a pass over every batch
+    np.testing.assert_allclose(several.eigenvalues, ref, rtol=1e-6)
+
+
+def test_bad_start_refused(cases):
+    m, x, y, _, _ = cases["mlp"]
+    with pytest.raises(LandscapeError, match="start must be"):
+        top_eigenvalues(HessianOperator(m, (x, y)), 2, start="ones")
+    with pytest.raises(LandscapeError, match="shape"):
+        top_eigenvalues(HessianOperator(m, (x, y)), 2, start=torch.ones(3))
+    with pytest.raises(LandscapeError, match="needs a HessianOperator"):
+        top_eigenvalues(torch.eye(5, dtype=torch.float64), 2, start="gradient")
+
+
 def test_eigsh_method(cases):
     m, x, y, _, ev = cases["cnn"]
     r = top_eigenvalues(HessianOperator(m, (x, y)), 3, "LA", tol=1e-10, method="eigsh")

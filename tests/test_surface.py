@@ -331,3 +331,58 @@ def test_fold_bn_equals_plain():
     assert np.allclose(plain, folded, rtol=1e-12, atol=1e-12)
     loss, _, _ = direct(m, dirs, x, y, 0.4, -0.7, states=True)
     assert abs(folded[1, 0] - loss) < 1e-12
+
+
+def test_workers_equal_loop_and_restore(tmp_path):
+    m, x, y = make()
+    dirs = [D.random_direction(m, 1), D.random_direction(m, 2)]
+    pts = np.array([[0.0, 0.0], [0.5, -0.3], [-1.0, 1.0], [0.2, 0.1], [1.0, 1.0]])
+    before = {n: t.clone() for n, t in m.state_dict().items()}
+    threads = torch.get_num_threads()
+    ev = S.SurfaceEvaluator(m, dirs, x, y)
+    ev.prepare(S.Plan(batch_size=16))
+    one = ev.evaluate(pts)
+    ev._apply_plan(S.Plan(batch_size=16, workers=3))
+    assert len(ev._children) == 2 and all(c.model is not m for c in ev._children)
+    assert ev._pool.submit(torch.get_num_threads).result() == 1
+    many = ev.evaluate(pts)
+    alone = ev.evaluate(pts[1:2])
+    ev.restore()
+    assert ev._children == [] and ev._pool is None
+    assert torch.get_num_threads() == threads
+    assert all(torch.equal(before[n], t) for n, t in m.state_dict().items())
+    assert np.array_equal(one, many) and np.array_equal(alone[0], many[1])
+    for i, (a, b) in enumerate(pts):
+        loss, acc, _ = direct(m, dirs, x, y, a, b)
+        assert abs(many[i, 0] - loss) < 1e-12 and abs(many[i, 1] - acc) < 1e-12
+    # through compute_surface: the plan (with its workers) is stored and a clash is refused
+    xs = np.linspace(-1, 1, 3)
+    r = S.compute_surface(m, dirs, x, y, xs, None, tmp_path / "w.h5", batch_size=16,
+                          points_per_pass=1, workers=2, progress=False)
+    assert S.SurfaceFile.read(tmp_path / "w.h5").stored_plan("test")["workers"] == 2
+    for ix, a in enumerate(xs):
+        assert abs(r.arrays["test_loss"][ix] - direct(m, dirs, x, y, a, 0.0)[0]) < 1e-12
+    with pytest.raises(LandscapeError, match="workers = 2"):
+        S.compute_surface(m, dirs, x, y, xs, None, tmp_path / "w.h5", workers=1, progress=False)
+    with pytest.raises(LandscapeError, match="workers must be"):
+        S.SurfaceEvaluator(m, dirs, x, y, workers=0)
+
+
+def test_automatic_plan_measures_workers(tmp_path):
+    m, x, y = make(dtype=torch.float32, n=300)
+    dirs = [D.random_direction(m, 1)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ev = S.SurfaceEvaluator(m, dirs, x, y)
+        plan = ev.prepare()
+        got = ev.evaluate(np.array([[0.5, 0.0], [-0.5, 0.0]]))
+        ev.restore()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert plan.workers in (1, 2)
+    assert any("workers=2" in k for k in plan.measured)  # the candidate was timed
+    for i, a in enumerate((0.5, -0.5)):
+        assert abs(got[i, 0] - direct(m.double(), [{n: t.double() for n, t in dirs[0].items()}, {}],
+                                      x.double(), y, a, 0.0)[0]) < 1e-4

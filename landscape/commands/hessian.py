@@ -39,6 +39,10 @@ def add_parser(sub: Any) -> None:
                    help="pad-and-crop + flip each batch (fixed seed per batch), as in the paper")
     p.add_argument("--backend", choices=["landscape", "pyhessian"], default="landscape",
                    help="eigen solver: ours (Lanczos) or pyhessian's power iteration (cross-check)")
+    p.add_argument("--start", choices=["auto", "gradient", "random"], default="auto",
+                   help="Lanczos start vector: gradient = unit loss gradient + unit Gaussian (the "
+                        "top eigenvalues converge in fewer products at a trained model), random = "
+                        "Gaussian; auto = gradient for LM/LA, random for SA")
     p.add_argument("--mode", choices=["auto", "double_backward", "forward_over_reverse"],
                    default="auto", help="Hessian-vector product mode (auto = measured default)")
     p.add_argument("--trace", action="store_true",
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SpectrumConfig(k=args.top_k, which=args.which, batch_size=args.batch_size,
                          n_batches=args.batches, subset=args.subset, seed=args.seed, wd=args.wd,
                          l2=args.l2, augment=args.augment, tol=args.tol, max_iter=args.max_iter,
-                         backend=args.backend, mode=args.mode)
+                         backend=args.backend, mode=args.mode, start=args.start)
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
             "dataset": data.name, "split": data.split, "n_data": len(data),
             "data_indices_seed": data.seed}

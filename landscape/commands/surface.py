@@ -75,6 +75,10 @@ def add_parser(sub: Any) -> None:
                         "0 = measure, default)")
     e.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="channels_last memory format for conv nets (default: measure)")
+    e.add_argument("--workers", type=int, default=0,
+                   help="CPU: grid points evaluated at once by that many threads, each on its own "
+                        "copy of the model with one intra-op thread (on a few cores small models "
+                        "run faster this way); 0 = measure (default), 1 = off")
     e.add_argument("--compile", action="store_true",
                    help="torch.compile the model (pays off for CNNs on large grids; compile time "
                         "is tens of seconds)")
@@ -148,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         aug_seed=args.aug_seed, batch_size=args.batch_size or None,
         points_per_pass=args.points_per_pass or None,
         channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
-        compile=args.compile, attrs=attrs, progress=not args.quiet)
+        compile=args.compile, workers=args.workers or None, attrs=attrs, progress=not args.quiet)
     if not dist.is_writer():
         return 0
     write_json(out / "config.json", run_metadata(config=config, seed=seed,
