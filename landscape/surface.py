@@ -439,10 +439,10 @@ class SurfaceEvaluator:
         import warnings
         w = w or min(torch.get_num_threads(), os.cpu_count() or 1)
         bs, k, cl, fold = base
-        if w < 2 or not affordable((bs, 3 * k * (w + 1), cl, fold), 0.06):
+        if w < 2 or not affordable((bs, 6 * k * (w + 1), cl, fold), 0.08):
             return 1
         key = base + (w,)
-        n_img = min(self.n, max(bs, 256))
+        n_img = min(self.n, max(bs, 512))  # longer than the batch-size trials: threads warm up
         pw, p1 = np.zeros((k * w, 2)), np.zeros((k, 2))
         try:
             self._apply_plan(Plan(bs, k, cl, False, fold, workers=w))
