@@ -10,6 +10,9 @@ by :class:`DenseOperator`, a scipy ``LinearOperator``, ...):
 - :func:`top_eigenvalues`: k extreme eigenpairs (``which`` = "LM" largest magnitude, "LA" largest
   algebraic, "SA" smallest algebraic) by Lanczos with full reorthogonalization, stopped on Ritz
   residuals ``||H y - theta y|| <= tol * |theta|``; or scipy ``eigsh``; or the pyhessian package.
+  For the top of the spectrum of a one-batch operator Lanczos starts from the loss gradient plus
+  a seeded Gaussian (at a trained model the gradient lies mostly in the top eigenspace: measured
+  on the demo CNN at batch 16, 10 products instead of 14 for the same top-5).
 - :func:`hutchinson_trace`, :func:`hutchpp_trace`: trace with its standard error.
 - :func:`slq_density`: spectral density by stochastic Lanczos quadrature.
 
