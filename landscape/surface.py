@@ -455,9 +455,11 @@ class SurfaceEvaluator:
                 run_w()
                 run_1()
                 t1 = math.inf
-                for _ in range(max(4, rounds)):  # interleaved: a busy machine disturbs both alike
+                for i in range(max(4, rounds)):  # interleaved: a busy machine disturbs both alike
                     best[key] = min(best.get(key, math.inf), _timeit(run_w, 1) / len(pw) / n_img)
                     t1 = min(t1, _timeit(run_1, 1) / len(p1) / n_img)
+                    if i >= 1 and not 0.85 <= best[key] / t1 <= 1.0:
+                        break  # clear either way: stop paying for the measurement
         except Exception:  # noqa: BLE001 - e.g. a model that cannot be deep-copied
             measured[f"workers={w}:error"] = float("nan")
             self._apply_plan(Plan(bs, k, cl, False, fold))
