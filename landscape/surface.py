@@ -33,10 +33,13 @@ every rank's results are gathered to the writer (rank 0), which alone writes the
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -276,15 +279,12 @@ class SurfaceEvaluator:
         if len(self._children) != w - 1:
             self._stop_workers()
             if w > 1:
-                import copy
-                from concurrent.futures import ThreadPoolExecutor
                 self._set_channels_last(False)  # theta0 in place, plain layout: copy that
                 for _ in range(w - 1):
                     c = SurfaceEvaluator(copy.deepcopy(self.model), self.directions, self.images,
                                          self.labels, l2=self.l2)
                     c._shared_data = (self._x_plain, self._y)
                     self._children.append(c)
-                import threading
                 before = torch.get_num_threads()
                 self._pool = ThreadPoolExecutor(w, thread_name_prefix="surface",
                                                 initializer=_one_thread)
