@@ -365,37 +365,39 @@ class HessianOperator(_OperatorBase):
             return list(hvp(tuple(vs)))
 
     # ---- the products ---------------------------------------------------------------------------
+    def _batch_mean(self, per_batch: Callable[[int], list[torch.Tensor]], lead_shape: tuple) -> torch.Tensor:
+        """``sum_b n_b f(b) / sum_b n_b`` over the batches, flattened to ``(*lead_shape, n)``:
+        this rank's batches, all-reduced when distributed (a rank without batches adds zeros);
+        one batch without distribution is taken as is."""
+        acc: Optional[list[torch.Tensor]] = None
+        single = len(self.batches) == 1 and not self.distributed
+        for i in self._local_indices():
+            parts = [t.detach() for t in per_batch(i)]
+            n_b = self.batches[i][0].shape[0]
+            if single:
+                acc = parts
+            elif acc is None:
+                acc = [t * n_b for t in parts]
+            else:
+                for a, t in zip(acc, parts):
+                    a.add_(t, alpha=n_b)
+        out = self.flatten(acc, len(lead_shape)) if acc is not None else \
+            torch.zeros((*lead_shape, self.shape[0]), dtype=self.dtype, device=self.device)
+        if single:
+            return out
+        if self.distributed:
+            from . import distributed as D
+            D.all_reduce_sum(out)
+        return out / self.n_samples
+
     def _apply(self, V: torch.Tensor, batched: bool) -> torch.Tensor:
         V = V.to(self.device, self.dtype)
         vs = self.split(V.T.contiguous() if batched else V)
-        acc: Optional[list[torch.Tensor]] = None
         local = self._local_indices()
         if self.mode == "auto" and local:
             self._choose_mode(local[0], vs, batched)
-        for i in local:
-            n_b = self.batches[i][0].shape[0]
-            if self.mode == "double_backward":
-                hv = self._hvp_double_backward(i, vs, batched)
-            else:
-                hv = self._hvp_forward_over_reverse(i, vs, batched)
-            if len(self.batches) == 1 and not self.distributed:
-                acc = [h.detach() for h in hv]
-            elif acc is None:
-                acc = [h.detach() * n_b for h in hv]
-            else:
-                for a, h in zip(acc, hv):
-                    a.add_(h.detach(), alpha=n_b)
-        lead = 1 if batched else 0
-        if acc is None:
-            out = torch.zeros((V.shape[1], self.shape[0]) if batched else (self.shape[0],),
-                              dtype=self.dtype, device=self.device)
-        else:
-            out = self.flatten(acc, lead)
-        if len(self.batches) > 1 or self.distributed:
-            if self.distributed:
-                from . import distributed as D
-                D.all_reduce_sum(out)
-            out = out / self.n_samples
+        hvp = self._hvp_double_backward if self.mode == "double_backward" else self._hvp_forward_over_reverse
+        out = self._batch_mean(lambda i: hvp(i, vs, batched), (V.shape[1],) if batched else ())
         if batched:
             out = out.T
         if self.wd:
@@ -467,27 +469,19 @@ class HessianOperator(_OperatorBase):
         """The flat gradient of the loss (without the L2 term) at the current parameters: the
         sample-weighted mean over the batches, all-reduced when distributed. With one batch and
         double-backward products it reuses the retained graph (no extra pass)."""
-        acc = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
-        offs = np.concatenate([[0], np.cumsum(self.numels)])
-        local = self._local_indices()
-        for i in local:
+        def grads(i: int) -> list[torch.Tensor]:
             if self.mode in ("auto", "double_backward") and self.retain_graph:
                 gs, keep = self._grad_graph(i)
+                full: list[Optional[torch.Tensor]] = [None] * len(self.params)
+                for j, g in zip(keep, gs):
+                    full[j] = g
             else:
                 x, y = self._batch(i)
                 with torch.enable_grad():
-                    out = torch.autograd.grad(self._loss(x, y), self.params, allow_unused=True)
-                keep = [j for j, g in enumerate(out) if g is not None]
-                gs = [out[j] for j in keep]
-            w = 1.0 if len(self.batches) == 1 and not self.distributed else float(self.batches[i][0].shape[0])
-            for j, g in zip(keep, gs):
-                acc[int(offs[j]):int(offs[j + 1])].add_(g.detach().reshape(-1), alpha=w)
-        if len(self.batches) > 1 or self.distributed:
-            if self.distributed:
-                from . import distributed as D
-                D.all_reduce_sum(acc)
-            acc = acc / self.n_samples
-        return acc
+                    full = list(torch.autograd.grad(self._loss(x, y), self.params, allow_unused=True))
+            return [torch.zeros_like(p) if g is None else g for g, p in zip(full, self.params)]
+
+        return self._batch_mean(grads, ())
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H @ v`` for a flat vector v of length n (torch in, torch out)."""

@@ -34,6 +34,7 @@ every rank's results are gathered to the writer (rank 0), which alone writes the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -274,8 +275,7 @@ class SurfaceEvaluator:
         w = int(plan.workers)
         if w > 1 and (plan.compile or self.device.type != "cpu"):
             raise LandscapeError("workers > 1 is for CPU evaluation without torch.compile")
-        sub = Plan(plan.batch_size, plan.points_per_pass, plan.channels_last, plan.compile,
-                   plan.fold_bn)
+        sub = dataclasses.replace(plan, workers=1, measured={})  # what each replica runs
         if len(self._children) != w - 1:
             self._stop_workers()
             if w > 1:

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 import models
 from landscape.variance import VarianceResult, spatial_variance, variance_analysis
+from test_fourier import Chain  # the same two-layer wrapper
 
 torch.set_num_threads(1)
 
@@ -17,15 +18,6 @@ class Scale(nn.Module):
 
     def forward(self, x):
         return self.a * x
-
-
-class Chain(nn.Module):
-    def __init__(self, *mods):
-        super().__init__()
-        self.layers = nn.Sequential(*mods)
-
-    def forward(self, x):
-        return self.layers(x)
 
 
 def test_spatial_variance_of_known_tensor():
