@@ -309,8 +309,11 @@ class SurfaceEvaluator:
                       budget_fraction: float = 0.03) -> Plan:
         """Pick batch size, channels_last and points per pass by timing (time per point per image).
 
-        Batch sizes double from 32 up to the data size, each timed on ``max(b, 256)`` images;
-        the two best are timed again and the minimum kept (a busy machine disturbs all alike). channels_last is tried only for
+        Batch sizes (powers of two from 32, and the data size), each timed on ``max(b, 256)``
+        images, are searched from the one nearest 128 outwards, each way only while the time per
+        image keeps falling (on the CPUs and GPUs measured it has one minimum, so the large,
+        expensive sizes are timed only when the trend points there); the two best are timed again
+        and the minimum kept (a busy machine disturbs all alike). channels_last is tried only for
         conv-dominated models, vmap over ``VMAP_CANDIDATES`` points once (it rarely pays on a
         CPU), the winner kept only when 5 % faster. With ``n_points`` the measurement stops
         exploring once its time would exceed ``budget_fraction`` of the estimated run (the
@@ -367,13 +370,21 @@ class SurfaceEvaluator:
                 sizes.append(b)
                 b *= 2
             sizes.append(self.n)
-            # likeliest first, so a tight budget still sees the usual winners
-            sizes.sort(key=lambda b: abs(math.log2(b / 128)) + (0.1 if b < 128 else 0))
-            for b in sizes:
-                c = (b, 1, cl, False)
-                if affordable(c):
-                    try_one(c)
+
+            def visit(i: int) -> bool:
+                c = (sizes[i], 1, cl, False)
+                if c not in best and affordable(c) and try_one(c):
                     time_one(c)
+                return c in best
+
+            i0 = min(range(len(sizes)), key=lambda i: abs(math.log2(sizes[i] / 128)))
+            try_one((sizes[i0], 1, cl, False))
+            time_one((sizes[i0], 1, cl, False))  # always timed: a model that cannot run says why
+            for step in (-1, 1):  # walk each way while the time per image falls
+                i = i0
+                while 0 <= i + step < len(sizes) and visit(i + step) and \
+                        best[(sizes[i + step], 1, cl, False)] < best[(sizes[i], 1, cl, False)]:
+                    i += step
             for _ in range(rounds - 1):
                 for c in sorted(best, key=best.get)[:2]:
                     if affordable(c):
