@@ -386,3 +386,27 @@ def test_automatic_plan_measures_workers(tmp_path):
     for i, a in enumerate((0.5, -0.5)):
         assert abs(got[i, 0] - direct(m.double(), [{n: t.double() for n, t in dirs[0].items()}, {}],
                                       x.double(), y, a, 0.0)[0]) < 1e-4
+
+
+@pytest.mark.parametrize("cost, chosen, untimed", [
+    ({32: 3, 64: 1, 128: 2, 256: 4, 512: 5, 1024: 6}, 64, {512, 1024}),  # minimum below 128
+    ({32: 9, 64: 8, 128: 7, 256: 6, 512: 5, 1024: 4}, 1024, {32}),        # keeps falling upwards
+])
+def test_plan_batch_search_walks_downhill(monkeypatch, cost, chosen, untimed):
+    """The batch-size search starts at 128, walks each way while the (stubbed) time per image
+    falls, picks the minimum and never times sizes beyond a rise."""
+    m, x, y = make(dtype=torch.float32, n=1024)
+    ev = S.SurfaceEvaluator(m, [D.random_direction(m, 1)], x, y, channels_last=False,
+                            fold_bn=False, workers=1, points_per_pass=1)
+
+    def fake_timeit(fn, reps=2):
+        fn()
+        bs = ev.plan.batch_size
+        return cost[bs] * 1e-6 * min(ev.n, max(bs, 256))  # time_one divides by the images timed
+    monkeypatch.setattr(S, "_timeit", fake_timeit)
+    plan = ev.prepare()
+    ev.restore()
+    timed = {int(k.split(",")[0].split("=")[1]) for k in plan.measured if k.startswith("batch_size=")}
+    assert plan.batch_size == chosen
+    assert chosen in timed and 128 in timed
+    assert not timed & untimed
