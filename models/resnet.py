@@ -150,9 +150,10 @@ def resnet50(num_classes: int = 100, in_chans: int = 3, img_size: int = 32,
 
 @register("resnet_tiny")
 def resnet_tiny(num_classes: int = 10, in_chans: int = 1, img_size: int = 28,
-                num_blocks: Sequence[int] = (1, 1, 1), widths: Sequence[int] = (16, 32, 64),
+                num_blocks: Sequence[int] = (2, 2, 2), widths: Sequence[int] = (16, 32, 64),
                 strides: Sequence[int] = (2, 2, 2)) -> ResNet:
-    """Small CPU ResNet: 3x3 stem of 16 channels at full resolution, then one basic unit per stage,
-    widths 16-32-64, each stage halving the map (28 -> 14 -> 7 -> 4)."""
+    """Small CPU ResNet: 3x3 stem of 16 channels at full resolution, then two basic units per
+    stage, widths 16-32-64; the first unit of each stage halves the map (28 -> 14 -> 7 -> 4), the
+    second keeps it, so three Conv units compare input and output on the same grid."""
     return ResNet(tuple(num_blocks), tuple(widths), False, False, widths[0], in_chans, num_classes,
                   tuple(strides))

@@ -150,9 +150,9 @@ def vit_ti(num_classes: int = 100, in_chans: int = 3, img_size: int = 32, patch_
 
 @register("vit_tiny")
 def vit_tiny(num_classes: int = 10, in_chans: int = 1, img_size: int = 28, patch_size: int = 4,
-             embed_dim: int = 48, depth: int = 4, num_heads: int = 3,
+             embed_dim: int = 48, depth: int = 6, num_heads: int = 3,
              window: Optional[int] = None) -> VisionTransformer:
-    """Small CPU ViT for 28x28 inputs: patch 4 (7x7 tokens + cls), dim 48, depth 4, 3 heads."""
+    """Small CPU ViT for 28x28 inputs: patch 4 (7x7 tokens + cls), dim 48, depth 6, 3 heads."""
     return VisionTransformer(img_size, patch_size, in_chans, num_classes, embed_dim, depth,
                              num_heads, 4.0, True, window)
 
