@@ -20,6 +20,10 @@ Normalization (:func:`normalize_direction`), exactly as the reference implementa
 
 * ``filter``: for every output filter ``i`` (slice ``[i]`` along dim 0 of a conv weight, i.e. an
   output row of a linear weight) ``d[i] *= ||theta[i]|| / (||d[i]|| + 1e-10)``;
+* ``hdvw``: the paper's own code (xxxnell/how-do-vits-work ``ops/loss_landscapes.py``,
+  ``normalize_filter``): ``d *= ||theta||_0 / (||d||_0 + 1e-7)``, the norms taken over dim 0
+  (across output filters, one factor per input position); an included 1-D tensor gets ``d = 0``
+  (its ``ignore_bn``). A documented difference from Li et al.'s per-filter default;
 * ``layer``: the same with the whole tensor; ``model``: one factor for all perturbed tensors
   together; ``none``: the raw Gaussian.
 * an included 1-D tensor gets ``d = theta`` in the ``filter``/``layer`` modes (reference
@@ -40,7 +44,7 @@ from .errors import LandscapeError
 
 Direction = dict[str, torch.Tensor]
 
-NORMS = ("filter", "layer", "model", "none")
+NORMS = ("filter", "hdvw", "layer", "model", "none")
 MODES = ("weights", "states")
 DEFAULT_EXCLUDE: tuple[str, ...] = ("pos_embed", "pos_embedding", "position_embedding",
                                     "absolute_pos")
@@ -86,7 +90,12 @@ def normalize_direction(direction: Direction, reference: Mapping[str, torch.Tens
         return direction
     for n, d in direction.items():
         w = reference[n]
-        if d.dim() <= 1:
+        if norm == "hdvw":
+            if d.dim() <= 1:
+                d.zero_()
+            else:
+                d.mul_(w.norm(dim=0, keepdim=True) / (d.norm(dim=0, keepdim=True) + 1e-7))
+        elif d.dim() <= 1:
             d.copy_(w)
         elif norm == "layer":
             d.mul_(w.norm() / (d.norm() + 1e-10))

@@ -105,3 +105,17 @@ def test_trajectory_pca_equals_numpy_svd():
     # coordinates equal the least-squares projection onto the plane
     proj = D.project_onto([{n: s[n] - final[n] for n in shapes} for s in states], res.d1, res.d2)
     assert np.allclose(proj, res.coords, atol=1e-9)
+
+
+def test_hdvw_norm_matches_the_paper_codes_dim0_rule():
+    """The paper's normalize_filter: d * ||w||_dim0 / (||d||_dim0 + 1e-7); 1-D tensors zeroed."""
+    from landscape.directions import normalize_direction
+    w = torch.tensor([[3.0, 0.0], [4.0, 2.0]], dtype=torch.float64)
+    d = torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    out = normalize_direction({"w": d.clone(), "b": torch.ones(2, dtype=torch.float64)},
+                              {"w": w, "b": torch.ones(2, dtype=torch.float64)}, "hdvw")
+    # column norms: w -> (5, 2), d -> (1, sqrt 2)
+    expect = torch.tensor([[5 / (1 + 1e-7), 2 / (2 ** 0.5 + 1e-7)],
+                           [0.0, 2 / (2 ** 0.5 + 1e-7)]], dtype=torch.float64)
+    assert torch.allclose(out["w"], expect, rtol=0, atol=1e-12)
+    assert torch.equal(out["b"], torch.zeros(2, dtype=torch.float64))
