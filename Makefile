@@ -10,7 +10,7 @@ SCALE   ?= demo
 DEMO_CKPTS := checkpoints/demo
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo demo-checkpoints bench clean fashion-mnist \
+.PHONY: install lint test demo demo-checkpoints bench clean fashion-mnist \
         paper fig1 fig2 fig4 fig7 fig8 fig9 fig10 fig12
 
 install: $(STAMP) fashion-mnist
@@ -30,6 +30,9 @@ fashion-mnist:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
 	    || echo "warning: could not install dataset-fashion-mnist; tests that need it will skip"; \
 	else echo "note: Fashion-MNIST missing and apt-get unusable; install dataset-fashion-mnist or set LANDSCAPE_DATA"; fi
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	$(PY) -m pytest -q
@@ -62,7 +65,7 @@ ifeq ($(SCALE),paper)
 else
   FIG_DATA   := fashion-mnist
   BUDGET     ?= quick
-  FIG_CKPTS  := $(DEMO_CKPTS)/resnet_tiny.pt $(DEMO_CKPTS)/vit_tiny.pt $(DEMO_CKPTS)/alternet_tiny.pt
+  FIG_CKPTS  := $(foreach m,resnet_tiny vit_tiny alternet_tiny,$(foreach s,0 1 2,$(DEMO_CKPTS)/$(m)_s$(s).pt))
   FIG_PREREQ := demo-checkpoints
 endif
 ANALYZE = $(PY) -m landscape analyze $(FIG_CKPTS) --data $(FIG_DATA) --budget $(BUDGET)

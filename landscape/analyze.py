@@ -48,11 +48,17 @@ class AnalyzeConfig:
     robustness_norm: float = 5.0        # L2 norm of the noise per image (normalized pixels)
     robustness_width: float = 0.1
     lesion_samples: int = 1000
-    # loss surface (training images, clean, BN in eval mode)
+    # loss surface (training images, BN in eval mode). The paper's losslandscape.ipynb: NLL +
+    # wd * sum_p ||p||_2 on augmented training images; a fixed, seeded augmented copy here.
     surface_samples: int = 500
     surface_grid: str = "-1:1:11"
     surface_ygrid: str = "-1:1:11"
     surface_radius: float = 1.0
+    surface_radii: str = "0.25,0.5,0.75,1.0"  # sharpness (loss increase) read at these radii
+    surface_planes: int = 3             # random planes per model (direction seeds differ)
+    surface_norm: str = "filter"        # Li et al. per filter; "hdvw": the paper code's dim-0
+    surface_augment: bool = True
+    surface_wd: Optional[float] = None  # None: the checkpoint's training weight decay
     # Hessian (training images)
     spectrum_batches: int = 16
     spectrum_batch_size: int = 16
@@ -60,8 +66,8 @@ class AnalyzeConfig:
     lanczos_tol: float = 1e-3           # Ritz residual <= tol * |eigenvalue|
     lanczos_max_iter: int = 100         # cap on Hessian-vector products per eigen-problem
     hessian_mode: str = "double_backward"  # measured fastest (benchmarks/hessian.py); or "auto"
-    hessian_wd: float = 0.0
-    hessian_augment: bool = False
+    hessian_wd: Optional[float] = None  # None: the checkpoint's training weight decay (paper L2)
+    hessian_augment: bool = True        # the paper: NLL + L2 on augmented training images
     curvature_samples: int = 256        # one operator averaged over these images
     curvature_batch_size: int = 256     # one batch keeps its graph between products (fastest)
     trace_products: int = 30
@@ -82,7 +88,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # data; surfaces on the training set.
     "paper": dict(eval_samples=0, samples=10000, lesion_samples=0, surface_samples=10000,
                   surface_grid="-1:1:41", surface_ygrid="-1:1:41", spectrum_batches=0,
-                  hessian_augment=True, hessian_wd=5e-4, curvature_samples=2048,
+                  curvature_samples=2048,
                   trace_products=199, density_probes=8, density_steps=100,
                   robustness_freqs=21),
 }
@@ -272,6 +278,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
             t0 = time.perf_counter()
             fn = _RUNNERS[analysis]
             res, reused, files = fn(net=net, label=label, cfg=cfg, cache=cache, key=base_key,
+                                    info=info,
                                     sets={"feat": feat_set, "lesion": lesion_set, "surface": surf_set,
                                           "hessian": hess_pool},
                                     fig_dir=fig_dir, progress=progress)
@@ -309,20 +316,54 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
 # ---------------------------------------------------------------------------------------------
 # one runner per analysis: (result, reused, {section: [figure files]})
 # ---------------------------------------------------------------------------------------------
-def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress):
+def training_recipe(info: Any) -> dict[str, Any]:
+    """The weight decay and augmentation a checkpoint was trained with: from the checkpoint's
+    ``extra`` (``weight_decay``, ``augment``), else its run folder's ``config.json`` (written by
+    ``landscape train``), else unknown (``wd`` None: the L2 term is left out and the report says
+    so). The paper's landscape and spectrum use the model's own training weight decay."""
+    extra = dict(getattr(info, "extra", None) or {})
+    out: dict[str, Any] = {"wd": None, "pad": 4, "flip": True, "source": "unknown"}
+    if "weight_decay" in extra:
+        aug = extra.get("augment") or {}
+        out.update(wd=float(extra["weight_decay"]), pad=int(aug.get("pad", 4)),
+                   flip=bool(aug.get("flip", True)), source="checkpoint")
+        return out
+    cfg_path = Path(str(info.path)).parent / "config.json"
+    if cfg_path.is_file():
+        try:
+            c = read_json(cfg_path).get("config") or {}
+        except Exception:  # noqa: BLE001 - an unreadable run config: recipe unknown
+            c = {}
+        if "weight_decay" in c:
+            out.update(wd=float(c["weight_decay"]), pad=int(c.get("pad", 4)),
+                       flip=bool(c.get("flip", True)), source=str(cfg_path.name))
+    return out
+
+
+def _l2_and_augment(cfg_wd: Optional[float], augment: bool, info: Any, data: Any) -> tuple:
+    """(wd, Augment or None, recipe) for one model: ``cfg_wd`` None means the training wd."""
     from .data import Augment
+    recipe = training_recipe(info)
+    wd = float(cfg_wd) if cfg_wd is not None else float(recipe["wd"] or 0.0)
+    aug = (Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean, std=data.std)
+           if augment else None)
+    return wd, aug, recipe
+
+
+def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None):
     from .hessian import HessianOperator, hutchpp_trace, slq_density, top_eigenvalues
     from .plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
-    augment = Augment(pad=4, flip=True, mean=pool.mean, std=pool.std) if cfg.hessian_augment else None
+    wd, augment, recipe = _l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
     scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
                           n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
-                          wd=cfg.hessian_wd, augment=cfg.hessian_augment, tol=cfg.lanczos_tol,
+                          wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
                           max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
-    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool)}
+    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": repr(augment)}
     spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
-        net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress), SpectrumResult.load)
+        net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress),
+        SpectrumResult.load)
 
     n = min(cfg.curvature_samples, len(pool))
     x, y = pool.images[:n], pool.labels[:n]
@@ -330,56 +371,75 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress):
     batches = [(x[s:s + bs], y[s:s + bs]) for s in range(0, n, bs)]
 
     def curvature(p: Path) -> dict[str, Any]:
-        op = HessianOperator(net, batches, wd=cfg.hessian_wd, augment=augment, augment_seed=cfg.seed,
-                             mode=cfg.hessian_mode)
+        op = HessianOperator(net, batches, wd=wd, l2="paper", augment=augment,
+                             augment_seed=cfg.seed, mode=cfg.hessian_mode)
         kw = dict(seed=cfg.seed, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
                   return_eigenvectors=False)
+        if progress:
+            print(f"[{label}] curvature on {n} images: top/bottom eigenvalues, trace, density",
+                  file=sys.stderr, flush=True)
         top = top_eigenvalues(op, cfg.top_k, "LM", **kw)
         bottom = top_eigenvalues(op, cfg.top_k, "SA", **kw)
         tr = hutchpp_trace(op, cfg.trace_products, seed=cfg.seed)
         dens = slq_density(op, cfg.density_probes, cfg.density_steps, seed=cfg.seed)
         dens.save(p.with_name("density.h5"), config=json.dumps(op.config(), default=str))
         res = {"top": top.to_dict(), "bottom": bottom.to_dict(), "trace": tr.to_dict(),
-               "n_samples": n, "n_params": op.shape[0], "wd": cfg.hessian_wd}
+               "n_samples": n, "n_params": op.shape[0], "wd": wd, "l2": "paper",
+               "augment": repr(augment)}
         write_json(p, res)
         return res
 
-    ckey = {**key, "n": n, "bs": bs, "k": cfg.top_k, "lanczos": [cfg.lanczos_tol, cfg.lanczos_max_iter], "wd": cfg.hessian_wd, "aug": cfg.hessian_augment,
+    ckey = {**key, "n": n, "bs": bs, "k": cfg.top_k, "lanczos": [cfg.lanczos_tol,
+            cfg.lanczos_max_iter], "wd": wd, "l2": "paper", "aug": repr(augment),
             "trace": cfg.trace_products, "density": [cfg.density_probes, cfg.density_steps]}
     curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
     files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density")
-    return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5"}, \
+    return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
+            "wd": wd, "augment": repr(augment), "recipe_source": recipe["source"]}, \
         r1 and r2, {"hessian": files}
 
 
-def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress):
+def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None):
+    """``surface_planes`` random planes (direction seeds ``seed + 2i``, ``seed + 2i + 1``); the
+    first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
     from . import directions as D
     from . import surface as S
     from .plots.surface import plot_surface
     data = sets["surface"]
+    wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
+    quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
     xs = S.parse_grid(cfg.surface_grid)
     ys = S.parse_grid(cfg.surface_ygrid) if cfg.surface_ygrid else None
-    skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
-            "directions": "filter-normalized, weights, biasbn=False, seeds (seed, seed+1)"}
+    planes, reused_all = [], True
+    for i in range(max(1, cfg.surface_planes)):
+        seeds = (cfg.seed + 2 * i, cfg.seed + 2 * i + 1)
+        name = "surface.h5" if i == 0 else f"surface_p{i}.h5"
+        skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
+                "directions": f"{cfg.surface_norm}-normalized, weights, biasbn=False",
+                "seeds": list(seeds), "wd": wd, "augment": repr(augment)}
 
-    def compute(p: Path) -> Any:
-        dirs = [D.random_direction(net, cfg.seed)]
-        if ys is not None:
-            dirs.append(D.random_direction(net, cfg.seed + 1))
-        S.write_directions_file(p.with_name("directions.h5"), dirs,
-                                {"seed": cfg.seed, "identity": json.dumps(skey, default=str)})
-        return S.compute_surface(net, dirs, data.images, data.labels, xs, ys, p, split="train",
-                                 identity={"key": json.dumps(skey, default=str)},
-                                 eval_identity={"n": len(data)}, progress=progress)
+        def compute(p: Path, seeds=seeds, skey=skey) -> Any:
+            dirs = [D.random_direction(net, seeds[0], norm=cfg.surface_norm)]
+            if ys is not None:
+                dirs.append(D.random_direction(net, seeds[1], norm=cfg.surface_norm))
+            S.write_directions_file(p.with_name(p.stem + "_directions.h5"), dirs,
+                                    {"seed": seeds[0], "identity": json.dumps(skey, default=str)})
+            return S.compute_surface(net, dirs, data.images, data.labels, xs, ys, p,
+                                     split="train", identity={"key": json.dumps(skey, default=str)},
+                                     eval_identity={"n": len(data)}, wd=wd, augment=augment,
+                                     aug_seed=cfg.seed, progress=progress)
 
-    res, reused = cache.get("surface.h5", skey, compute, S.load_surface)
+        res, reused = cache.get(name, skey, compute, S.load_surface)
+        planes.append(res)
+        reused_all = reused_all and reused
     files = plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
-                         quantities=["train_loss"])
-    return res, reused, {"landscape": files}
+                         quantities=[quantity])
+    return {"planes": planes, "quantity": quantity, "wd": wd, "augment": repr(augment),
+            "recipe_source": recipe["source"]}, reused_all, {"landscape": files}
 
 
 def _feature_runner(analysis: str) -> Callable[..., Any]:
-    def run(net, label, cfg, cache, key, sets, fig_dir, progress):
+    def run(net, label, cfg, cache, key, sets, fig_dir, progress, info=None):
         from . import fourier, lesion, robustness, similarity, variance
         from .plots import features as P
         data = sets["lesion"] if analysis == "lesion" else sets["feat"]
@@ -468,18 +528,14 @@ def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
         return {"top_eigenvalues": c["top"]["eigenvalues"], "bottom_eigenvalues": c["bottom"]["eigenvalues"],
                 "trace": c["trace"]["trace"], "trace_se": c["trace"]["stderr"],
                 "n_samples": c["n_samples"], "n_params": c["n_params"],
+                "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL",
+                "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
                 "spectrum": {**res["spectrum"].summary(), "batch_size": cfg.spectrum_batch_size}}
     if analysis == "surface":
-        loss = res.arrays["train_loss"]
-        x, y = res.xcoordinates, res.ycoordinates
-        xx, yy = (np.meshgrid(x, y) if y is not None else (x, np.zeros_like(x)))
-        r = np.sqrt(xx ** 2 + yy ** 2)
-        centre = loss[np.unravel_index(np.argmin(r), r.shape)]
-        inside = (r <= cfg.surface_radius + 1e-9) & np.isfinite(loss)
-        return {"center_loss": float(centre), "radius": cfg.surface_radius,
-                "mean_loss_increase": float(np.mean(loss[inside] - centre)) if inside.any() else float("nan"),
-                "max_loss": float(np.nanmax(np.where(np.isfinite(loss), loss, np.nan))),
-                "non_finite": int((~np.isfinite(loss)).sum()), "grid": list(loss.shape[::-1])}
+        return surface_sharpness(res["planes"], res["quantity"], radii_of(cfg),
+                                 cfg.surface_radius) | {
+            "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
+            "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL"}
     if analysis == "fourier":
         return {"blocks": _blocks_table(res, "dlogA_pi", res.high_frequency)}
     if analysis == "variance":
@@ -495,6 +551,53 @@ def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
                            for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
                                                     res.accuracy)]}
     raise ValueError(analysis)
+
+
+def radii_of(cfg: AnalyzeConfig) -> list[float]:
+    """The radii of ``cfg.surface_radii`` ("0.25,0.5,1")."""
+    try:
+        radii = sorted(float(r) for r in str(cfg.surface_radii).split(",") if r.strip())
+    except ValueError:
+        raise LandscapeError(f"surface_radii must be numbers separated by commas, "
+                             f"got {cfg.surface_radii!r}") from None
+    if not radii or any(not np.isfinite(r) or r <= 0 for r in radii):
+        raise LandscapeError(f"surface_radii must be positive, got {cfg.surface_radii!r}")
+    return radii
+
+
+def surface_sharpness(planes: Sequence[Any], quantity: str, radii: Sequence[float],
+                      radius: float) -> dict[str, Any]:
+    """Loss increase over the centre within each radius, per random plane: the mean and the
+    median over the finite grid points with ``0 < sqrt(a^2 + b^2) <= r``.
+    ``mean_loss_increase`` is the mean over planes of the per-plane mean at ``radius``."""
+    rows, centres, maxima = [], [], []
+    for res in planes:
+        loss = np.asarray(res.arrays[quantity], dtype=float)
+        x, y = res.xcoordinates, res.ycoordinates
+        xx, yy = (np.meshgrid(x, y) if y is not None else (x, np.zeros_like(x)))
+        r = np.sqrt(xx ** 2 + yy ** 2)
+        ic = np.unravel_index(np.argmin(r), r.shape)
+        centre = float(loss[ic])
+        centres.append(centre)
+        finite = np.isfinite(loss)
+        if finite.any():
+            maxima.append(float(loss[finite].max()))
+        means, medians, counts = [], [], []
+        for rad in radii:
+            inside = (r <= rad + 1e-9) & (r > r[ic]) & finite
+            inc = loss[inside] - centre
+            means.append(float(inc.mean()) if inc.size else None)
+            medians.append(float(np.median(inc)) if inc.size else None)
+            counts.append(int(inc.size))
+        rows.append({"mean_increase": means, "median_increase": medians, "points": counts,
+                     "non_finite": int((~finite).sum()), "grid": list(loss.shape[::-1])})
+    j = min(range(len(radii)), key=lambda k: abs(radii[k] - radius))
+    at = [p["mean_increase"][j] for p in rows if p["mean_increase"][j] is not None]
+    return {"quantity": quantity, "center_loss": centres[0], "radius": radius,
+            "radii": list(radii), "planes": rows,
+            "mean_loss_increase": float(np.mean(at)) if at else None,
+            "max_loss": max(maxima) if maxima else None,
+            "non_finite": sum(p["non_finite"] for p in rows), "grid": rows[0]["grid"]}
 
 
 def _cka_stages(res: Any) -> dict[str, Any]:
