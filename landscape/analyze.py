@@ -434,7 +434,8 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         reused_all = reused_all and reused
     files = plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
                          quantities=[quantity])
-    return {"planes": planes, "quantity": quantity, "wd": wd, "augment": repr(augment),
+    return {"planes": planes, "seeds": [cfg.seed + 2 * i for i in range(len(planes))],
+            "quantity": quantity, "wd": wd, "augment": repr(augment),
             "recipe_source": recipe["source"]}, reused_all, {"landscape": files}
 
 
@@ -533,7 +534,7 @@ def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
                 "spectrum": {**res["spectrum"].summary(), "batch_size": cfg.spectrum_batch_size}}
     if analysis == "surface":
         return surface_sharpness(res["planes"], res["quantity"], radii_of(cfg),
-                                 cfg.surface_radius) | {
+                                 cfg.surface_radius, res["seeds"]) | {
             "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
             "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL"}
     if analysis == "fourier":
@@ -566,12 +567,13 @@ def radii_of(cfg: AnalyzeConfig) -> list[float]:
 
 
 def surface_sharpness(planes: Sequence[Any], quantity: str, radii: Sequence[float],
-                      radius: float) -> dict[str, Any]:
-    """Loss increase over the centre within each radius, per random plane: the mean and the
-    median over the finite grid points with ``0 < sqrt(a^2 + b^2) <= r``.
-    ``mean_loss_increase`` is the mean over planes of the per-plane mean at ``radius``."""
+                      radius: float, seeds: Sequence[int]) -> dict[str, Any]:
+    """Loss increase over the centre within each radius, per random plane (direction seed
+    ``seeds[i]``): the median (``increase``, robust to a few edge points) and the mean over the
+    finite grid points with ``0 < sqrt(a^2 + b^2) <= r``. ``mean_loss_increase`` is the mean
+    over planes of the per-plane mean at ``radius``."""
     rows, centres, maxima = [], [], []
-    for res in planes:
+    for seed, res in zip(seeds, planes):
         loss = np.asarray(res.arrays[quantity], dtype=float)
         x, y = res.xcoordinates, res.ycoordinates
         xx, yy = (np.meshgrid(x, y) if y is not None else (x, np.zeros_like(x)))
@@ -589,7 +591,8 @@ def surface_sharpness(planes: Sequence[Any], quantity: str, radii: Sequence[floa
             means.append(float(inc.mean()) if inc.size else None)
             medians.append(float(np.median(inc)) if inc.size else None)
             counts.append(int(inc.size))
-        rows.append({"mean_increase": means, "median_increase": medians, "points": counts,
+        rows.append({"seed": int(seed), "radii": list(radii), "increase": medians,
+                     "mean_increase": means, "points": counts,
                      "non_finite": int((~finite).sum()), "grid": list(loss.shape[::-1])})
     j = min(range(len(radii)), key=lambda k: abs(radii[k] - radius))
     at = [p["mean_increase"][j] for p in rows if p["mean_increase"][j] is not None]
