@@ -9,11 +9,14 @@ are reused; an interrupted run resumes at the last finished epoch.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,53 +65,67 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def train_demo(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS, progress: bool = True) -> dict:
-    """Train (or reuse) every demo checkpoint; write and return the manifest."""
-    out.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _manifest(out: Path):
+    """The manifest, read and rewritten under an exclusive lock (several trainers may share it)."""
     man_path = out / "manifest.json"
-    manifest = json.loads(man_path.read_text()) if man_path.exists() else {"checkpoints": {}}
+    with open(out / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = json.loads(man_path.read_text()) if man_path.exists() else {"checkpoints": {}}
+        yield manifest
+        man_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def train_demo(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS, progress: bool = True,
+               tags: Optional[Sequence[str]] = None) -> dict:
+    """Train (or reuse) every demo checkpoint (or only ``tags``); write and return the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [(n, s) for s in seeds for n in names]
+    if tags:
+        todo = [(n, s) for n, s in todo if checkpoint_name(n, s) in tags]
     tr = te = None
-    for seed in seeds:
-        for name in names:
-            tag = checkpoint_name(name, seed)
-            final = out / f"{tag}.pt"
+    for i, (name, seed) in enumerate(todo):
+        tag = checkpoint_name(name, seed)
+        with _manifest(out) as manifest:
             entry = manifest["checkpoints"].get(tag)
-            if final.exists() and entry and entry.get("sha256") == sha256(final):
-                if checkpoint.load(final)[1].extra.get("name") == tag:
-                    continue
-                te = te or load_dataset("fashion-mnist", "test")
-                finalize(final, final, tag, RECIPES[name], te)  # record name and recipe
-                entry["sha256"] = sha256(final)
-                man_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        final = out / f"{tag}.pt"
+        if final.exists() and entry and entry.get("sha256") == sha256(final):
+            if checkpoint.load(final)[1].extra.get("name") == tag:
                 continue
-            if tr is None:
-                tr = load_dataset("fashion-mnist", "train")
-                te = load_dataset("fashion-mnist", "test")
-            recipe = RECIPES[name]
-            t0 = time.perf_counter()
-            torch.manual_seed(seed)
-            model = models.create(name, num_classes=10, in_chans=1, img_size=28)
-            cfg = TrainConfig(epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-                              lr=recipe["lr"], weight_decay=recipe["weight_decay"],
-                              warmup_epochs=recipe["warmup_epochs"], seed=seed,
-                              flip=recipe["flip"], pad=recipe["pad"], save_every=0)
-            if progress:
-                print(f"training {tag} ({len(manifest['checkpoints']) + 1} of "
-                      f"{len(names) * len(seeds)})", file=sys.stderr, flush=True)
-            train(model, tr, None, cfg, out / "runs" / tag, progress=progress,
-                  info={"recipe": recipe, "run_name": tag})
-            seconds = time.perf_counter() - t0
-            ev = finalize(out / "runs" / tag / "model.pt", final, tag, recipe, te)
-            manifest["checkpoints"][tag] = {
-                "model": name, "seed": seed, "file": final.name, "sha256": sha256(final),
-                "params": sum(p.numel() for p in model.parameters()),
-                "test_acc": ev["acc"], "test_nll": ev["loss"], "test_images": len(te),
-                "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-                "recipe": recipe, "torch": torch.__version__}
-            man_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-            print(f"{tag:18s} test_acc={ev['acc']:.4f} test_nll={ev['loss']:.4f} "
-                  f"({seconds:.0f} s)", flush=True)
-    return manifest
+            te = te or load_dataset("fashion-mnist", "test")
+            finalize(final, final, tag, RECIPES[name], te)  # record name and recipe
+            with _manifest(out) as manifest:
+                manifest["checkpoints"][tag]["sha256"] = sha256(final)
+            continue
+        if tr is None:
+            tr = load_dataset("fashion-mnist", "train")
+            te = load_dataset("fashion-mnist", "test")
+        recipe = RECIPES[name]
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = models.create(name, num_classes=10, in_chans=1, img_size=28)
+        cfg = TrainConfig(epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                          lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+                          warmup_epochs=recipe["warmup_epochs"], seed=seed,
+                          flip=recipe["flip"], pad=recipe["pad"], save_every=0)
+        if progress:
+            print(f"training {tag} ({i + 1} of {len(todo)})", file=sys.stderr, flush=True)
+        train(model, tr, None, cfg, out / "runs" / tag, progress=progress,
+              info={"recipe": recipe, "run_name": tag})
+        seconds = time.perf_counter() - t0
+        ev = finalize(out / "runs" / tag / "model.pt", final, tag, recipe, te)
+        entry = {
+            "model": name, "seed": seed, "file": final.name, "sha256": sha256(final),
+            "params": sum(p.numel() for p in model.parameters()),
+            "test_acc": ev["acc"], "test_nll": ev["loss"], "test_images": len(te),
+            "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+            "recipe": recipe, "torch": torch.__version__}
+        with _manifest(out) as manifest:
+            manifest["checkpoints"][tag] = entry
+        print(f"{tag:18s} test_acc={ev['acc']:.4f} test_nll={ev['loss']:.4f} "
+              f"({seconds:.0f} s)", flush=True)
+    with _manifest(out) as manifest:
+        return manifest
 
 
 def demo_checkpoints(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS) -> list[Path]:
@@ -120,8 +137,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "checkpoints" / "demo"), help="checkpoint folder")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--tags", nargs="*", help="train only these (e.g. vit_tiny_s2); default all")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
-    man = train_demo(Path(args.out), progress=not args.quiet)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    man = train_demo(Path(args.out), progress=not args.quiet, tags=args.tags)
     low = [t for t, e in man["checkpoints"].items() if e["test_acc"] < TARGET_ACC[e["model"]]]
     if low:
         print(f"below the target accuracy: {', '.join(low)}", file=sys.stderr)

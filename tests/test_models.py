@@ -126,7 +126,7 @@ def test_lesion_matches_hand_computation_resnet():
             les = model(x)
         h = model.layer2(model.layer1(model.layer0(x)))
         unit = model.layer3[0]
-        hand = model.classifier(torch.relu(unit.shortcut(h)))
+        hand = model.classifier(model.layer3[1](torch.relu(unit.shortcut(h))))
     torch.testing.assert_close(les, hand, rtol=0, atol=1e-6)
 
 
@@ -235,7 +235,7 @@ def test_double_backward_under_math_sdpa(name):
 @pytest.mark.parametrize("name", ["resnet_tiny", "vit_tiny", "alternet_tiny"])
 def test_tiny_parameter_budget(name):
     n = sum(p.numel() for p in models.create(name, **TINY).parameters())
-    lo, hi = {"resnet_tiny": (70_000, 100_000), "vit_tiny": (100_000, 150_000),
+    lo, hi = {"resnet_tiny": (150_000, 200_000), "vit_tiny": (150_000, 200_000),
               "alternet_tiny": (100_000, 200_000)}[name]
     assert lo <= n <= hi
 
