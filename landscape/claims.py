@@ -1,43 +1,86 @@
-"""The paper's claims checked against measured numbers: one verdict per claim, by a fixed rule.
+"""The paper's claims checked against measured numbers: effect, 95% interval, n and a verdict.
 
-``evaluate_claims(summary)`` reads the ``summary.json`` dictionary written by ``landscape analyze``
-and returns one :class:`Claim` per claim of "How Do Vision Transformers Work?" (Park & Kim, 2022)
-that the analyses can test. Verdicts are computed from the numbers only:
+``evaluate_claims(summary, seed=None, n_boot=None)`` reads the ``summary.json`` dictionary written
+by ``landscape analyze`` and returns one :class:`Claim` per claim of "How Do Vision Transformers
+Work?" (Park & Kim, 2022) that the analyses can test.
 
-``agrees`` / ``disagrees``
-    every comparison the claim makes points the way the paper predicts / the opposite way.
+Evidence and effect
+-------------------
+Every claim is an *effect* with a predicted sign, measured on checkpoints (each model entry of
+``summary["models"]`` carries ``arch`` and ``seed``; several seeds of one architecture are
+independent replicates). Each checkpoint contributes resampling *units* (groups of images, Hessian
+mini-batches, CKA mini-batches, random surface planes) and a statistic of the mean over its units.
+
+* within-model claims (Fourier, variance, CKA, lesion): effect = mean over checkpoints of the
+  checkpoint's value (e.g. the mean change of ΔlogA across its MSA blocks);
+* between-family claims (flatness, negative eigenvalues, robustness): effect = mean over the
+  challenger checkpoints (ViT, or ViT and hybrid) minus mean over the CNN checkpoints.
+
+Interval: a two-level percentile bootstrap (``N_BOOT`` replicates, seeded; the seed is recorded
+in every claim's ``extra["bootstrap"]``): in each replicate the seeds of every architecture are
+resampled with replacement, then each drawn checkpoint's units with replacement. The 95% interval
+is the 2.5 / 97.5 percentiles of the replicated effect. (Models see the same images, but units are
+resampled independently per checkpoint, which can only widen the interval.)
+
+Rules (``direction`` is the sign the paper predicts for the effect)
+-------------------------------------------------------------------
+``agrees``
+    the interval excludes 0 on the paper's side AND the effect computed on each seed alone (the
+    checkpoints with that seed) has the predicted sign, for every seed;
+``disagrees``
+    the interval excludes 0 on the other side;
 ``inconclusive``
-    the comparisons point both ways, or a difference is within the tie tolerance.
+    otherwise (the interval contains 0, or the seeds disagree in direction);
 ``not measured``
-    the section is missing, or the claim compares families (CNN against ViT) and one of them has no
-    model with numbers in this run.
+    no valid comparison (no block compared at an unchanged grid, no model of a family, no evidence
+    field, fewer than ``MIN_PLANES`` surface planes).
 
-Rules (``TOL`` holds the tie tolerances):
+Claims and their quantities
+---------------------------
+``flatness``               λmax per Hessian mini-batch; ViT/hybrid minus CNN, predicted < 0.
+``flatness-surface``       loss increase over the centre, per random plane, averaged over the
+                           reported radii; ViT/hybrid minus CNN, predicted < 0. Needs at least
+                           ``MIN_PLANES`` planes per model (no single plane decides).
+``negative-eigenvalues``   per batch ``max(-λmin, 0) / λmax`` (size of the negative curvature
+                           relative to the top one); ViT minus CNN, predicted > 0. The share of
+                           batches with λmin < 0 is reported beside it.
+``fourier-msa|conv|mlp``   change of the high-frequency ΔlogA across each block of the kind,
+                           block output minus the preceding output ON THE SAME GRID only;
+                           predicted < 0 for MSA (low-pass), > 0 for Conv and MLP.
+``variance-msa|conv|mlp``  log ratio of the feature-map variance across each block of the kind,
+                           same grid only; predicted < 0 for MSA, > 0 for Conv and MLP.
+``robustness``             accuracy drop (clean minus mean over the highest ``HIGH_BAND_FRACTION``
+                           of the noise frequencies), per image group; ViT minus CNN, < 0.
+``stage-cka``              multi-stage models: mean CKA of within-stage pairs minus across-stage
+                           pairs AT EQUAL DEPTH DISTANCE (averaged over the distances that have
+                           both), from per-batch HSIC; predicted > 0.
+``stage-lesion``           accuracy loss from removing the last MSA of each stage minus that from
+                           removing the other MSAs, per image group; predicted > 0.
 
-1. ``flatness`` -- for every (ViT-or-hybrid, CNN) pair, the largest top Hessian eigenvalue, and,
-   where both have a loss surface, ``mean_loss_increase``, must be smaller for the ViT/hybrid.
-   A pair whose values differ by no more than ``TOL["relative"]`` (relative to the larger
-   magnitude) is a tie. All comparisons predicted -> agrees; all opposite -> disagrees; else
-   inconclusive.
-2. ``negative-eigenvalues`` -- for every (ViT, CNN) pair, ``hessian.spectrum.negative_share`` must
-   be larger for the ViT; ties within ``TOL["share"]`` (absolute). Aggregated as in 1.
-3. ``fourier`` -- within each model, each MSA block's ``dlogA_pi`` is compared with the block just
-   before it (in depth order; blocks marked ``same_grid: false`` are skipped), and so is each
-   Conv block's. Pooled over all models, the fraction of
-   MSA blocks that decrease it and the fraction of Conv blocks that increase it are computed: both
-   > 0.5 -> agrees; both < 0.5 -> disagrees; otherwise inconclusive. No MSA or no Conv block with a
-   predecessor anywhere -> not measured (the claim contrasts the two kinds).
-4. ``variance`` -- as 3 with the feature-map ``variance`` (MSA lowers it, Conv raises it).
-5. ``robustness`` -- the accuracy drop at high noise frequencies, ``clean_acc`` minus the mean
-   accuracy over the highest quarter of the measured frequencies (at least one), must be smaller
-   for every ViT than for every CNN; ties within ``TOL["accuracy"]`` (absolute). Aggregated as 1.
-6. ``stage-cka`` -- for every model whose CKA blocks span more than one stage, the within-stage
-   mean CKA must exceed the across-stage mean by more than ``TOL["cka"]``; all -> agrees, all
-   below by more than the tolerance -> disagrees, else inconclusive. No multi-stage model ->
-   not measured.
-7. ``stage-lesion`` -- for every model with MSA blocks in more than one stage, the mean accuracy
-   loss from removing the last MSA block of each stage must exceed that from removing the other
-   MSA blocks by more than ``TOL["accuracy"]``; aggregated as 6.
+Evidence format in the summary (per model label; a missing field makes the claim not measured)
+---------------------------------------------------------------------------------------------
+``models[i]``: ``{"label", "arch", "seed", "family", ...}`` (``arch`` falls back to the label,
+``seed`` to None = its own seed).
+
+``hessian[label]["per_batch"]``: ``{"lambda_max": [λmax of batch b], "lambda_min": [most negative
+(smallest algebraic) eigenvalue of batch b]}``, one entry per mini-batch, equal lengths.
+
+``surface[label]["planes"]``: ``[{"seed": int, "radii": [r_1, ...], "increase": [loss increase
+over the centre at radius r_j, ...]}, ...]``, one entry per random plane, the same radii in every
+plane of every model.
+
+``fourier[label]`` / ``variance[label]``: ``{"blocks": [{"name", "kind", "stage", "depth",
+"grid", "groups": [mean over the images of group g]}, ...]}`` in depth order (the input first),
+value ``dlogA_hf`` (ΔlogA at the read-out frequency ``freq``, labelled ``freq_label``) resp.
+``variance``.
+
+``robustness[label]``: ``{"freqs", "acc", "clean_acc", "groups": {"clean": [G], "acc": [[G] per
+frequency]}}``.
+
+``cka[label]``: ``{"names", "stages", "hsic_batches": [L x L HSIC matrix per batch]}``.
+
+``lesion[label]``: ``{"baseline_acc", "baseline_groups": [G], "blocks": [{"name", "kind",
+"stage", "depth", "acc", "groups": [G]}]}``.
 """
 from __future__ import annotations
 
@@ -45,27 +88,25 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
+
 AGREES = "agrees"
 DISAGREES = "disagrees"
 NOT_MEASURED = "not measured"
 INCONCLUSIVE = "inconclusive"
 VERDICTS = (AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED)
 
-#: Tie tolerances of the rules (see the module docstring).
-TOL: dict[str, float] = {
-    "relative": 0.05,   # eigenvalues, loss increases: |a - b| <= 5% of max(|a|, |b|) is a tie
-    "share": 0.01,      # negative-eigenvalue shares (absolute)
-    "accuracy": 0.005,  # accuracies / accuracy drops, in 0..1 units (half a percentage point)
-    "cka": 0.01,        # CKA means (absolute)
-}
-
+N_BOOT = 2000            # bootstrap replicates
+LEVEL = 0.95             # interval coverage
+MIN_PLANES = 3           # surface planes a model needs before its sharpness counts
+GROUPS = 25              # image groups kept per analysis for the bootstrap (see group_means)
 #: Fraction of the measured frequencies (the highest ones) that form the "high-frequency" band.
 HIGH_BAND_FRACTION = 0.25
 
 
 @dataclass
 class Claim:
-    """One paper claim, what was measured for it, and the verdict."""
+    """One paper claim: effect with its 95% interval and n, and the verdict by the rules."""
 
     id: str
     claim: str
@@ -76,13 +117,48 @@ class Claim:
     detail: str
     section: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    effect: Optional[float] = None
+    interval: Optional[list[float]] = None
+    n: int = 0                       # checkpoints that contribute
+    n_detail: str = ""               # what the units are and how many
+    per_seed: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary (JSON-serializable when the values are)."""
+        """Plain dictionary (JSON-serializable)."""
         return asdict(self)
 
 
-# ----------------------------------------------------------------------------- small helpers
+@dataclass
+class Evidence:
+    """One checkpoint's evidence for a claim: resampling units and a statistic of their mean.
+
+    ``units`` is (U, F); ``stat`` maps a (B, F) array of unit means to (B,) model values.
+    """
+
+    label: str
+    arch: str
+    seed: Any
+    side: str                     # "self" (within-model), "test" / "ref" (between families)
+    units: np.ndarray
+    stat: Callable[[np.ndarray], np.ndarray]
+    comparisons: int = 1
+
+    def value(self) -> float:
+        """The statistic on all units."""
+        return float(self.stat(self.units.mean(axis=0, keepdims=True))[0])
+
+
+# ----------------------------------------------------------------------------- evidence helpers
+def group_means(values: Any, groups: int = GROUPS) -> list:
+    """Means of ``values`` (n, ...) over ``min(groups, n)`` consecutive, near-equal groups (sizes
+    differ by at most one): the resampling units that the summary keeps instead of every image."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape[0] == 0:
+        return []
+    g = max(1, min(int(groups), v.shape[0]))
+    return [np.round(c.mean(axis=0), 7).tolist() for c in np.array_split(v, g)]
+
+
 def _finite(x: Any) -> bool:
     try:
         return x is not None and math.isfinite(float(x))
@@ -90,234 +166,321 @@ def _finite(x: Any) -> bool:
         return False
 
 
-def _families(summary: dict) -> dict[str, str]:
-    """Model label -> family ("cnn", "vit", "hybrid"), from ``summary["models"]``."""
-    out: dict[str, str] = {}
-    for m in summary.get("models") or []:
-        if isinstance(m, dict) and m.get("label") is not None:
-            out[str(m["label"])] = str(m.get("family", "")).lower()
-    return out
-
-
 def _section(summary: dict, name: str) -> dict:
     sec = summary.get(name)
     return sec if isinstance(sec, dict) else {}
 
 
+def _models(summary: dict) -> dict[str, dict]:
+    """label -> {"family", "arch", "seed"} from ``summary["models"]``."""
+    out: dict[str, dict] = {}
+    for m in summary.get("models") or []:
+        if isinstance(m, dict) and m.get("label") is not None:
+            lab = str(m["label"])
+            out[lab] = {"family": str(m.get("family", "")).lower(),
+                        "arch": str(m.get("arch") or lab), "seed": m.get("seed")}
+    return out
+
+
 def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def _compare(a: float, b: float, tol: float, relative: bool) -> int:
-    """+1 when a < b beyond the tolerance, -1 when a > b beyond it, 0 for a tie."""
-    scale = max(abs(a), abs(b)) if relative else 1.0
-    if abs(a - b) <= tol * scale:
-        return 0
-    return 1 if a < b else -1
+def _seed_key(seed: Any, label: str) -> str:
+    return f"s{seed}" if seed is not None else label
 
 
-def _aggregate(outcomes: Sequence[int]) -> str:
-    """All +1 -> agrees, all -1 -> disagrees, anything else (ties, mixed) -> inconclusive."""
-    if not outcomes:
-        return NOT_MEASURED
-    if all(o > 0 for o in outcomes):
+# ----------------------------------------------------------------------------- bootstrap
+def _boot_model(ev: Evidence, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``n_boot`` bootstrap values of one checkpoint's statistic (units resampled)."""
+    u = len(ev.units)
+    counts = rng.multinomial(u, np.full(u, 1.0 / u), size=n_boot)  # (B, U)
+    return np.asarray(ev.stat(counts @ ev.units / u), dtype=np.float64)
+
+
+def _combine(sides: dict[str, np.ndarray]) -> np.ndarray:
+    """Effect from (B, k) arrays per side: mean of "self", or mean "test" minus mean "ref"."""
+    if "self" in sides:
+        return sides["self"].mean(axis=1)
+    return sides["test"].mean(axis=1) - sides["ref"].mean(axis=1)
+
+
+def bootstrap_effect(evidence: Sequence[Evidence], seed: int = 0, n_boot: int = N_BOOT,
+                     level: float = LEVEL) -> tuple[float, float, float]:
+    """(effect, lower, upper): point effect and the percentile interval of the two-level
+    bootstrap (seeds of each architecture, then units of each drawn checkpoint)."""
+    rng = np.random.default_rng(seed)
+    boots = np.stack([_boot_model(ev, rng, n_boot) for ev in evidence])  # (M, B)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, ev in enumerate(evidence):
+        groups.setdefault((ev.side, ev.arch), []).append(i)
+    parts: dict[str, list[np.ndarray]] = {}
+    for (side, _arch), members in groups.items():
+        m = np.asarray(members)
+        pick = m[rng.integers(0, len(m), size=(n_boot, len(m)))]    # seeds resampled
+        col = rng.integers(0, n_boot, size=(n_boot, len(m)))       # an independent unit draw
+        parts.setdefault(side, []).append(boots[pick, col])
+    reps = _combine({k: np.concatenate(v, axis=1) for k, v in parts.items()})
+    point = _combine({k: np.array([[ev.value() for ev in evidence if ev.side == k]])
+                      for k in parts})[0]
+    a = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(reps, [a, 1.0 - a])
+    return float(point), float(lo), float(hi)
+
+
+def per_seed_effects(evidence: Sequence[Evidence]) -> dict[str, float]:
+    """The effect computed on each seed's checkpoints alone (seeds lacking a side are left out;
+    a checkpoint without a recorded seed counts as its own seed)."""
+    by: dict[str, list[Evidence]] = {}
+    for ev in evidence:
+        by.setdefault(_seed_key(ev.seed, ev.label), []).append(ev)
+    out = {}
+    for k, evs in sorted(by.items()):
+        sides = {ev.side for ev in evs}
+        if "self" in sides or {"test", "ref"} <= sides:
+            out[k] = float(_combine({s: np.array([[e.value() for e in evs if e.side == s]])
+                                     for s in sides})[0])
+    return out
+
+
+def verdict_rule(lo: float, hi: float, per_seed: dict[str, float], direction: int) -> str:
+    """The fixed rule (module docstring) for a predicted sign ``direction`` (+1 or -1)."""
+    if not (_finite(lo) and _finite(hi)):
+        return INCONCLUSIVE
+    lo_d, hi_d = sorted((direction * lo, direction * hi))
+    if lo_d > 0 and per_seed and all(direction * v > 0 for v in per_seed.values()):
         return AGREES
-    if all(o < 0 for o in outcomes):
+    if hi_d < 0:
         return DISAGREES
     return INCONCLUSIVE
 
 
-_WORD = {1: "as predicted", -1: "opposite", 0: "tie"}
+def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
+          evidence: Sequence[Evidence], direction: int, unit_name: str, why_missing: str,
+          seed: int, n_boot: int, per_model_extra: Optional[dict[str, Any]] = None,
+          extra: Optional[dict[str, Any]] = None) -> Claim:
+    """A claim from its evidence: bootstrap, per-seed effects and the verdict."""
+    per_model: dict[str, Any] = dict(per_model_extra or {})
+    boot = {"seed": seed, "replicates": n_boot, "level": LEVEL}
+    sides = {ev.side for ev in evidence}
+    if not evidence or not ("self" in sides or {"test", "ref"} <= sides):
+        for ev in evidence:
+            per_model[ev.label] = ev.value()
+        return Claim(cid, text, quantity, per_model, prediction, NOT_MEASURED, why_missing,
+                     section, {**(extra or {}), "bootstrap": boot})
+    for ev in evidence:
+        per_model[ev.label] = ev.value()
+    effect, lo, hi = bootstrap_effect(evidence, seed, n_boot)
+    seeds = per_seed_effects(evidence)
+    verdict = verdict_rule(lo, hi, seeds, direction)
+    units = sorted({len(ev.units) for ev in evidence})
+    comps = sum(ev.comparisons for ev in evidence)
+    archs = sorted({ev.arch for ev in evidence})
+    n_detail = (f"{len(evidence)} checkpoints ({', '.join(archs)}; {len(seeds)} seeds), "
+                f"{'/'.join(map(str, units))} {unit_name} each, {comps} comparisons")
+    wrong = [k for k, v in seeds.items() if direction * v <= 0]
+    detail = (f"effect {_fmt(effect)} [{_fmt(lo)}, {_fmt(hi)}]; per seed: "
+              + ", ".join(f"{k} {_fmt(v)}" for k, v in seeds.items())
+              + (f"; against the prediction in {', '.join(wrong)}" if wrong else ""))
+    return Claim(cid, text, quantity, per_model, prediction, verdict, detail, section,
+                 {**(extra or {}), "bootstrap": boot, "direction": direction},
+                 effect, [lo, hi], len(evidence), n_detail, seeds)
 
 
-def _pairwise(values: dict[str, float], fams: dict[str, str], challengers: Iterable[str],
-              smaller_is_predicted: bool, tol: float, relative: bool,
-              name: str) -> tuple[list[int], list[str], list[str]]:
-    """Compare every challenger-family model with every CNN.
-
-    Returns (outcomes, detail lines, missing-family notes). An outcome is +1 when the comparison
-    goes the predicted way.
-    """
-    challengers = tuple(challengers)
-    chall = [k for k, v in values.items() if fams.get(k) in challengers and _finite(v)]
-    cnns = [k for k, v in values.items() if fams.get(k) == "cnn" and _finite(v)]
-    missing = []
-    if not cnns:
-        missing.append(f"{name}: no CNN model with a value")
-    if not chall:
-        missing.append(f"{name}: no {'/'.join(challengers)} model with a value")
-    outcomes, lines = [], []
-    for c in chall:
-        for r in cnns:
-            o = _compare(float(values[c]), float(values[r]), tol, relative)
-            if not smaller_is_predicted:
-                o = -o
-            outcomes.append(o)
-            lines.append(f"{name}: {c} {_fmt(float(values[c]))} vs {r} {_fmt(float(values[r]))}"
-                         f" ({_WORD[o]})")
-    return outcomes, lines, missing
+def _between(values: dict[str, np.ndarray], models: dict[str, dict], challengers: Sequence[str],
+             stat: Callable[[np.ndarray], np.ndarray]) -> tuple[list[Evidence], list[str]]:
+    """Evidence for a challenger-vs-CNN claim from per-model unit arrays."""
+    evs, missing = [], []
+    for lab, units in values.items():
+        info = models.get(lab, {"family": "", "arch": lab, "seed": None})
+        fam = info["family"]
+        side = "test" if fam in challengers else "ref" if fam == "cnn" else None
+        if side is None or units is None or len(units) == 0:
+            continue
+        evs.append(Evidence(lab, info["arch"], info["seed"], side, units, stat))
+    if not any(e.side == "ref" for e in evs):
+        missing.append("no CNN model with this evidence")
+    if not any(e.side == "test" for e in evs):
+        missing.append(f"no {'/'.join(challengers)} model with this evidence")
+    return evs, missing
 
 
-def _not_measured(cid: str, text: str, quantity: str, prediction: str, section: str,
-                  why: str, per_model: Optional[dict] = None) -> Claim:
-    return Claim(cid, text, quantity, per_model or {}, prediction, NOT_MEASURED, why, section)
+def _mean_col(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1)
 
 
-# ----------------------------------------------------------------------------- the claims
+def _units(values: Any) -> Optional[np.ndarray]:
+    """A finite (U, F) array from a list (of lists), or None."""
+    try:
+        a = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] == 0 or not np.isfinite(a).all():
+        return None
+    return a
+
+
+# ----------------------------------------------------------------------------- curvature claims
 def top_eigenvalue(entry: dict) -> Optional[float]:
     """Largest of ``top_eigenvalues`` (None when absent or empty)."""
     vals = [float(v) for v in entry.get("top_eigenvalues") or [] if _finite(v)]
     return max(vals) if vals else None
 
 
-def claim_flatness(summary: dict) -> Claim:
-    """Claim 1: MSAs flatten the loss landscape (smaller top eigenvalue, smaller loss increase)."""
-    cid, section = "flatness", "hessian"
-    text = "MSAs flatten the loss landscape"
-    quantity = "largest Hessian eigenvalue; mean loss increase over the surface grid"
-    prediction = "ViT/hybrid < CNN for both quantities"
-    fams = _families(summary)
-    hess, surf = _section(summary, "hessian"), _section(summary, "surface")
-    lam = {k: top_eigenvalue(v) for k, v in hess.items() if isinstance(v, dict)}
-    inc = {k: v.get("mean_loss_increase") for k, v in surf.items() if isinstance(v, dict)}
-    per_model: dict[str, Any] = {}
-    for k in sorted(set(lam) | set(inc)):
-        parts = []
-        if _finite(lam.get(k)):
-            parts.append(f"λmax {_fmt(float(lam[k]))}")
-        if _finite(inc.get(k)):
-            parts.append(f"Δloss {_fmt(float(inc[k]))}")
-        per_model[k] = ", ".join(parts) if parts else None
-    outcomes, lines, missing = [], [], []
-    for values, name in ((lam, "λmax"), (inc, "Δloss")):
-        o, l, m = _pairwise(values, fams, ("vit", "hybrid"), True, TOL["relative"], True, name)
-        outcomes += o
-        lines += l
-        missing += m
-    if not outcomes:
-        return _not_measured(cid, text, quantity, prediction, section,
-                             "; ".join(missing) or "no Hessian or surface results", per_model)
-    return Claim(cid, text, quantity, per_model, prediction, _aggregate(outcomes),
-                 "; ".join(lines + missing), section)
+def _per_batch(entry: Any, key: str) -> Optional[list]:
+    pb = entry.get("per_batch") if isinstance(entry, dict) else None
+    return pb.get(key) if isinstance(pb, dict) else None
 
 
-def claim_negative_eigenvalues(summary: dict) -> Claim:
-    """Claim 2: ViT's Hessian spectrum has more negative eigenvalues (non-convex) than a CNN's."""
-    cid, section = "negative-eigenvalues", "hessian"
-    text = "ViTs have many negative Hessian eigenvalues; CNNs few"
-    quantity = "share of negative values in the max-eigenvalue spectrum (over batches)"
-    prediction = "ViT negative share > CNN negative share"
-    fams = _families(summary)
-    hess = _section(summary, "hessian")
-    share = {k: (v.get("spectrum") or {}).get("negative_share")
-             for k, v in hess.items() if isinstance(v, dict)}
-    per_model = {k: (float(v) if _finite(v) else None) for k, v in sorted(share.items())}
-    outcomes, lines, missing = _pairwise(share, fams, ("vit",), False, TOL["share"], False,
-                                         "negative share")
-    if not outcomes:
-        return _not_measured(cid, text, quantity, prediction, section,
-                             "; ".join(missing) or "no Hessian spectrum", per_model)
-    return Claim(cid, text, quantity, per_model, prediction, _aggregate(outcomes),
-                 "; ".join(lines), section)
+def claim_flatness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
+    """MSAs flatten the loss landscape: λmax per Hessian batch, ViT/hybrid below CNN."""
+    models = _models(summary)
+    vals = {k: _units(_per_batch(v, "lambda_max")) for k, v in _section(summary, "hessian").items()}
+    evs, missing = _between(vals, models, ("vit", "hybrid"), _mean_col)
+    return judge("flatness", "MSAs flatten the loss landscape (Hessian)",
+                 "mean λmax per mini-batch Hessian: ViT/hybrid minus CNN",
+                 "ViT/hybrid λmax < CNN λmax (effect < 0)", "hessian", evs, -1, "batches",
+                 "; ".join(missing) or "no hessian.per_batch.lambda_max", seed, n_boot)
 
 
-def block_changes(blocks: Sequence[dict], key: str,
-                  include_resolution_changes: bool = False) -> dict[str, list[float]]:
-    """Change of ``key`` across each block (value minus the preceding block's), by block kind.
+def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
+    """MSAs flatten the loss landscape: loss increase per random plane, ViT/hybrid below CNN."""
+    models = _models(summary)
+    vals: dict[str, Optional[np.ndarray]] = {}
+    radii: Optional[list] = None
+    few = []
+    for lab, e in _section(summary, "surface").items():
+        planes = e.get("planes") if isinstance(e, dict) else None
+        if not isinstance(planes, list) or not planes:
+            continue
+        rows = [p.get("increase") for p in planes if isinstance(p, dict)]
+        a = _units(rows)
+        if a is None:
+            continue
+        if len(a) < MIN_PLANES:
+            few.append(f"{lab}: {len(a)} plane(s) < {MIN_PLANES}")
+            continue
+        radii = radii or list(planes[0].get("radii") or [])
+        vals[lab] = a
+    evs, missing = _between(vals, models, ("vit", "hybrid"), _mean_col)
+    extra: dict[str, Any] = {"radii": radii}
+    if evs and radii and {"test", "ref"} <= {e.side for e in evs}:
+        # the effect at each radius alone, to show its spread
+        extra["effect_per_radius"] = [
+            float(np.mean([e.units[:, j].mean() for e in evs if e.side == "test"])
+                  - np.mean([e.units[:, j].mean() for e in evs if e.side == "ref"]))
+            for j in range(min(len(radii), min(e.units.shape[1] for e in evs)))]
+    return judge("flatness-surface", "MSAs flatten the loss landscape (surface)",
+                 "loss increase over the centre, mean over radii, per random plane: "
+                 "ViT/hybrid minus CNN", "ViT/hybrid increase < CNN increase (effect < 0)",
+                 "surface", evs, -1, "planes",
+                 "; ".join(few + missing) or "no surface.planes", seed, n_boot, extra=extra)
 
-    Blocks are taken in depth order (their list order when ``depth`` is missing); the first block,
-    blocks whose value, or whose predecessor's value, is not finite, and blocks marked
-    ``"same_grid": False`` (the feature-map resolution changed, so the values are not comparable;
-    see ``fourier.changes_from_previous``) are skipped unless ``include_resolution_changes``.
-    """
-    order = sorted(range(len(blocks)),
-                   key=lambda i: (float(blocks[i].get("depth", i)) if _finite(blocks[i].get("depth"))
-                                  else float(i), i))
-    seq = [blocks[i] for i in order]
-    out: dict[str, list[float]] = {}
+
+def _neg_ratio(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1)
+
+
+def claim_negative_eigenvalues(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
+    """ViTs have more negative curvature: per batch max(-λmin, 0) / λmax, ViT above CNN."""
+    models = _models(summary)
+    vals: dict[str, Optional[np.ndarray]] = {}
+    share: dict[str, float] = {}
+    for lab, e in _section(summary, "hessian").items():
+        lmax, lmin = _units(_per_batch(e, "lambda_max")), _units(_per_batch(e, "lambda_min"))
+        if lmax is None or lmin is None or lmax.shape != lmin.shape or (lmax <= 0).any():
+            continue
+        vals[lab] = np.maximum(-lmin, 0.0) / lmax
+        share[lab] = float((lmin < 0).mean())
+    evs, missing = _between(vals, models, ("vit",), _neg_ratio)
+    return judge("negative-eigenvalues", "ViTs have many negative Hessian eigenvalues; CNNs few",
+                 "mean over batches of max(-λmin, 0)/λmax: ViT minus CNN",
+                 "ViT ratio > CNN ratio (effect > 0)", "hessian", evs, +1, "batches",
+                 "; ".join(missing) or "no hessian.per_batch.lambda_min/lambda_max", seed,
+                 n_boot, extra={"negative_share": share})
+
+
+# ----------------------------------------------------------------------------- feature claims
+def same_grid_pairs(blocks: Sequence[dict], kind: str) -> list[tuple[dict, dict]]:
+    """(previous, block) pairs for every block of ``kind`` whose preceding output (in depth order,
+    input included) has the same grid and both have per-group values; others are skipped."""
+    seq = sorted((b for b in blocks if isinstance(b, dict)),
+                 key=lambda b: float(b.get("depth", 0.0)) if _finite(b.get("depth")) else 0.0)
+    out = []
     for prev, cur in zip(seq, seq[1:]):
-        a, b = prev.get(key), cur.get(key)
-        if _finite(a) and _finite(b) and (include_resolution_changes
-                                          or cur.get("same_grid", True) is not False):
-            out.setdefault(str(cur.get("kind", "")), []).append(float(b) - float(a))
+        if cur.get("kind") != kind:
+            continue
+        if prev.get("grid") is None or prev.get("grid") != cur.get("grid"):
+            continue
+        if _units(prev.get("groups")) is None or _units(cur.get("groups")) is None:
+            continue
+        if len(prev["groups"]) != len(cur["groups"]):
+            continue
+        out.append((prev, cur))
     return out
 
 
-def _count_kind_changes(sec: dict, key: str, cross: bool) -> tuple[dict[str, Any], int, int, int, int]:
-    per_model: dict[str, Any] = {}
-    msa_dec = msa_n = conv_inc = conv_n = 0
-    for label, entry in sorted(sec.items()):
-        if not isinstance(entry, dict):
+def _log_ratio_stat(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def stat(x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(x[:, :k] / x[:, k:]).mean(axis=1)
+    return stat
+
+
+def _kind_claim(summary: dict, section: str, kind: str, seed: int, n_boot: int) -> Claim:
+    models = _models(summary)
+    up = kind != "msa"
+    name = {"msa": "MSA", "conv": "Conv", "mlp": "MLP"}[kind]
+    evs, per_model = [], {}
+    freq: dict[str, str] = {}
+    for lab, e in _section(summary, section).items():
+        if not isinstance(e, dict):
             continue
-        ch = block_changes(entry.get("blocks") or [], key, cross)
-        md = sum(d < 0 for d in ch.get("msa", []))
-        mn = len(ch.get("msa", []))
-        ci = sum(d > 0 for d in ch.get("conv", []))
-        cn = len(ch.get("conv", []))
-        msa_dec, msa_n, conv_inc, conv_n = msa_dec + md, msa_n + mn, conv_inc + ci, conv_n + cn
-        parts = []
-        if mn:
-            parts.append(f"MSA {md}/{mn} ↓")
-        if cn:
-            parts.append(f"Conv {ci}/{cn} ↑")
-        per_model[label] = ", ".join(parts) if parts else "no MSA/Conv blocks"
-    return per_model, msa_dec, msa_n, conv_inc, conv_n
-
-
-def _kind_rule(summary: dict, cid: str, section: str, key: str, text: str, quantity: str,
-               prediction: str) -> Claim:
-    """Claims 3 and 4: MSA blocks lower ``key``, Conv blocks raise it."""
-    sec = _section(summary, section)
-    per_model, msa_dec, msa_n, conv_inc, conv_n = _count_kind_changes(sec, key, False)
-    crossed = False
-    if sec and (not msa_n or not conv_n):
-        # No same-resolution comparison for a kind (e.g. every Conv unit downsamples): fall back to
-        # all comparisons, and say so; the values are relative (ΔlogA) or per pixel (variance).
-        alt = _count_kind_changes(sec, key, True)
-        if alt[2] and alt[4]:
-            per_model, msa_dec, msa_n, conv_inc, conv_n = alt
-            crossed = True
-    if not sec:
-        return _not_measured(cid, text, quantity, prediction, section,
-                             f"no {section} results", per_model)
-    fm = msa_dec / msa_n if msa_n else None
-    fc = conv_inc / conv_n if conv_n else None
-    detail = (f"MSA blocks lowering it: {msa_dec}/{msa_n}"
-              + (f" = {fm:.2f}" if fm is not None else "")
-              + f"; Conv blocks raising it: {conv_inc}/{conv_n}"
-              + (f" = {fc:.2f}" if fc is not None else "")
-              + (" (including blocks that change resolution: no same-resolution comparison "
-                 "for every kind)" if crossed else ""))
-    extra = {"msa_fraction": fm, "conv_fraction": fc, "msa_blocks": msa_n, "conv_blocks": conv_n,
-             "includes_resolution_changes": crossed}
-    if fm is None or fc is None:
-        return Claim(cid, text, quantity, per_model, prediction, NOT_MEASURED,
-                     detail + " (needs both MSA and Conv blocks)", section, extra)
-    if fm > 0.5 and fc > 0.5:
-        verdict = AGREES
-    elif fm < 0.5 and fc < 0.5:
-        verdict = DISAGREES
+        pairs = same_grid_pairs(e.get("blocks") or [], kind)
+        n_kind = sum(1 for b in e.get("blocks") or [] if isinstance(b, dict)
+                     and b.get("kind") == kind)
+        if not pairs:
+            if n_kind:
+                per_model[lab] = f"no {name} block at an unchanged grid ({n_kind} skipped)"
+            continue
+        info = models.get(lab, {"arch": lab, "seed": None})
+        cur = np.array([c["groups"] for _, c in pairs], dtype=np.float64).T   # (G, k)
+        prev = np.array([p["groups"] for p, _ in pairs], dtype=np.float64).T
+        if section == "fourier":
+            units, stat = cur - prev, _mean_col
+            freq[lab] = ", ".join(sorted({str(c.get("freq_label", "?")) for _, c in pairs}))
+        else:
+            units, stat = np.concatenate([cur, prev], axis=1), _log_ratio_stat(len(pairs))
+        evs.append(Evidence(lab, info["arch"], info["seed"], "self", units, stat, len(pairs)))
+    if section == "fourier":
+        text = {"msa": "MSAs are low-pass filters (reduce high-frequency amplitude)",
+                "conv": "Convs are high-pass filters (raise high-frequency amplitude)",
+                "mlp": "MLPs raise high-frequency amplitude"}[kind]
+        quantity = (f"mean change of the high-frequency ΔlogA across {name} blocks "
+                    "(same grid only)")
     else:
-        verdict = INCONCLUSIVE
-    return Claim(cid, text, quantity, per_model, prediction, verdict, detail, section, extra)
+        text = {"msa": "MSAs reduce feature-map variance",
+                "conv": "Convs increase feature-map variance",
+                "mlp": "MLPs increase feature-map variance"}[kind]
+        quantity = f"mean log ratio of the feature-map variance across {name} blocks (same grid)"
+    pred = f"{name} blocks {'raise' if up else 'lower'} it (effect {'>' if up else '<'} 0)"
+    why = (f"no {name} block compared at an unchanged grid" if _section(summary, section)
+           else f"no {section} results")
+    return judge(f"{section}-{kind}", text, quantity, pred, section, evs, 1 if up else -1,
+                 "image groups", why, seed, n_boot, per_model,
+                 extra={"read_out_frequency": freq} if freq else None)
 
 
-def claim_fourier(summary: dict) -> Claim:
-    """Claim 3: MSAs are low-pass filters, Convs high-pass filters."""
-    return _kind_rule(summary, "fourier", "fourier", "dlogA_pi",
-                      "MSAs are low-pass filters; Convs are high-pass filters",
-                      "change of the relative log amplitude ΔlogA at π across each block",
-                      "MSA blocks lower ΔlogA(π), Conv blocks raise it (fraction > 0.5 each)")
+def claim_fourier(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+    """MSAs lower, Convs and MLPs raise the high-frequency ΔlogA (one row per kind)."""
+    return [_kind_claim(summary, "fourier", k, seed, n_boot) for k in ("msa", "conv", "mlp")]
 
 
-def claim_variance(summary: dict) -> Claim:
-    """Claim 4: MSAs reduce the feature-map variance, Convs increase it."""
-    return _kind_rule(summary, "variance", "variance", "variance",
-                      "MSAs reduce feature-map variance; Convs increase it",
-                      "change of the feature-map variance across each block",
-                      "MSA blocks lower the variance, Conv blocks raise it (fraction > 0.5 each)")
+def claim_variance(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+    """MSAs lower, Convs and MLPs raise the feature-map variance (one row per kind)."""
+    return [_kind_claim(summary, "variance", k, seed, n_boot) for k in ("msa", "conv", "mlp")]
 
 
 def high_frequency_drop(entry: dict) -> Optional[float]:
@@ -332,112 +495,153 @@ def high_frequency_drop(entry: dict) -> Optional[float]:
     return float(clean) - sum(a for _, a in band) / len(band)
 
 
-def claim_robustness(summary: dict) -> Claim:
-    """Claim 5: ViTs are robust against high-frequency noise, CNNs vulnerable."""
-    cid, section = "robustness", "robustness"
-    text = "ViTs are robust to high-frequency noise; CNNs are vulnerable"
-    quantity = ("accuracy drop at high noise frequencies (clean minus mean over the highest "
-                f"{int(HIGH_BAND_FRACTION * 100)}% of frequencies)")
-    prediction = "ViT drop < CNN drop"
-    fams = _families(summary)
-    sec = _section(summary, section)
-    drop = {k: high_frequency_drop(v) for k, v in sec.items() if isinstance(v, dict)}
-    per_model = {k: v for k, v in sorted(drop.items())}
-    outcomes, lines, missing = _pairwise(drop, fams, ("vit",), True, TOL["accuracy"], False,
-                                         "HF drop")
-    if not outcomes:
-        return _not_measured(cid, text, quantity, prediction, section,
-                             "; ".join(missing) or "no robustness results", per_model)
-    return Claim(cid, text, quantity, per_model, prediction, _aggregate(outcomes),
-                 "; ".join(lines), section)
+def _high_band(freqs: Sequence[float]) -> list[int]:
+    order = np.argsort(np.asarray(freqs, dtype=float), kind="stable")
+    k = max(1, math.ceil(HIGH_BAND_FRACTION * len(order)))
+    return [int(i) for i in order[-k:]]
 
 
-def claim_stage_cka(summary: dict) -> Claim:
-    """Claim 6: multi-stage models form stages -- features are similar within a stage."""
-    cid, section = "stage-cka", "cka"
-    text = "Multi-stage models behave like a series of small models, one per stage"
-    quantity = "mean CKA within stages minus mean CKA across stages"
-    prediction = "within-stage mean > across-stage mean (multi-stage models)"
-    sec = _section(summary, section)
-    per_model: dict[str, Any] = {}
-    outcomes, lines = [], []
-    for label, e in sorted(sec.items()):
+def claim_robustness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
+    """ViTs are robust to high-frequency noise: accuracy drop, ViT below CNN."""
+    models = _models(summary)
+    vals: dict[str, Optional[np.ndarray]] = {}
+    for lab, e in _section(summary, "robustness").items():
+        g = e.get("groups") if isinstance(e, dict) else None
+        if not isinstance(g, dict) or not e.get("freqs"):
+            continue
+        band = _high_band(e["freqs"])
+        clean, acc = _units(g.get("clean")), _units(np.asarray(g.get("acc"), dtype=float).T
+                                                     if g.get("acc") else None)
+        if clean is None or acc is None or len(clean) != len(acc):
+            continue
+        vals[lab] = np.concatenate([clean, acc[:, band]], axis=1)
+    evs, missing = _between(vals, models, ("vit",),
+                            lambda x: x[:, 0] - x[:, 1:].mean(axis=1))
+    return judge("robustness", "ViTs are robust to high-frequency noise; CNNs are vulnerable",
+                 "accuracy drop at the highest "
+                 f"{int(HIGH_BAND_FRACTION * 100)}% of noise frequencies: ViT minus CNN",
+                 "ViT drop < CNN drop (effect < 0)", "robustness", evs, -1, "image groups",
+                 "; ".join(missing) or "no robustness results", seed, n_boot)
+
+
+def matched_distance_pairs(stages: Sequence[Any]) -> dict[int, tuple[list, list]]:
+    """Per depth distance d (in blocks): (within-stage pairs, across-stage pairs) ``(i, i+d)``,
+    only for the distances that have both kinds."""
+    n = len(stages)
+    out = {}
+    for d in range(1, n):
+        w = [(i, i + d) for i in range(n - d) if stages[i] == stages[i + d]]
+        a = [(i, i + d) for i in range(n - d) if stages[i] != stages[i + d]]
+        if w and a:
+            out[d] = (w, a)
+    return out
+
+
+def cka_stage_stat(pairs: dict[int, tuple[list, list]], size: int
+                   ) -> Callable[[np.ndarray], np.ndarray]:
+    """Statistic on flattened mean HSIC (B, L*L): mean over distances of within minus across
+    mean CKA."""
+    def stat(x: np.ndarray) -> np.ndarray:
+        h = x.reshape(-1, size, size)
+        d = np.sqrt(np.clip(np.einsum("bii->bi", h), 1e-300, None))
+        cka = h / (d[:, :, None] * d[:, None, :])
+        diffs = [np.mean([cka[:, i, j] for i, j in w], axis=0)
+                 - np.mean([cka[:, i, j] for i, j in a], axis=0) for w, a in pairs.values()]
+        return np.mean(diffs, axis=0)
+    return stat
+
+
+def claim_stage_cka(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
+    """Multi-stage models form stages: within- vs across-stage CKA at equal depth distance."""
+    models = _models(summary)
+    evs, per_model = [], {}
+    for lab, e in _section(summary, "cka").items():
         if not isinstance(e, dict):
             continue
-        w, a = e.get("within_stage_mean"), e.get("across_stage_mean")
-        stages = {str(s) for s in e.get("stages") or []}
-        if len(stages) < 2:
-            per_model[label] = "single stage"
+        stages = list(e.get("stages") or [])
+        if len(set(map(str, stages))) < 2:
+            per_model[lab] = "single stage"
             continue
-        if not (_finite(w) and _finite(a)):
-            per_model[label] = None
+        pairs = matched_distance_pairs([str(s) for s in stages])
+        hb = e.get("hsic_batches")
+        if not pairs or not hb:
+            per_model[lab] = "no matched-distance pairs" if not pairs else "no per-batch HSIC"
             continue
-        per_model[label] = float(w) - float(a)
-        o = -_compare(float(w), float(a), TOL["cka"], False)  # predicted: w > a
-        outcomes.append(o)
-        lines.append(f"{label}: within {_fmt(float(w))} vs across {_fmt(float(a))} ({_WORD[o]})")
-    if not outcomes:
-        return _not_measured(cid, text, quantity, prediction, section,
-                             "no multi-stage model with CKA results" if sec else "no CKA results",
-                             per_model)
-    return Claim(cid, text, quantity, per_model, prediction, _aggregate(outcomes),
-                 "; ".join(lines), section)
+        h = np.asarray(hb, dtype=np.float64)
+        if h.ndim != 3 or h.shape[1:] != (len(stages), len(stages)) or not np.isfinite(h).all():
+            per_model[lab] = "malformed per-batch HSIC"
+            continue
+        info = models.get(lab, {"arch": lab, "seed": None})
+        evs.append(Evidence(lab, info["arch"], info["seed"], "self", h.reshape(len(h), -1),
+                            cka_stage_stat(pairs, len(stages)),
+                            sum(len(w) + len(a) for w, a in pairs.values())))
+    return judge("stage-cka", "Multi-stage models behave like a series of small models, one per "
+                 "stage", "mean CKA within stages minus across stages, at equal depth distance",
+                 "within > across (effect > 0)", "cka", evs, +1, "batches",
+                 "no multi-stage model with per-batch CKA" if _section(summary, "cka")
+                 else "no CKA results", seed, n_boot, per_model)
 
 
-def claim_stage_lesion(summary: dict) -> Claim:
-    """Claim 6b: the MSA at the end of a stage matters most (lesion study)."""
-    cid, section = "stage-lesion", "lesion"
-    text = "MSAs at the end of a stage matter most"
-    quantity = ("mean accuracy loss when removing the last MSA of each stage minus that when "
-                "removing the other MSAs")
-    prediction = "end-of-stage MSA loss > other MSA loss (models with MSAs in several stages)"
-    sec = _section(summary, section)
-    per_model: dict[str, Any] = {}
-    outcomes, lines = [], []
-    for label, e in sorted(sec.items()):
+def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
+    """The MSA at the end of a stage matters most (lesion study)."""
+    models = _models(summary)
+    evs, per_model = [], {}
+    for lab, e in _section(summary, "lesion").items():
         if not isinstance(e, dict):
             continue
-        base = e.get("baseline_acc")
-        blocks = [b for b in e.get("blocks") or [] if isinstance(b, dict)]
-        msas = [(i, b) for i, b in enumerate(blocks)
-                if b.get("kind") == "msa" and _finite(b.get("acc"))]
-        stages = {str(b.get("stage")) for _, b in msas}
-        if not _finite(base) or len(stages) < 2:
-            per_model[label] = "MSAs in <2 stages" if _finite(base) else None
+        base = _units(e.get("baseline_groups"))
+        msas = [b for b in e.get("blocks") or [] if isinstance(b, dict)
+                and b.get("kind") == "msa" and _units(b.get("groups")) is not None]
+        stages = {str(b.get("stage")) for b in msas}
+        if base is None or len(stages) < 2:
+            per_model[lab] = "MSAs in <2 stages" if base is not None else "no per-group accuracy"
             continue
-        last: dict[str, tuple[float, int]] = {}
-        for i, b in msas:
-            key = (float(b["depth"]) if _finite(b.get("depth")) else float(i), i)
+        last: dict[str, dict] = {}
+        for b in msas:
             s = str(b.get("stage"))
-            if s not in last or key > last[s]:
-                last[s] = key
-        end_idx = {k[1] for k in last.values()}
-        end = [float(base) - float(b["acc"]) for i, b in msas if i in end_idx]
-        other = [float(base) - float(b["acc"]) for i, b in msas if i not in end_idx]
+            if s not in last or float(b.get("depth", 0)) > float(last[s].get("depth", 0)):
+                last[s] = b
+        end = [b for b in msas if b is last[str(b.get("stage"))]]
+        other = [b for b in msas if b is not last[str(b.get("stage"))]]
         if not other:
-            per_model[label] = "one MSA per stage"
+            per_model[lab] = "one MSA per stage"
             continue
-        me, mo = sum(end) / len(end), sum(other) / len(other)
-        per_model[label] = me - mo
-        o = -_compare(me, mo, TOL["accuracy"], False)  # predicted: me > mo
-        outcomes.append(o)
-        lines.append(f"{label}: end-of-stage {_fmt(me)} vs other {_fmt(mo)} ({_WORD[o]})")
-    if not outcomes:
-        return _not_measured(cid, text, quantity, prediction, section,
-                             "no model with MSAs in several stages" if sec
-                             else "no lesion results", per_model)
-    return Claim(cid, text, quantity, per_model, prediction, _aggregate(outcomes),
-                 "; ".join(lines), section)
+        acc = np.array([b["groups"] for b in end + other], dtype=np.float64).T
+        if len(acc) != len(base):
+            continue
+        k = len(end)
+        info = models.get(lab, {"arch": lab, "seed": None})
+
+        def stat(x: np.ndarray, k: int = k) -> np.ndarray:
+            loss = x[:, :1] - x[:, 1:]
+            return loss[:, :k].mean(axis=1) - loss[:, k:].mean(axis=1)
+        evs.append(Evidence(lab, info["arch"], info["seed"], "self",
+                            np.concatenate([base, acc], axis=1), stat, len(end) + len(other)))
+    return judge("stage-lesion", "MSAs at the end of a stage matter most",
+                 "accuracy loss removing the last MSA of each stage minus removing the other MSAs",
+                 "end-of-stage loss > other loss (effect > 0)", "lesion", evs, +1,
+                 "image groups", "no model with several MSAs in several stages"
+                 if _section(summary, "lesion") else "no lesion results", seed, n_boot, per_model)
 
 
-CLAIMS: tuple[Callable[[dict], Claim], ...] = (
-    claim_flatness, claim_negative_eigenvalues, claim_fourier, claim_variance,
-    claim_robustness, claim_stage_cka, claim_stage_lesion)
+CLAIMS: tuple[Callable[..., Any], ...] = (
+    claim_flatness, claim_flatness_surface, claim_negative_eigenvalues, claim_fourier,
+    claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion)
 
 
-def evaluate_claims(summary: dict) -> list[Claim]:
-    """One :class:`Claim` per paper claim, in the paper's order, each with a computed verdict."""
-    return [rule(summary) for rule in CLAIMS]
+def evaluate_claims(summary: dict, seed: Optional[int] = None,
+                    n_boot: Optional[int] = None) -> list[Claim]:
+    """One :class:`Claim` per claim row, in the paper's order. ``seed`` (default: the summary's
+    ``settings.seed``, else 0) seeds every bootstrap and is recorded in each claim."""
+    if seed is None:
+        s = (summary.get("settings") or {}).get("seed") if isinstance(summary, dict) else None
+        seed = int(s) if _finite(s) else 0
+    n_boot = N_BOOT if n_boot is None else int(n_boot)
+    out: list[Claim] = []
+    for rule in CLAIMS:
+        r = rule(summary, seed, n_boot)
+        out.extend(r if isinstance(r, list) else [r])
+    return out
 
 
 def claims_to_json(claims: Iterable[Claim]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import models
 from landscape.fourier import (FourierResult, diagonal, diagonal_frequencies, fourier_analysis,
-                               log_amplitude, relative_log_amplitude)
+                               frequency_label, log_amplitude, relative_log_amplitude)
 
 torch.set_num_threads(1)
 
@@ -44,8 +44,31 @@ def transfer_1d(k1d, w):
 
 
 def test_diagonal_frequencies_even_and_odd():
-    assert np.allclose(diagonal_frequencies(8), [0, 0.25, 0.5, 0.75, 1.0])
+    # the paper notebook: shift(latent).diag()[int(h/2):] -> k = 0 .. n-1-n//2
+    assert np.allclose(diagonal_frequencies(8), [0, 0.25, 0.5, 0.75])
     assert np.allclose(diagonal_frequencies(7), [0, 2 / 7, 4 / 7, 6 / 7])
+    assert np.allclose(diagonal_frequencies(4), [0, 0.5])
+    assert np.allclose(diagonal_frequencies(8, "nyquist"), [0, 0.25, 0.5, 0.75, 1.0])
+    assert np.allclose(diagonal_frequencies(7, "nyquist"), [0, 2 / 7, 4 / 7, 6 / 7])
+    with pytest.raises(ValueError):
+        diagonal_frequencies(8, "pi")
+
+
+def test_diagonal_matches_the_notebook_indexing():
+    for n in (4, 7, 8):
+        x = torch.randn(2, 3, n, n, dtype=torch.float64)
+        f = torch.log(torch.fft.fft2(x).abs() + 1e-6)                  # notebook fourier()
+        f = torch.roll(f, shifts=(int(n / 2), int(n / 2)), dims=(2, 3))  # notebook shift()
+        nb = f.mean(dim=(0, 1)).diag()[int(n / 2):]
+        nb = (nb - nb[0]).numpy()
+        spec = torch.fft.fftshift(log_amplitude(x).mean(dim=(0, 1))).numpy()
+        np.testing.assert_allclose(relative_log_amplitude(spec)[1], nb, atol=1e-12)
+
+
+def test_frequency_labels_are_exact():
+    assert [frequency_label(k, 7) for k in range(4)] == ["0", "2π/7", "4π/7", "6π/7"]
+    assert [frequency_label(k, 8) for k in range(5)] == ["0", "π/4", "π/2", "3π/4", "π"]
+    assert frequency_label(1, 4) == "π/2"
 
 
 @pytest.mark.parametrize("n", [7, 8])
@@ -66,8 +89,9 @@ def test_nyquist_checkerboard_is_the_last_diagonal_point():
     h = torch.arange(n)
     x = ((-1.0) ** (h[:, None] + h[None, :])).to(torch.float64)[None, None]
     spec = torch.fft.fftshift(log_amplitude(x, eps=0.0)[0, 0]).numpy()
-    fr, _ = relative_log_amplitude(np.where(np.isfinite(spec), spec, -50.0))
-    d = diagonal(spec)
+    fr, _ = relative_log_amplitude(np.where(np.isfinite(spec), spec, -50.0), "nyquist")
+    d = diagonal(spec, "nyquist")
+    assert diagonal(spec)[-1] < 0  # the paper's read-out stops at 3π/4 and misses it
     assert fr[-1] == 1.0
     assert d[-1] == pytest.approx(math.log(n * n), abs=1e-9)
     assert spec[0, 0] == pytest.approx(math.log(n * n), abs=1e-9)  # fftshift puts Nyquist at 0
@@ -96,7 +120,7 @@ def test_fixed_filter_shifts_curve_by_its_transfer_function(n, k1d, sign):
     torch.manual_seed(1)
     model = Chain(DepthwiseCircular(2, k1d))
     x = torch.randn(5, 2, n, n, dtype=torch.float64)
-    res = _run(model, {"layers.0": "conv"}, x, eps=0.0, batch_size=2)
+    res = _run(model, {"layers.0": "conv"}, x, eps=0.0, batch_size=2, readout="nyquist")
     fr, d_in = res.curve(0)
     _, d_out = res.curve(1)
     w = np.pi * fr
@@ -137,6 +161,18 @@ def test_streaming_matches_one_batch_and_tokens_drop_cls(tmp_path):
     assert back.names == one.names and back.kinds == ["input", "embed"]
     np.testing.assert_allclose(back.spectra[1], one.spectra[1])
     assert back.n_images == 10 and "versions" in back.metadata
+    assert back.readout == "paper" and back.high_frequency_labels == ["2π/3", "2π/3"]
+    np.testing.assert_allclose(back.per_image[1], one.per_image[1])
+
+
+def test_per_image_values_average_to_the_mean_curve():
+    torch.manual_seed(3)
+    model = Chain(DepthwiseCircular(2, [1 / 8, 6 / 8, 1 / 8]))
+    x = torch.randn(7, 2, 7, 7, dtype=torch.float64)
+    res = _run(model, {"layers.0": "conv"}, x, batch_size=3)
+    assert [len(p) for p in res.per_image] == [7, 7]
+    np.testing.assert_allclose([p.mean() for p in res.per_image], res.high_frequency, atol=1e-5)
+    assert res.high_frequency_labels == ["6π/7", "6π/7"]
 
 
 def test_eval_mode_used_and_restored():
