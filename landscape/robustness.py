@@ -1,15 +1,27 @@
 """Robustness to band-limited noise (Fig. 2b): accuracy drop against noise frequency.
 
-Noise (:func:`band_limited_noise`): draw base noise per image (``"gaussian"``: N(0, 1), or
-``"sign"``: sign-Gaussian, i.e. ±1), take its 2-D DFT over (H, W), keep only the frequencies
-whose normalized radius lies in ``[f - width, f + width]``, inverse DFT (real part; the mask is
-symmetric so the imaginary part is round-off), and rescale every image to L2 norm ``norm``
-(over C, H, W) in the model's (normalized) input space.
+Two protocols (``protocol``):
 
-Normalized radius (:func:`normalized_radius`), in units of π: with ``ω_y = 2π fftfreq(H)``,
-``ω_x = 2π fftfreq(W)`` (each in [-π, π)), ``r = sqrt(ω_y² + ω_x²) / (√2 π)`` lies in [0, 1];
-the diagonal frequency ``(ω, ω)`` has ``r = ω / π``, the same axis as the Fourier analysis.
-Frequencies ``f`` and half-widths are given in units of π.
+``"paper"`` (default): the paper code's ``FreqAttack`` with the ``Random`` attack
+    (xxxnell/how-do-vits-work, ``ops/adversarial.py``): the perturbation ``δ = eps · sign(N(0, 1))``
+    (fixed amplitude per pixel) is Fourier transformed, shifted (zero frequency at ``n // 2``),
+    multiplied by a *square* band ``mask1 - mask2`` (``FreqAttack._fourier_mask``: centred squares
+    of side ``2 · int((f ± s) · h / 2π)``, clipped to ``[0, h]``), shifted back, inverse
+    transformed, and its real part added to the image. No renormalisation: the energy of the noise
+    is that of the band. Here ``f`` and ``s`` are given in units of π (``FreqAttack`` takes
+    radians; ``s = 0.2`` rad is :data:`PAPER_WIDTH` = 0.2/π), and the same rule is applied to the
+    width axis with ``w`` (the paper code uses ``h`` for both; equal for square images). On an odd
+    grid the square covers the offsets ``-m .. m-1`` around the centre, as on an even one (the
+    paper code assumes even sizes).
+
+``"radial"`` (option, this project's earlier default): base noise (``"gaussian"`` N(0, 1) or
+    ``"sign"``), keep the DFT bins whose normalized radius lies in ``[f - width, f + width]``
+    (:func:`band_mask`), inverse DFT, and rescale every image to L2 norm ``norm`` (over C, H, W).
+    Normalized radius (:func:`normalized_radius`), in units of π: ``r = sqrt(ωy² + ωx²) / (√2 π)``
+    in [0, 1]; the diagonal frequency ``(ω, ω)`` has ``r = ω / π``.
+
+Both act in the model's (normalized) input space. Correctness per image and condition is kept
+(``correct``) for the bootstrap in :mod:`landscape.claims`.
 """
 from __future__ import annotations
 
@@ -25,6 +37,10 @@ import torch.nn.functional as F
 from .fourier import _eval_mode, _image_batches, _model_device, data_description
 from .provenance import JsonResult
 
+PROTOCOLS = ("paper", "radial")
+PAPER_WIDTH = 0.2 / math.pi   # FreqAttack's default s = 0.2 (radians), in units of π
+PAPER_EPS = 0.5               # sign-noise amplitude (normalized pixels); not fixed by the paper
+
 
 def normalized_radius(h: int, w: int) -> torch.Tensor:
     """(H, W) radius of each DFT bin in units of π, ``sqrt(ωy² + ωx²) / (√2 π)`` in [0, 1]."""
@@ -39,12 +55,58 @@ def band_mask(h: int, w: int, f: float, width: float) -> torch.Tensor:
     return (r - f).abs() <= width + 1e-12
 
 
+def _paper_half_side(f: float, s: float, n: int) -> int:
+    """``int(((f + s) * n) / (2π))`` of ``FreqAttack._fourier_mask`` with f, s in radians, as the
+    half side of the centred square, clipped to ``[0, n/2]`` (``_center_mask``'s clipping)."""
+    m = int(((f * math.pi + s * math.pi) * n) / (2 * math.pi))
+    return min(max(m, 0), (n + 1) // 2)
+
+
+def _centred_square(n: int, m: int) -> torch.Tensor:
+    """(n,) boolean: offsets ``-m .. m-1`` around index ``n // 2`` (the shifted zero frequency)."""
+    off = torch.arange(n) - n // 2
+    return (off >= -m) & (off <= m - 1)
+
+
+def paper_band_mask(h: int, w: int, f: float, s: float = PAPER_WIDTH,
+                    centered: bool = False) -> torch.Tensor:
+    """Boolean (H, W) square-ring mask of ``FreqAttack._fourier_mask`` for frequency ``f`` and
+    half-width ``s`` (units of π): the centred square of half side ``int((f + s) n / 2)`` minus
+    that of ``int((f - s) n / 2)``. ``centered`` gives the shifted layout (zero frequency at
+    ``(h // 2, w // 2)``), else the unshifted DFT layout."""
+    outer = _centred_square(h, _paper_half_side(f, s, h))[:, None] & \
+        _centred_square(w, _paper_half_side(f, s, w))[None, :]
+    inner = _centred_square(h, _paper_half_side(f, -s, h))[:, None] & \
+        _centred_square(w, _paper_half_side(f, -s, w))[None, :]
+    m = outer & ~inner
+    return m if centered else torch.fft.ifftshift(m, dim=(-2, -1))
+
+
+def paper_frequency_noise(shape: Sequence[int], f: float, s: float = PAPER_WIDTH,
+                          eps: float = PAPER_EPS, generator: Optional[torch.Generator] = None,
+                          base: str = "sign", dtype: torch.dtype = torch.float32,
+                          device: Optional[torch.device] = None) -> torch.Tensor:
+    """``FreqAttack(Random(eps), f, s)`` noise: ``Re ifft2(mask · fft2(eps · sign(N(0, 1))))``
+    for (B, C, H, W) ``shape``, f and s in units of π. May be all zeros for an empty band."""
+    if len(shape) != 4:
+        raise ValueError(f"shape must be (B, C, H, W), got {tuple(shape)}")
+    _, _, h, w = shape
+    z = torch.randn(tuple(shape), generator=generator, dtype=torch.float64)
+    if base == "sign":
+        z = torch.sign(z)
+    elif base != "gaussian":
+        raise ValueError(f"base must be 'gaussian' or 'sign', not {base!r}")
+    mask = paper_band_mask(h, w, f, s)
+    noise = torch.fft.ifft2(torch.fft.fft2(eps * z) * mask).real
+    return noise.to(dtype=dtype, device=device)
+
+
 def band_limited_noise(shape: Sequence[int], f: float, width: float, norm: float,
                        generator: Optional[torch.Generator] = None, base: str = "gaussian",
                        dtype: torch.dtype = torch.float32,
                        device: Optional[torch.device] = None) -> torch.Tensor:
-    """Noise of ``shape`` (B, C, H, W) whose spectrum is confined to the band around ``f``
-    (half-width ``width``, units of π), each image scaled to L2 norm ``norm``."""
+    """Radial protocol: noise of ``shape`` (B, C, H, W) whose spectrum is confined to the band
+    around ``f`` (half-width ``width``, units of π), each image scaled to L2 norm ``norm``."""
     if len(shape) != 4:
         raise ValueError(f"shape must be (B, C, H, W), got {tuple(shape)}")
     b, c, h, w = shape
@@ -85,6 +147,9 @@ class RobustnessResult(JsonResult):
     seed: Optional[int] = None
     metadata: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    protocol: str = "radial"
+    eps: Optional[float] = None
+    correct: list[list[int]] = field(default_factory=list)  # [clean] + per frequency, per image
 
     @property
     def drop(self) -> np.ndarray:
@@ -93,13 +158,25 @@ class RobustnessResult(JsonResult):
 
 
 def noise_robustness(model: nn.Module, data: Any, freqs: Sequence[float] = tuple(np.linspace(0, 1, 11)),
-                     width: float = 0.05, norm: float = 1.0, seed: int = 0,
-                     base: str = "gaussian", samples: Optional[int] = None,
+                     width: Optional[float] = None, norm: float = 1.0, seed: int = 0,
+                     base: Optional[str] = None, samples: Optional[int] = None,
                      batch_size: int = 256, device: Optional[torch.device] = None,
-                     progress: bool = False, label: str = "") -> RobustnessResult:
+                     progress: bool = False, label: str = "", protocol: str = "paper",
+                     eps: float = PAPER_EPS) -> RobustnessResult:
     """Accuracy under band-limited noise at each frequency (units of π); seeded per frequency
-    (generator seed ``seed + 1000003 * i`` for the i-th frequency, drawn batch after batch)."""
+    (generator seed ``seed + 1000003 * i`` for the i-th frequency, drawn batch after batch).
+
+    ``protocol="paper"``: ``FreqAttack`` square band, half-width ``width`` (default
+    :data:`PAPER_WIDTH`), noise ``eps · sign`` (``base`` default "sign"), not renormalised.
+    ``protocol="radial"``: radial band of half-width ``width`` (default 0.05), ``base`` default
+    "gaussian", every image's noise scaled to L2 norm ``norm``.
+    """
     from tqdm import tqdm
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    paper = protocol == "paper"
+    width = (PAPER_WIDTH if paper else 0.05) if width is None else float(width)
+    base = ("sign" if paper else "gaussian") if base is None else base
     dev = _model_device(model, device)
     n = _image_batches(data, samples, batch_size)[1]
     if getattr(data, "labels", None) is None and not isinstance(data, (tuple, list)):
@@ -107,6 +184,7 @@ def noise_robustness(model: nn.Module, data: Any, freqs: Sequence[float] = tuple
     freqs = [float(f) for f in freqs]
     correct = np.zeros(len(freqs) + 1)
     loss = np.zeros(len(freqs) + 1)
+    per_image: list[list[int]] = [[] for _ in range(len(freqs) + 1)]
     gens = [torch.Generator().manual_seed(int(seed) + 1000003 * i) for i in range(len(freqs))]
     with _eval_mode(model), torch.no_grad(), \
             tqdm(total=n * (len(freqs) + 1), desc="robustness", unit="img",
@@ -116,19 +194,29 @@ def noise_robustness(model: nn.Module, data: Any, freqs: Sequence[float] = tuple
             x, y = x.to(dev), y.to(dev)
             for j in range(len(freqs) + 1):
                 xin = x
-                if j > 0:
+                if j > 0 and paper:
+                    xin = x + paper_frequency_noise(x.shape, freqs[j - 1], width, eps,
+                                                    gens[j - 1], base, x.dtype, dev)
+                elif j > 0:
                     xin = x + band_limited_noise(x.shape, freqs[j - 1], width, norm,
                                                  gens[j - 1], base, x.dtype, dev)
                 logits = model(xin)
-                correct[j] += float((logits.argmax(1) == y).sum())
+                hit = logits.argmax(1) == y
+                per_image[j].extend(int(v) for v in hit.tolist())
+                correct[j] += float(hit.sum())
                 loss[j] += float(F.cross_entropy(logits.float(), y, reduction="sum"))
                 bar.update(len(x))
     acc, loss = correct / n, loss / n
     from .provenance import run_metadata
-    cfg = {"analysis": "robustness", "freqs": freqs, "width": width, "norm": norm, "base": base,
+    cfg = {"analysis": "robustness", "protocol": protocol, "freqs": freqs, "width": width,
+           "norm": norm if not paper else None, "eps": eps if paper else None, "base": base,
            "samples": samples, "batch_size": batch_size, "seed": seed,
            "data": data_description(data),
-           "noise": "FFT of base noise masked to |r - f| <= width (r = |omega| / (sqrt2 pi)), "
-                    "inverse FFT, per-image L2 norm = norm, added to the normalized input"}
+           "noise": ("FreqAttack(Random(eps)) of ops/adversarial.py: square band of the shifted "
+                     "spectrum, sides 2*int((f +- s) n / 2), eps * sign noise, real part added"
+                     if paper else
+                     "FFT of base noise masked to |r - f| <= width (r = |omega| / (sqrt2 pi)), "
+                     "inverse FFT, per-image L2 norm = norm, added to the normalized input")}
     return RobustnessResult(freqs, acc[1:].tolist(), loss[1:].tolist(), float(acc[0]),
-                            float(loss[0]), width, norm, base, n, cfg, seed, run_metadata(), label)
+                            float(loss[0]), width, norm if not paper else 0.0, base, n, cfg, seed,
+                            run_metadata(), label, protocol, eps if paper else None, per_image)

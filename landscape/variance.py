@@ -1,11 +1,16 @@
 """Feature-map variance per block (Fig. 9): spatial variance per channel and image, averaged.
 
+Matches the paper's ``featuremap_variance.ipynb`` (xxxnell/how-do-vits-work:
+``latent.var(dim=[-1, -2]).mean(dim=[0, 1])`` on every block output, class token dropped, tokens
+reshaped to a square grid), streamed over many images instead of the notebook's one test batch.
+
 For a block output mapped to a grid ``z`` of shape (B, C, H, W) (tokens reshaped, class token
 dropped), the variance over the H*W spatial positions is taken for every image and channel,
 then averaged over channels and images (the paper's ``latent.var(dim=[-1, -2]).mean()``; with
 torch's default, i.e. the unbiased ``ddof=1`` estimator, unless ``ddof=0`` is asked for).
 Streamed with running sums (float64); the standard error is over images of the per-image
-channel-averaged variance.
+channel-averaged variance. The per-image channel-averaged variances are kept (``per_image``,
+rounded to 6 significant digits) for the bootstrap in :mod:`landscape.claims`.
 """
 from __future__ import annotations
 
@@ -38,9 +43,11 @@ class VarianceAccumulator:
         self.s1 = 0.0  # sum over images of the per-image channel mean variance
         self.s2 = 0.0
         self.images = 0
+        self.per_image: list[float] = []
 
     def update(self, x: torch.Tensor) -> None:
         v = spatial_variance(x, self.ddof).mean(dim=1)  # (B,)
+        self.per_image.extend(float(f"{a:.6g}") for a in v.tolist())
         self.s1 += float(v.sum())
         self.s2 += float((v * v).sum())
         self.images += x.shape[0]
@@ -76,6 +83,7 @@ class VarianceResult(JsonResult):
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     grid: list[int] = field(default_factory=list)  # spatial side (H) of each entry
+    per_image: list[list[float]] = field(default_factory=list)  # per entry, per image
 
     def changes(self) -> list[dict[str, Any]]:
         """Per entry after the first: change of the variance from the previous entry (and the
@@ -118,19 +126,19 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence
                 continue
             accs[b.name].update(g)
             grids[b.name] = int(g.shape[-2])
-    names, kinds, stages, dep, var, se = [], [], [], [], [], []
+    names, kinds, stages, dep, var, se, per = [], [], [], [], [], [], []
     if include_input:
         names.append("input"); kinds.append("input"); stages.append(0); dep.append(0.0)
-        var.append(inp.mean); se.append(inp.stderr)
+        var.append(inp.mean); se.append(inp.stderr); per.append(inp.per_image)
     for i, b in enumerate(bl):
         if b.name in skipped:
             continue
         names.append(b.name); kinds.append(b.kind); stages.append(int(b.stage))
         dep.append(float(depths[i + 1])); var.append(accs[b.name].mean)
-        se.append(accs[b.name].stderr)
+        se.append(accs[b.name].stderr); per.append(accs[b.name].per_image)
     from .provenance import run_metadata
     cfg = {"analysis": "variance", "ddof": ddof, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data),
            "quantity": "mean over images and channels of the spatial variance of the grid"}
     return VarianceResult(names, kinds, stages, dep, var, se, n, cfg, None, run_metadata(),
-                          [b.name for b in bl if b.name in skipped], [grids[k] for k in names])
+                          [b.name for b in bl if b.name in skipped], [grids[k] for k in names], per)

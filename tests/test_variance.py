@@ -45,6 +45,10 @@ def test_variance_analysis_known_values_and_streaming(tmp_path):
     assert r1.stderr[0] == pytest.approx(np.std(per_image, ddof=1) / np.sqrt(3))
     back = VarianceResult.load(r1.save(tmp_path / "v.json"))
     assert back.variance == r1.variance and back.n_images == 3 and back.config["ddof"] == 0
+    # per-image values (kept for the bootstrap) average to the reported variance
+    np.testing.assert_allclose(r1.per_image[0], per_image, rtol=1e-6)
+    np.testing.assert_allclose(r2.per_image[1], 9 * np.array(per_image), rtol=1e-6)
+    assert back.per_image == r1.per_image
 
 
 def test_tokens_and_non_spatial_blocks():
