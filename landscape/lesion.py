@@ -1,8 +1,11 @@
 """Lesion study (Fig. 10): test accuracy with one residual block removed at a time.
 
 A block is removed by :func:`models.lesioned`, which makes its residual branch output zeros, so
-the block's output equals its skip input. Only blocks with a residual branch are lesioned; the
+the block's output equals its skip input (the paper's Fig. 10 lesion study; its code is not in
+xxxnell/how-do-vits-work). Only blocks with a residual branch are lesioned; the
 depth of each is its position in ``[input] + block list`` divided by the number of blocks.
+Per-image correctness (intact and per lesion, ``correct``) is kept for the bootstrap in
+:mod:`landscape.claims`.
 """
 from __future__ import annotations
 
@@ -21,18 +24,27 @@ from .provenance import JsonResult
 def evaluate(model: nn.Module, data: Any, samples: Optional[int] = None, batch_size: int = 256,
              device: Optional[torch.device] = None) -> tuple[float, float, int]:
     """(accuracy, mean cross-entropy, number of images) of ``model`` in eval mode."""
+    return evaluate_per_image(model, data, samples, batch_size, device)[:3]
+
+
+def evaluate_per_image(model: nn.Module, data: Any, samples: Optional[int] = None,
+                       batch_size: int = 256, device: Optional[torch.device] = None
+                       ) -> tuple[float, float, int, list[int]]:
+    """(accuracy, mean cross-entropy, number of images, 0/1 correctness per image)."""
     dev = _model_device(model, device)
     it, n = _image_batches(data, samples, batch_size)
-    correct, loss = 0.0, 0.0
+    correct, loss, hits = 0.0, 0.0, []
     with _eval_mode(model), torch.no_grad():
         for x, y in it:
             if y is None:
                 raise ValueError("evaluation needs labels")
             x, y = x.to(dev), y.to(dev)
             logits = model(x)
-            correct += float((logits.argmax(1) == y).sum())
+            hit = logits.argmax(1) == y
+            hits.extend(int(v) for v in hit.tolist())
+            correct += float(hit.sum())
             loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-    return correct / n, loss / n, n
+    return correct / n, loss / n, n, hits
 
 
 @dataclass
@@ -55,6 +67,7 @@ class LesionResult(JsonResult):
     seed: Optional[int] = None
     metadata: dict[str, Any] = field(default_factory=dict)
     not_residual: list[str] = field(default_factory=list)
+    correct: list[list[int]] = field(default_factory=list)  # [intact] + per lesion, per image
 
     @property
     def drop(self) -> np.ndarray:
@@ -70,16 +83,17 @@ def lesion_study(model: nn.Module, data: Any, block_list: Optional[Sequence] = N
     from tqdm import tqdm
     bl = models.blocks(model) if block_list is None else list(block_list)
     depths = normalized_depths(len(bl))
-    base_acc, base_loss, n = evaluate(model, data, samples, batch_size, device)
+    base_acc, base_loss, n, base_hits = evaluate_per_image(model, data, samples, batch_size, device)
     res = [(i, b) for i, b in enumerate(bl) if b.branch is not None]
     if not res:
         raise ValueError("the block list has no residual block to lesion")
-    acc, loss = [], []
+    acc, loss, hits = [], [], [base_hits]
     for _i, b in tqdm(res, desc="lesion", unit="block", disable=not progress):
         with models.lesioned(b):
-            a, l, _ = evaluate(model, data, samples, batch_size, device)
+            a, l, _, h = evaluate_per_image(model, data, samples, batch_size, device)
         acc.append(a)
         loss.append(l)
+        hits.append(h)
     from .provenance import run_metadata
     cfg = {"analysis": "lesion", "samples": samples, "batch_size": batch_size,
            "data": data_description(data),
@@ -87,4 +101,4 @@ def lesion_study(model: nn.Module, data: Any, block_list: Optional[Sequence] = N
     return LesionResult([b.name for _, b in res], [b.kind for _, b in res],
                         [int(b.stage) for _, b in res], [float(depths[i + 1]) for i, _ in res],
                         acc, loss, base_acc, base_loss, n, cfg, None, run_metadata(),
-                        [b.name for b in bl if b.branch is None])
+                        [b.name for b in bl if b.branch is None], hits)

@@ -16,7 +16,10 @@ Mini-batch CKA (Nguyen et al. 2021, eq. 3) averages HSIC over the k batches befo
 
 For a single batch the biased variant equals the usual full-batch linear CKA
 (:func:`linear_cka`); the unbiased one equals debiased CKA. Only sums of HSIC values (an L×L
-matrix) are kept between batches. A batch too small for the estimator is skipped with a warning.
+matrix) are kept between batches, plus each batch's HSIC matrix (``hsic_batches``, 7 significant
+digits) so :mod:`landscape.claims` can bootstrap over batches. A batch too small for the
+estimator is skipped with a warning. (The paper has no CKA notebook; Fig. 10's representational
+similarity follows Nguyen et al. 2021, as here.)
 """
 from __future__ import annotations
 
@@ -101,6 +104,7 @@ class MinibatchCKA:
         self.batches = 0
         self.images = 0
         self.skipped_images = 0
+        self.per_batch: list[np.ndarray] = []
 
     def update(self, features: Sequence[torch.Tensor]) -> None:
         """Add one batch: the L representations of the same n images."""
@@ -110,7 +114,9 @@ class MinibatchCKA:
                           f"{self.estimator} HSIC estimator")
             self.skipped_images += n
             return
-        self.sum += hsic_matrix([gram_linear(f) for f in features], self.estimator).cpu()
+        h = hsic_matrix([gram_linear(f) for f in features], self.estimator).cpu()
+        self.sum += h
+        self.per_batch.append(h.numpy().copy())
         self.batches += 1
         self.images += n
 
@@ -138,6 +144,7 @@ class CKAResult(JsonResult):
     config: dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    hsic_batches: list[list[list[float]]] = field(default_factory=list)  # (batch, L, L)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -163,4 +170,6 @@ def cka_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = N
            "skipped_images": acc.skipped_images}
     return CKAResult([b.name for b in bl], [b.kind for b in bl], [int(b.stage) for b in bl],
                      [float(d) for d in depths[1:]], acc.value().tolist(), estimator,
-                     acc.images, acc.batches, cfg, None, run_metadata())
+                     acc.images, acc.batches, cfg, None, run_metadata(),
+                     [[[float(f"{v:.7g}") for v in row] for row in h.tolist()]
+                      for h in acc.per_batch])

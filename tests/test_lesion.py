@@ -67,4 +67,6 @@ def test_lesion_matches_hand_computation(tmp_path):
         assert torch.allclose(net(x), full)
     back = LesionResult.load(res.save(tmp_path / "l.json"))
     assert back.accuracy == res.accuracy
+    hand = [(o.argmax(1) == y).int().tolist() for o in (full, no_r1, no_r2)]
+    assert back.correct == hand
     np.testing.assert_allclose(back.drop, res.baseline_accuracy - np.array(res.accuracy))

@@ -95,6 +95,8 @@ def test_minibatch_average_over_batches():
         acc.update([_rand(3, 3, 14), _rand(3, 4, 15)])  # too small for the unbiased estimator
     assert acc.batches == 2 and acc.images == 14 and acc.skipped_images == 3
     assert acc.value()[0, 1] == pytest.approx(float(expect), rel=1e-12)
+    assert len(acc.per_batch) == 2  # the skipped batch leaves no per-batch matrix
+    np.testing.assert_allclose(acc.per_batch[1], hsic_matrix([gram_linear(t) for t in b2]))
 
 
 def test_cka_analysis_on_a_model(tmp_path):
@@ -121,3 +123,7 @@ def test_cka_analysis_on_a_model(tmp_path):
     back = CKAResult.load(r.save(tmp_path / "c.json"))
     np.testing.assert_allclose(back.matrix, m)
     assert back.estimator == "unbiased"
+    # the per-batch HSIC matrices average to the reported CKA
+    from landscape.similarity import cka_from_hsic
+    assert np.asarray(back.hsic_batches).shape == (2, 3, 3)
+    np.testing.assert_allclose(cka_from_hsic(np.mean(back.hsic_batches, axis=0)), m, rtol=1e-6)
