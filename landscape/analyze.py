@@ -44,9 +44,14 @@ class AnalyzeConfig:
     # feature-map analyses (test images)
     samples: int = 500
     batch_size: int = 250
+    fourier_readout: str = "paper"      # diagonal read-out: "paper" (notebook) or "nyquist"
     robustness_freqs: int = 6           # frequencies in [0, 1] (units of pi)
-    robustness_norm: float = 5.0        # L2 norm of the noise per image (normalized pixels)
-    robustness_width: float = 0.1
+    robustness_protocol: str = "paper"  # "paper" (FreqAttack square band) or "radial"
+    robustness_eps: float = 0.5         # paper protocol: sign-noise amplitude (normalized pixels)
+    robustness_norm: float = 5.0        # radial protocol: L2 norm of the noise per image
+    robustness_width: float = 0.0       # band half-width (units of pi); 0: the protocol's default
+    cka_batch_size: int = 50            # CKA mini-batches (the bootstrap resamples them)
+    groups: int = 25                    # image groups kept per model for the claims' bootstrap
     lesion_samples: int = 1000
     # loss surface (training images, BN in eval mode). The paper's losslandscape.ipynb: NLL +
     # wd * sum_p ||p||_2 on augmented training images; a fixed, seeded augmented copy here.
@@ -123,6 +128,13 @@ def make_config(budget: str = "quick", toml_path: Optional[str] = None,
         if default is not None and v is not None and not isinstance(v, type(default)) and not (
                 isinstance(default, float) and isinstance(v, int)):
             raise LandscapeError(f"setting {name} must be {type(default).__name__}, got {v!r}")
+    for name, allowed in (("fourier_readout", ("paper", "nyquist")),
+                          ("robustness_protocol", ("paper", "radial"))):
+        if getattr(cfg, name) not in allowed:
+            raise LandscapeError(f"setting {name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(cfg, name)!r}")
+    if cfg.groups < 2 or cfg.cka_batch_size < 4:
+        raise LandscapeError("settings groups must be >= 2 and cka_batch_size >= 4")
     return cfg
 
 
@@ -267,7 +279,8 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
                           read_json)
         summary["models"].append({
             "label": label, "checkpoint": str(info.path), "sha256": info.sha256, "arch": info.model,
-            "family": family(info.model, kinds), "params": sum(p.numel() for p in net.parameters()),
+            "seed": info.seed, "family": family(info.model, kinds),
+            "params": sum(p.numel() for p in net.parameters()),
             "dataset": data_name, "test_acc": ev["acc"], "test_nll": ev["loss"],
             "eval_samples": len(eval_set)})
         if progress:
@@ -445,27 +458,34 @@ def _feature_runner(analysis: str) -> Callable[..., Any]:
         from .plots import features as P
         data = sets["lesion"] if analysis == "lesion" else sets["feat"]
         bs = cfg.batch_size
+        settings: Any = None
         if analysis == "fourier":
-            fn, cls, ext = (lambda: fourier.fourier_analysis(net, data, batch_size=bs, progress=progress),
+            settings = cfg.fourier_readout
+            fn, cls, ext = (lambda: fourier.fourier_analysis(net, data, batch_size=bs, progress=progress,
+                                                             readout=cfg.fourier_readout),
                             fourier.FourierResult, "h5")
         elif analysis == "variance":
             fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs, progress=progress),
                             variance.VarianceResult, "json")
         elif analysis == "robustness":
             freqs = np.linspace(0, 1, cfg.robustness_freqs)
+            settings = [cfg.robustness_freqs, cfg.robustness_protocol, cfg.robustness_eps,
+                        cfg.robustness_norm, cfg.robustness_width]
             fn, cls, ext = (lambda: robustness.noise_robustness(
-                net, data, freqs=freqs, width=cfg.robustness_width, norm=cfg.robustness_norm,
-                seed=cfg.seed, batch_size=bs, progress=progress, label=label),
+                net, data, freqs=freqs, width=cfg.robustness_width or None,
+                norm=cfg.robustness_norm, seed=cfg.seed, batch_size=bs, progress=progress,
+                label=label, protocol=cfg.robustness_protocol, eps=cfg.robustness_eps),
                 robustness.RobustnessResult, "json")
         elif analysis == "cka":
-            fn, cls, ext = (lambda: similarity.cka_analysis(net, data, batch_size=bs, progress=progress),
+            settings = cfg.cka_batch_size
+            fn, cls, ext = (lambda: similarity.cka_analysis(net, data, batch_size=cfg.cka_batch_size,
+                                                            progress=progress),
                             similarity.CKAResult, "json")
         else:
             fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=progress),
                             lesion.LesionResult, "json")
-        fkey = {**key, "analysis": analysis, "n": len(data), "bs": bs,
-                "robustness": [cfg.robustness_freqs, cfg.robustness_norm, cfg.robustness_width]
-                if analysis == "robustness" else None}
+        fkey = {**key, "analysis": analysis, "n": len(data), "bs": bs, "settings": settings,
+                "per_image": 1}
 
         def compute(p: Path) -> Any:
             r = fn()
@@ -509,8 +529,11 @@ def _joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
     return files
 
 
-def _blocks_table(res: Any, value_key: str, values: Sequence[float]) -> list[dict[str, Any]]:
-    """Rows per block (input first, when present) with ``same_grid`` from ``res.changes()``."""
+def _blocks_table(res: Any, value_key: str, values: Sequence[float],
+                  per_image: Sequence[Any], groups: int) -> list[dict[str, Any]]:
+    """Rows per block (input first, when present): value, grid, ``same_grid`` (as the preceding
+    entry) and the per-group means of the per-image values (the claims' bootstrap units)."""
+    from .claims import group_means
     same = {c["name"]: bool(c["same_grid"]) for c in res.changes()}
     rows = []
     for i, name in enumerate(res.names):
@@ -518,6 +541,8 @@ def _blocks_table(res: Any, value_key: str, values: Sequence[float]) -> list[dic
                "depth": float(res.depth[i]), value_key: float(values[i])}
         if name in same:
             row["same_grid"] = same[name]
+        if i < len(per_image) and len(per_image[i]):
+            row["groups"] = group_means(per_image[i], groups)
         rows.append(row)
     return rows
 
@@ -537,20 +562,41 @@ def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
                                  cfg.surface_radius, res["seeds"]) | {
             "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
             "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL"}
+    from .claims import group_means
+    g = cfg.groups
     if analysis == "fourier":
-        return {"blocks": _blocks_table(res, "dlogA_pi", res.high_frequency)}
+        rows = _blocks_table(res, "dlogA_hf", res.high_frequency, res.per_image, g)
+        labels, at = res.high_frequency_labels, res.high_frequency_at
+        for i, row in enumerate(rows):
+            row.update(grid=res.grid(i), freq=float(at[i]), freq_label=labels[i])
+        return {"readout": res.readout, "blocks": rows}
     if analysis == "variance":
-        return {"blocks": _blocks_table(res, "variance", res.variance)}
+        rows = _blocks_table(res, "variance", res.variance, res.per_image, g)
+        for i, row in enumerate(rows):
+            if i < len(res.grid):
+                row["grid"] = int(res.grid[i])
+        return {"blocks": rows}
     if analysis == "robustness":
-        return {"freqs": [float(f) for f in res.freqs], "acc": [float(a) for a in res.accuracy],
-                "clean_acc": float(res.clean_accuracy), "noise_norm": float(res.norm)}
+        out = {"freqs": [float(f) for f in res.freqs], "acc": [float(a) for a in res.accuracy],
+               "clean_acc": float(res.clean_accuracy), "protocol": res.protocol,
+               "eps": res.eps, "width": float(res.width), "noise_norm": float(res.norm)}
+        if res.correct:
+            out["groups"] = {"clean": group_means(res.correct[0], g),
+                             "acc": [group_means(c, g) for c in res.correct[1:]]}
+        return out
     if analysis == "cka":
         return _cka_stages(res)
     if analysis == "lesion":
-        return {"baseline_acc": float(res.baseline_accuracy),
-                "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d), "acc": float(a)}
-                           for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
-                                                    res.accuracy)]}
+        hits = res.correct or []
+        out = {"baseline_acc": float(res.baseline_accuracy),
+               "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d), "acc": float(a)}
+                          for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
+                                                   res.accuracy)]}
+        if len(hits) == len(res.names) + 1:
+            out["baseline_groups"] = group_means(hits[0], g)
+            for b, h in zip(out["blocks"], hits[1:]):
+                b["groups"] = group_means(h, g)
+        return out
     raise ValueError(analysis)
 
 
@@ -604,6 +650,10 @@ def surface_sharpness(planes: Sequence[Any], quantity: str, radii: Sequence[floa
 
 
 def _cka_stages(res: Any) -> dict[str, Any]:
+    """Stage structure of the CKA matrix (embed and head left out): the plain within/across-stage
+    means, the means at each depth distance that has both kinds of pair (the claim compares only
+    those, see ``claims.matched_distance_pairs``), and the per-batch HSIC for the bootstrap."""
+    from .claims import matched_distance_pairs
     m = np.asarray(res.cka, dtype=float)
     stages = np.asarray(res.stages)
     kinds = list(res.kinds)
@@ -613,6 +663,21 @@ def _cka_stages(res: Any) -> dict[str, Any]:
     off = ~np.eye(len(st), dtype=bool)
     within = m[same & off]
     across = m[~same]
-    return {"names": [n for n, k in zip(res.names, keep) if k], "stages": st.tolist(),
-            "within_stage_mean": float(within.mean()) if within.size else float("nan"),
-            "across_stage_mean": float(across.mean()) if across.size else float("nan")}
+    matched = []
+    for d, (w, a) in matched_distance_pairs([str(s) for s in st]).items():
+        matched.append({"distance": d, "within": float(np.mean([m[i, j] for i, j in w])),
+                        "across": float(np.mean([m[i, j] for i, j in a])),
+                        "n_within": len(w), "n_across": len(a)})
+    hb = np.asarray(getattr(res, "hsic_batches", None) or [], dtype=float)
+    out = {"names": [n for n, k in zip(res.names, keep) if k], "stages": st.tolist(),
+           "kinds": [k for k, kk in zip(kinds, keep) if kk],
+           "within_stage_mean": float(within.mean()) if within.size else float("nan"),
+           "across_stage_mean": float(across.mean()) if across.size else float("nan"),
+           "matched_distance": matched,
+           "matched_within_minus_across": (float(np.mean([r["within"] - r["across"]
+                                                          for r in matched]))
+                                           if matched else float("nan"))}
+    if hb.ndim == 3:
+        out["hsic_batches"] = [[[float(f"{v:.7g}") for v in row] for row in h]
+                               for h in hb[:, keep][:, :, keep].tolist()]
+    return out

@@ -410,24 +410,42 @@ def _lesion_body(summary: dict, claim: Optional[Claim]) -> str:
 
 
 def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
+    """The claims table: effect ± 95% interval, n, verdict per claim; per-model values folded."""
     rows = []
+    boot = None
     for c in claims:
         vcls = "v-" + c.verdict.replace(" ", "-")
+        boot = boot or (c.extra or {}).get("bootstrap")
+        if c.effect is not None and c.interval:
+            lo, hi = c.interval
+            eff = (f"{fmt_number(c.effect, 3)}<br><span class='note'>95% "
+                   f"[{_e(fmt_number(lo, 3))}, {_e(fmt_number(hi, 3))}]</span>")
+        else:
+            eff = "—"
+        seeds = ", ".join(f"{k}: {fmt_number(v, 3)}" for k, v in (c.per_seed or {}).items())
+        pm = "; ".join(f"{k}: {fmt_number(v, 3) if _is_num(v) else v}"
+                       for k, v in c.per_model.items() if k in labels or not labels)
+        more = (f"<details><summary>per seed, per model</summary>"
+                f"{_e('per seed: ' + seeds) if seeds else ''}"
+                f"{'<br>' if seeds and pm else ''}{_e(pm)}</details>") if (seeds or pm) else ""
         rows.append([f"<td><b>{_e(c.claim)}</b><br><span class='note'>{_e(c.id)}</span></td>",
-                     f"<td>{_e(c.quantity)}</td>"]
-                    + [_cell(c.per_model.get(l), "text") if l in c.per_model else _cell(None)
-                       for l in labels]
-                    + [f"<td>{_e(c.prediction)}</td>",
-                       f'<td class="verdict {_e(vcls)}">{_e(c.verdict)}</td>',
-                       f"<td class='note'>{_e(c.detail)}</td>"])
-    note = ('<p class="note">Verdicts are computed from the numbers above by the rules in '
-            "<code>landscape/claims.py</code>: <i>agrees</i> when every comparison goes the "
-            "way the paper predicts, <i>disagrees</i> when every one goes the other way, "
-            "<i>inconclusive</i> when they are mixed or within the tie tolerance, "
-            "<i>not measured</i> when the numbers (or one of the model families compared) are "
-            "missing from this run.</p>")
-    return note + _table(["claim", "measured quantity"] + list(labels)
-                         + ["paper predicts", "verdict", "numbers"], rows, cls="claims")
+                     f"<td>{_e(c.quantity)}</td>", f"<td>{_e(c.prediction)}</td>",
+                     f"<td class='num'>{eff}</td>",
+                     f"<td>{c.n}<br><span class='note'>{_e(c.n_detail)}</span></td>",
+                     f'<td class="verdict {_e(vcls)}">{_e(c.verdict)}</td>',
+                     f"<td class='note'>{_e(c.detail)}{more}</td>"])
+    b = (f" Bootstrap: {boot.get('replicates')} replicates, seed {boot.get('seed')}."
+         if isinstance(boot, dict) else "")
+    note = ('<p class="note">Each row: the effect (mean over checkpoints; for family comparisons '
+            "the ViT/hybrid mean minus the CNN mean), its 95% bootstrap interval (seeds of each "
+            "architecture, then images, batches or planes, resampled) and n (checkpoints). "
+            "Rules in <code>landscape/claims.py</code>: <i>agrees</i> when the interval excludes "
+            "0 on the paper's side and every seed alone points the paper's way; "
+            "<i>disagrees</i> when it excludes 0 on the other side; <i>inconclusive</i> "
+            "otherwise; <i>not measured</i> without a valid comparison (e.g. no block at an "
+            f"unchanged grid).{_e(b)}</p>")
+    return note + _table(["claim", "measured quantity", "paper predicts", "effect [95% CI]", "n",
+                          "verdict", "numbers"], rows, cls="claims")
 
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
