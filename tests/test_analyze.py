@@ -29,6 +29,8 @@ trace_products = 6
 density_probes = 1
 density_steps = 6
 robustness_freqs = 3
+cka_batch_size = 8
+groups = 8
 """
 
 
@@ -74,6 +76,24 @@ def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
     assert len(h["top_eigenvalues"]) == 2 and h["spectrum"]["count"] == 4
     assert summary["surface"]["vit_tiny"]["grid"] == [3, 3]
     assert len(summary["claims"]) >= 6
+    assert [(m["arch"], m["seed"]) for m in summary["models"]] == [("resnet_tiny", 0),
+                                                                   ("vit_tiny", 0)]
+    # per-group values for the bootstrap, the exact read-out frequency, same-grid flags
+    fb = {b["name"]: b for b in summary["fourier"]["vit_tiny"]["blocks"]}
+    assert fb["blocks.0.msa"]["freq_label"] == "6π/7" and fb["blocks.0.msa"]["grid"] == 7
+    assert len(fb["blocks.0.msa"]["groups"]) == 8 and summary["fourier"]["vit_tiny"]["readout"] == "paper"
+    rb = {b["name"]: b for b in summary["variance"]["resnet_tiny"]["blocks"]}
+    assert rb["layer1.0"]["same_grid"] is False and rb["layer1.1"]["same_grid"] is True
+    assert summary["robustness"]["vit_tiny"]["protocol"] == "paper"
+    assert len(summary["robustness"]["vit_tiny"]["groups"]["acc"]) == 3
+    assert len(summary["cka"]["resnet_tiny"]["hsic_batches"]) == 4
+    assert summary["cka"]["resnet_tiny"]["matched_distance"][0]["distance"] == 1
+    assert len(summary["lesion"]["vit_tiny"]["baseline_groups"]) == 8
+    cl = {c["id"]: c for c in summary["claims"]}
+    assert cl["fourier-msa"]["n"] == 1 and len(cl["fourier-msa"]["interval"]) == 2
+    assert cl["fourier-conv"]["n"] == 1  # resnet_tiny's second units keep the grid
+    assert cl["fourier-msa"]["extra"]["bootstrap"]["seed"] == 0
+    assert "effect [95% CI]" in (out / "report.html").read_text()
     p = _Imgs()
     p.feed((out / "report.html").read_text())
     assert len(p.imgs) >= 10 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
