@@ -459,13 +459,14 @@ def _feature_runner(analysis: str) -> Callable[..., Any]:
         data = sets["lesion"] if analysis == "lesion" else sets["feat"]
         bs = cfg.batch_size
         settings: Any = None
+        pg = progress
         if analysis == "fourier":
             settings = cfg.fourier_readout
-            fn, cls, ext = (lambda: fourier.fourier_analysis(net, data, batch_size=bs, progress=progress,
-                                                             readout=cfg.fourier_readout),
-                            fourier.FourierResult, "h5")
+            fn, cls, ext = (lambda: fourier.fourier_analysis(
+                net, data, batch_size=bs, progress=pg, readout=cfg.fourier_readout),
+                fourier.FourierResult, "h5")
         elif analysis == "variance":
-            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs, progress=progress),
+            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs, progress=pg),
                             variance.VarianceResult, "json")
         elif analysis == "robustness":
             freqs = np.linspace(0, 1, cfg.robustness_freqs)
@@ -473,16 +474,16 @@ def _feature_runner(analysis: str) -> Callable[..., Any]:
                         cfg.robustness_norm, cfg.robustness_width]
             fn, cls, ext = (lambda: robustness.noise_robustness(
                 net, data, freqs=freqs, width=cfg.robustness_width or None,
-                norm=cfg.robustness_norm, seed=cfg.seed, batch_size=bs, progress=progress,
+                norm=cfg.robustness_norm, seed=cfg.seed, batch_size=bs, progress=pg,
                 label=label, protocol=cfg.robustness_protocol, eps=cfg.robustness_eps),
                 robustness.RobustnessResult, "json")
         elif analysis == "cka":
             settings = cfg.cka_batch_size
-            fn, cls, ext = (lambda: similarity.cka_analysis(net, data, batch_size=cfg.cka_batch_size,
-                                                            progress=progress),
-                            similarity.CKAResult, "json")
+            fn, cls, ext = (lambda: similarity.cka_analysis(
+                net, data, batch_size=cfg.cka_batch_size, progress=pg),
+                similarity.CKAResult, "json")
         else:
-            fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=progress),
+            fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=pg),
                             lesion.LesionResult, "json")
         fkey = {**key, "analysis": analysis, "n": len(data), "bs": bs, "settings": settings,
                 "per_image": 1}
@@ -589,7 +590,8 @@ def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
     if analysis == "lesion":
         hits = res.correct or []
         out = {"baseline_acc": float(res.baseline_accuracy),
-               "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d), "acc": float(a)}
+               "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d),
+                           "acc": float(a)}
                           for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
                                                    res.accuracy)]}
         if len(hits) == len(res.names) + 1:

@@ -157,7 +157,8 @@ class RobustnessResult(JsonResult):
         return self.clean_accuracy - np.asarray(self.accuracy)
 
 
-def noise_robustness(model: nn.Module, data: Any, freqs: Sequence[float] = tuple(np.linspace(0, 1, 11)),
+def noise_robustness(model: nn.Module, data: Any,
+                     freqs: Sequence[float] = tuple(np.linspace(0, 1, 11)),
                      width: Optional[float] = None, norm: float = 1.0, seed: int = 0,
                      base: Optional[str] = None, samples: Optional[int] = None,
                      batch_size: int = 256, device: Optional[torch.device] = None,

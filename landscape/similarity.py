@@ -58,7 +58,8 @@ def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
         tr = flat @ flat.T  # tr(K̃ L̃) for symmetric Gram matrices
         s = gt.sum(dim=(-2, -1))
         r = gt.sum(dim=-1)  # row sums, (L, n)
-        return (tr + torch.outer(s, s) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (r @ r.T)) / (n * (n - 3))
+        return (tr + torch.outer(s, s) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * (r @ r.T)) / (n * (n - 3))
     if estimator == "biased":
         if n < 2:
             raise ValueError(f"the biased HSIC needs at least 2 samples, got {n}")

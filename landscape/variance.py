@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .fourier import _spatial, changes_from_previous, data_description, normalized_depths, stream_block_outputs
+from .fourier import (_spatial, changes_from_previous, data_description, normalized_depths,
+                      stream_block_outputs)
 from .provenance import JsonResult
 
 

@@ -81,7 +81,8 @@ def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
     # per-group values for the bootstrap, the exact read-out frequency, same-grid flags
     fb = {b["name"]: b for b in summary["fourier"]["vit_tiny"]["blocks"]}
     assert fb["blocks.0.msa"]["freq_label"] == "6π/7" and fb["blocks.0.msa"]["grid"] == 7
-    assert len(fb["blocks.0.msa"]["groups"]) == 8 and summary["fourier"]["vit_tiny"]["readout"] == "paper"
+    assert len(fb["blocks.0.msa"]["groups"]) == 8
+    assert summary["fourier"]["vit_tiny"]["readout"] == "paper"
     rb = {b["name"]: b for b in summary["variance"]["resnet_tiny"]["blocks"]}
     assert rb["layer1.0"]["same_grid"] is False and rb["layer1.1"]["same_grid"] is True
     assert summary["robustness"]["vit_tiny"]["protocol"] == "paper"

@@ -31,7 +31,8 @@ class Net(nn.Module):
         return self.head(self.r2(self.r1(self.embed(x))))
 
     def block_list(self):
-        return [Block("embed", "embed", 0, self.embed), Block("r1", "mlp", 0, self.r1, self.r1.branch),
+        return [Block("embed", "embed", 0, self.embed),
+                Block("r1", "mlp", 0, self.r1, self.r1.branch),
                 Block("r2", "msa", 0, self.r2, self.r2.branch), Block("head", "head", 0, self.head)]
 
 
@@ -56,7 +57,8 @@ def test_lesion_matches_hand_computation(tmp_path):
     assert res.not_residual == ["embed", "head"]
     assert res.depth == [0.5, 0.75]
     a, l = _acc_loss(full, y)
-    assert res.baseline_accuracy == pytest.approx(a) and res.baseline_loss == pytest.approx(l, rel=1e-5)
+    assert res.baseline_accuracy == pytest.approx(a)
+    assert res.baseline_loss == pytest.approx(l, rel=1e-5)
     for i, out in enumerate([no_r1, no_r2]):
         a, l = _acc_loss(out, y)
         assert res.accuracy[i] == pytest.approx(a)

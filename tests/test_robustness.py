@@ -152,7 +152,8 @@ def test_paper_protocol_is_the_default():
     x = torch.randn(12, 1, 8, 8)
     y = model(x).argmax(1)
     res = noise_robustness(model, (x, y), freqs=[0.0, 1.0], eps=0.0, seed=1, batch_size=5)
-    assert res.protocol == "paper" and res.base == "sign" and res.width == pytest.approx(PAPER_WIDTH)
+    assert res.protocol == "paper" and res.base == "sign"
+    assert res.width == pytest.approx(PAPER_WIDTH)
     assert res.accuracy == [1.0, 1.0] and res.clean_accuracy == 1.0  # eps 0: no noise
     loud = noise_robustness(model, (x, y), freqs=[1.0], eps=50.0, seed=1, batch_size=5)
     assert loud.accuracy[0] < 1.0
