@@ -150,13 +150,16 @@ class Evidence:
 
 # ----------------------------------------------------------------------------- evidence helpers
 def group_means(values: Any, groups: int = GROUPS) -> list:
-    """Means of ``values`` (n, ...) over ``min(groups, n)`` consecutive, near-equal groups (sizes
-    differ by at most one): the resampling units that the summary keeps instead of every image."""
+    """Means of ``values`` (n,) or (n, F) over ``min(groups, n)`` consecutive, near-equal groups
+    (sizes differ by at most one; 8 significant digits): the resampling units that the summary
+    keeps instead of every image."""
     v = np.asarray(values, dtype=np.float64)
     if v.shape[0] == 0:
         return []
     g = max(1, min(int(groups), v.shape[0]))
-    return [np.round(c.mean(axis=0), 7).tolist() for c in np.array_split(v, g)]
+    means = np.stack([c.mean(axis=0) for c in np.array_split(v, g)])
+    return [float(f"{x:.8g}") for x in means.ravel()] if means.ndim == 1 else \
+        [[float(f"{x:.8g}") for x in row] for row in means.reshape(g, -1).tolist()]
 
 
 def _finite(x: Any) -> bool:

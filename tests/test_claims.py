@@ -44,6 +44,8 @@ def test_group_means():
     assert g == [1.0, 4.0, 6.5, 8.5]
     assert group_means([1.0, 2.0], 25) == [1.0, 2.0]
     assert group_means([], 5) == []
+    assert group_means([1e-9, 3e-9], 1) == [2e-9]  # relative, not absolute, rounding
+    assert group_means([[1.0, 2.0], [3.0, 4.0]], 1) == [[2.0, 3.0]]
 
 
 # ----------------------------------------------------------------------------- Fourier / variance
