@@ -285,8 +285,15 @@ def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
     detail = (f"effect {_fmt(effect)} [{_fmt(lo)}, {_fmt(hi)}]; per seed: "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in seeds.items())
               + (f"; against the prediction in {', '.join(wrong)}" if wrong else ""))
+    per_arch: dict[str, float] = {}
+    for arch in archs:  # the mean model value per architecture and side, for the reader
+        for side in sorted(sides):
+            v = [ev.value() for ev in evidence if ev.arch == arch and ev.side == side]
+            if v:
+                per_arch[arch] = float(np.mean(v))
     return Claim(cid, text, quantity, per_model, prediction, verdict, detail, section,
-                 {**(extra or {}), "bootstrap": boot, "direction": direction},
+                 {**(extra or {}), "bootstrap": boot, "direction": direction,
+                  "per_arch": per_arch},
                  effect, [lo, hi], len(evidence), n_detail, seeds)
 
 

@@ -210,6 +210,7 @@ def test_flatness_and_negative_eigenvalues_from_per_batch_evidence():
     c = by_id(s)
     assert c["flatness"].verdict == AGREES and c["flatness"].effect < 0
     assert c["flatness"].n == 9
+    assert c["flatness"].extra["per_arch"]["resnet"] == pytest.approx(50.0, rel=0.05)
     assert c["negative-eigenvalues"].verdict == AGREES  # 2/5 = 0.4 vs 1/50 = 0.02
     assert c["negative-eigenvalues"].n == 6  # hybrids are not part of this claim
     assert c["negative-eigenvalues"].extra["negative_share"]["vit_s0"] == 1.0
