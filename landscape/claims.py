@@ -315,6 +315,16 @@ def _between(values: dict[str, np.ndarray], models: dict[str, dict], challengers
     return evs, missing
 
 
+def _why(summary: dict, section: str, field: str, evs: Sequence[Evidence],
+         missing: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """Why a between-family claim is not measured: no section, no field, or a missing family."""
+    if not _section(summary, section):
+        return f"no {section} results"
+    if not evs:
+        return "; ".join([*extra, f"no model has {section}.{field}"])
+    return "; ".join([*extra, *missing])
+
+
 def _mean_col(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1)
 
@@ -352,7 +362,7 @@ def claim_flatness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
     return judge("flatness", "MSAs flatten the loss landscape (Hessian)",
                  "mean λmax per mini-batch Hessian: ViT/hybrid minus CNN",
                  "ViT/hybrid λmax < CNN λmax (effect < 0)", "hessian", evs, -1, "batches",
-                 "; ".join(missing) or "no hessian.per_batch.lambda_max", seed, n_boot)
+                 _why(summary, "hessian", "per_batch.lambda_max", evs, missing), seed, n_boot)
 
 
 def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
@@ -386,7 +396,8 @@ def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -
                  "loss increase over the centre, mean over radii, per random plane: "
                  "ViT/hybrid minus CNN", "ViT/hybrid increase < CNN increase (effect < 0)",
                  "surface", evs, -1, "planes",
-                 "; ".join(few + missing) or "no surface.planes", seed, n_boot, extra=extra)
+                 _why(summary, "surface", f"planes (>= {MIN_PLANES})", evs, missing, few), seed,
+                 n_boot, extra=extra)
 
 
 def _neg_ratio(x: np.ndarray) -> np.ndarray:
@@ -408,8 +419,8 @@ def claim_negative_eigenvalues(summary: dict, seed: int = 0, n_boot: int = N_BOO
     return judge("negative-eigenvalues", "ViTs have many negative Hessian eigenvalues; CNNs few",
                  "mean over batches of max(-λmin, 0)/λmax: ViT minus CNN",
                  "ViT ratio > CNN ratio (effect > 0)", "hessian", evs, +1, "batches",
-                 "; ".join(missing) or "no hessian.per_batch.lambda_min/lambda_max", seed,
-                 n_boot, extra={"negative_share": share})
+                 _why(summary, "hessian", "per_batch.lambda_min and lambda_max", evs, missing),
+                 seed, n_boot, extra={"negative_share": share})
 
 
 # ----------------------------------------------------------------------------- feature claims
@@ -531,7 +542,7 @@ def claim_robustness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Clai
                  "accuracy drop at the highest "
                  f"{int(HIGH_BAND_FRACTION * 100)}% of noise frequencies: ViT minus CNN",
                  "ViT drop < CNN drop (effect < 0)", "robustness", evs, -1, "image groups",
-                 "; ".join(missing) or "no robustness results", seed, n_boot)
+                 _why(summary, "robustness", "groups", evs, missing), seed, n_boot)
 
 
 def matched_distance_pairs(stages: Sequence[Any]) -> dict[int, tuple[list, list]]:

@@ -425,9 +425,12 @@ def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
         seeds = ", ".join(f"{k}: {fmt_number(v, 3)}" for k, v in (c.per_seed or {}).items())
         pm = "; ".join(f"{k}: {fmt_number(v, 3) if _is_num(v) else v}"
                        for k, v in c.per_model.items() if k in labels or not labels)
-        more = (f"<details><summary>per seed, per model</summary>"
-                f"{_e('per seed: ' + seeds) if seeds else ''}"
-                f"{'<br>' if seeds and pm else ''}{_e(pm)}</details>") if (seeds or pm) else ""
+        arch = ", ".join(f"{k}: {fmt_number(v, 3)}"
+                         for k, v in ((c.extra or {}).get("per_arch") or {}).items())
+        lines = [t for t in (f"per seed: {seeds}" if seeds else "",
+                             f"per architecture: {arch}" if arch else "", pm) if t]
+        more = (f"<details><summary>per seed, architecture, model</summary>"
+                + "<br>".join(_e(t) for t in lines) + "</details>") if lines else ""
         rows.append([f"<td><b>{_e(c.claim)}</b><br><span class='note'>{_e(c.id)}</span></td>",
                      f"<td>{_e(c.quantity)}</td>", f"<td>{_e(c.prediction)}</td>",
                      f"<td class='num'>{eff}</td>",

@@ -222,6 +222,8 @@ def test_flatness_and_negative_eigenvalues_from_per_batch_evidence():
     s["hessian"] = {m["label"]: {"top_eigenvalues": [1.0]} for m in MODELS}
     c = by_id(s)
     assert c["flatness"].verdict == NOT_MEASURED
+    assert c["flatness"].detail == "no model has hessian.per_batch.lambda_max"
+    assert by_id({"models": MODELS})["flatness"].detail == "no hessian results"
     assert c["negative-eigenvalues"].verdict == NOT_MEASURED
 
 
