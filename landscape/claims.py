@@ -26,7 +26,8 @@ Rules (``direction`` is the sign the paper predicts for the effect)
 -------------------------------------------------------------------
 ``agrees``
     the interval excludes 0 on the paper's side AND the effect computed on each seed alone (the
-    checkpoints with that seed) has the predicted sign, for every seed;
+    checkpoints with that seed) has the predicted sign, for every seed (for family comparisons
+    whose families share no seed: for every pair of a challenger and a CNN checkpoint);
 ``disagrees``
     the interval excludes 0 on the other side;
 ``inconclusive``
@@ -233,7 +234,8 @@ def bootstrap_effect(evidence: Sequence[Evidence], seed: int = 0, n_boot: int = 
 
 def per_seed_effects(evidence: Sequence[Evidence]) -> dict[str, float]:
     """The effect computed on each seed's checkpoints alone (seeds lacking a side are left out;
-    a checkpoint without a recorded seed counts as its own seed)."""
+    a checkpoint without a recorded seed counts as its own seed). When the two families share no
+    seed, every (challenger, CNN) pair of checkpoints stands in for a seed."""
     by: dict[str, list[Evidence]] = {}
     for ev in evidence:
         by.setdefault(_seed_key(ev.seed, ev.label), []).append(ev)
@@ -243,6 +245,10 @@ def per_seed_effects(evidence: Sequence[Evidence]) -> dict[str, float]:
         if "self" in sides or {"test", "ref"} <= sides:
             out[k] = float(_combine({s: np.array([[e.value() for e in evs if e.side == s]])
                                      for s in sides})[0])
+    if not out:  # families without a common seed: every (challenger, CNN) pair instead
+        for t in (e for e in evidence if e.side == "test"):
+            for r in (e for e in evidence if e.side == "ref"):
+                out[f"{t.label}-{r.label}"] = t.value() - r.value()
     return out
 
 

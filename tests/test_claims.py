@@ -214,6 +214,10 @@ def test_flatness_and_negative_eigenvalues_from_per_batch_evidence():
     assert c["negative-eigenvalues"].verdict == AGREES  # 2/5 = 0.4 vs 1/50 = 0.02
     assert c["negative-eigenvalues"].n == 6  # hybrids are not part of this claim
     assert c["negative-eigenvalues"].extra["negative_share"]["vit_s0"] == 1.0
+    # no common seed between the families: every pair must point the predicted way
+    other = [dict(m, seed=m["seed"] + 10) if m["arch"] == "vit" else m for m in MODELS]
+    c = by_id(dict(s, models=other))["negative-eigenvalues"]
+    assert len(c.per_seed) == 9 and c.verdict == AGREES
     flip = {"resnet": (5.0, -2.0), "vit": (50.0, -1.0), "alt": (60.0, -0.5)}
     s["hessian"] = {m["label"]: _hess(*flip[m["arch"]], rng) for m in MODELS}
     c = by_id(s)
