@@ -67,8 +67,11 @@ Evidence format in the summary (per model label; a missing field makes the claim
 (smallest algebraic) eigenvalue of batch b]}``, one entry per mini-batch, equal lengths.
 
 ``surface[label]["planes"]``: ``[{"seed": int, "radii": [r_1, ...], "increase": [loss increase
-over the centre at radius r_j, ...]}, ...]``, one entry per random plane, the same radii in every
-plane of every model.
+over the centre at radius r_j, ...]}, ...]``, one entry per random plane (direction seeds), the
+same radii in every plane of every model; ``increase[j]`` is the plane's statistic at ``r_j`` (the
+producer documents it, e.g. the median over the grid points within ``r_j`` minus the centre).
+A checkpoint's value is the mean over its planes of the mean over the radii; the bootstrap
+resamples planes, and ``extra["effect_per_radius"]`` shows the effect at each radius alone.
 
 ``fourier[label]`` / ``variance[label]``: ``{"blocks": [{"name", "kind", "stage", "depth",
 "grid", "groups": [mean over the images of group g]}, ...]}`` in depth order (the input first),
