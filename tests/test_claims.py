@@ -295,3 +295,34 @@ def test_empty_summary_is_not_measured_everywhere():
                                   "fourier-msa", "fourier-conv", "fourier-mlp", "variance-msa",
                                   "robustness", "stage-cka", "stage-lesion"}
     assert all(c.verdict == NOT_MEASURED and c.effect is None for c in cs)
+
+
+# ----------------------------------------------------------------------------- exact references
+def test_bootstrap_of_two_units_spans_them():
+    # one checkpoint, two units a and b: the resampled mean is a, (a+b)/2 or b with probability
+    # 1/4, 1/2, 1/4, so the 2.5% and 97.5% quantiles are exactly a and b
+    ev = C.Evidence("m", "arch", 0, "self", np.array([[1.0], [3.0]]), C._mean_col)
+    effect, lo, hi = C.bootstrap_effect([ev], seed=0, n_boot=4000)
+    assert (effect, lo, hi) == (2.0, 1.0, 3.0)
+    same = C.Evidence("m", "arch", 0, "self", np.full((5, 1), 0.7), C._mean_col)
+    assert C.bootstrap_effect([same], n_boot=100) == pytest.approx((0.7, 0.7, 0.7))
+    # between families: test minus ref, seeds of each architecture resampled
+    t = [C.Evidence(f"v{i}", "vit", i, "test", np.full((3, 1), v), C._mean_col)
+         for i, v in enumerate((1.0, 2.0))]
+    r = [C.Evidence("r0", "cnn", 0, "ref", np.full((3, 1), 5.0), C._mean_col)]
+    effect, lo, hi = C.bootstrap_effect(t + r, n_boot=4000)
+    assert (effect, lo, hi) == (-3.5, -4.0, -3.0)
+
+
+def test_cka_stage_stat_matches_the_cka_matrix():
+    from landscape.similarity import cka_from_hsic
+    rng = np.random.default_rng(5)
+    hb = []
+    for _ in range(3):
+        a = rng.normal(size=(4, 6))
+        hb.append(a @ a.T)  # a positive definite "HSIC" matrix per batch
+    stages = ["0", "0", "1", "1"]
+    pairs = matched_distance_pairs(stages)
+    got = C.cka_stage_stat(pairs, 4)(np.mean(hb, axis=0).reshape(1, -1))[0]
+    m = cka_from_hsic(np.mean(hb, axis=0))
+    assert got == pytest.approx((m[0, 1] + m[2, 3]) / 2 - m[1, 2], rel=1e-12)
