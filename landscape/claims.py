@@ -375,32 +375,43 @@ def claim_flatness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
 
 
 def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """MSAs flatten the loss landscape: loss increase per random plane, ViT/hybrid below CNN."""
+    """MSAs flatten the loss landscape: loss increase per random plane, ViT/hybrid below CNN.
+
+    Only the radii with a finite increase in every plane of every model are used (a radius
+    smaller than the grid step has no point)."""
     models = _models(summary)
-    vals: dict[str, Optional[np.ndarray]] = {}
+    raw: dict[str, np.ndarray] = {}
     radii: Optional[list] = None
     few = []
     for lab, e in _section(summary, "surface").items():
         planes = e.get("planes") if isinstance(e, dict) else None
         if not isinstance(planes, list) or not planes:
             continue
-        rows = [p.get("increase") for p in planes if isinstance(p, dict)]
-        a = _units(rows)
-        if a is None:
+        rows = [[np.nan if v is None else v for v in p.get("increase") or []]
+                for p in planes if isinstance(p, dict)]
+        try:
+            a = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if a.ndim != 2 or a.size == 0:
             continue
         if len(a) < MIN_PLANES:
             few.append(f"{lab}: {len(a)} plane(s) < {MIN_PLANES}")
             continue
         radii = radii or list(planes[0].get("radii") or [])
-        vals[lab] = a
+        raw[lab] = a
+    width = min((a.shape[1] for a in raw.values()), default=0)
+    cols = [j for j in range(width) if all(np.isfinite(a[:, j]).all() for a in raw.values())]
+    vals: dict[str, Optional[np.ndarray]] = {k: a[:, cols] for k, a in raw.items()} if cols else {}
     evs, missing = _between(vals, models, ("vit", "hybrid"), _mean_col)
-    extra: dict[str, Any] = {"radii": radii}
-    if evs and radii and {"test", "ref"} <= {e.side for e in evs}:
+    used = [radii[j] for j in cols] if radii and len(radii) >= width else cols
+    extra: dict[str, Any] = {"radii": used}
+    if {"test", "ref"} <= {e.side for e in evs}:
         # the effect at each radius alone, to show its spread
         extra["effect_per_radius"] = [
             float(np.mean([e.units[:, j].mean() for e in evs if e.side == "test"])
                   - np.mean([e.units[:, j].mean() for e in evs if e.side == "ref"]))
-            for j in range(min(len(radii), min(e.units.shape[1] for e in evs)))]
+            for j in range(len(cols))]
     return judge("flatness-surface", "MSAs flatten the loss landscape (surface)",
                  "loss increase over the centre, mean over radii, per random plane: "
                  "ViT/hybrid minus CNN", "ViT/hybrid increase < CNN increase (effect < 0)",

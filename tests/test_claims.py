@@ -246,6 +246,11 @@ def test_flatness_surface_needs_several_planes():
     c = by_id(s)["flatness-surface"]
     assert c.verdict == AGREES and len(c.extra["effect_per_radius"]) == 3
     assert "4 planes" in c.n_detail
+    # a radius without grid points (None) in one plane is left out for every model
+    s["surface"]["vit_s1"]["planes"][2]["increase"][0] = None
+    c2 = by_id(s)["flatness-surface"]
+    assert c2.extra["radii"] == [0.5, 1.0] and len(c2.extra["effect_per_radius"]) == 2
+    assert c2.verdict == AGREES
     s["surface"] = {m["label"]: _planes(inc[m["arch"]], 1, rng) for m in MODELS}
     c = by_id(s)["flatness-surface"]
     assert c.verdict == NOT_MEASURED and "1 plane(s) < 3" in c.detail
