@@ -69,6 +69,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        for name in ("out", "runs_dir"):
+            if getattr(args, name, None):
+                from .provenance import check_output_path
+                check_output_path(getattr(args, name))
         if getattr(args, "device", None) is not None:
             from .device import resolve_device
             resolve_device(args.device)  # a device that does not exist: one line, before any work

@@ -66,12 +66,9 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def output_dir(path: str | Path, lock: bool = True) -> Path:
-    """The output folder of a run, created and (``lock``) locked for this process.
-
-    A path that is, or lies under, a file is refused (LandscapeError), and so is a folder whose
-    lock another live process holds (see :func:`lock_output_dir`).
-    """
+def check_output_path(path: str | Path) -> Path:
+    """Refuse (LandscapeError) an output folder that is, or would lie under, a file; creates
+    nothing (the CLI calls it before a command runs)."""
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists():
@@ -80,6 +77,16 @@ def output_dir(path: str | Path, lock: bool = True) -> Path:
                 raise LandscapeError(f"cannot use output folder {path}: it {what}; "
                                      "use another --out")
             break
+    return path
+
+
+def output_dir(path: str | Path, lock: bool = True) -> Path:
+    """The output folder of a run, created and (``lock``) locked for this process.
+
+    A path that is, or lies under, a file is refused (LandscapeError), and so is a folder whose
+    lock another live process holds (see :func:`lock_output_dir`).
+    """
+    path = check_output_path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -150,7 +150,11 @@ def _open_store(path: Path, cfg: SpectrumConfig, sample_indices: np.ndarray, met
     if path.exists():
         from .provenance import resume_guard
         with resume_guard(path, "spectrum file"):
-            f = h5py.File(path, "a")
+            if not h5py.is_hdf5(path):  # checked first: HDF5 would rewrite an empty file
+                raise LandscapeError(f"cannot resume from {path}: not an HDF5 file "
+                                     f"({path.stat().st_size} bytes); delete it or use another "
+                                     "--out")
+            f = h5py.File(path, "r+")  # never "a": it would turn an empty file into a new one
             try:
                 old = json.loads(f.attrs.get("config", "{}"))
                 same = old == json.loads(cfg_json) and np.array_equal(f["sample_indices"][()],
