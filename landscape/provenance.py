@@ -208,25 +208,27 @@ atexit.register(release_locks)
 
 # --------------------------------------------------------------------------- guarded resume reads
 @contextlib.contextmanager
-def resume_guard(path: str | Path, what: str) -> Iterator[None]:
+def resume_guard(path: str | Path, what: str, remedy: str = RESUME_HINT) -> Iterator[None]:
     """Run the reading of a file a run resumes from: any failure becomes one LandscapeError
-    that names the file, says why, and says what to do (delete it or use another --out)."""
+    that names the file, says why, and says what to do (``remedy``: delete it or use another
+    --out)."""
     try:
         yield
     except LandscapeError as e:
         msg = str(e)
         if "delete" in msg or "another --out" in msg:
             raise
-        raise LandscapeError(f"{msg}; {RESUME_HINT}") from None
+        raise LandscapeError(f"{msg}; {remedy}") from None
     except Exception as e:  # noqa: BLE001 - corrupt files fail in many ways; each becomes one line
         reason = " ".join(str(e).split()) or type(e).__name__
         raise LandscapeError(f"cannot resume from {path}: not a readable {what} "
-                             f"({type(e).__name__}: {reason[:200]}); {RESUME_HINT}") from None
+                             f"({type(e).__name__}: {reason[:200]}); {remedy}") from None
 
 
-def read_resume_file(path: str | Path, read: Callable[[Path], T], what: str) -> T:
+def read_resume_file(path: str | Path, read: Callable[[Path], T], what: str,
+                     remedy: str = RESUME_HINT) -> T:
     """``read(path)`` inside :func:`resume_guard`."""
-    with resume_guard(path, what):
+    with resume_guard(path, what, remedy):
         return read(Path(path))
 
 

@@ -675,11 +675,13 @@ class SurfaceFile:
              attrs: Mapping[str, Any]) -> None:
         """Load or create; refuse (LandscapeError) a file made with other settings."""
         if self.path.exists():
-            old = SurfaceFile.read(self.path)
-            if old.attrs.get("format") != FORMAT:
-                raise LandscapeError(f"{self.path} exists and is not a landscape surface file; "
-                                     "choose another --out")
-            old_id = json.loads(old.attrs.get("identity", "{}"))
+            from .provenance import resume_guard
+            with resume_guard(self.path, "surface file"):
+                old = SurfaceFile.read(self.path)
+                if old.attrs.get("format") != FORMAT:
+                    raise LandscapeError(f"{self.path} exists and is not a landscape surface "
+                                         "file; choose another --out")
+                old_id = json.loads(old.attrs.get("identity", "{}"))
             bad = _diff(old_id, dict(identity))
             if bad:
                 raise LandscapeError(f"{self.path} was computed with other settings ({', '.join(bad)} "

@@ -414,3 +414,43 @@ def test_help_shows_each_default_once_and_plainly(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert "default: None" not in text and "np.float64" not in text, cmd
         assert not re.search(r"\(default[^()]*\)\s*\(default", text), cmd
+
+
+@pytest.mark.parametrize("text", ["{bad", '{"kind": "variance", "unknown_field": 1}'])
+def test_features_resume_over_a_corrupt_result(text, ckpt_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "variance_ok.json").write_text(text)
+    line = run_bad(["variance", str(ckpt_dir / "ok.pt"), "--out", str(out)], capsys, out)
+    assert "variance_ok.json" in line and "--force" in line
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("kind", ["random", "truncated-hdf5"])
+def test_surface_resume_over_a_corrupt_directions_file(kind, ckpt_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "random":
+        (out / "directions.h5").write_bytes(os.urandom(3000))
+    else:
+        with h5py.File(tmp_path / "full.h5", "w") as f:
+            f.attrs["identity"] = "{}"
+            f.create_dataset("x", data=list(range(5000)))
+        (out / "directions.h5").write_bytes((tmp_path / "full.h5").read_bytes()[:3000])
+    line = run_bad(["surface", str(ckpt_dir / "ok.pt"), "--samples", "16", "--grid", "-1:1:2",
+                    "--out", str(out), "--quiet"], capsys, out)
+    assert "directions.h5" in line and "delete it or use another --out" in line
+
+
+def test_surface_file_with_garbage_identity(tmp_path):
+    import numpy as np
+
+    from landscape import surface as S
+    p = tmp_path / "surface.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = S.FORMAT
+        f.attrs["identity"] = "{not json"
+    before = p.read_bytes()
+    with pytest.raises(LandscapeError, match="surface.h5.*JSONDecodeError.*delete it"):
+        S.SurfaceFile(p).open({}, np.linspace(-1, 1, 3), None, "test", {}, 0.0, {})
+    assert p.read_bytes() == before

@@ -90,7 +90,7 @@ def add_checkpoint_args(p: argparse.ArgumentParser, many: bool = False) -> None:
 def add_nonfinite_arg(p: argparse.ArgumentParser) -> None:
     """``--allow-nonfinite``: run on a checkpoint holding NaN/inf values (refused by default)."""
     p.add_argument("--allow-nonfinite", action="store_true",
-                   help="analyse a checkpoint even if its weights hold NaN or inf values "
+                   help="accept a checkpoint whose weights hold NaN or inf values "
                         "(refused by default: every result would be NaN)")
 
 

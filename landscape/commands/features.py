@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
          compute: Callable[[Any, Any, bool], Any], loader: Callable[[Path], Any], ext: str,
          plot: Callable[[list[Any], Path, list[str]], None]) -> int:
     from ..provenance import file_sha256, run_metadata, write_json
-    from ..provenance import output_dir
+    from ..provenance import output_dir, resume_guard
     from .common import check_checkpoints, load_checkpoint_and_data
 
     paths = list(args.checkpoints)
@@ -111,14 +111,11 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
         file = out / f"{analysis}_{label}.{ext}"
         res = None
         if file.exists() and not args.force:
-            try:
+            with resume_guard(file, f"{analysis} result",
+                              "delete it, use another --out or pass --force to recompute it"):
                 old = loader(file)
                 if old.config.get("run") == run:
                     res = old
-            except Exception as e:  # noqa: BLE001 - unreadable/old cached result: recompute it
-                print(f"{analysis}: {label}: {file} is unreadable ({type(e).__name__}); "
-                      "recomputing it")
-                res = None
         if res is None:
             model, info, data = load_checkpoint_and_data(args, path)
             res = compute(model, data, not args.quiet)

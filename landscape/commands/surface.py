@@ -194,11 +194,12 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: a
     from .. import directions as D
     from .. import surface as S
     if path.exists():
-        try:
+        from ..provenance import resume_guard
+        with resume_guard(path, "directions file"):
             with h5py.File(path, "r") as f:
                 old = json.loads(f.attrs.get("identity", "{}"))
-        except OSError as e:
-            raise LandscapeError(f"{path} is not a readable directions file ({e})") from None
+            if not isinstance(old, dict):
+                raise ValueError("its identity attribute is not a JSON object")
         bad = [k for k in sorted(set(old) | set(identity))
                if json.dumps(old.get(k), sort_keys=True) != json.dumps(identity.get(k), sort_keys=True)]
         if bad:
