@@ -30,17 +30,17 @@ _PROBE = ("import sys, contextlib, io\n"
           "print('torch' in sys.modules)\n")
 
 
-def time_once(argv: list[str]) -> float:
-    """Wall seconds of one ``python -m landscape ARGV`` process."""
+def time_once(argv: list[str], root: Path = ROOT) -> float:
+    """Wall seconds of one ``python -m landscape ARGV`` process started in ``root``."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "landscape", *argv], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "landscape", *argv], cwd=root,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return time.perf_counter() - t
 
 
-def imports_torch(argv: list[str]) -> bool:
+def imports_torch(argv: list[str], root: Path = ROOT) -> bool:
     """Whether running the CLI on ARGV imports torch."""
-    r = subprocess.run([sys.executable, "-c", _PROBE.format(argv=argv)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-c", _PROBE.format(argv=argv)], cwd=root,
                        capture_output=True, text=True, check=False)
     return r.stdout.strip().endswith("True")
 
@@ -49,12 +49,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="runs per command (default 5)")
     ap.add_argument("--quick", action="store_true", help="accepted for run_all.py; same runs")
+    ap.add_argument("--root", type=Path, default=ROOT,
+                    help="checkout whose CLI is timed (default: this one; e.g. an older one to "
+                         "compare)")
     args = ap.parse_args()
     for what, argv in CASES.items():
-        times = [time_once(argv) for _ in range(args.runs)]
+        times = [time_once(argv, args.root) for _ in range(args.runs)]
         print(f"cli_startup: {what}: median {statistics.median(times):.3f} s over {args.runs} runs "
               f"(min {min(times):.3f}, max {max(times):.3f}); imports torch: "
-              f"{imports_torch(argv)}", flush=True)
+              f"{imports_torch(argv, args.root)}", flush=True)
     return 0
 
 
