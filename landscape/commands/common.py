@@ -41,6 +41,9 @@ fraction = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0, lo_open=True), "frac
 """A float in (0, 1]."""
 unit_float = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0), "number in [0, 1]")
 """A float in [0, 1]."""
+unit_float_below_one = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0, hi_open=True),
+                                "number in [0, 1)")
+"""A float in [0, 1) (label smoothing)."""
 grid_spec = _argtype(lambda s: (V.grid_spec(s), s)[1], "grid")
 """``MIN:MAX:NUM`` with finite bounds, NUM >= 1 (returned as the validated string)."""
 subset_arg = _argtype(V.subset_value, "subset")

@@ -5,15 +5,6 @@ import argparse
 from typing import Any
 
 from ..errors import LandscapeError
-from ..validate import to_float
-
-
-def smoothing(text: str) -> float:
-    """argparse type: label smoothing in [0, 1)."""
-    try:
-        return to_float(text, lo=0.0, hi=1.0, hi_open=True, what="label smoothing")
-    except LandscapeError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(sub: Any) -> None:
@@ -23,7 +14,8 @@ def add_parser(sub: Any) -> None:
                     "to --out (epoch_NNN.pt every --save-every epochs, last.pt after each epoch, "
                     "model.pt at the end); re-running the same command resumes.")
     from .common import (add_device_arg, add_nonfinite_arg, nonneg_float, nonneg_int,
-                         positive_float, positive_int, seed_int, subset_arg)
+                         positive_float, positive_int, seed_int, subset_arg,
+                         unit_float_below_one)
     p.add_argument("--model", required=True, help="architecture name from the registry")
     p.add_argument("--data", required=True, help="fashion-mnist, cifar10, cifar100 or imagefolder")
     p.add_argument("--data-root", default=None,
@@ -41,7 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=nonneg_float, default=5e-2, help="AdamW weight decay")
     p.add_argument("--warmup-epochs", type=nonneg_float, default=1.0, help="linear warmup length")
-    p.add_argument("--label-smoothing", type=smoothing, default=0.0,
+    p.add_argument("--label-smoothing", type=unit_float_below_one, default=0.0,
                    help="label smoothing, in [0, 1)")
     p.add_argument("--no-augment", action="store_true", help="disable pad-and-crop + flip")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal flips only")
