@@ -189,6 +189,31 @@ def load(path: Union[str, Path], model: Optional[str] = None,
     return net.to(device).eval(), info
 
 
+def check_finite(state: Union[nn.Module, dict[str, Any]], where: str = "") -> None:
+    """Refuse (LandscapeError) a model or state_dict holding NaN or infinite floating values in
+    any parameter or buffer: every analysis of it would be NaN. The CLI calls this on every
+    checkpoint it reads unless ``--allow-nonfinite`` is given."""
+    sd = state.state_dict() if isinstance(state, nn.Module) else state
+    bad = []
+    for name, t in sd.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad.append(f"{name} ({n} of {t.numel()})")
+    if bad:
+        more = f", ... ({len(bad) - 4} more)" if len(bad) > 4 else ""
+        raise LandscapeError(f"{where + ': ' if where else ''}checkpoint holds NaN or infinite "
+                             f"values in {len(bad)} tensor(s): {', '.join(bad[:4])}{more}; "
+                             "every result would be NaN (pass --allow-nonfinite to run anyway)")
+
+
+def check_finite_file(path: Union[str, Path]) -> None:
+    """:func:`check_finite` on the tensors of a checkpoint file (any supported format)."""
+    obj = read(path)
+    sd = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj
+    check_finite({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, str(path))
+
+
 def check_compatible(info: CheckpointInfo, data: Any) -> None:
     """Refuse a dataset whose classes or input channels differ from the checkpoint's model."""
     if info.num_classes and data.num_classes != info.num_classes:

@@ -1,24 +1,41 @@
 """The ``landscape`` command: parses arguments and calls library functions, nothing more.
 
 Each subcommand lives in ``landscape/commands/<module>.py`` with ``add_parser(subparsers)``
-(which sets ``func``) so the analyses stay independent of each other.
+(which sets ``func``) so the analyses stay independent of each other. Building the parser
+imports neither torch nor numpy: ``--help``, ``--version`` and argument errors answer at once.
+Every user error (argparse's too) ends in one line ``landscape: error: ...`` and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from . import __version__
+from .commands.common import HelpFormatter
 from .errors import LandscapeError
 
 # Order here is the order in --help.
 COMMAND_MODULES = ["train", "hessian", "surface", "features", "analyze", "alternet"]
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with our help formatter and a one-line error (no usage block), exit code 2.
+
+    Subcommand parsers are made by this class too (argparse uses the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        msg = " ".join(str(message).split())
+        self.exit(2, f"landscape: error: {msg} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="landscape",
         description="Loss landscapes, Hessian spectra and feature-map analyses of vision models "
                     "(tests the claims of 'How Do Vision Transformers Work?').")
@@ -35,21 +52,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit code (``--help``/``--version`` exit through SystemExit(0))."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        for name in ("out", "runs_dir"):
+            if getattr(args, name, None):
+                from .provenance import check_output_path
+                check_output_path(getattr(args, name))
+        if getattr(args, "device", None) is not None:
+            from .device import resolve_device
+            resolve_device(args.device)  # a device that does not exist: one line, before any work
         rc = args.func(args)
     except LandscapeError as e:
-        print(f"landscape: error: {e}", file=sys.stderr)
+        print(f"landscape: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("landscape: interrupted; finished results are saved, re-run the same command "
               "to continue", file=sys.stderr)
         return 130
+    finally:
+        if "landscape.provenance" in sys.modules:
+            sys.modules["landscape.provenance"].release_locks()
     return int(rc or 0)
 
 

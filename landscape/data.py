@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .errors import LandscapeError
+from .validate import subset_value
 
 PathLike = Union[str, os.PathLike]
 
@@ -304,41 +305,19 @@ def _channel_stats(u8: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def _parse_subset(subset: Union[None, int, float, str], n: int) -> Optional[int]:
-    """The number of images a subset value asks for (None = all)."""
-    if subset is None:
+    """The number of images a subset value asks for (None = all); see
+    :func:`landscape.validate.subset_value` for the accepted forms."""
+    value = subset_value(subset)
+    if value is None:
         return None
-    orig = subset
-    if isinstance(subset, str):
-        s = subset.strip()
-        try:
-            if s.endswith("%"):
-                subset = float(s[:-1]) / 100.0
-                if subset > 1:
-                    raise ValueError
-            elif s.isdigit():
-                subset = int(s)
-            else:
-                subset = float(s)
-        except ValueError:
-            raise LandscapeError(f"bad subset {orig!r}: give a fraction in (0, 1], a percentage "
-                                 "or a positive count") from None
-    if isinstance(subset, bool):
-        raise LandscapeError(f"bad subset {orig!r}: give a fraction in (0, 1] or a positive count")
-    if isinstance(subset, (int, np.integer)):
-        if subset < 1:
-            raise LandscapeError(f"bad subset {orig!r}: a count must be at least 1")
-        if subset > n:
-            warnings.warn(f"subset of {int(subset)} images asked for but the split has {n}; "
+    if isinstance(value, int):
+        if value > n:
+            warnings.warn(f"subset of {value} images asked for but the split has {n}; "
                           "using all of them", stacklevel=3)
             return None
-        return None if subset == n else int(subset)
-    if isinstance(subset, (float, np.floating)):
-        if not (0.0 < subset <= 1.0):
-            raise LandscapeError(f"bad subset {orig!r}: a fraction must be in (0, 1] "
-                                 "(give an int for a count)")
-        k = max(1, int(round(float(subset) * n)))
-        return None if k >= n else k
-    raise LandscapeError(f"bad subset {orig!r}: give a fraction in (0, 1] or a positive count")
+        return None if value == n else value
+    k = max(1, int(round(value * n)))
+    return None if k >= n else k
 
 
 def subset_indices(labels: np.ndarray, subset: Union[None, int, float, str], seed: int,
@@ -743,10 +722,17 @@ def _decode_image_folder(files: tuple[tuple[str, int, int], ...],
     arrays = []
     for path, _, _ in files:
         try:
-            with Image.open(path) as im:
-                im.load()
-                gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
-                im = im.convert("L" if gray else "RGB")
+            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that: refuse both
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()
+                    gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+                    im = im.convert("L" if gray else "RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise LandscapeError(f"refusing image {path}: {e}".replace(
+                "could be decompression bomb DOS attack.",
+                "a possible decompression bomb")) from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise LandscapeError(f"cannot decode image {path}: {e}") from None
         if size is not None:

@@ -1,20 +1,33 @@
-"""What a result file records beside its numbers: versions, time, host, file hashes."""
+"""What a result file records beside its numbers (versions, time, host, file hashes), and the
+output folder of a run: created, locked against a second writer, resumed through one guarded
+read path. Imports neither torch nor numpy until they are needed.
+"""
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime
 import hashlib
 import json
+import os
 import platform
+import socket
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterator, Optional, TypeVar
 
-import numpy as np
-import torch
+from .errors import LandscapeError
+
+T = TypeVar("T")
+LOCK_NAME = ".landscape.lock"
+RESUME_HINT = "delete it or use another --out"
 
 
 def versions() -> dict[str, str]:
     """Versions of Python, torch, numpy and landscape."""
+    import numpy as np
+    import torch
+
     from . import __version__
     return {"python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": np.__version__, "landscape": __version__, "platform": platform.platform()}
@@ -37,27 +50,186 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
+    np = sys.modules.get("numpy")
+    torch = sys.modules.get("torch")
+    if np is not None:
+        if isinstance(o, (np.integer,)):
+            return int(o)
+        if isinstance(o, (np.floating,)):
+            return float(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    if torch is not None and isinstance(o, torch.Tensor):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def output_dir(path: str | Path) -> Path:
-    """The output folder of a run, created; a path that is a file is refused (LandscapeError)."""
-    from .errors import LandscapeError
+def check_output_path(path: str | Path) -> Path:
+    """Refuse (LandscapeError) an output folder that is, or would lie under, a file; creates
+    nothing (the CLI calls it before a command runs)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise LandscapeError(f"output folder is a file: {path}")
-    path.mkdir(parents=True, exist_ok=True)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"lies under the file {p}"
+                raise LandscapeError(f"cannot use output folder {path}: it {what}; "
+                                     "use another --out")
+            break
     return path
+
+
+def output_dir(path: str | Path, lock: bool = True) -> Path:
+    """The output folder of a run, created and (``lock``) locked for this process.
+
+    A path that is, or lies under, a file is refused (LandscapeError), and so is a folder whose
+    lock another live process holds (see :func:`lock_output_dir`).
+    """
+    path = check_output_path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LandscapeError(f"cannot create output folder {path}: "
+                             f"{e.strerror or e}; use another --out") from None
+    if lock:
+        lock_output_dir(path)
+    return path
+
+
+# --------------------------------------------------------------------------- output-folder lock
+_HELD: dict[str, Path] = {}
+
+
+def _lock_text() -> str:
+    return f"{os.getpid()} {socket.gethostname()}\n"
+
+
+def _read_lock(lock: Path) -> Optional[tuple[int, str]]:
+    """(pid, host) recorded in a lock file, or None when it is gone, empty or garbled."""
+    try:
+        pid, host = lock.read_text().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this PID runs on this host (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _create_exclusive(path: Path) -> bool:
+    """Create ``path`` holding our PID atomically; False when it exists already."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise LandscapeError(f"cannot write to output folder {path.parent}: "
+                             f"{e.strerror or e}; use another --out") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(_lock_text())
+    return True
+
+
+def lock_output_dir(path: str | Path) -> Path:
+    """Take ``PATH/.landscape.lock`` for this process (O_CREAT|O_EXCL, our PID and host inside).
+
+    Re-entrant within a process. A lock whose process is dead (same host) is taken over, under
+    a second exclusive file so that two processes never both take it over. A lock held by a
+    live process, or by a process on another host, is refused with one line naming it.
+    Locks are released by :func:`release_locks` (at exit at the latest).
+    """
+    lock = Path(path) / LOCK_NAME
+    key = str(lock.resolve())
+    if key in _HELD:
+        return lock
+    me, host = os.getpid(), socket.gethostname()
+    for _ in range(5):
+        if _create_exclusive(lock):
+            _HELD[key] = lock
+            return lock
+        holder = _read_lock(lock)
+        if holder is None:
+            if not lock.exists():
+                continue  # released meanwhile
+            raise LandscapeError(f"output folder {path} is in use by another landscape process "
+                                 f"(its lock file {lock} is being written or is damaged); if no "
+                                 "other run uses it, delete that file, or use another --out")
+        pid, where = holder
+        if where != host:
+            raise LandscapeError(f"output folder {path} is in use by process {pid} on {where} "
+                                 f"(lock file {lock}); use another --out, or delete the lock "
+                                 "file if that process is gone")
+        if pid != me and _alive(pid):
+            raise LandscapeError(f"output folder {path} is in use by another landscape process "
+                                 f"(PID {pid}); wait for it to finish or use another --out")
+        # stale (dead holder, or an earlier process that had our PID): take it over
+        guard = lock.with_name(LOCK_NAME + ".takeover")
+        if not _create_exclusive(guard):
+            g = _read_lock(guard)
+            if g is not None and g[1] == host and not _alive(g[0]):
+                guard.unlink(missing_ok=True)  # a taker that died: retry
+                continue
+            raise LandscapeError(f"output folder {path} is being taken over by another "
+                                 "landscape process; use another --out")
+        try:
+            if _read_lock(lock) == holder:
+                lock.unlink(missing_ok=True)
+        finally:
+            guard.unlink(missing_ok=True)
+    raise LandscapeError(f"could not lock output folder {path} ({lock}); use another --out")
+
+
+def release_locks() -> None:
+    """Remove every output-folder lock this process holds."""
+    me = os.getpid()
+    for key, lock in list(_HELD.items()):
+        holder = _read_lock(lock)
+        if holder is not None and holder[0] == me:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        _HELD.pop(key, None)
+
+
+atexit.register(release_locks)
+
+
+# --------------------------------------------------------------------------- guarded resume reads
+@contextlib.contextmanager
+def resume_guard(path: str | Path, what: str, remedy: str = RESUME_HINT) -> Iterator[None]:
+    """Run the reading of a file a run resumes from: any failure becomes one LandscapeError
+    that names the file, says why, and says what to do (``remedy``: delete it or use another
+    --out)."""
+    try:
+        yield
+    except LandscapeError as e:
+        msg = str(e)
+        if "delete" in msg or "another --out" in msg:
+            raise
+        raise LandscapeError(f"{msg}; {remedy}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt files fail in many ways; each becomes one line
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise LandscapeError(f"cannot resume from {path}: not a readable {what} "
+                             f"({type(e).__name__}: {reason[:200]}); {remedy}") from None
+
+
+def read_resume_file(path: str | Path, read: Callable[[Path], T], what: str,
+                     remedy: str = RESUME_HINT) -> T:
+    """``read(path)`` inside :func:`resume_guard`."""
+    with resume_guard(path, what, remedy):
+        return read(Path(path))
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -148,12 +148,31 @@ def _open_store(path: Path, cfg: SpectrumConfig, sample_indices: np.ndarray, met
     from .provenance import versions
     cfg_json = json.dumps(cfg.to_dict(), sort_keys=True)
     if path.exists():
-        f = h5py.File(path, "a")
-        old = json.loads(f.attrs.get("config", "{}"))
-        if old != json.loads(cfg_json) or not np.array_equal(f["sample_indices"][()], sample_indices):
+        from .provenance import resume_guard
+        with resume_guard(path, "spectrum file"):
+            if not h5py.is_hdf5(path):  # checked first: HDF5 would rewrite an empty file
+                raise LandscapeError(f"cannot resume from {path}: not an HDF5 file "
+                                     f"({path.stat().st_size} bytes); delete it or use another "
+                                     "--out")
+            f = h5py.File(path, "r+")  # never "a": it would turn an empty file into a new one
+            try:
+                old = json.loads(f.attrs.get("config", "{}"))
+                same = old == json.loads(cfg_json) and np.array_equal(f["sample_indices"][()],
+                                                                      sample_indices)
+                nb, k = sample_indices.shape[0], cfg.k
+                shapes = {"eigenvalues": (nb, k), "residuals": (nb, k), "n_products": (nb,)}
+                bad = [n for n, sh in shapes.items() if n not in f or f[n].shape != sh]
+            except BaseException:
+                f.close()
+                raise
+        if not same:
             f.close()
             raise LandscapeError(f"{path} holds a spectrum with different settings; use another "
                                  "output folder or delete it")
+        if bad:
+            f.close()
+            raise LandscapeError(f"cannot resume from {path}: {', '.join(bad)} missing or of the "
+                                 "wrong shape; delete it or use another --out")
         return f
     path.parent.mkdir(parents=True, exist_ok=True)
     f = h5py.File(path, "w")

@@ -62,15 +62,10 @@ METRICS = ("loss", "acc", "l2_paper", "l2_half")
 
 
 def parse_grid(spec: str) -> np.ndarray:
-    """``"min:max:num"`` -> ``np.linspace(min, max, num)`` (the reference's ``--x`` syntax)."""
-    try:
-        lo, hi, n = spec.split(":")
-        lo_f, hi_f, n_i = float(lo), float(hi), int(n)
-    except ValueError:
-        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}") from None
-    if n_i < 1 or (n_i > 1 and not hi_f > lo_f):
-        raise LandscapeError(f"grid {spec!r}: need NUM >= 1 and MAX > MIN")
-    return np.linspace(lo_f, hi_f, n_i)
+    """``"min:max:num"`` -> ``np.linspace(min, max, num)`` (the reference's ``--x`` syntax);
+    finite bounds, checked by :func:`landscape.validate.grid_spec`."""
+    from .validate import grid_spec
+    return np.linspace(*grid_spec(spec))
 
 
 @dataclass
@@ -680,11 +675,13 @@ class SurfaceFile:
              attrs: Mapping[str, Any]) -> None:
         """Load or create; refuse (LandscapeError) a file made with other settings."""
         if self.path.exists():
-            old = SurfaceFile.read(self.path)
-            if old.attrs.get("format") != FORMAT:
-                raise LandscapeError(f"{self.path} exists and is not a landscape surface file; "
-                                     "choose another --out")
-            old_id = json.loads(old.attrs.get("identity", "{}"))
+            from .provenance import resume_guard
+            with resume_guard(self.path, "surface file"):
+                old = SurfaceFile.read(self.path)
+                if old.attrs.get("format") != FORMAT:
+                    raise LandscapeError(f"{self.path} exists and is not a landscape surface "
+                                         "file; choose another --out")
+                old_id = json.loads(old.attrs.get("identity", "{}"))
             bad = _diff(old_id, dict(identity))
             if bad:
                 raise LandscapeError(f"{self.path} was computed with other settings ({', '.join(bad)} "

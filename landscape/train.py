@@ -21,7 +21,8 @@ import models
 
 from . import checkpoint
 from .errors import LandscapeError, NonFiniteLossError
-from .provenance import output_dir, read_json, run_metadata, write_json
+from .provenance import (output_dir, read_json, read_resume_file, resume_guard, run_metadata,
+                         write_json)
 
 
 @dataclass
@@ -116,7 +117,11 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
                         train_size=len(train_data), subset_seed=train_data.seed, **(info or {}))
     cfg_path = out / "config.json"
     if cfg_path.exists() and (out / "last.pt").exists():
-        old = read_json(cfg_path)
+        old = read_resume_file(cfg_path, read_json, "training config (JSON)")
+        if not isinstance(old, dict):
+            raise LandscapeError(f"cannot resume from {cfg_path}: not a training config (a JSON "
+                                 f"{type(old).__name__}, not an object); delete it or use "
+                                 "another --out")
         if old.get("config") != cfg or old.get("model") != model.model_config:
             raise LandscapeError(f"{out} holds a run with other settings; use another --out or "
                                  "delete it")
@@ -144,11 +149,12 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
     start_epoch = 0
     last = out / "last.pt"
     if last.exists():
-        raw = checkpoint.read(last)
-        checkpoint.load_state_dict_checked(model, raw["state_dict"], where=str(last))
-        if "optimizer" in raw:
-            opt.load_state_dict(raw["optimizer"])
-        start_epoch = int(raw.get("epoch") or 0)
+        with resume_guard(last, "training state"):
+            raw = checkpoint.read(last)
+            checkpoint.load_state_dict_checked(model, raw["state_dict"], where=str(last))
+            if "optimizer" in raw:
+                opt.load_state_dict(raw["optimizer"])
+            start_epoch = int(raw.get("epoch") or 0)
         if progress:
             print(f"resuming {out} at epoch {start_epoch}", file=sys.stderr)
     augment = (Augment(pad=config.pad, flip=config.flip, mean=train_data.mean, std=train_data.std)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import LandscapeError
 
 
 def add_parser(sub: Any) -> None:
@@ -15,52 +14,55 @@ def add_parser(sub: Any) -> None:
                     "revert it and try the end of an earlier stage; MSA heads grow by stage. Every "
                     "candidate is logged to OUT/search.json (re-running the same command resumes); "
                     "the final AlterNet, the baseline and --compare models are then evaluated on "
-                    "the test split (OUT/comparison.json) and plotted (OUT/buildup.png, .pdf).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "the test split (OUT/comparison.json) and plotted (OUT/buildup.png, .pdf).")
+    from .common import (add_device_arg, finite_float, nonneg_float, nonneg_int, positive_float,
+                         positive_int, seed_int, subset_arg)
     p.add_argument("--baseline", default="resnet_tiny",
                    help="baseline CNN: resnet_tiny (searched as alternet_tiny) or resnet50 "
                         "(searched as alternet50)")
-    p.add_argument("--depths", type=int, nargs="+", default=None,
+    p.add_argument("--depths", type=positive_int, nargs="+", default=None,
                    help="units per stage of the baseline (default 2 2 2 for resnet_tiny, "
                         "3 4 6 4 for resnet50)")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, cifar10, cifar100")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: standard location)")
-    p.add_argument("--subset", type=float, default=3000,
-                   help="training images per candidate: a count > 1 or a fraction in (0, 1]")
-    p.add_argument("--val-samples", type=int, default=1000,
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default: $LANDSCAPE_DATA or the standard location)")
+    p.add_argument("--subset", type=subset_arg, default=3000,
+                   help="training images per candidate: a count (integer >= 1), a fraction in "
+                        "(0, 1] or a percentage (10%%)")
+    p.add_argument("--val-samples", type=positive_int, default=1000,
                    help="training images held out as the validation set the search decides on")
-    p.add_argument("--test-samples", type=int, default=0,
+    p.add_argument("--test-samples", type=nonneg_int, default=0,
                    help="test images for the final comparison (0 = the whole test split)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the subset and the split")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs per candidate")
-    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--weight-decay", type=float, default=5e-2, help="AdamW weight decay")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup length")
+    p.add_argument("--data-seed", type=seed_int, default=0, help="seed of the subset and the split")
+    p.add_argument("--epochs", type=positive_int, default=3, help="training epochs per candidate")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="mini-batch size")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=5e-2, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=nonneg_float, default=1.0, help="linear warmup length")
     p.add_argument("--no-augment", action="store_true", help="disable pad-and-crop + flip")
     p.add_argument("--metric", choices=["nll", "acc"], default="nll",
                    help="what a step must improve: validation NLL (lower) or accuracy (higher)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1],
                    help="training seeds per candidate; the metric is their mean")
-    p.add_argument("--min-delta", type=float, default=0.0,
+    p.add_argument("--min-delta", type=finite_float, default=0.0,
                    help="a step is kept only if it improves the metric by more than this")
-    p.add_argument("--patience", type=int, default=None,
+    p.add_argument("--patience", type=positive_int, default=None,
                    help="stop after this many consecutive rejected steps (default: no limit)")
-    p.add_argument("--max-candidates", type=int, default=None,
+    p.add_argument("--max-candidates", type=positive_int, default=None,
                    help="stop after this many candidates, baseline included (default: no limit)")
-    p.add_argument("--min-stage", type=int, default=0,
+    p.add_argument("--min-stage", type=nonneg_int, default=0,
                    help="earliest stage (0-based) that may receive an MSA unit")
     p.add_argument("--allow-first", action="store_true",
                    help="let the first unit of a stage (the strided one) become MSA too")
-    p.add_argument("--heads-base", type=int, default=1, help="MSA heads in the first stage")
-    p.add_argument("--heads-growth", type=int, default=2,
+    p.add_argument("--heads-base", type=positive_int, default=1, help="MSA heads in the first stage")
+    p.add_argument("--heads-growth", type=positive_int, default=2,
                    help="factor by which MSA heads grow per stage (rule 3)")
-    p.add_argument("--dim-head", type=int, default=None,
+    p.add_argument("--dim-head", type=positive_int, default=None,
                    help="channels per MSA head (default: the model's)")
     p.add_argument("--compare", nargs="*", default=["vit_tiny"],
                    help="registry models also trained and tested in the final comparison "
                         "(give none to skip them)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto, ...")
+    add_device_arg(p, default="cpu")
     p.add_argument("--out", required=True, help="output folder (log, comparison, figures)")
     p.add_argument("--runs-dir", default=None,
                    help="folder for the candidates' checkpoints (default OUT/runs)")
@@ -72,13 +74,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     """The :class:`BuildupSettings` an argument namespace asks for."""
     from ..alternet_search import BuildupSettings
 
-    subset: Any = args.subset
-    if subset is not None:
-        if subset <= 0:
-            raise LandscapeError(f"--subset must be positive, got {subset}")
-        subset = int(subset) if subset > 1 else float(subset)
-    if args.epochs < 1:
-        raise LandscapeError(f"--epochs must be >= 1, got {args.epochs}")
+    from ..validate import subset_value, to_int
+
+    subset = subset_value(args.subset)  # argparse checked them; a Namespace built by hand too
+    to_int(args.epochs, lo=1, what="--epochs")
     return BuildupSettings(
         baseline=args.baseline, depths=tuple(args.depths) if args.depths else None,
         data=args.data, data_root=args.data_root, subset=subset, val_samples=args.val_samples,

@@ -7,7 +7,8 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from ..analyze import ANALYSES, BUDGETS, AnalyzeConfig
+    from ..analyze_config import ANALYSES, BUDGETS, AnalyzeConfig
+    from .common import add_device_arg, add_nonfinite_arg, seed_int
     p = sub.add_parser(
         "analyze", help="all analyses on one or more checkpoints + HTML report",
         description="Run the Hessian spectrum and curvature, loss surface, Fourier, variance, "
@@ -18,23 +19,28 @@ def add_parser(sub: Any) -> None:
                     "overridden with --set KEY=VALUE or a TOML file (--config).")
     p.add_argument("checkpoints", metavar="CKPT", nargs="+",
                    help="checkpoint files (our format, the paper's, or bare state_dicts with --model)")
-    p.add_argument("--model", default=None, help="architecture name for bare state_dicts")
+    p.add_argument("--model", default=None,
+                   help="architecture name for bare state_dicts (default: the one recorded in "
+                        "each checkpoint)")
     p.add_argument("--data", default=None,
                    help="dataset (default: the one recorded in the checkpoints)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: standard location)")
     p.add_argument("--budget", default="quick", choices=list(BUDGETS),
-                   help="preset of samples, grid, batches and top-k (quick: minutes on a CPU; "
-                        "standard; paper: the paper's settings, for GPUs)")
+                   help="preset of samples, grid, batches and top-k (quick, the default: minutes "
+                        "on a CPU; standard; paper: the paper's settings, for GPUs)")
     p.add_argument("--config", default=None,
                    help="TOML file with settings (top-level keys or an [analyze] table) applied "
-                        "over the budget")
+                        "over the budget (default: none)")
     names = ", ".join(f.name for f in dataclasses.fields(AnalyzeConfig))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override one setting (repeatable); keys: {names}")
     p.add_argument("--only", default=None,
-                   help=f"comma-separated subset of analyses: {', '.join(ANALYSES)}")
-    p.add_argument("--seed", type=int, default=None, help="seed for images, directions and probes")
-    p.add_argument("--device", default=None, help="torch device (default auto: GPU if available)")
+                   help=f"comma-separated subset of analyses: {', '.join(ANALYSES)} "
+                        "(default: all)")
+    p.add_argument("--seed", type=seed_int, default=None,
+                   help="seed for images, directions and probes (default: the budget's, 0)")
+    add_device_arg(p, default=None)
+    add_nonfinite_arg(p)
     p.add_argument("--force", action="store_true", help="recompute even finished raw results")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output folder (report.html, summary.json, raw/, figures/)")
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         k, v = item.split("=", 1)
         overrides[k.strip()] = _parse_value(v.strip())
     cfg = make_config(args.budget, args.config, overrides)
+    from .common import check_checkpoints
+    check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
             progress=not args.quiet, budget=args.budget)

@@ -1,10 +1,81 @@
-"""Arguments and loading shared by the subcommands (checkpoint + dataset + device)."""
+"""Arguments and loading shared by the subcommands (checkpoint + dataset + device), the
+argparse types that validate every number where it is parsed, and the help formatter.
+
+Nothing here imports torch or numpy at module level: ``landscape --help`` and argument errors
+answer before the heavy imports.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable, Sequence
 
+from .. import validate as V
 from ..errors import LandscapeError
+
+
+# ----------------------------------------------------------------------------- argparse types
+def _argtype(check: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` from a :mod:`landscape.validate` check (its message, one line)."""
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except LandscapeError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _argtype(lambda s: V.to_int(s, lo=1), "positive integer")
+"""An integer >= 1."""
+nonneg_int = _argtype(lambda s: V.to_int(s, lo=0), "non-negative integer")
+"""An integer >= 0 (where 0 means "all" or "measure")."""
+seed_int = _argtype(lambda s: V.to_int(s, lo=0, hi=V.SEED_LIMIT - 1), "seed")
+"""A seed: an integer in [0, 2**62)."""
+finite_float = _argtype(lambda s: V.to_float(s), "finite number")
+"""Any finite float."""
+positive_float = _argtype(lambda s: V.to_float(s, lo=0.0, lo_open=True), "positive number")
+"""A finite float > 0."""
+nonneg_float = _argtype(lambda s: V.to_float(s, lo=0.0), "non-negative number")
+"""A finite float >= 0."""
+fraction = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0, lo_open=True), "fraction")
+"""A float in (0, 1]."""
+unit_float = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0), "number in [0, 1]")
+"""A float in [0, 1]."""
+unit_float_below_one = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0, hi_open=True),
+                                "number in [0, 1)")
+"""A float in [0, 1) (label smoothing)."""
+grid_spec = _argtype(lambda s: (V.grid_spec(s), s)[1], "grid")
+"""``MIN:MAX:NUM`` with finite bounds, NUM >= 1 (returned as the validated string)."""
+subset_arg = _argtype(V.subset_value, "subset")
+"""A count (integer >= 1, returned as int) or a fraction in (0, 1] / a percentage (float)."""
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_fmt_default(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` once, only where the help does not state the default already and
+    the default says something (not None/False); descriptions written with line breaks keep
+    them, others are wrapped."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default == []
+                or default is argparse.SUPPRESS or not action.option_strings
+                or action.nargs == 0):
+            return text
+        return f"{text} (default: {_fmt_default(default).replace('%', '%%')})"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def add_checkpoint_args(p: argparse.ArgumentParser, many: bool = False) -> None:
@@ -14,7 +85,29 @@ def add_checkpoint_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "or a bare state_dict (then give --model)")
     p.add_argument("--model", default=None,
                    help="architecture name for a bare state_dict or to override the recorded one "
-                        "(see `python -c 'import models; print(models.names())'`)")
+                        "(default: the one recorded in the checkpoint; see "
+                        "`python -c 'import models; print(models.names())'`)")
+    add_nonfinite_arg(p)
+
+
+def add_nonfinite_arg(p: argparse.ArgumentParser) -> None:
+    """``--allow-nonfinite``: run on a checkpoint holding NaN/inf values (refused by default)."""
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="accept a checkpoint whose weights hold NaN or inf values "
+                        "(refused by default: every result would be NaN)")
+
+
+def check_checkpoints(args: argparse.Namespace, paths: Sequence[str]) -> None:
+    """Refuse missing checkpoint files and (unless ``--allow-nonfinite``) ones holding NaN/inf
+    values, before any output is written."""
+    from pathlib import Path
+    for f in paths:
+        if not Path(f).is_file():
+            raise LandscapeError(f"checkpoint not found: {f}")
+    if not getattr(args, "allow_nonfinite", False):
+        from ..checkpoint import check_finite_file
+        for f in paths:
+            check_finite_file(f)
 
 
 def add_data_args(p: argparse.ArgumentParser, samples: int = 1000, batch_size: int = 256,
@@ -29,13 +122,24 @@ def add_data_args(p: argparse.ArgumentParser, samples: int = 1000, batch_size: i
                    help="download CIFAR archives (checksum verified) if missing")
     p.add_argument("--split", choices=["train", "test"], default=split,
                    help=f"which split to analyze (default {split})")
-    p.add_argument("--samples", type=int, default=samples,
+    p.add_argument("--samples", type=nonneg_int, default=samples,
                    help=f"number of images used (a seeded subset; 0 = all; default {samples})")
-    p.add_argument("--batch-size", type=int, default=batch_size,
-                   help=f"images per forward pass (default {batch_size})")
-    p.add_argument("--seed", type=int, default=0, help="seed for subsets, directions and probes")
-    p.add_argument("--device", default="auto",
-                   help="torch device: auto (GPU if available), cpu, cuda, cuda:1, ...")
+    if batch_size == 0:
+        p.add_argument("--batch-size", type=nonneg_int, default=0,
+                       help="images per forward pass (default 0: measure the fastest)")
+    else:
+        p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                       help=f"images per forward pass (default {batch_size})")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed for subsets, directions and probes")
+    add_device_arg(p)
+
+
+def add_device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--device``; the CLI checks it once, before the command runs."""
+    p.add_argument("--device", default=default,
+                   help="torch device: auto (GPU if available), cpu, cuda, cuda:1, ... "
+                        f"(default {default or 'auto'})")
 
 
 def add_out_arg(p: argparse.ArgumentParser, default: str) -> None:
@@ -64,10 +168,14 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
 
 
 def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[Any, Any, Any]:
-    """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device)."""
+    """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device);
+    a model with NaN/inf values is refused unless ``args.allow_nonfinite``."""
     from ..checkpoint import load
     from ..device import resolve_device
 
     model, info = load(ckpt_path, model=getattr(args, "model", None),
                        device=resolve_device(args.device))
+    if not getattr(args, "allow_nonfinite", False):
+        from ..checkpoint import check_finite
+        check_finite(model, str(ckpt_path))
     return model, info, load_data_for(info, args)

@@ -10,9 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from ..errors import LandscapeError
+from .common import nonneg_float, positive_float, unit_float
 
 ANALYSES = ("fourier", "variance", "robustness", "cka", "lesion")
 
@@ -28,20 +27,19 @@ def _common(p: argparse.ArgumentParser, samples: int, batch_size: int) -> None:
 
 
 def add_parser(sub: Any) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser(
-        "fourier", formatter_class=fmt,
+        "fourier",
         help="relative log amplitude of feature maps per block (MSA low-pass / Conv high-pass)",
         description="Mean over images and channels of log|FFT2| of every block output (tokens "
                     "reshaped to the grid, class token dropped); ΔlogA along the diagonal from "
                     "0 to π, and the value at π against normalized depth (Fig. 2a, 8).")
     _common(p, 1000, 128)
-    p.add_argument("--eps", type=float, default=1e-6, help="added to |FFT| before the log")
+    p.add_argument("--eps", type=positive_float, default=1e-6, help="added to |FFT| before the log")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
     p.set_defaults(func=run_fourier)
 
     p = sub.add_parser(
-        "variance", formatter_class=fmt, help="feature-map variance per block against depth",
+        "variance", help="feature-map variance per block against depth",
         description="Spatial variance of each block output per channel and image, averaged "
                     "(Fig. 9).")
     _common(p, 1000, 128)
@@ -51,16 +49,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_variance)
 
     p = sub.add_parser(
-        "robustness", formatter_class=fmt,
+        "robustness",
         help="accuracy drop under band-limited noise against noise frequency",
         description="Adds noise whose 2-D spectrum is confined to |r - f| <= width (r = |ω|/(√2π), "
                     "units of π) at a fixed per-image L2 norm in normalized input space, and "
                     "measures the accuracy drop per frequency f (Fig. 2b).")
     _common(p, 1000, 256)
-    p.add_argument("--freqs", type=float, nargs="+", default=[round(x, 2) for x in np.linspace(0, 1, 11)],
+    p.add_argument("--freqs", type=unit_float, nargs="+", default=[i / 10 for i in range(11)],
                    help="noise centre frequencies in units of π (0..1)")
-    p.add_argument("--width", type=float, default=0.05, help="band half-width in units of π")
-    p.add_argument("--noise-norm", type=float, default=5.0,
+    p.add_argument("--width", type=positive_float, default=0.05, help="band half-width in units of π")
+    p.add_argument("--noise-norm", type=nonneg_float, default=5.0,
                    help="L2 norm of the noise per image (normalized input space; "
                         "RMS per pixel = norm / sqrt(C*H*W))")
     p.add_argument("--base", choices=["gaussian", "sign"], default="gaussian",
@@ -68,7 +66,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_robustness)
 
     p = sub.add_parser(
-        "cka", formatter_class=fmt, help="mini-batch linear CKA between all block outputs",
+        "cka", help="mini-batch linear CKA between all block outputs",
         description="Linear CKA between every pair of block outputs, HSIC averaged over "
                     "mini-batches (Nguyen et al. 2021); heatmap (Fig. 10).")
     _common(p, 1000, 128)
@@ -77,7 +75,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_cka)
 
     p = sub.add_parser(
-        "lesion", formatter_class=fmt, help="accuracy with one residual block removed at a time",
+        "lesion", help="accuracy with one residual block removed at a time",
         description="Zeroes the residual branch of each residual block in turn and measures test "
                     "accuracy (Fig. 10).")
     _common(p, 1000, 256)
@@ -96,14 +94,12 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
          compute: Callable[[Any, Any, bool], Any], loader: Callable[[Path], Any], ext: str,
          plot: Callable[[list[Any], Path, list[str]], None]) -> int:
     from ..provenance import file_sha256, run_metadata, write_json
-    from ..provenance import output_dir
-    from .common import load_checkpoint_and_data
+    from ..provenance import output_dir, resume_guard
+    from .common import check_checkpoints, load_checkpoint_and_data
 
-    out = output_dir(args.out)
     paths = list(args.checkpoints)
-    for p in paths:
-        if not Path(p).is_file():
-            raise LandscapeError(f"checkpoint not found: {p}")
+    check_checkpoints(args, paths)
+    out = output_dir(args.out)
     labels = _labels(paths)
     base = {"analysis": analysis, "data": args.data, "split": args.split,
             "samples": args.samples, "batch_size": args.batch_size, "seed": args.seed,
@@ -115,12 +111,11 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
         file = out / f"{analysis}_{label}.{ext}"
         res = None
         if file.exists() and not args.force:
-            try:
+            with resume_guard(file, f"{analysis} result",
+                              "delete it, use another --out or pass --force to recompute it"):
                 old = loader(file)
                 if old.config.get("run") == run:
                     res = old
-            except Exception:  # unreadable/old file: recompute
-                res = None
         if res is None:
             model, info, data = load_checkpoint_and_data(args, path)
             res = compute(model, data, not args.quiet)
@@ -174,11 +169,6 @@ def run_variance(args: argparse.Namespace) -> int:
 def run_robustness(args: argparse.Namespace) -> int:
     from ..plots.features import plot_robustness
     from ..robustness import RobustnessResult, noise_robustness
-
-    if any(not 0 <= f <= 1 for f in args.freqs):
-        raise LandscapeError("--freqs must lie in [0, 1] (units of pi)")
-    if args.width <= 0 or args.noise_norm < 0:
-        raise LandscapeError("--width must be > 0 and --noise-norm >= 0")
 
     def compute(model, data, progress):
         try:

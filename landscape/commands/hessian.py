@@ -14,23 +14,24 @@ def add_parser(sub: Any) -> None:
                     "written raw to OUT/spectrum.h5 with its density plot; --trace and --density "
                     "add Hutchinson/Hutch++ trace and an SLQ spectral density of the loss averaged "
                     "over --curvature-samples images. Re-running continues unfinished batches. "
-                    "Runs under torchrun (batches sharded over ranks).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    from .common import add_checkpoint_args, add_data_args
+                    "Runs under torchrun (batches sharded over ranks).")
+    from .common import (add_checkpoint_args, add_data_args, fraction, nonneg_float,
+                         positive_float, positive_int)
     add_checkpoint_args(p)
     add_data_args(p, samples=0, batch_size=16, split="train")
-    p.add_argument("--top-k", type=int, default=5, help="eigenvalues per mini-batch")
+    p.add_argument("--top-k", type=positive_int, default=5, help="eigenvalues per mini-batch")
     p.add_argument("--which", choices=["LM", "LA", "SA"], default="LM",
                    help="LM largest magnitude (the paper's, from power iteration), LA largest, "
                         "SA smallest (most negative)")
-    p.add_argument("--batches", type=int, default=None,
+    p.add_argument("--batches", type=positive_int, default=None,
                    help="number of mini-batches (default: --subset of the data / --batch-size)")
-    p.add_argument("--subset", type=float, default=0.1,
+    p.add_argument("--subset", type=fraction, default=0.1,
                    help="fraction of the data the batches cover when --batches is not given")
-    p.add_argument("--tol", type=float, default=1e-3,
+    p.add_argument("--tol", type=positive_float, default=1e-3,
                    help="Lanczos stopping tolerance on Ritz residuals ||Hv - lv|| <= tol |l|")
-    p.add_argument("--max-iter", type=int, default=None, help="cap on products per batch")
-    p.add_argument("--wd", type=float, default=0.0,
+    p.add_argument("--max-iter", type=positive_int, default=None,
+                   help="cap on Hessian-vector products per batch (default: the solver's own cap)")
+    p.add_argument("--wd", type=nonneg_float, default=0.0,
                    help="L2 weight decay added to the loss (the paper: its training wd)")
     p.add_argument("--l2", choices=["half", "paper"], default="half",
                    help="L2 convention: half = wd/2 ||theta||^2 (Hessian + wd I); "
@@ -49,14 +50,14 @@ def add_parser(sub: Any) -> None:
                    help="also estimate the trace (Hutchinson and Hutch++) of the averaged loss")
     p.add_argument("--density", action="store_true",
                    help="also compute the SLQ spectral density of the averaged loss")
-    p.add_argument("--curvature-samples", type=int, default=512,
+    p.add_argument("--curvature-samples", type=positive_int, default=512,
                    help="images averaged in the --trace/--density operator")
-    p.add_argument("--curvature-batch-size", type=int, default=128,
+    p.add_argument("--curvature-batch-size", type=positive_int, default=128,
                    help="batch size of the --trace/--density operator")
-    p.add_argument("--probes", type=int, default=100, help="trace probes (Hutch++: products)")
-    p.add_argument("--slq-probes", type=int, default=4, help="SLQ probe vectors")
-    p.add_argument("--slq-steps", type=int, default=80, help="Lanczos steps per SLQ probe")
-    p.add_argument("--sigma", type=float, default=None,
+    p.add_argument("--probes", type=positive_int, default=100, help="trace probes (Hutch++: products)")
+    p.add_argument("--slq-probes", type=positive_int, default=4, help="SLQ probe vectors")
+    p.add_argument("--slq-steps", type=positive_int, default=80, help="Lanczos steps per SLQ probe")
+    p.add_argument("--sigma", type=positive_float, default=None,
                    help="SLQ Gaussian width (default: 1%% of the Ritz value range)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import distributed as D
-    from ..errors import LandscapeError
     from ..hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density
     from ..provenance import run_metadata, write_json
     from ..spectrum import SpectrumConfig, max_eigenvalue_spectrum
@@ -75,11 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from .common import load_checkpoint_and_data
 
     D.init_from_env()
-    if args.top_k < 1 or args.batch_size < 1:
-        raise LandscapeError("--top-k and --batch-size must be >= 1")
-    out = output_dir(args.out) if D.is_writer() else None
     model, info, data = load_checkpoint_and_data(args, args.checkpoint)
     model.eval()
+    out = output_dir(args.out) if D.is_writer() else None
     augment = None
     if args.augment:
         from ..data import Augment
@@ -91,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
             "dataset": data.name, "split": data.split, "n_data": len(data),
             "data_indices_seed": data.seed}
-    if D.is_writer():
-        write_json(out / "config.json", run_metadata(command="hessian", config=cfg.to_dict(),
-                                                      args=vars(args) | {"func": None}, **meta))
     res = max_eigenvalue_spectrum(model, data.images, data.labels, cfg,
                                   out=(out / "spectrum.h5") if out else None, augment=augment,
                                   progress=not args.quiet, meta=meta)
+    if D.is_writer():  # after the spectrum: a refused or unreadable spectrum.h5 changes nothing
+        write_json(out / "config.json", run_metadata(command="hessian", config=cfg.to_dict(),
+                                                      args=vars(args) | {"func": None}, **meta))
     summary: dict[str, Any] = {"spectrum": res.summary()}
     if args.trace or args.density:
         n = min(args.curvature_samples, len(data))

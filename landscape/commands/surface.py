@@ -26,18 +26,20 @@ Kill it at any time and run the same command again to continue. Under
 
 
 def add_parser(sub: Any) -> None:
-    from .common import add_checkpoint_args, add_data_args
+    from .common import (add_checkpoint_args, add_data_args, grid_spec,
+                         nonneg_float, nonneg_int, positive_float, seed_int)
 
     p = sub.add_parser("surface", help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
-                       description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION)
     # let "--grid -1:1:21" through: a value starting with "-<digit>" is not an option here
     p._negative_number_matcher = re.compile(r"^-\.?\d")
     add_checkpoint_args(p)
     add_data_args(p, samples=2000, batch_size=0)
-    p.add_argument("--grid", "--x", dest="grid", default="-1:1:21", metavar="MIN:MAX:NUM",
+    p.add_argument("--grid", "--x", dest="grid", type=grid_spec, default="-1:1:21",
+                   metavar="MIN:MAX:NUM",
                    help="x coordinates (np.linspace(MIN, MAX, NUM); default -1:1:21)")
-    p.add_argument("--ygrid", "--y", dest="ygrid", default=None, metavar="MIN:MAX:NUM",
+    p.add_argument("--ygrid", "--y", dest="ygrid", type=grid_spec, default=None,
+                   metavar="MIN:MAX:NUM",
                    help="y coordinates for a 2-D surface (default: 1-D curve)")
     p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
     g = p.add_argument_group("directions")
@@ -53,7 +55,7 @@ def add_parser(sub: Any) -> None:
                         "position embeddings: pos_embed, pos_embedding, position_embedding, absolute_pos)")
     g.add_argument("--no-exclude", action="store_true",
                    help="perturb position embeddings too (drop the default exclusions)")
-    g.add_argument("--dir-seed", type=int, default=None,
+    g.add_argument("--dir-seed", type=seed_int, default=None,
                    help="seed of the random directions (default: --seed; y uses seed+1)")
     g.add_argument("--target", default=None, metavar="CKPT2",
                    help="1-D interpolation: direction = CKPT2 - CKPT (x=0 is CKPT, x=1 is CKPT2)")
@@ -63,19 +65,20 @@ def add_parser(sub: Any) -> None:
                         "directions have unit norm, so the grid is in parameter-space distance "
                         "(e.g. --grid -5:5:21)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--wd", type=float, default=0.0,
+    e.add_argument("--wd", type=nonneg_float, default=0.0,
                    help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
                         "(wd * sum of per-tensor norms) and <split>_loss_l2_half (wd*0.5*||theta||^2)")
     e.add_argument("--augment", action="store_true",
                    help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
                         "--aug-seed so every grid point sees the same images")
-    e.add_argument("--aug-seed", type=int, default=0, help="seed of the augmentation (default 0)")
-    e.add_argument("--points-per-pass", type=int, default=0,
+    e.add_argument("--aug-seed", type=seed_int, default=0,
+                   help="seed of the augmentation (default 0)")
+    e.add_argument("--points-per-pass", type=nonneg_int, default=0,
                    help="grid points evaluated per data pass with torch.func.vmap (1 = plain loop; "
                         "0 = measure, default)")
     e.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="channels_last memory format for conv nets (default: measure)")
-    e.add_argument("--workers", type=int, default=0,
+    e.add_argument("--workers", type=nonneg_int, default=0,
                    help="CPU: grid points evaluated at once by that many threads, each on its own "
                         "copy of the model with one intra-op thread (on a few cores small models "
                         "run faster this way); 0 = measure (default), 1 = off")
@@ -84,7 +87,8 @@ def add_parser(sub: Any) -> None:
                         "is tens of seconds)")
     o = p.add_argument_group("output")
     o.add_argument("--no-plot", action="store_true", help="do not draw figures")
-    o.add_argument("--vmax", type=float, default=None, help="upper loss limit of the figures")
+    o.add_argument("--vmax", type=positive_float, default=None,
+                   help="upper loss limit of the figures (default: from the data)")
     o.add_argument("--vtp", action="store_true", help="also export surface.vtp for ParaView (2-D)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import surface as S
     from ..provenance import file_sha256, run_metadata, write_json
     from ..provenance import output_dir
-    from .common import load_checkpoint_and_data
+    from .common import check_checkpoints, load_checkpoint_and_data
 
     dist.init_from_env()
     xs = S.parse_grid(args.grid)
@@ -108,11 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise LandscapeError("--target gives a 1-D line: do not combine it with --ygrid/--trajectory")
     if args.trajectory and ys is None:
         raise LandscapeError("--trajectory needs a 2-D grid (--ygrid)")
-    for f in [args.checkpoint] + ([args.target] if args.target else []) + (args.trajectory or []):
-        if not Path(f).is_file():
-            raise LandscapeError(f"checkpoint not found: {f}")
-    out = output_dir(args.out) if dist.is_writer() else Path(args.out)
     model, info, data = load_checkpoint_and_data(args, args.checkpoint)
+    check_checkpoints(args, ([args.target] if args.target else []) + (args.trajectory or []))
+    out = output_dir(args.out) if dist.is_writer() else Path(args.out)
     exclude = [] if args.no_exclude else (args.exclude or list(D.DEFAULT_EXCLUDE))
     seed = args.seed if args.dir_seed is None else args.dir_seed
     kind = "target" if args.target else "trajectory" if args.trajectory else "random"
@@ -169,9 +171,10 @@ def run(args: argparse.Namespace) -> int:
             P.export_vtp(out / "surface.h5", out / "surface.vtp")
     split = data.split
     loss = res.arrays[f"{split}_loss"]
-    print(f"surface: {out / 'surface.h5'} ({loss.size} points, loss min "
-          f"{np.nanmin(np.where(np.isfinite(loss), loss, np.nan)):.4g}, "
-          f"{int((~np.isfinite(loss)).sum())} non-finite)")
+    finite = loss[np.isfinite(loss)]
+    print(f"surface: {out / 'surface.h5'} ({loss.size} points, "
+          + (f"loss min {finite.min():.4g}, " if finite.size else "no finite loss, ")
+          + f"{loss.size - finite.size} non-finite)")
     del torch
     return 0
 
@@ -191,11 +194,12 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: a
     from .. import directions as D
     from .. import surface as S
     if path.exists():
-        try:
+        from ..provenance import resume_guard
+        with resume_guard(path, "directions file"):
             with h5py.File(path, "r") as f:
                 old = json.loads(f.attrs.get("identity", "{}"))
-        except OSError as e:
-            raise LandscapeError(f"{path} is not a readable directions file ({e})") from None
+            if not isinstance(old, dict):
+                raise ValueError("its identity attribute is not a JSON object")
         bad = [k for k in sorted(set(old) | set(identity))
                if json.dumps(old.get(k), sort_keys=True) != json.dumps(identity.get(k), sort_keys=True)]
         if bad:
