@@ -173,25 +173,47 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
     if method != "lanczos":
         raise LandscapeError(f"method must be 'lanczos' or 'eigsh', got {method!r}")
     v0, start_used = start_vector(op, n, which, seed, start)
-    lz = Lanczos(op, v0, max_iter, seed)
-    converged = False
+    r = lanczos_eigenpairs(op, {which: k}, v0, tol=tol, max_iter=max_iter, seed=seed,
+                           return_eigenvectors=return_eigenvectors)[which]
+    r.start = start_used
+    return r
+
+
+def lanczos_eigenpairs(op: Any, targets: dict[str, int], v0: torch.Tensor, *, tol: float = 1e-3,
+                       max_iter: Optional[int] = None, seed: int = 0,
+                       return_eigenvectors: bool = True) -> dict[str, EigenResult]:
+    """One Lanczos run from ``v0`` for several targets ``which -> count`` (e.g. ``{"LM": 5,
+    "SA": 1}``: the paper's top-5 and the most negative eigenvalue), stopped when every wanted Ritz
+    pair of every target has ``||H y - theta y|| <= tol * |theta|`` or after ``max_iter``
+    products (default ``max(20 * count, 100)``). ``n_products``/``wall_s`` are the whole run's."""
+    op = as_operator(op)
+    n = op.shape[0]
+    for w, c in targets.items():
+        if w not in WHICH or not 1 <= c <= n:
+            raise LandscapeError(f"bad target {w}: {c} (which in {WHICH}, 1 <= count <= {n})")
+    need = max(targets.values())
+    start_products = op.n_products
+    t0 = time.perf_counter()
+    lz = Lanczos(op, v0, min(n, max_iter or max(20 * sum(targets.values()), 100)), seed)
+
+    def pick(theta):
+        return {w: order_by(theta, w)[:c] for w, c in targets.items()}
+
     while True:
         more = lz.step()
-        if lz.m >= k:
+        if lz.m >= need or not more or lz.m >= lz.max_steps:
             theta, S, res = lz.ritz()
-            sel = order_by(theta, which)[:k]
-            if np.all(res[sel] <= tol * np.abs(theta[sel])) or not more:
-                converged = bool(np.all(res[sel] <= tol * np.maximum(np.abs(theta[sel]), 1e-300))
-                                 or lz.m >= n)
+            sel = pick(theta)
+            done = all(np.all(res[s] <= tol * np.abs(theta[s])) for s in sel.values())
+            if done or not more or lz.m >= lz.max_steps:
                 break
-        if lz.m >= lz.max_steps:
-            theta, S, res = lz.ritz()
-            sel = order_by(theta, which)[:k]
-            break
-    vecs = lz.vectors(S[:, sel]).to(op.dtype) if return_eigenvectors else None
-    return EigenResult(theta[sel].copy(), res[sel].copy(), op.n_products - start_products,
-                       converged, seed, which, tol, "lanczos", vecs, lz.m, time.perf_counter() - t0,
-                       start_used)
+    out = {}
+    for w, s in sel.items():
+        ok = bool(np.all(res[s] <= tol * np.maximum(np.abs(theta[s]), 1e-300)) or lz.m >= n)
+        vecs = lz.vectors(S[:, s]).to(op.dtype) if return_eigenvectors else None
+        out[w] = EigenResult(theta[s].copy(), res[s].copy(), op.n_products - start_products, ok,
+                             seed, w, tol, "lanczos", vecs, lz.m, time.perf_counter() - t0)
+    return out
 
 
 def start_vector(op: LinearOperator, n: int, which: str, seed: int,
