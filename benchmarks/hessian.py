@@ -10,7 +10,8 @@ Per model (resnet_tiny, vit_tiny) and batch size (16, 128):
   pyh-default pyhessian eigenvalues(top_n=5) at its defaults (maxIter=100, tol=1e-3)
   pyh-matched pyhessian at the largest tol in [1e-7, 1e-3] whose five values are all within 1e-3
               of the reference: its default 1e-3 first, then the first matching decade below,
-              then 4 bisections in log(tol) (to a factor 1.15); tolerance and products printed
+              then 4 bisections in log(tol) (to a factor 1.15; --quick: 2); tolerance and
+              products printed
   ratio       pyh-matched time / ours time, printed only when both sides' five values agree
               within 1e-3 (else refused, with the disagreement)
 Convergence of both sides is judged by the same rule: every returned pair has
@@ -165,11 +166,11 @@ def matched_tolerance(model, x, y, ref, cap: int, steps: int = 4):
     return lo, r_lo, trials
 
 
-def bench_case(model, x, y, cap: int, repeats: int) -> dict:
+def bench_case(model, x, y, cap: int, repeats: int, bisect_steps: int = 4) -> dict:
     """One model and batch: reference, ours (cold, auto mode inside), pyhessian default/matched."""
     model64 = copy.deepcopy(model).double()
     ref, t_ref = timed(lambda: eigsh_reference(model64, x, y))
-    tol_m, _, trials = matched_tolerance(model, x, y, ref, cap)
+    tol_m, _, trials = matched_tolerance(model, x, y, ref, cap, bisect_steps)
 
     def ours():
         op = HessianOperator(model, (x, y))  # mode="auto": measured inside this run
@@ -341,6 +342,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=300, help="steps without checkpoints")
     ap.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "demo"),
                     help="folder with <model>_s0.pt demo checkpoints")
+    ap.add_argument("--bisect-steps", type=int, default=None,
+                    help="bisections of pyhessian's matched tolerance (default 4; quick 2)")
     ap.add_argument("--cap", type=int, default=1000, help="pyhessian maxIter per eigenvalue")
     ap.add_argument("--device", default="cpu", help="torch device")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave)")
@@ -366,7 +369,8 @@ def main(argv=None) -> int:
         res = {"params": n, "source": how, "batches": {}}
         for bs in bss:
             xb, yb = x_all[perm[:bs]].to(device), y_all[perm[:bs]].to(device)
-            rows = bench_case(model, xb, yb, args.cap, args.repeats)
+            rows = bench_case(model, xb, yb, args.cap, args.repeats,
+                              args.bisect_steps or (2 if args.quick else 4))
             res["batches"][bs] = rows
             print_case(bs, rows, args.repeats)
         tol_m = res["batches"][16]["matched_search"]["tol"] if 16 in bss else None
