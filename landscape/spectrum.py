@@ -115,6 +115,16 @@ class SpectrumResult:
         """All finished eigenvalues, flattened."""
         return self.eigenvalues[self.finished].reshape(-1)
 
+    def per_batch(self) -> dict[str, list[float]]:
+        """Per finished batch: ``lambda_max`` (largest of its top-k) and ``lambda_min`` (its most
+        negative eigenvalue; NaN when not computed): the evidence format ``claims`` reads as
+        ``summary["hessian"][label]["per_batch"]``."""
+        fin = self.finished
+        lmin = self.min_eigenvalue[fin] if self.min_eigenvalue is not None \
+            else np.full(int(fin.sum()), np.nan)
+        return {"lambda_max": self.eigenvalues[fin].max(axis=1).tolist(),
+                "lambda_min": [float(v) for v in lmin]}
+
     def summary(self) -> dict[str, Any]:
         """The paper's two numbers (share of negative top-k values, mean of the positive ones),
         the most negative eigenvalue's statistics, the L2 term and the product counts."""

@@ -269,3 +269,13 @@ def test_sigkill_resume_with_auto_mode_is_bitwise_identical(tmp_path, warm):
         assert json.loads(f.attrs["mode_chosen"])["mode"] == mode  # not re-timed
     for k in ("eigenvalues", "residuals", "n_products", "min_eigenvalue", "min_residual"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
+def test_per_batch_evidence_for_claims():
+    ev = np.array([[3.0, -1.0], [np.nan, np.nan], [5.0, 2.0]])
+    r = S.SpectrumResult(ev, ev * 0, np.array([4, -1, 6]), np.zeros((3, 2), int), {},
+                         min_eigenvalue=np.array([-1.5, np.nan, -0.5]))
+    assert r.per_batch() == {"lambda_max": [3.0, 5.0], "lambda_min": [-1.5, -0.5]}
+    s = r.summary()
+    assert s["lambda_min_negative_share"] == 1.0
+    assert s["median_abs_min_over_max"] == pytest.approx(np.median([1.5 / 3, 0.5 / 5]))
