@@ -229,8 +229,8 @@ def print_case(bs: int, rows: dict, repeats: int) -> None:
               f"{max(r['rel_err']):11.2e}  {str(r['converged']):5s}{note}")
     if "ratio" in rows:
         if rows["ratio"] is None:
-            print(f"    ratio REFUSED: ours and pyhessian-matched disagree by {rows['agreement']:.2e}"
-                  f" (> {MATCH:g})")
+            print(f"    ratio REFUSED: ours and pyhessian-matched disagree by "
+                  f"{rows['agreement']:.2e} (> {MATCH:g})")
         else:
             print(f"    ratio pyhessian-matched / ours = {rows['ratio']:.2f}x "
                   f"(values agree within {rows['agreement']:.1e}); pyhessian-default / ours = "

@@ -38,17 +38,23 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from . import distributed as D
-from .curvature import HessianOperator, LossHessian, lanczos_eigenpairs, start_vector, top_eigenvalues
+from .curvature import (
+    HessianOperator,
+    LossHessian,
+    lanczos_eigenpairs,
+    start_vector,
+    top_eigenvalues,
+)
 from .errors import LandscapeError
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 _ARRAYS = ("eigenvalues", "residuals", "n_products", "converged", "min_eigenvalue", "min_residual")
 
 
@@ -59,14 +65,14 @@ class SpectrumConfig:
     k: int = 5
     which: str = "LM"
     batch_size: int = 16
-    n_batches: Optional[int] = None  # default: subset * N / batch_size
+    n_batches: int | None = None  # default: subset * N / batch_size
     subset: float = 0.1  # fraction of the data set the batches cover when n_batches is None
     seed: int = 0
     wd: float = 0.0
     l2: str = "half"
     augment: bool = False
     tol: float = 1e-3
-    max_iter: Optional[int] = None
+    max_iter: int | None = None
     method: str = "lanczos"
     backend: str = "landscape"
     mode: str = "auto"
@@ -89,7 +95,7 @@ class BatchEigen(NamedTuple):
     min_eigenvalue: float
     min_residual: float
     converged: bool
-    vectors: Optional[torch.Tensor] = None
+    vectors: torch.Tensor | None = None
 
 
 @dataclass
@@ -103,9 +109,9 @@ class SpectrumResult:
     config: dict[str, Any]
     wall_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-    min_eigenvalue: Optional[np.ndarray] = None  # (n_batches,) most negative eigenvalue (SA)
-    min_residual: Optional[np.ndarray] = None
-    converged: Optional[np.ndarray] = None  # (n_batches,) all wanted pairs within tol
+    min_eigenvalue: np.ndarray | None = None  # (n_batches,) most negative eigenvalue (SA)
+    min_residual: np.ndarray | None = None
+    converged: np.ndarray | None = None  # (n_batches,) all wanted pairs within tol
 
     @property
     def finished(self) -> np.ndarray:
@@ -179,7 +185,7 @@ def lambda_min_summary(lmin: np.ndarray, top: np.ndarray) -> dict[str, float]:
             if pos.any() else float("nan")}
 
 
-def spectrum_batches(n_data: int, batch_size: int = 16, n_batches: Optional[int] = None,
+def spectrum_batches(n_data: int, batch_size: int = 16, n_batches: int | None = None,
                      subset: float = 0.1, seed: int = 0) -> np.ndarray:
     """Sample indices (n_batches, batch_size): a seeded permutation of the data cut into batches;
     ``n_batches`` defaults to ``floor(subset * n_data / batch_size)``."""
@@ -208,9 +214,9 @@ def _batch_operator(model, images, labels, idx, i, cfg, augment, loss_fn, device
 
 
 def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: np.ndarray,
-                 i: int, cfg: SpectrumConfig, augment: Optional[Callable],
-                 loss_fn: Optional[Callable], device: torch.device,
-                 prev: Optional[torch.Tensor] = None) -> BatchEigen:
+                 i: int, cfg: SpectrumConfig, augment: Callable | None,
+                 loss_fn: Callable | None, device: torch.device,
+                 prev: torch.Tensor | None = None) -> BatchEigen:
     """Batch i's top-k (and most negative eigenvalue); ``prev``: Ritz vectors to warm-start from."""
     op = _batch_operator(model, images, labels, idx, i, cfg, augment, loss_fn, device, cfg.mode)
     nan = float("nan")
@@ -223,8 +229,9 @@ def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, i
             else None
         op.free()
         n = r.n_products + (lo.n_products if lo else 0)
+        conv = r.converged and (lo is None or lo.converged)
         return BatchEigen(r.eigenvalues, r.residuals, n, lo.eigenvalues[0] if lo else nan,
-                          lo.residuals[0] if lo else nan, r.converged and (lo is None or lo.converged))
+                          lo.residuals[0] if lo else nan, conv)
     v0, _ = start_vector(op, op.shape[0], cfg.which, seed, cfg.start)
     if prev is not None:
         v0 = v0 / v0.norm() + prev.sum(1).to(v0) / prev.shape[1] ** 0.5
@@ -335,13 +342,13 @@ def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_f
 
 
 def max_eigenvalue_spectrum(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                            config: Optional[SpectrumConfig] = None, *,
-                            out: Optional[PathLike] = None,
-                            augment: Optional[Callable[[torch.Tensor, torch.Generator],
-                                                       torch.Tensor]] = None,
-                            loss_fn: Optional[Callable] = None,
-                            device: Optional[torch.device] = None, progress: bool = True,
-                            chunk: int = 4, meta: Optional[dict[str, Any]] = None) -> SpectrumResult:
+                            config: SpectrumConfig | None = None, *,
+                            out: PathLike | None = None,
+                            augment: Callable[[torch.Tensor, torch.Generator],
+                                              torch.Tensor] | None = None,
+                            loss_fn: Callable | None = None,
+                            device: torch.device | None = None, progress: bool = True,
+                            chunk: int = 4, meta: dict[str, Any] | None = None) -> SpectrumResult:
     """Top-k eigenvalues (and the most negative one) of the Hessian of each mini-batch (see
     module doc).
 

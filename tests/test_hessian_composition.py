@@ -8,14 +8,21 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_hessian import make  # noqa: E402
 
-from landscape.curvature import (DenseOperator, HessianOperator, LossHessian, check_repeated_products,  # noqa: E402
-                                 dense_hessian, l2_hessian, l2_penalty, subspace_eigenpairs,
-                                 top_eigenvalues)
+from landscape.curvature import (  # noqa: E402
+    DenseOperator,
+    HessianOperator,
+    LossHessian,
+    check_repeated_products,
+    dense_hessian,
+    l2_hessian,
+    l2_penalty,
+    subspace_eigenpairs,
+    top_eigenvalues,
+)
 from landscape.errors import LandscapeError  # noqa: E402
 
 torch.set_num_threads(1)

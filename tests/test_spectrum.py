@@ -55,7 +55,8 @@ def test_spectrum_matches_direct_and_dense(tmp_path):
     # batch 2 recomputed directly: same augmentation seed, same operator
     i = 2
     ii = torch.as_tensor(r.sample_indices[i])
-    op = HessianOperator(m, (x[ii], y[ii]), wd=0.01, augment=_aug, augment_seed=S._augment_seed(1, i))
+    op = HessianOperator(m, (x[ii], y[ii]), wd=0.01, augment=_aug,
+                         augment_seed=S._augment_seed(1, i))
     direct = top_eigenvalues(op, 3, "LM", tol=1e-9, seed=1 + i)
     np.testing.assert_allclose(r.eigenvalues[i], direct.eigenvalues, rtol=1e-12)
     # and against the dense Hessian of the augmented batch (+ wd on every eigenvalue)
@@ -111,8 +112,8 @@ def test_cli_hessian(tmp_path):
         pytest.skip("resnet_tiny not built yet")
     try:
         from landscape.checkpoint import save
-        from landscape.data import dataset_spec
         from landscape.commands import common  # noqa: F401
+        from landscape.data import dataset_spec
     except ImportError as e:
         pytest.skip(f"lead's modules not ready: {e}")
     if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") \

@@ -44,8 +44,9 @@ def add_parser(sub: Any) -> None:
                         "top eigenvalues converge in fewer products at a trained model), random = "
                         "Gaussian; auto = gradient for LM/LA, random for SA")
     p.add_argument("--warm-start", action="store_true",
-                   help="start each batch's Lanczos from the previous batch's Ritz vectors (chains "
-                        "of 16 batches); off by default: measured no cheaper (benchmarks/hessian.py)")
+                   help="start each batch's Lanczos from the previous batch's Ritz vectors "
+                        "(chains of 16 batches); off by default: measured no cheaper "
+                        "(benchmarks/hessian.py)")
     p.add_argument("--mode", choices=["auto", "double_backward", "forward_over_reverse"],
                    default="auto", help="Hessian-vector product mode (auto = measured default)")
     p.add_argument("--trace", action="store_true",
@@ -72,9 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed as D
     from ..errors import LandscapeError
     from ..hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density
-    from ..provenance import run_metadata, write_json
+    from ..provenance import output_dir, run_metadata, write_json
     from ..spectrum import SpectrumConfig, max_eigenvalue_spectrum
-    from ..provenance import output_dir
     from .common import load_checkpoint_and_data
 
     D.init_from_env()
@@ -130,10 +130,11 @@ def run(args: argparse.Namespace) -> int:
         from ..plots.hessian import plot_spectrum
         plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
         s = summary["spectrum"]
+        nan = float("nan")
         print(f"{info.model}: {s['n_batches_finished']}/{s['n_batches']} batches, "
               f"negative share {s['negative_share']:.4f}, mean positive {s['mean_positive']:.4g}, "
-              f"lambda_min < 0 in {s.get('lambda_min_negative_share', float('nan')):.3f} of batches, "
-              f"median |lambda_min|/lambda_max {s.get('median_abs_min_over_max', float('nan')):.3g}"
+              f"lambda_min < 0 in {s.get('lambda_min_negative_share', nan):.3f} of batches, "
+              f"median |lambda_min|/lambda_max {s.get('median_abs_min_over_max', nan):.3g}"
               + (f", trace {summary['trace']['hutch++']['trace']:.4g} "
                  f"+- {summary['trace']['hutch++']['stderr']:.2g}" if "trace" in summary else "")
               + f" -> {out}")

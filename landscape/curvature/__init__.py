@@ -15,14 +15,33 @@ Modules (each one quantity or piece, curvlinops style):
 - ``results``: the result dataclasses; ``pyhessian_backend``: the pyhessian package as a backend.
 """
 from .density import slq_density
-from .hessian_operator import (HessianOperator, LossHessian, dense_hessian, eval_mode,
-                               loss_hessian_of, math_attention, select_names)
+from .hessian_operator import (
+                               HessianOperator,
+                               LossHessian,
+                               dense_hessian,
+                               eval_mode,
+                               loss_hessian_of,
+                               math_attention,
+                               select_names,
+)
 from .l2 import L2_KINDS, PaperL2Hessian, l2_hessian, l2_penalty
-from .lanczos import (WHICH, Lanczos, lanczos_eigenpairs, lanczos_quadrature, start_vector,
-                      top_eigenvalues)
+from .lanczos import (
+                               WHICH,
+                               Lanczos,
+                               lanczos_eigenpairs,
+                               lanczos_quadrature,
+                               start_vector,
+                               top_eigenvalues,
+)
 from .modes import DEFAULT_MODE, MODES, ModeChoice, choose_mode
-from .operators import (DenseOperator, LinearOperator, ScaledIdentity, SumOperator, as_operator,
-                        check_repeated_products)
+from .operators import (
+                               DenseOperator,
+                               LinearOperator,
+                               ScaledIdentity,
+                               SumOperator,
+                               as_operator,
+                               check_repeated_products,
+)
 from .pyhessian_backend import pyhessian_density
 from .results import DensityResult, EigenResult, TraceResult
 from .subspace import subspace_eigenpairs
@@ -33,7 +52,8 @@ __all__ = [
     "HessianOperator", "Lanczos", "LinearOperator", "LossHessian", "ModeChoice",
     "PaperL2Hessian", "ScaledIdentity", "SumOperator", "TraceResult", "as_operator",
     "check_repeated_products", "choose_mode", "dense_hessian", "eval_mode", "hutchinson_trace",
-    "hutchpp_trace", "l2_hessian", "lanczos_eigenpairs", "l2_penalty", "lanczos_quadrature", "loss_hessian_of",
+    "hutchpp_trace", "l2_hessian", "l2_penalty", "lanczos_eigenpairs", "lanczos_quadrature",
+    "loss_hessian_of",
     "math_attention", "pyhessian_density", "select_names", "slq_density", "start_vector",
     "subspace_eigenpairs", "top_eigenvalues",
 ]

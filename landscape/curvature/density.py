@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from .results import DensityResult
 
 
 def slq_density(op: Any, n_probes: int = 4, steps: int = 80, *, seed: int = 0,
-                sigma: Optional[float] = None, n_grid: int = 1000) -> DensityResult:
+                sigma: float | None = None, n_grid: int = 1000) -> DensityResult:
     """Spectral density by stochastic Lanczos quadrature.
 
     ``n_probes`` Rademacher probes, ``steps`` Lanczos steps each (full reorthogonalization). The
@@ -39,7 +39,7 @@ def slq_density(op: Any, n_probes: int = 4, steps: int = 80, *, seed: int = 0,
         sigma = 0.01 * span
     grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, n_grid)
     dens = np.zeros_like(grid)
-    for th, w in zip(nodes_a, weights_a):
+    for th, w in zip(nodes_a, weights_a, strict=False):
         dens += (w[None, :] * np.exp(-0.5 * ((grid[:, None] - th[None, :]) / sigma) ** 2)).sum(1)
     dens /= n_probes * sigma * math.sqrt(2 * math.pi)
     area = np.trapezoid(dens, grid) if hasattr(np, "trapezoid") else np.trapz(dens, grid)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -32,7 +32,7 @@ from .modes import MODES, ModeChoice, choose_mode
 from .operators import LinearOperator, SumOperator
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-ParamSelector = Union[None, str, Sequence[str], Callable[[str], bool]]
+ParamSelector = None | str | Sequence[str] | Callable[[str], bool]
 
 
 @contextlib.contextmanager
@@ -102,13 +102,13 @@ class LossHessian(LinearOperator):
         device: where the batches go; default the parameters' device.
     """
 
-    def __init__(self, model: nn.Module, data: Union[Batch, Sequence[Batch]], *,
-                 loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  params: ParamSelector = None,
-                 augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                  augment_seed: int = 0, mode: str = "auto",
-                 retain_graph: Optional[bool] = None, distributed: bool = False,
-                 device: Optional[torch.device] = None):
+                 retain_graph: bool | None = None, distributed: bool = False,
+                 device: torch.device | None = None):
         if mode not in MODES:
             raise LandscapeError(f"mode must be one of {MODES}, got {mode!r}")
         self.model = model
@@ -158,7 +158,7 @@ class LossHessian(LinearOperator):
         """Flat (n,) or (m, n) -> per-parameter tensors (with the leading m kept)."""
         lead = v.shape[:-1]
         return [c.reshape(*lead, *s)
-                for c, s in zip(torch.split(v, self.numels, dim=-1), self.shapes)]
+                for c, s in zip(torch.split(v, self.numels, dim=-1), self.shapes, strict=False)]
 
     flatten = staticmethod(flatten)
 
@@ -214,7 +214,7 @@ class LossHessian(LinearOperator):
             hv = torch.autograd.grad(gs, self.params, grad_outputs=[vs[j] for j in keep],
                                      retain_graph=self.retain_graph, allow_unused=True,
                                      is_grads_batched=batched)
-        return [torch.zeros_like(v) if h is None else h for h, v in zip(hv, vs)]
+        return [torch.zeros_like(v) if h is None else h for h, v in zip(hv, vs, strict=False)]
 
     def _hvp_forward_over_reverse(self, i: int, vs: list[torch.Tensor],
                                   batched: bool) -> list[torch.Tensor]:
@@ -224,7 +224,8 @@ class LossHessian(LinearOperator):
         names, model = self.names, self.model
 
         def loss_of(ps):
-            return self.loss_fn(functional_call(model, dict(zip(names, ps)), (x,), strict=False), y)
+            params = dict(zip(names, ps, strict=True))
+            return self.loss_fn(functional_call(model, params, (x,), strict=False), y)
 
         g = grad(loss_of)
 
@@ -242,7 +243,7 @@ class LossHessian(LinearOperator):
                     lead_shape: tuple) -> torch.Tensor:
         """``sum_b n_b f(b) / sum_b n_b`` over this rank's batches, flattened to
         ``(*lead_shape, n)``, all-reduced when distributed; one local batch is taken as is."""
-        acc: Optional[list[torch.Tensor]] = None
+        acc: list[torch.Tensor] | None = None
         single = len(self.batches) == 1 and not self.distributed
         for i in self._local_indices():
             parts = [t.detach() for t in per_batch(i)]
@@ -252,7 +253,7 @@ class LossHessian(LinearOperator):
             elif acc is None:
                 acc = [t * n_b for t in parts]
             else:
-                for a, t in zip(acc, parts):
+                for a, t in zip(acc, parts, strict=False):
                     a.add_(t, alpha=n_b)
         out = flatten(acc, len(lead_shape)) if acc is not None else \
             torch.zeros((*lead_shape, self.shape[0]), dtype=self.dtype, device=self.device)
@@ -289,15 +290,16 @@ class LossHessian(LinearOperator):
         def grads(i: int) -> list[torch.Tensor]:
             if self.mode in ("auto", "double_backward") and self.retain_graph:
                 gs, keep = self._grad_graph(i)
-                full: list[Optional[torch.Tensor]] = [None] * len(self.params)
-                for j, g in zip(keep, gs):
+                full: list[torch.Tensor | None] = [None] * len(self.params)
+                for j, g in zip(keep, gs, strict=False):
                     full[j] = g
             else:
                 x, y = self._batch(i)
                 with torch.enable_grad():
                     full = list(torch.autograd.grad(self._loss(x, y), self.params,
                                                     allow_unused=True))
-            return [torch.zeros_like(p) if g is None else g for g, p in zip(full, self.params)]
+            return [torch.zeros_like(p) if g is None else g
+                    for g, p in zip(full, self.params, strict=True)]
 
         return self._batch_mean(grads, ())
 
@@ -337,7 +339,7 @@ class HessianOperator(SumOperator):
     term ``l2`` ("half": ``+ wd I``; "paper": of ``wd * sum_p ||p||_2``), composed as a sum of
     operators. Attributes of the loss Hessian (``model``, ``gradient``, ``free``...) are exposed."""
 
-    def __init__(self, model: nn.Module, data: Union[Batch, Sequence[Batch]], *, wd: float = 0.0,
+    def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *, wd: float = 0.0,
                  l2: str = "half", **kw: Any):
         if l2 not in L2_KINDS:
             raise LandscapeError(f"l2 must be one of {L2_KINDS}, got {l2!r}")
@@ -357,7 +359,7 @@ class HessianOperator(SumOperator):
         return self.loss.config() | {"wd": self.wd, "l2": self.l2}
 
 
-def loss_hessian_of(op: Any) -> Optional[LossHessian]:
+def loss_hessian_of(op: Any) -> LossHessian | None:
     """The :class:`LossHessian` inside ``op`` (itself or a sum's first term), else None."""
     if isinstance(op, LossHessian):
         return op
@@ -367,7 +369,7 @@ def loss_hessian_of(op: Any) -> Optional[LossHessian]:
 
 
 def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                  loss_fn: Optional[Callable] = None, params: ParamSelector = None,
+                  loss_fn: Callable | None = None, params: ParamSelector = None,
                   method: str = "func") -> torch.Tensor:
     """Reference: the full Hessian of the loss by ``torch.func.hessian`` of ``functional_call``
     (``method="func"``) or ``torch.autograd.functional.hessian`` ("autograd"); tiny models only.
@@ -382,7 +384,8 @@ def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     numels = [p.numel() for p in primals]
 
     def f(ps):
-        return loss_fn(functional_call(model, dict(zip(names, ps)), (x,), strict=False), y)
+        params = dict(zip(names, ps, strict=True))
+        return loss_fn(functional_call(model, params, (x,), strict=False), y)
 
     with eval_mode(model), math_attention():
         if method == "autograd":

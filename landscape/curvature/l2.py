@@ -51,7 +51,7 @@ class PaperL2Hessian(LinearOperator):
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         V = V.to(self.device, self.dtype)
         parts = []
-        for p, r, v in zip(self.flat, self.norms, torch.split(V, self.numels, dim=0)):
+        for p, r, v in zip(self.flat, self.norms, torch.split(V, self.numels, dim=0), strict=False):
             if r == 0.0:
                 parts.append(torch.zeros_like(v))
                 continue

@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,10 +115,10 @@ class Lanczos:
 
 
 def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3,
-                    max_iter: Optional[int] = None, seed: int = 0, method: str = "lanczos",
+                    max_iter: int | None = None, seed: int = 0, method: str = "lanczos",
                     backend: str = "landscape", return_eigenvectors: bool = True,
-                    pyhessian_kwargs: Optional[dict[str, Any]] = None,
-                    start: Union[str, torch.Tensor] = "auto") -> EigenResult:
+                    pyhessian_kwargs: dict[str, Any] | None = None,
+                    start: str | torch.Tensor = "auto") -> EigenResult:
     """The k extreme eigenpairs of a symmetric operator.
 
     ``which``: "LM" (largest magnitude: what power iteration finds), "LA" (largest algebraic) or
@@ -180,7 +180,7 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
 
 
 def lanczos_eigenpairs(op: Any, targets: dict[str, int], v0: torch.Tensor, *, tol: float = 1e-3,
-                       max_iter: Optional[int] = None, seed: int = 0,
+                       max_iter: int | None = None, seed: int = 0,
                        return_eigenvectors: bool = True) -> dict[str, EigenResult]:
     """One Lanczos run from ``v0`` for several targets ``which -> count`` (e.g. ``{"LM": 5,
     "SA": 1}``: the paper's top-5 and the most negative eigenvalue), stopped when every wanted Ritz
@@ -217,7 +217,7 @@ def lanczos_eigenpairs(op: Any, targets: dict[str, int], v0: torch.Tensor, *, to
 
 
 def start_vector(op: LinearOperator, n: int, which: str, seed: int,
-                  start: Union[str, torch.Tensor]) -> tuple[torch.Tensor, str]:
+                  start: str | torch.Tensor) -> tuple[torch.Tensor, str]:
     """The Lanczos start vector and its description (see :func:`top_eigenvalues`)."""
     z = randn(n, seed)
     if isinstance(start, torch.Tensor):
@@ -225,7 +225,8 @@ def start_vector(op: LinearOperator, n: int, which: str, seed: int,
             raise LandscapeError(f"start vector must have shape ({n},), got {tuple(start.shape)}")
         return start.detach().to("cpu", torch.float64), "given"
     if start not in ("auto", "random", "gradient"):
-        raise LandscapeError(f"start must be 'auto', 'random', 'gradient' or a vector, got {start!r}")
+        raise LandscapeError("start must be 'auto', 'random', 'gradient' or a vector, "
+                             f"got {start!r}")
     if start == "auto":
         lh = loss_hessian_of(op)
         cheap = lh is not None and len(lh.batches) == 1 and lh.retain_graph
@@ -238,12 +239,14 @@ def start_vector(op: LinearOperator, n: int, which: str, seed: int,
     g = lh.gradient().to("cpu", torch.float64)
     gn = float(g.norm())
     if not math.isfinite(gn) or gn == 0.0:
-        warnings.warn("the loss gradient is zero or not finite; Lanczos starts from a random vector")
+        warnings.warn("the loss gradient is zero or not finite; Lanczos starts from a random "
+                      "vector", stacklevel=2)
         return z, "random"
     return g / gn + z / z.norm(), "gradient"
 
 
-def lanczos_quadrature(op: Any, v: torch.Tensor, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lanczos_quadrature(op: Any, v: torch.Tensor, steps: int,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Gauss quadrature nodes and weights of the spectral measure of ``v``: after ``steps``
     Lanczos steps from v, ``sum_i w_i theta_i^p = v^T H^p v / ||v||^2`` exactly for p < 2 steps."""
     op = as_operator(op)

@@ -10,7 +10,7 @@ twice gives the same product).
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class LinearOperator:
             return (self.matvec(t) if t.ndim == 1 else self.matmat(t)).cpu().numpy()
         return self.matvec(v) if v.ndim == 1 else self.matmat(v)
 
-    def __add__(self, other: "LinearOperator") -> "SumOperator":
+    def __add__(self, other: LinearOperator) -> SumOperator:
         return SumOperator(self, other)
 
     def dense(self) -> torch.Tensor:
@@ -67,7 +67,7 @@ class LinearOperator:
 class DenseOperator(LinearOperator):
     """A symmetric matrix as an operator (for tests and small problems)."""
 
-    def __init__(self, A: Union[torch.Tensor, np.ndarray]):
+    def __init__(self, A: torch.Tensor | np.ndarray):
         A = torch.as_tensor(A)
         self.A = A
         self.shape = tuple(A.shape)  # type: ignore[assignment]
@@ -104,7 +104,7 @@ class ScaledIdentity(LinearOperator):
     """``c * I`` (free products: ``n_products`` stays 0)."""
 
     def __init__(self, n: int, c: float, dtype: torch.dtype = torch.float64,
-                 device: Union[str, torch.device] = "cpu"):
+                 device: str | torch.device = "cpu"):
         self.shape = (int(n), int(n))
         self.c = float(c)
         self.dtype = dtype
@@ -120,8 +120,8 @@ class ScaledIdentity(LinearOperator):
 
 class SumOperator(LinearOperator):
     """``A + B + ...``: every product is the sum of the terms' products. ``n_products`` is the
-    first term's count (the expensive one, e.g. the Hessian); attributes not found here are looked
-    up on the first term (so a Hessian plus an L2 term still exposes ``model``, ``gradient`` ...)."""
+    first term's count (the expensive one, e.g. the Hessian); attributes not found here are
+    looked up on the first term (so a Hessian plus an L2 term still exposes ``model`` ...)."""
 
     def __init__(self, *terms: LinearOperator):
         if len(terms) < 2:
@@ -183,7 +183,8 @@ def check_repeated_products(op: Any, n_vectors: int = 2, *, seed: int = 0,
     (an augmentation re-drawn per product, BN statistics updated, dropout left on)."""
     op = as_operator(op)
     g = torch.Generator(device="cpu").manual_seed(int(seed))
-    V = torch.randn(op.shape[0], n_vectors, generator=g, dtype=torch.float64).to(op.device, op.dtype)
+    V = torch.randn(op.shape[0], n_vectors, generator=g, dtype=torch.float64)
+    V = V.to(op.device, op.dtype)
     worst = 0.0
     for j in range(n_vectors):
         a, b = op.matvec(V[:, j]), op.matvec(V[:, j])
@@ -191,6 +192,6 @@ def check_repeated_products(op: Any, n_vectors: int = 2, *, seed: int = 0,
     A, B = op.matmat(V), op.matmat(V)
     worst = max(worst, float((A - B).norm() / A.norm().clamp_min(1e-300)))
     if worst > rtol:
-        raise LandscapeError(f"repeated products differ by {worst:.3g} (relative, allowed {rtol:g}):"
-                             " the operator is not one fixed function")
+        raise LandscapeError(f"repeated products differ by {worst:.3g} (relative, allowed "
+                             f"{rtol:g}): the operator is not one fixed function")
     return worst

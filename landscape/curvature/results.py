@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
+
 
 @dataclass
 class EigenResult:
@@ -21,7 +22,7 @@ class EigenResult:
     which: str
     tol: float
     method: str
-    eigenvectors: Optional[torch.Tensor] = None  # (n, k)
+    eigenvectors: torch.Tensor | None = None  # (n, k)
     iterations: int = 0
     wall_s: float = 0.0
     start: str = "random"  # the Lanczos start vector: "random", "gradient" or "given"
@@ -68,13 +69,15 @@ class DensityResult:
         return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                for k, v in self.__dict__.items()}
 
     def save(self, path, **attrs: Any) -> None:
-        """Write to HDF5 (datasets grid/density/nodes/weights; attrs sigma, seed, ... + ``attrs``)."""
+        """Write to HDF5 (datasets grid/density/nodes/weights; attrs sigma, seed, ..., attrs)."""
 
 
         import h5py
+
         from ..provenance import versions
         with h5py.File(path, "w") as f:
             for k in ("grid", "density", "nodes", "weights"):
@@ -88,7 +91,7 @@ class DensityResult:
                 f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, default=str)
 
     @classmethod
-    def load(cls, path) -> "DensityResult":
+    def load(cls, path) -> DensityResult:
         import h5py
         with h5py.File(path, "r") as f:
             return cls(grid=f["grid"][()], density=f["density"][()], nodes=f["nodes"][()],

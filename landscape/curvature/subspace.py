@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from .random_vectors import generator, randn
 from .results import EigenResult
 
 
-def _orthonormal_new(W: Optional[torch.Tensor], X: torch.Tensor, drop: float = 1e-10) -> torch.Tensor:
+def _orthonormal_new(W: torch.Tensor | None, X: torch.Tensor, drop: float = 1e-10) -> torch.Tensor:
     """Columns of X made orthogonal to W and to each other (Gram-Schmidt twice); columns that
     vanish (relative norm below ``drop``) are dropped."""
     out: list[torch.Tensor] = []
@@ -54,7 +54,7 @@ def _select(theta: np.ndarray, targets: Mapping[str, int]) -> dict[str, np.ndarr
 
 
 def subspace_eigenpairs(op: Any, targets: Mapping[str, int], basis: torch.Tensor, *,
-                        tol: float = 1e-3, max_products: Optional[int] = None,
+                        tol: float = 1e-3, max_products: int | None = None,
                         seed: int = 0) -> dict[str, EigenResult]:
     """Eigenpairs of a symmetric operator for each target ``which -> count`` (see module doc),
     starting from the columns of ``basis`` (n, b). Returns one :class:`EigenResult` per target
