@@ -218,22 +218,7 @@ class LossHessian(LinearOperator):
 
     def _hvp_forward_over_reverse(self, i: int, vs: list[torch.Tensor],
                                   batched: bool) -> list[torch.Tensor]:
-        from torch.func import functional_call, grad, jvp, vmap
-        x, y = self._batch(i)
-        primals = tuple(p.detach() for p in self.params)
-        names, model = self.names, self.model
-
-        def loss_of(ps):
-            params = dict(zip(names, ps, strict=True))
-            return self.loss_fn(functional_call(model, params, (x,), strict=False), y)
-
-        g = grad(loss_of)
-
-        def hvp(t):
-            return jvp(g, (primals,), (t,))[1]
-
-        with torch.enable_grad(), eval_mode(model), math_attention():
-            return list(vmap(hvp)(tuple(vs))) if batched else list(hvp(tuple(vs)))
+        return forward_over_reverse(self, i, vs, batched)
 
     def product_function(self, mode: str) -> Callable[[int, list[torch.Tensor], bool], list]:
         """The per-batch product of one mode: ``f(batch_index, per_tensor_vectors, batched)``."""
@@ -332,6 +317,27 @@ class LossHessian(LinearOperator):
         """Drop the retained graphs and cached batches."""
         self._graphs.clear()
         self._xcache.clear()
+
+
+def forward_over_reverse(op: LossHessian, i: int, vs: list[torch.Tensor],
+                         batched: bool) -> list[torch.Tensor]:
+    """Products with batch i's Hessian by ``torch.func.jvp`` of ``torch.func.grad`` (``vmap``
+    over the vectors when ``batched``)."""
+    from torch.func import functional_call, grad, jvp, vmap
+    x, y = op._batch(i)
+    primals = tuple(p.detach() for p in op.params)
+
+    def loss_of(ps):
+        params = dict(zip(op.names, ps, strict=True))
+        return op.loss_fn(functional_call(op.model, params, (x,), strict=False), y)
+
+    g = grad(loss_of)
+
+    def hvp(t):
+        return jvp(g, (primals,), (t,))[1]
+
+    with torch.enable_grad(), eval_mode(op.model), math_attention():
+        return list(vmap(hvp)(tuple(vs))) if batched else list(hvp(tuple(vs)))
 
 
 class HessianOperator(SumOperator):
