@@ -3,61 +3,104 @@
 Park & Kim (2022), Fig. 1/4/6/7/12: for every mini-batch of 16 training images over about 10% of
 the training set, the top-5 eigenvalues (largest magnitude, as their patched PyHessian power
 iteration returns) of the loss NLL + L2 weight decay on augmented data; the density of all these
-values, the share of negative ones and the mean of the positive ones.
+values, the share of negative ones and the mean of the positive ones. The L2 term is the
+operator ``l2_hessian(wd, l2)`` added to the loss Hessian (``l2="paper"``: the paper code's
+``wd * sum_p ||p||_2``; ``"half"``: ``wd/2 ||theta||^2``); ``wd`` and ``l2`` are recorded.
+
+Beside the top-k, every batch records its most negative eigenvalue (``negative=True``, default),
+found in the same Lanczos run and held to the same residual rule
+``||H y - theta y|| <= tol * |theta|``: the top-k shows a negative value only when it outweighs the
+k-th positive one, so the share of negative top-k values mixes non-convexity with the size of the
+positive curvature; ``lambda_min`` and the median ``|lambda_min| / lambda_max`` separate them.
+
+``warm_start=True`` starts each batch's Lanczos from the previous batch's Ritz vectors added to the
+usual start vector, in chains of ``segment`` consecutive batches (the first of each chain starts
+cold, so a chain's values depend only on the chain: resumes and torchrun shards give the same
+numbers). It is off by default: benchmarks/hessian.py measured it no cheaper (the loss gradient,
+in the cold start, already lies mostly in the batch's own top eigenspace, while consecutive
+batches' top-5 spaces overlap little).
 
 Raw results go to one HDF5 file (``eigenvalues`` [n_batches, k], NaN rows unfinished;
-``residuals``, ``n_products``, ``sample_indices`` [n_batches, batch_size], ``batch_index``;
-attrs ``config``, ``seed``, ``versions``, ``summary``). Re-running with the same settings
-continues where it stopped. Under ``torchrun`` the batches are sharded over ranks
-(``landscape.distributed``); each batch's problem depends only on (seed, batch index), so the
-result is identical to the single-process run.
+``residuals``, ``n_products``, ``converged``, ``min_eigenvalue``, ``min_residual``,
+``sample_indices`` [n_batches, batch_size], ``batch_index``; attrs ``config``, ``seed``,
+``versions``, ``mode_chosen``, ``summary``), replaced atomically after every round. Re-running
+with the same settings continues where it stopped, with the product mode recorded by the first
+run (``mode="auto"`` is measured once and never re-timed). Under ``torchrun`` the work units
+(single batches, or warm-start chains) are sharded over ranks; each batch's problem depends only
+on (seed, batch index) and its chain, so the result is identical to the single-process run.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from . import distributed as D
+from .curvature import (
+    HessianOperator,
+    LossHessian,
+    lanczos_eigenpairs,
+    start_vector,
+    top_eigenvalues,
+)
 from .errors import LandscapeError
-from .hessian import HessianOperator, top_eigenvalues
 
-PathLike = Union[str, Path]
+PathLike = str | Path
+_ARRAYS = ("eigenvalues", "residuals", "n_products", "converged", "min_eigenvalue", "min_residual")
 
 
 @dataclass
 class SpectrumConfig:
-    """Settings of a max-eigenvalue spectrum (defaults: the paper's)."""
+    """Settings of a max-eigenvalue spectrum (defaults: the paper's, except wd and augment)."""
 
     k: int = 5
     which: str = "LM"
     batch_size: int = 16
-    n_batches: Optional[int] = None  # default: subset * N / batch_size
+    n_batches: int | None = None  # default: subset * N / batch_size
     subset: float = 0.1  # fraction of the data set the batches cover when n_batches is None
     seed: int = 0
     wd: float = 0.0
     l2: str = "half"
     augment: bool = False
     tol: float = 1e-3
-    max_iter: Optional[int] = None
+    max_iter: int | None = None
     method: str = "lanczos"
     backend: str = "landscape"
     mode: str = "auto"
-    start: str = "auto"  # Lanczos start vector (see hessian.top_eigenvalues)
+    start: str = "auto"  # Lanczos start vector (see curvature.top_eigenvalues)
+    negative: bool = True  # also the most negative eigenvalue of every batch
+    warm_start: bool = False  # start from the previous batch's Ritz vectors (see module doc)
+    segment: int = 16  # warm-start chain length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+class BatchEigen(NamedTuple):
+    """One batch's solve: top-k values and residuals, products, the most negative eigenvalue and
+    its residual (NaN when not computed), whether every wanted pair converged, Ritz vectors."""
+
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    n_products: int
+    min_eigenvalue: float
+    min_residual: float
+    converged: bool
+    vectors: torch.Tensor | None = None
+
+
 @dataclass
 class SpectrumResult:
-    """Raw per-batch top-k eigenvalues and what defines them."""
+    """Raw per-batch top-k eigenvalues, most negative eigenvalues and what defines them."""
 
     eigenvalues: np.ndarray  # (n_batches, k); NaN rows unfinished
     residuals: np.ndarray
@@ -66,6 +109,9 @@ class SpectrumResult:
     config: dict[str, Any]
     wall_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    min_eigenvalue: np.ndarray | None = None  # (n_batches,) most negative eigenvalue (SA)
+    min_residual: np.ndarray | None = None
+    converged: np.ndarray | None = None  # (n_batches,) all wanted pairs within tol
 
     @property
     def finished(self) -> np.ndarray:
@@ -75,21 +121,39 @@ class SpectrumResult:
         """All finished eigenvalues, flattened."""
         return self.eigenvalues[self.finished].reshape(-1)
 
+    def per_batch(self) -> dict[str, list[float]]:
+        """Per finished batch: ``lambda_max`` (largest of its top-k) and ``lambda_min`` (its most
+        negative eigenvalue; NaN when not computed): the evidence format ``claims`` reads as
+        ``summary["hessian"][label]["per_batch"]``."""
+        fin = self.finished
+        lmin = self.min_eigenvalue[fin] if self.min_eigenvalue is not None \
+            else np.full(int(fin.sum()), np.nan)
+        return {"lambda_max": self.eigenvalues[fin].max(axis=1).tolist(),
+                "lambda_min": [float(v) for v in lmin]}
+
     def summary(self) -> dict[str, Any]:
-        """Share of negative values and mean of the positive ones (the paper's two numbers)."""
-        return spectrum_summary(self.values()) | {
-            "n_batches_finished": int(self.finished.sum()), "n_batches": len(self.eigenvalues),
-            "mean_products_per_batch": float(self.n_products[self.finished].mean())
-            if self.finished.any() else float("nan")}
+        """The paper's two numbers (share of negative top-k values, mean of the positive ones),
+        the most negative eigenvalue's statistics, the L2 term and the product counts."""
+        fin = self.finished
+        out = spectrum_summary(self.values()) | {
+            "n_batches_finished": int(fin.sum()), "n_batches": len(self.eigenvalues),
+            "mean_products_per_batch": float(self.n_products[fin].mean()) if fin.any()
+            else float("nan"), "wd": self.config.get("wd"), "l2": self.config.get("l2")}
+        if self.converged is not None and fin.any():
+            out["converged_share"] = float(self.converged[fin].mean())
+        if self.min_eigenvalue is not None:
+            out |= lambda_min_summary(self.min_eigenvalue[fin], self.eigenvalues[fin])
+        return out
 
     @classmethod
-    def load(cls, path: PathLike) -> "SpectrumResult":
+    def load(cls, path: PathLike) -> SpectrumResult:
         import h5py
         with h5py.File(path, "r") as f:
+            opt = {k: f[k][()] for k in ("min_eigenvalue", "min_residual", "converged") if k in f}
             return cls(eigenvalues=f["eigenvalues"][()], residuals=f["residuals"][()],
                        n_products=f["n_products"][()], sample_indices=f["sample_indices"][()],
                        config=json.loads(f.attrs["config"]),
-                       extra={k: f.attrs[k] for k in f.attrs if k != "config"})
+                       extra={k: f.attrs[k] for k in f.attrs if k != "config"}, **opt)
 
 
 def spectrum_summary(values: np.ndarray) -> dict[str, float]:
@@ -104,7 +168,24 @@ def spectrum_summary(values: np.ndarray) -> dict[str, float]:
             "max": float(v.max()) if v.size else float("nan")}
 
 
-def spectrum_batches(n_data: int, batch_size: int = 16, n_batches: Optional[int] = None,
+def lambda_min_summary(lmin: np.ndarray, top: np.ndarray) -> dict[str, float]:
+    """Per batch lambda_min (most negative) and lambda_max (largest of the top-k): the share of
+    batches with lambda_min < 0, the median lambda_min and the median |lambda_min| / lambda_max
+    over batches with lambda_max > 0."""
+    lmin = np.asarray(lmin, dtype=np.float64).reshape(-1)
+    lmax = np.max(np.asarray(top, dtype=np.float64).reshape(len(lmin), -1), axis=1) \
+        if len(lmin) else np.zeros(0)
+    ok = np.isfinite(lmin) & np.isfinite(lmax)
+    lmin, lmax = lmin[ok], lmax[ok]
+    pos = lmax > 0
+    return {"lambda_min_count": int(lmin.size),
+            "lambda_min_negative_share": float((lmin < 0).mean()) if lmin.size else float("nan"),
+            "lambda_min_median": float(np.median(lmin)) if lmin.size else float("nan"),
+            "median_abs_min_over_max": float(np.median(np.abs(lmin[pos]) / lmax[pos]))
+            if pos.any() else float("nan")}
+
+
+def spectrum_batches(n_data: int, batch_size: int = 16, n_batches: int | None = None,
                      subset: float = 0.1, seed: int = 0) -> np.ndarray:
     """Sample indices (n_batches, batch_size): a seeded permutation of the data cut into batches;
     ``n_batches`` defaults to ``floor(subset * n_data / batch_size)``."""
@@ -125,151 +206,224 @@ def _augment_seed(seed: int, i: int) -> int:
     return (int(seed) * 1_000_003 + int(i)) % (2 ** 63)
 
 
-def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: np.ndarray,
-                 i: int, cfg: SpectrumConfig, augment: Optional[Callable],
-                 loss_fn: Optional[Callable], device: torch.device) -> tuple[np.ndarray, np.ndarray, int]:
+def _batch_operator(model, images, labels, idx, i, cfg, augment, loss_fn, device, mode):
     ii = torch.as_tensor(idx, dtype=torch.long, device=images.device)
-    x, y = images[ii].to(device), labels[ii].to(device)
-    op = HessianOperator(model, (x, y), loss_fn=loss_fn, wd=cfg.wd, l2=cfg.l2,
-                         augment=augment if cfg.augment else None,
-                         augment_seed=_augment_seed(cfg.seed, i), mode=cfg.mode)
-    r = top_eigenvalues(op, cfg.k, cfg.which, tol=cfg.tol, max_iter=cfg.max_iter,
-                        seed=cfg.seed + i, method=cfg.method, backend=cfg.backend,
-                        return_eigenvectors=False, start=cfg.start)
+    return HessianOperator(model, (images[ii].to(device), labels[ii].to(device)), loss_fn=loss_fn,
+                           wd=cfg.wd, l2=cfg.l2, augment=augment if cfg.augment else None,
+                           augment_seed=_augment_seed(cfg.seed, i), mode=mode)
+
+
+def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: np.ndarray,
+                 i: int, cfg: SpectrumConfig, augment: Callable | None,
+                 loss_fn: Callable | None, device: torch.device,
+                 prev: torch.Tensor | None = None) -> BatchEigen:
+    """Batch i's top-k (and most negative eigenvalue); ``prev``: Ritz vectors to warm-start from."""
+    op = _batch_operator(model, images, labels, idx, i, cfg, augment, loss_fn, device, cfg.mode)
+    nan = float("nan")
+    seed = cfg.seed + i
+    if cfg.backend != "landscape" or cfg.method != "lanczos":
+        kw = dict(tol=cfg.tol, max_iter=cfg.max_iter, seed=seed, method=cfg.method,
+                  backend=cfg.backend, return_eigenvectors=False)
+        r = top_eigenvalues(op, cfg.k, cfg.which, **kw)
+        lo = top_eigenvalues(op, 1, "SA", **kw) if cfg.negative and cfg.backend == "landscape" \
+            else None
+        op.free()
+        n = r.n_products + (lo.n_products if lo else 0)
+        conv = r.converged and (lo is None or lo.converged)
+        return BatchEigen(r.eigenvalues, r.residuals, n, lo.eigenvalues[0] if lo else nan,
+                          lo.residuals[0] if lo else nan, conv)
+    v0, _ = start_vector(op, op.shape[0], cfg.which, seed, cfg.start)
+    if prev is not None:
+        v0 = v0 / v0.norm() + prev.sum(1).to(v0) / prev.shape[1] ** 0.5
+    targets = {cfg.which: cfg.k}
+    if cfg.negative and cfg.which != "SA":
+        targets["SA"] = 1
+    rs = lanczos_eigenpairs(op, targets, v0, tol=cfg.tol, max_iter=cfg.max_iter, seed=seed,
+                            return_eigenvectors=cfg.warm_start)
     op.free()
-    if not r.converged:
-        import warnings
-        warnings.warn(f"batch {i}: top-{cfg.k} not converged to tol {cfg.tol} in {r.n_products} products")
-    return r.eigenvalues, r.residuals, r.n_products
+    r, lo = rs[cfg.which], rs.get("SA", rs[cfg.which] if cfg.which == "SA" else None)
+    conv = all(x.converged for x in rs.values())
+    if not conv:
+        warnings.warn(f"batch {i}: not converged to tol {cfg.tol} in {r.n_products} products",
+                      stacklevel=2)
+    vecs = torch.cat([x.eigenvectors.to("cpu", torch.float64) for x in rs.values()], 1) \
+        if cfg.warm_start else None
+    return BatchEigen(r.eigenvalues, r.residuals, r.n_products,
+                      float(lo.eigenvalues[0]) if lo is not None else nan,
+                      float(lo.residuals[0]) if lo is not None else nan, conv, vecs)
 
 
-def _open_store(path: Path, cfg: SpectrumConfig, sample_indices: np.ndarray, meta: dict[str, Any]):
-    import h5py
-    from .provenance import versions
-    cfg_json = json.dumps(cfg.to_dict(), sort_keys=True)
-    if path.exists():
+def _chain(model, images, labels, sample_indices, chain, cfg, augment, loss_fn, device):
+    """Solve the batches of one work unit in order (warm-starting each from the previous)."""
+    out, prev = [], None
+    for i in chain:
+        r = _batch_eigen(model, images, labels, sample_indices[i], i, cfg, augment, loss_fn,
+                         device, prev if cfg.warm_start else None)
+        prev = r.vectors
+        out.append((i, r._replace(vectors=None)))
+    return out
+
+
+def _empty_arrays(nb: int, k: int) -> dict[str, np.ndarray]:
+    """Per-batch result arrays, all unfinished (NaN / -1 / False)."""
+    return {"eigenvalues": np.full((nb, k), np.nan), "residuals": np.full((nb, k), np.nan),
+            "n_products": np.full(nb, -1, dtype=np.int64), "converged": np.zeros(nb, dtype=bool),
+            "min_eigenvalue": np.full(nb, np.nan), "min_residual": np.full(nb, np.nan)}
+
+
+class _Store:
+    """The spectrum's HDF5 file: checked against the settings, rewritten atomically per round."""
+
+    def __init__(self, path: Path, cfg: SpectrumConfig, sample_indices: np.ndarray,
+                 meta: dict[str, Any]):
+        self.path, self.cfg_json = path, json.dumps(cfg.to_dict(), sort_keys=True)
+        self.arrays = _empty_arrays(sample_indices.shape[0], cfg.k)
+        self.sample_indices = sample_indices
+        from .provenance import versions
+        self.attrs: dict[str, Any] = {"config": self.cfg_json, "seed": cfg.seed,
+                                      "versions": json.dumps(versions()),
+                                      "meta": json.dumps(meta, default=str)}
+        if path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        import h5py
+
         from .provenance import resume_guard
-        with resume_guard(path, "spectrum file"):
-            if not h5py.is_hdf5(path):  # checked first: HDF5 would rewrite an empty file
-                raise LandscapeError(f"cannot resume from {path}: not an HDF5 file "
-                                     f"({path.stat().st_size} bytes); delete it or use another "
-                                     "--out")
-            f = h5py.File(path, "r+")  # never "a": it would turn an empty file into a new one
-            try:
-                old = json.loads(f.attrs.get("config", "{}"))
-                same = old == json.loads(cfg_json) and np.array_equal(f["sample_indices"][()],
-                                                                      sample_indices)
-                nb, k = sample_indices.shape[0], cfg.k
-                shapes = {"eigenvalues": (nb, k), "residuals": (nb, k), "n_products": (nb,)}
-                bad = [n for n, sh in shapes.items() if n not in f or f[n].shape != sh]
-            except BaseException:
-                f.close()
-                raise
-        if not same:
-            f.close()
-            raise LandscapeError(f"{path} holds a spectrum with different settings; use another "
-                                 "output folder or delete it")
-        if bad:
-            f.close()
-            raise LandscapeError(f"cannot resume from {path}: {', '.join(bad)} missing or of the "
-                                 "wrong shape; delete it or use another --out")
-        return f
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = h5py.File(path, "w")
-    nb, k = sample_indices.shape[0], cfg.k
-    f.create_dataset("eigenvalues", data=np.full((nb, k), np.nan))
-    f.create_dataset("residuals", data=np.full((nb, k), np.nan))
-    f.create_dataset("n_products", data=np.full(nb, -1, dtype=np.int64))
-    f.create_dataset("sample_indices", data=sample_indices)
-    f.create_dataset("batch_index", data=np.arange(nb))
-    f.attrs["config"] = cfg_json
-    f.attrs["seed"] = cfg.seed
-    f.attrs["versions"] = json.dumps(versions())
-    f.attrs["meta"] = json.dumps(meta, default=str)
-    return f
+        with resume_guard(self.path, "spectrum file"):
+            if not h5py.is_hdf5(self.path):
+                raise LandscapeError(f"cannot resume from {self.path}: not an HDF5 file "
+                                     f"({self.path.stat().st_size} bytes); delete it or use "
+                                     "another --out")
+            self._read_checked(h5py)
+
+    def _read_checked(self, h5py: Any) -> None:
+        with h5py.File(self.path, "r") as f:
+            missing = [k for k in ("sample_indices", *_ARRAYS) if k not in f]
+            if missing:
+                raise LandscapeError(f"cannot resume from {self.path}: {', '.join(missing)} "
+                                     "missing; delete it or use another --out")
+            old = json.loads(f.attrs.get("config", "{}"))
+            if old != json.loads(self.cfg_json) or not np.array_equal(
+                    f["sample_indices"][()], self.sample_indices) or "converged" not in f:
+                diff = sorted(k for k in set(old) | set(json.loads(self.cfg_json))
+                              if old.get(k) != json.loads(self.cfg_json).get(k))
+                raise LandscapeError(f"{self.path} holds a spectrum with different settings "
+                                     f"({', '.join(diff) or 'sample indices or format'}); use "
+                                     "another output folder or delete it")
+            for k in _ARRAYS:
+                self.arrays[k][...] = f[k][()]
+            for k in ("mode_chosen", "versions", "meta"):
+                if k in f.attrs:
+                    self.attrs[k] = f.attrs[k]
+
+    def write(self) -> None:
+        import h5py
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            for k, v in self.arrays.items():
+                f.create_dataset(k, data=v)
+            f.create_dataset("sample_indices", data=self.sample_indices)
+            f.create_dataset("batch_index", data=np.arange(len(self.sample_indices)))
+            for k, v in self.attrs.items():
+                f.attrs[k] = v
+        os.replace(tmp, self.path)
+
+
+def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_fn, device, store):
+    """The product mode: the given one, the one a previous run recorded, or measured once now on
+    the first unfinished batch (writer) and recorded; broadcast to every rank."""
+    if cfg.mode != "auto" or cfg.backend != "landscape":
+        return cfg.mode, None
+    chosen = None
+    if D.is_writer():
+        if store is not None and "mode_chosen" in store.attrs:
+            chosen = json.loads(store.attrs["mode_chosen"])
+        else:
+            ii = torch.as_tensor(sample_indices[todo_first], dtype=torch.long, device=images.device)
+            probe = LossHessian(model, (images[ii].to(device), labels[ii].to(device)),
+                                loss_fn=loss_fn)
+            probe.resolved_mode()
+            chosen = probe.mode_choice.to_dict()
+            probe.free()
+            del probe
+            if store is not None:
+                store.attrs["mode_chosen"] = json.dumps(chosen)
+                store.write()
+    chosen = D.broadcast_object(chosen)
+    return chosen["mode"], chosen
 
 
 def max_eigenvalue_spectrum(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                            config: Optional[SpectrumConfig] = None, *,
-                            out: Optional[PathLike] = None,
-                            augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
-                            loss_fn: Optional[Callable] = None, device: Optional[torch.device] = None,
-                            progress: bool = True, chunk: int = 4,
-                            meta: Optional[dict[str, Any]] = None) -> SpectrumResult:
-    """Top-k eigenvalues of the Hessian of each mini-batch (see module doc).
+                            config: SpectrumConfig | None = None, *,
+                            out: PathLike | None = None,
+                            augment: Callable[[torch.Tensor, torch.Generator],
+                                              torch.Tensor] | None = None,
+                            loss_fn: Callable | None = None,
+                            device: torch.device | None = None, progress: bool = True,
+                            chunk: int = 4, meta: dict[str, Any] | None = None) -> SpectrumResult:
+    """Top-k eigenvalues (and the most negative one) of the Hessian of each mini-batch (see
+    module doc).
 
     ``images``/``labels``: the (normalized) training data; batches are drawn from it by
     :func:`spectrum_batches`. ``augment(x, generator)`` is used when ``config.augment``; batch i
     gets the generator seeded by (seed, i). With ``out`` (an .h5 path) results are written after
-    every ``chunk`` batches per rank and an existing file with the same settings is continued.
-    Under torchrun every rank must call this; the writer (rank 0) returns the full result and the
-    others return it too (broadcast).
+    every round (``chunk`` batches, or one warm-start chain, per rank) and an existing file with
+    the same settings is continued. Under torchrun every rank must call this; every rank returns
+    the full result.
     """
     from tqdm import tqdm
 
     cfg = config or SpectrumConfig()
     if cfg.augment and augment is None:
         raise LandscapeError("config.augment is set but no augment transform was given")
+    if cfg.warm_start and cfg.segment < 1:
+        raise LandscapeError(f"segment must be >= 1, got {cfg.segment}")
     device = device or next(model.parameters()).device
-    sample_indices = spectrum_batches(len(labels), cfg.batch_size, cfg.n_batches, cfg.subset, cfg.seed)
+    sample_indices = spectrum_batches(len(labels), cfg.batch_size, cfg.n_batches, cfg.subset,
+                                      cfg.seed)
     nb = sample_indices.shape[0]
-    ev = np.full((nb, cfg.k), np.nan)
-    res = np.full((nb, cfg.k), np.nan)
-    nprod = np.full(nb, -1, dtype=np.int64)
-    store = None
     path = Path(out) if out is not None else None
-    if D.is_writer() and path is not None:
-        store = _open_store(path, cfg, sample_indices, meta or {})
-        ev[:] = store["eigenvalues"][()]
-        res[:] = store["residuals"][()]
-        nprod[:] = store["n_products"][()]
-    todo = [i for i in range(nb) if np.isnan(ev[i]).any()]
-    todo = D.broadcast_object(todo)
-    run_cfg = cfg
-    if cfg.mode == "auto" and cfg.backend == "landscape" and todo:
-        # measure once (writer), so every rank and batch uses the same product mode
-        chosen = None
-        if D.is_writer():
-            ii = torch.as_tensor(sample_indices[todo[0]], dtype=torch.long, device=images.device)
-            probe = HessianOperator(model, (images[ii].to(device), labels[ii].to(device)),
-                                    loss_fn=loss_fn, wd=cfg.wd, l2=cfg.l2)
-            chosen = (probe.resolved_mode(), probe.mode_timings)
-            probe.free()
-        chosen = D.broadcast_object(chosen)
-        run_cfg = replace(cfg, mode=chosen[0])
-        if store is not None:
-            store.attrs["mode_chosen"] = json.dumps({"mode": chosen[0], "seconds_per_product": chosen[1]})
+    store = _Store(path, cfg, sample_indices, meta or {}) if D.is_writer() and path else None
+    arrays = store.arrays if store is not None else _empty_arrays(nb, cfg.k)
+    if cfg.warm_start:  # chains of consecutive batches; a chain with an unfinished batch is redone
+        units = [list(range(s, min(s + cfg.segment, nb))) for s in range(0, nb, cfg.segment)]
+        units = [u for u in units if any(np.isnan(arrays["eigenvalues"][i]).any() for i in u)]
+    else:
+        todo = [i for i in range(nb) if np.isnan(arrays["eigenvalues"][i]).any()]
+        units = [todo[s:s + max(1, chunk)] for s in range(0, len(todo), max(1, chunk))]
+    units = D.broadcast_object(units)
+    mode, chosen = _resolve_mode(model, images, labels, sample_indices,
+                                 units[0][0] if units else 0, cfg, loss_fn, device, store) \
+        if units else (cfg.mode, None)
+    run_cfg = replace(cfg, mode=mode)
     t0 = time.perf_counter()
-    step = max(1, chunk) * D.world_size()
-    bar = tqdm(total=nb, initial=nb - len(todo), desc="hessian spectrum", unit="batch",
+    n_todo = sum(len(u) for u in units)
+    bar = tqdm(total=nb, initial=nb - n_todo, desc="hessian spectrum", unit="batch",
                disable=not (progress and D.is_writer()))
     try:
-        for s in range(0, len(todo), step):
-            part = todo[s:s + step]
-            mine = D.shard(part)
-            done = [(i, *_batch_eigen(model, images, labels, sample_indices[i], i, run_cfg, augment,
-                                       loss_fn, device)) for i in mine]
+        for s in range(0, len(units), D.world_size()):
+            part = units[s:s + D.world_size()]
+            done = [item for u in D.shard(part) for item in _chain(
+                model, images, labels, sample_indices, u, run_cfg, augment, loss_fn, device)]
             gathered = D.gather_to_writer(done)
             if D.is_writer():
                 for rank_items in gathered:
-                    for i, e, r, n in rank_items:
-                        ev[i], res[i], nprod[i] = e, r, n
+                    for i, r in rank_items:
+                        for k in _ARRAYS:
+                            arrays[k][i] = getattr(r, k)
                 if store is not None:
-                    store["eigenvalues"][...] = ev
-                    store["residuals"][...] = res
-                    store["n_products"][...] = nprod
-                    store.flush()
-                bar.update(len(part))
+                    store.write()
+                bar.update(sum(len(u) for u in part))
     finally:
         bar.close()
-        if store is not None:
-            store.close()
-    wall = time.perf_counter() - t0
-    result = SpectrumResult(ev, res, nprod, sample_indices, cfg.to_dict(), wall,
-                            extra={"mode_chosen": run_cfg.mode})
-    if D.is_writer() and path is not None:
-        import h5py
-        with h5py.File(path, "a") as f:
-            f.attrs["summary"] = json.dumps(result.summary())
-    result = D.broadcast_object(result)
-    return result
+    result = SpectrumResult(arrays["eigenvalues"], arrays["residuals"], arrays["n_products"],
+                            sample_indices, cfg.to_dict(), time.perf_counter() - t0,
+                            extra={"mode_chosen": mode, "mode_choice": chosen},
+                            min_eigenvalue=arrays["min_eigenvalue"],
+                            min_residual=arrays["min_residual"], converged=arrays["converged"])
+    if store is not None:
+        store.attrs["summary"] = json.dumps(result.summary())
+        store.write()
+    return D.broadcast_object(result)

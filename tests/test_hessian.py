@@ -11,9 +11,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape.errors import LandscapeError
-from landscape.hessian import (DenseOperator, HessianOperator, dense_hessian, hutchinson_trace,
-                               hutchpp_trace, lanczos_quadrature, pyhessian_density, slq_density,
-                               top_eigenvalues)
+from landscape.hessian import (
+    DenseOperator,
+    HessianOperator,
+    dense_hessian,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos_quadrature,
+    pyhessian_density,
+    slq_density,
+    top_eigenvalues,
+)
 
 torch.set_num_threads(1)
 MODELS = ["mlp", "cnn", "attn"]
@@ -76,7 +84,8 @@ class TinyAttention(nn.Module):
     def forward(self, x):
         t = self.embed(x).flatten(2).transpose(1, 2)  # B, N, D
         B, N, D = t.shape
-        q, k, v = self.qkv(self.norm(t)).reshape(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.norm(t)).reshape(B, N, 3, self.heads, D // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v)
         t = t + self.proj(a.transpose(1, 2).reshape(B, N, D))
         return self.head(torch.tanh(t).mean(1))
@@ -175,7 +184,8 @@ def test_gradient_equals_autograd(cases, name, mode):
     params = [p for p in m.parameters() if p.requires_grad]
     m.eval()
     gs = torch.autograd.grad(F.cross_entropy(m(x), y), params, allow_unused=True)
-    ref = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params)])
+    ref = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                     for g, p in zip(gs, params, strict=True)])
     op = HessianOperator(m, (x, y), mode=mode)
     torch.testing.assert_close(op.gradient(), ref, rtol=1e-10, atol=1e-12)
     # several batches: the sample-weighted mean
@@ -312,7 +322,8 @@ def test_bn_stats_modes_and_grads_untouched(cases):
     before = {k: v.clone() for k, v in m.state_dict().items()}
     op = HessianOperator(m, (x, y))
     top_eigenvalues(op, 2, "LA", tol=1e-6)
-    HessianOperator(m, (x, y), mode="forward_over_reverse").matvec(torch.ones(op.shape[0], dtype=torch.float64))
+    ones = torch.ones(op.shape[0], dtype=torch.float64)
+    HessianOperator(m, (x, y), mode="forward_over_reverse").matvec(ones)
     hutchinson_trace(op, 4)
     top_eigenvalues(op, 1, "LM", backend="pyhessian", tol=1e-2)
     assert m.training and m.bn.training and m.drop.training  # modes restored
@@ -341,7 +352,8 @@ def test_weight_decay(cases, l2):
         names = op.names
 
         def loss(ps):
-            out = torch.func.functional_call(m, dict(zip(names, ps)), (x,), strict=False)
+            params = dict(zip(names, ps, strict=True))
+            out = torch.func.functional_call(m, params, (x,), strict=False)
             return F.cross_entropy(out, y) + wd * sum(p.norm() for p in ps)
 
         prim = tuple(dict(m.named_parameters())[k].detach() for k in names)
@@ -441,18 +453,19 @@ def test_registry_model_smoke():
 
 
 def test_auto_mode_measures_and_survives_a_failing_mode(cases, monkeypatch):
-    import landscape.hessian as LH
+    from landscape.curvature import LossHessian
     m, x, y, H, _ = cases["mlp"]
-    monkeypatch.setattr(LH, "_MODE_CACHE", {})
     op = HessianOperator(m, (x, y))
     assert op.mode == "auto" and op.resolved_mode() in ("double_backward", "forward_over_reverse")
     assert set(op.mode_timings) == {"double_backward", "forward_over_reverse"}
-    monkeypatch.setattr(LH, "_MODE_CACHE", {})
+    assert op.mode_choice.measure_s > 0
+    # the choice lives on the operator: a new operator on the same model measures again
+    assert HessianOperator(m, (x, y)).mode == "auto"
 
     def boom(self, *a):
         raise RuntimeError("cannot trace this model")
 
-    monkeypatch.setattr(HessianOperator, "_hvp_forward_over_reverse", boom)
+    monkeypatch.setattr(LossHessian, "_hvp_forward_over_reverse", boom)
     op = HessianOperator(m, (x, y))
     e = torch.zeros(op.shape[0], dtype=torch.float64)
     e[1] = 1

@@ -35,15 +35,20 @@ WORKER = textwrap.dedent("""
 
     def run(out, distributed):
         m, x, y = setup()
-        cfg = SpectrumConfig(k=3, batch_size=4, n_batches=7, seed=2, tol=1e-9, wd=0.01, augment=True)
-        r = max_eigenvalue_spectrum(m, x, y, cfg, out=out + ".h5", augment=aug, progress=False, chunk=2)
+        cfg = SpectrumConfig(k=3, batch_size=4, n_batches=7, seed=2, tol=1e-9, wd=0.01,
+                             augment=True)
+        r = max_eigenvalue_spectrum(m, x, y, cfg, out=out + ".h5", augment=aug, progress=False,
+                                    chunk=2)
         batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 40, 8)]
         op = HessianOperator(m, batches, distributed=distributed, wd=0.01)
-        v = torch.randn(op.shape[0], 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        g1 = torch.Generator().manual_seed(1)
+        v = torch.randn(op.shape[0], 3, generator=g1, dtype=torch.float64)
         hv = op.matmat(v)
-        one = HessianOperator(m, (x[:8], y[:8]), distributed=distributed).matvec(v[:, 0])  # 1 batch, 2 ranks
+        # one batch, two ranks
+        one = HessianOperator(m, (x[:8], y[:8]), distributed=distributed).matvec(v[:, 0])
         if D.is_writer():
-            np.savez(out + ".npz", ev=r.eigenvalues, hv=hv.numpy(), one=one.numpy(), world=D.world_size())
+            np.savez(out + ".npz", ev=r.eigenvalues, hv=hv.numpy(), one=one.numpy(),
+                     world=D.world_size())
 
     if __name__ == "__main__":
         distributed = D.init_from_env()
@@ -62,7 +67,8 @@ def test_two_ranks_identical(tmp_path):
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                             "--nproc-per-node", "2", str(script), str(tmp_path / "multi")],
                            env=env, capture_output=True, text=True, timeout=120)
-    if multi.returncode != 0 and "gloo" in multi.stderr.lower() and "unavailable" in multi.stderr.lower():
+    err = multi.stderr.lower()
+    if multi.returncode != 0 and "gloo" in err and "unavailable" in err:
         pytest.skip("gloo unavailable")
     assert multi.returncode == 0, multi.stderr[-3000:]
     a, b = np.load(tmp_path / "single.npz"), np.load(tmp_path / "multi.npz")

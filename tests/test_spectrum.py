@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -54,7 +55,8 @@ def test_spectrum_matches_direct_and_dense(tmp_path):
     # batch 2 recomputed directly: same augmentation seed, same operator
     i = 2
     ii = torch.as_tensor(r.sample_indices[i])
-    op = HessianOperator(m, (x[ii], y[ii]), wd=0.01, augment=_aug, augment_seed=S._augment_seed(1, i))
+    op = HessianOperator(m, (x[ii], y[ii]), wd=0.01, augment=_aug,
+                         augment_seed=S._augment_seed(1, i))
     direct = top_eigenvalues(op, 3, "LM", tol=1e-9, seed=1 + i)
     np.testing.assert_allclose(r.eigenvalues[i], direct.eigenvalues, rtol=1e-12)
     # and against the dense Hessian of the augmented batch (+ wd on every eigenvalue)
@@ -110,8 +112,8 @@ def test_cli_hessian(tmp_path):
         pytest.skip("resnet_tiny not built yet")
     try:
         from landscape.checkpoint import save
-        from landscape.data import dataset_spec
         from landscape.commands import common  # noqa: F401
+        from landscape.data import dataset_spec
     except ImportError as e:
         pytest.skip(f"lead's modules not ready: {e}")
     if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") \
@@ -136,3 +138,145 @@ def test_cli_hessian(tmp_path):
     assert summ["spectrum"]["n_batches_finished"] == 2 and "trace" in summ
     assert main(["hessian", *argv]) == 0  # resumed: nothing left to do
     assert main(["hessian", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+
+
+def test_lambda_min_recorded_against_dense(tmp_path):
+    m, x, y = _data()
+    cfg = S.SpectrumConfig(**(CFG | {"l2": "paper"}))
+    r = S.max_eigenvalue_spectrum(m, x, y, cfg, out=tmp_path / "s.h5", augment=_aug, progress=False)
+    assert r.converged.all()
+    params = list(m.parameters())
+    from landscape.curvature import l2_hessian
+    L2 = l2_hessian(params, 0.01, "paper").dense()
+    lmax = []
+    for i in range(6):
+        ii = torch.as_tensor(r.sample_indices[i])
+        xa = _aug(x[ii], torch.Generator().manual_seed(S._augment_seed(1, i)))
+        ev = torch.linalg.eigvalsh(dense_hessian(m, xa, y[ii]) + L2).numpy()
+        np.testing.assert_allclose(r.min_eigenvalue[i], ev[0], rtol=1e-6)
+        np.testing.assert_allclose(r.eigenvalues[i], ev[np.argsort(-np.abs(ev))[:3]], rtol=1e-6)
+        lmax.append(ev[np.argsort(-np.abs(ev))[:3]].max())
+    s = r.summary()
+    assert s["wd"] == 0.01 and s["l2"] == "paper" and s["converged_share"] == 1.0
+    assert s["lambda_min_negative_share"] == float((r.min_eigenvalue < 0).mean())
+    ratio = np.abs(r.min_eigenvalue) / np.array(lmax)
+    assert s["median_abs_min_over_max"] == pytest.approx(float(np.median(ratio)), rel=1e-6)
+    loaded = S.SpectrumResult.load(tmp_path / "s.h5")
+    np.testing.assert_array_equal(loaded.min_eigenvalue, r.min_eigenvalue)
+
+
+def test_warm_start_gives_cold_values():
+    """Five values per batch on 5 consecutive batches: warm-started chain == cold starts (1e-3)."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    m = TinyCNN().double()
+    x = torch.randn(60, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (60,), generator=g)
+    base = dict(k=5, batch_size=8, n_batches=5, seed=0, tol=1e-3, mode="double_backward")
+    cold = S.max_eigenvalue_spectrum(m, x, y, S.SpectrumConfig(**base), progress=False)
+    warm = S.max_eigenvalue_spectrum(m, x, y, S.SpectrumConfig(**base, warm_start=True, segment=5),
+                                     progress=False)
+    assert cold.finished.all() and warm.finished.all() and warm.converged.all()
+    np.testing.assert_allclose(warm.eigenvalues, cold.eigenvalues, rtol=1e-3)
+    np.testing.assert_allclose(warm.min_eigenvalue, cold.min_eigenvalue, rtol=1e-3)
+
+
+def test_auto_mode_recorded_and_reused(tmp_path, monkeypatch):
+    m, x, y = _data()
+    cfg = S.SpectrumConfig(**(CFG | {"mode": "auto"}))
+    path = tmp_path / "s.h5"
+    full = S.max_eigenvalue_spectrum(m, x, y, cfg, out=path, augment=_aug, progress=False)
+    with h5py.File(path, "r") as f:
+        rec = json.loads(f.attrs["mode_chosen"])
+    assert rec["mode"] in ("double_backward", "forward_over_reverse") and rec["measure_s"] > 0
+    with h5py.File(path, "a") as f:  # as if interrupted
+        ev = f["eigenvalues"][()]
+        ev[3:] = np.nan
+        f["eigenvalues"][...] = ev
+    from landscape.curvature import hessian_operator
+
+    def no_timing(*a, **k):
+        raise AssertionError("the product mode was re-timed on resume")
+
+    monkeypatch.setattr(hessian_operator, "choose_mode", no_timing)
+    again = S.max_eigenvalue_spectrum(m, x, y, cfg, out=path, augment=_aug, progress=False)
+    assert again.extra["mode_chosen"] == rec["mode"]
+    np.testing.assert_array_equal(again.eigenvalues, full.eigenvalues)
+    with h5py.File(path, "r") as f:
+        assert json.loads(f.attrs["mode_chosen"]) == rec
+
+
+KILL_CHILD = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+import test_spectrum as T
+from landscape import spectrum as S
+m, x, y = T._data(n=80)
+seen = set()
+
+def loss(out, yb):
+    seen.add(int(yb.sum()) * 1000 + len(yb))
+    while {hang} and len(seen) > 6:  # hang inside the 6th distinct batch: killed there
+        time.sleep(0.05)
+    return torch.nn.functional.cross_entropy(out, yb)
+
+cfg = S.SpectrumConfig(k=2, batch_size=4, n_batches=12, seed=1, tol=1e-9, mode={mode!r},
+                       warm_start={warm}, segment=3)
+S.max_eigenvalue_spectrum(m, x, y, cfg, out=sys.argv[1], loss_fn=loss, progress=False, chunk=1)
+"""
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_sigkill_resume_with_auto_mode_is_bitwise_identical(tmp_path, warm):
+    """Killed mid-run (the child hangs inside a batch once some rows are on disk; the test waits
+    on the file's contents, then SIGKILLs), resumed with mode auto: bitwise equal to an
+    uninterrupted run in the recorded mode, which the resume reused (not re-timed)."""
+    import signal
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HDF5_USE_FILE_LOCKING="FALSE",
+               PYTHONPATH=os.path.dirname(here))
+    paths = {"killed": tmp_path / "killed.h5", "full": tmp_path / "full.h5"}
+    for name in ("killed",):
+        script = tmp_path / f"{name}.py"
+        script.write_text(KILL_CHILD.format(tests=here, hang=True, warm=warm, mode="auto"))
+        proc = subprocess.Popen([sys.executable, str(script), str(paths[name])], env=env)
+        for _ in range(12000):  # wait on contents: at least two finished rows on disk
+            if proc.poll() is not None:
+                break
+            try:
+                with h5py.File(paths[name], "r") as f:
+                    if (f["n_products"][()] >= 0).sum() >= 2:
+                        break
+            except (OSError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the child finished or died before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with h5py.File(paths["killed"], "r") as f:
+        partial = (f["n_products"][()] >= 0).sum()
+        assert 2 <= partial < 12
+        mode = json.loads(f.attrs["mode_chosen"])["mode"]
+    for name, m_ in (("killed", "auto"), ("full", mode)):  # resume; uninterrupted, same mode
+        script = tmp_path / f"{name}_run.py"
+        script.write_text(KILL_CHILD.format(tests=here, hang=False, warm=warm, mode=m_))
+        assert subprocess.run([sys.executable, str(script), str(paths[name])], env=env,
+                              timeout=600).returncode == 0
+    a, b = S.SpectrumResult.load(paths["killed"]), S.SpectrumResult.load(paths["full"])
+    assert a.finished.all() and b.finished.all()
+    with h5py.File(paths["killed"], "r") as f:
+        assert json.loads(f.attrs["mode_chosen"])["mode"] == mode  # not re-timed
+    for k in ("eigenvalues", "residuals", "n_products", "min_eigenvalue", "min_residual"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
+def test_per_batch_evidence_for_claims():
+    ev = np.array([[3.0, -1.0], [np.nan, np.nan], [5.0, 2.0]])
+    r = S.SpectrumResult(ev, ev * 0, np.array([4, -1, 6]), np.zeros((3, 2), int), {},
+                         min_eigenvalue=np.array([-1.5, np.nan, -0.5]))
+    assert r.per_batch() == {"lambda_max": [3.0, 5.0], "lambda_min": [-1.5, -0.5]}
+    s = r.summary()
+    assert s["lambda_min_negative_share"] == 1.0
+    assert s["median_abs_min_over_max"] == pytest.approx(np.median([1.5 / 3, 0.5 / 5]))

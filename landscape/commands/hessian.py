@@ -44,6 +44,10 @@ def add_parser(sub: Any) -> None:
                    help="Lanczos start vector: gradient = unit loss gradient + unit Gaussian (the "
                         "top eigenvalues converge in fewer products at a trained model), random = "
                         "Gaussian; auto = gradient for LM/LA, random for SA")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start each batch's Lanczos from the previous batch's Ritz vectors "
+                        "(chains of 16 batches); off by default: measured no cheaper "
+                        "(benchmarks/hessian.py)")
     p.add_argument("--mode", choices=["auto", "double_backward", "forward_over_reverse"],
                    default="auto", help="Hessian-vector product mode (auto = measured default)")
     p.add_argument("--trace", action="store_true",
@@ -69,9 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import distributed as D
     from ..hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density
-    from ..provenance import run_metadata, write_json
+    from ..provenance import output_dir, run_metadata, write_json
     from ..spectrum import SpectrumConfig, max_eigenvalue_spectrum
-    from ..provenance import output_dir
     from .common import load_checkpoint_and_data
 
     D.init_from_env()
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SpectrumConfig(k=args.top_k, which=args.which, batch_size=args.batch_size,
                          n_batches=args.batches, subset=args.subset, seed=args.seed, wd=args.wd,
                          l2=args.l2, augment=args.augment, tol=args.tol, max_iter=args.max_iter,
-                         backend=args.backend, mode=args.mode, start=args.start)
+                         backend=args.backend, mode=args.mode, start=args.start,
+                         warm_start=args.warm_start)
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
             "dataset": data.name, "split": data.split, "n_data": len(data),
             "data_indices_seed": data.seed}
@@ -124,8 +128,11 @@ def run(args: argparse.Namespace) -> int:
         from ..plots.hessian import plot_spectrum
         plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
         s = summary["spectrum"]
+        nan = float("nan")
         print(f"{info.model}: {s['n_batches_finished']}/{s['n_batches']} batches, "
-              f"negative share {s['negative_share']:.4f}, mean positive {s['mean_positive']:.4g}"
+              f"negative share {s['negative_share']:.4f}, mean positive {s['mean_positive']:.4g}, "
+              f"lambda_min < 0 in {s.get('lambda_min_negative_share', nan):.3f} of batches, "
+              f"median |lambda_min|/lambda_max {s.get('median_abs_min_over_max', nan):.3g}"
               + (f", trace {summary['trace']['hutch++']['trace']:.4g} "
                  f"+- {summary['trace']['hutch++']['stderr']:.2g}" if "trace" in summary else "")
               + f" -> {out}")

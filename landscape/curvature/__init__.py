@@ -1,0 +1,59 @@
+"""Curvature of a model's loss: the Hessian as a linear operator and the estimators that use it.
+
+Modules (each one quantity or piece, curvlinops style):
+
+- ``operators``: the :class:`LinearOperator` interface, dense/generic wrappers, sums, ``c * I``,
+  and :func:`check_repeated_products`;
+- ``hessian_operator``: :class:`LossHessian` (the data term) and :class:`HessianOperator`
+  (``LossHessian`` + an L2 term), :func:`dense_hessian` (reference);
+- ``l2``: the L2 terms ("half": ``wd/2 ||theta||^2``; "paper": ``wd * sum_p ||p||_2``) and
+  their Hessians as operators;
+- ``modes``: the product mode measured once ("auto"), kept on the operator;
+- ``lanczos``: :func:`top_eigenvalues` (Lanczos / eigsh / pyhessian) and Gauss quadrature;
+- ``subspace``: :func:`subspace_eigenpairs`, block-started Rayleigh-Ritz (warm starts);
+- ``trace``: Hutchinson and Hutch++; ``density``: SLQ spectral density;
+- ``results``: the result dataclasses; ``pyhessian_backend``: the pyhessian package as a backend.
+"""
+from .density import slq_density
+from .hessian_operator import (
+                               HessianOperator,
+                               LossHessian,
+                               dense_hessian,
+                               eval_mode,
+                               loss_hessian_of,
+                               math_attention,
+                               select_names,
+)
+from .l2 import L2_KINDS, PaperL2Hessian, l2_hessian, l2_penalty
+from .lanczos import (
+                               WHICH,
+                               Lanczos,
+                               lanczos_eigenpairs,
+                               lanczos_quadrature,
+                               start_vector,
+                               top_eigenvalues,
+)
+from .modes import DEFAULT_MODE, MODES, ModeChoice, choose_mode
+from .operators import (
+                               DenseOperator,
+                               LinearOperator,
+                               ScaledIdentity,
+                               SumOperator,
+                               as_operator,
+                               check_repeated_products,
+)
+from .pyhessian_backend import pyhessian_density
+from .results import DensityResult, EigenResult, TraceResult
+from .subspace import subspace_eigenpairs
+from .trace import hutchinson_trace, hutchpp_trace
+
+__all__ = [
+    "DEFAULT_MODE", "L2_KINDS", "MODES", "WHICH", "DenseOperator", "DensityResult", "EigenResult",
+    "HessianOperator", "Lanczos", "LinearOperator", "LossHessian", "ModeChoice",
+    "PaperL2Hessian", "ScaledIdentity", "SumOperator", "TraceResult", "as_operator",
+    "check_repeated_products", "choose_mode", "dense_hessian", "eval_mode", "hutchinson_trace",
+    "hutchpp_trace", "l2_hessian", "l2_penalty", "lanczos_eigenpairs", "lanczos_quadrature",
+    "loss_hessian_of",
+    "math_attention", "pyhessian_density", "select_names", "slq_density", "start_vector",
+    "subspace_eigenpairs", "top_eigenvalues",
+]

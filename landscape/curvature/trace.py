@@ -1,0 +1,67 @@
+"""Stochastic trace estimators: Hutchinson and Hutch++ (with standard errors)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..errors import LandscapeError
+from .operators import LinearOperator, as_operator
+from .random_vectors import generator, rademacher
+from .results import TraceResult
+
+
+def _apply_block(op: LinearOperator, V: torch.Tensor, block: int) -> torch.Tensor:
+    """``H @ V`` (float64 out) in blocks of ``block`` columns."""
+    outs = []
+    for s in range(0, V.shape[1], block):
+        outs.append(op.matmat(V[:, s:s + block].to(op.device, op.dtype)).to("cpu", torch.float64))
+    return torch.cat(outs, dim=1)
+
+
+def hutchinson_trace(op: Any, n_probes: int = 100, *, seed: int = 0, block: int = 8,
+                     backend: str = "landscape", tol: float = 1e-3) -> TraceResult:
+    """Hutchinson's estimate ``mean_i z_i^T H z_i`` with seeded Rademacher probes z_i; stderr is
+    the sample standard deviation / sqrt(n_probes). ``block`` probes go through one matmat.
+    ``backend="pyhessian"``: pyhessian's ``trace(maxIter=n_probes, tol=tol)`` (it stops early once
+    the running mean changes by less than ``tol``)."""
+    if backend == "pyhessian":
+        from .pyhessian_backend import pyhessian_trace
+        return pyhessian_trace(op, n_probes, tol, seed)
+    op = as_operator(op)
+    if n_probes < 2:
+        raise LandscapeError("hutchinson_trace needs at least 2 probes for a standard error")
+    start = op.n_products
+    n = op.shape[0]
+    gen = generator(seed)
+    Z = rademacher(n, gen, n_probes)
+    HZ = _apply_block(op, Z, block)
+    samples = (Z * HZ).sum(0).numpy()
+    return TraceResult(float(samples.mean()), float(samples.std(ddof=1) / math.sqrt(n_probes)),
+                       op.n_products - start, seed, "hutchinson", samples)
+
+
+def hutchpp_trace(op: Any, n_products: int = 99, *, seed: int = 0, block: int = 8) -> TraceResult:
+    """Hutch++ (Meyer et al. 2021) with a budget of ``n_products``: a third sketches the top
+    subspace Q = orth(H S), a third computes tr(Q^T H Q) exactly, a third runs Hutchinson on the
+    deflated remainder (I - QQ^T) H (I - QQ^T); stderr is that remainder's Hutchinson stderr."""
+    op = as_operator(op)
+    n = op.shape[0]
+    m = max(1, n_products // 3)
+    if m < 2:
+        raise LandscapeError("hutchpp_trace needs n_products >= 6")
+    start = op.n_products
+    gen = generator(seed)
+    S = rademacher(n, gen, m)
+    G = rademacher(n, gen, m)
+    Q, _ = torch.linalg.qr(_apply_block(op, S, block))
+    HQ = _apply_block(op, Q, block)
+    t_top = float((Q * HQ).sum())
+    G = G - Q @ (Q.T @ G)
+    HG = _apply_block(op, G, block)
+    samples = (G * HG).sum(0).numpy()
+    est = t_top + float(samples.mean())
+    return TraceResult(est, float(samples.std(ddof=1) / math.sqrt(m)), op.n_products - start,
+                       seed, "hutch++", samples)
+
