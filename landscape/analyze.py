@@ -451,6 +451,7 @@ def _summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
                 "n_samples": c["n_samples"], "n_params": c["n_params"],
                 "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL",
                 "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
+                "per_batch": res["spectrum"].per_batch(),
                 "spectrum": {**res["spectrum"].summary(), "batch_size": cfg.spectrum_batch_size}}
     if analysis == "surface":
         return surface_sharpness(res["planes"], res["quantity"], radii_of(cfg),
