@@ -88,11 +88,13 @@ def _rel(paths: Sequence[Path], out: Path) -> list[str]:
 def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
             config: Optional[AnalyzeConfig] = None, only: Optional[Sequence[str]] = None,
             force: bool = False, model: Optional[str] = None, progress: bool = True,
-            budget: str = "custom") -> dict[str, Any]:
+            budget: str = "custom", raw_dir: Optional[Union[str, Path]] = None) -> dict[str, Any]:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
-    Returns the summary dict. Bad input (missing checkpoint, wrong classes, a file as output
-    folder) raises ``LandscapeError`` before anything is computed.
+    ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
+    other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
+    Bad input (missing checkpoint, wrong classes, a file as output folder) raises
+    ``LandscapeError`` before anything is computed.
     """
     from .data import load_dataset
     from .device import resolve_device
@@ -164,7 +166,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     from .train import evaluate
 
     for (net, info), label in zip(loaded, labels):
-        cache = _Cache(out / "raw" / f"{label}-{info.sha256[:10]}", force)
+        cache = _Cache(Path(raw_dir or out / "raw") / f"{label}-{info.sha256[:10]}", force)
         bl = models.blocks(net) if hasattr(net, "block_list") else []
         kinds = [b.kind for b in bl]
         ev, _ = cache.get("eval.json", {"sha": info.sha256, "n": len(eval_set), "seed": cfg.seed,

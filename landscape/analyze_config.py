@@ -37,8 +37,8 @@ class AnalyzeConfig:
     # loss surface (training images, BN in eval mode). The paper's losslandscape.ipynb: NLL +
     # wd * sum_p ||p||_2 on augmented training images; a fixed, seeded augmented copy here.
     surface_samples: int = 500
-    surface_grid: str = "-1:1:11"
-    surface_ygrid: str = "-1:1:11"
+    surface_grid: str = "-1:1:9"
+    surface_ygrid: str = "-1:1:9"
     surface_radius: float = 1.0
     surface_radii: str = "0.25,0.5,0.75,1.0"  # sharpness (loss increase) read at these radii
     surface_planes: int = 3             # random planes per model (direction seeds differ)
@@ -54,11 +54,11 @@ class AnalyzeConfig:
     hessian_mode: str = "double_backward"  # measured fastest (benchmarks/hessian.py); or "auto"
     hessian_wd: Optional[float] = None  # None: the checkpoint's training weight decay (paper L2)
     hessian_augment: bool = True        # the paper: NLL + L2 on augmented training images
-    curvature_samples: int = 256        # one operator averaged over these images
+    curvature_samples: int = 128        # one operator averaged over these images
     curvature_batch_size: int = 256     # one batch keeps its graph between products (fastest)
-    trace_products: int = 30
-    density_probes: int = 2
-    density_steps: int = 40
+    trace_products: int = 12
+    density_probes: int = 1
+    density_steps: int = 30
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

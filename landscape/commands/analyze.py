@@ -42,6 +42,9 @@ def add_parser(sub: Any) -> None:
     add_device_arg(p, default=None)
     add_nonfinite_arg(p)
     p.add_argument("--force", action="store_true", help="recompute even finished raw results")
+    p.add_argument("--raw", default=None, metavar="DIR",
+                   help="folder of raw results, shared between runs that use the same settings "
+                        "(default: OUT/raw)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output folder (report.html, summary.json, raw/, figures/)")
     p.set_defaults(func=run)
@@ -70,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
     check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
-            progress=not args.quiet, budget=args.budget)
+            progress=not args.quiet, budget=args.budget, raw_dir=args.raw)
     return 0
