@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -27,18 +27,20 @@ import torch.nn.functional as F
 
 from ..directions import Direction
 from ..errors import LandscapeError
+from .batched import l2_terms, stacked_points, start_pool, vmap_sums
 from .layers import BNFolder, FirstLayerReuse, conv_bn_pairs, first_layer, first_layer_bytes
 from .plan import Plan, measure_plan
 
 FIRST_LAYER_MAX_BYTES = 512 * 2 ** 20
 
 
-def _one_thread() -> None:
-    """Thread-pool initializer: one intra-op thread for this thread. ATen sets a thread's
-    OpenMP/MKL thread count lazily from the process default at its first parallel op: trigger
-    that first, then set this thread's own count (the caller restores the process default)."""
-    torch.get_num_threads()
-    torch.set_num_threads(1)
+def _images(x: torch.Tensor, augment: Optional[Callable[..., torch.Tensor]],
+            seed: int) -> torch.Tensor:
+    """``x`` augmented once (generator seeded with ``seed``) when ``augment`` is given."""
+    if augment is None:
+        return x
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.cat([augment(x[i:i + 256].cpu(), g).to(x.device) for i in range(0, len(x), 256)])
 
 
 class SurfaceEvaluator:
@@ -67,10 +69,9 @@ class SurfaceEvaluator:
                             channels_last=channels_last, compile=compile, fold_bn=fold_bn,
                             workers=workers, first_layer=first_layer)
         self.plan: Optional[Plan] = None
-        self.l2 = l2
+        self.l2, self._prepared = l2, False
         self.replicas: list[SurfaceEvaluator] = []
         self.pool: Optional[ThreadPoolExecutor] = None
-        self._prepared = False
         self._shared_data: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._fold, self._reuse = BNFolder(), FirstLayerReuse()
         self._theta0: dict[str, torch.Tensor] = {}
@@ -94,11 +95,7 @@ class SurfaceEvaluator:
         if self._shared_data is not None:  # a worker replica: the parent's prepared images
             x, self._y = self._shared_data
         else:
-            x = self.images.to(self.device, self.dtype)
-            if self.augment is not None:
-                g = torch.Generator().manual_seed(int(self.aug_seed))
-                x = torch.cat([self.augment(x[i:i + 256].cpu(), g).to(self.device)
-                               for i in range(0, len(x), 256)])
+            x = _images(self.images.to(self.device, self.dtype), self.augment, self.aug_seed)
             self._y = self.labels.to(self.device)
         self._x_plain = x
         self.n = len(self._y)
@@ -110,14 +107,12 @@ class SurfaceEvaluator:
         self._first = first_layer(model, x[:1])
         self.can_reuse_first = self._first is not None and first_layer_bytes(
             model, x, self._first[0], self.n) <= FIRST_LAYER_MAX_BYTES
-        self.max_workers = 1
-        if self.device.type == "cpu" and torch.get_num_threads() > 1:
-            self.max_workers = min(torch.get_num_threads(), os.cpu_count() or 1)
+        cpu = self.device.type == "cpu"
+        self.max_workers = min(torch.get_num_threads(), os.cpu_count() or 1) if cpu else 1
         self._set_layout(False)
         self._prepared = True
         if plan is None:
-            kw = {} if clock is None else {"clock": clock}
-            plan = measure_plan(self, self.request, n_points, **kw)
+            plan = measure_plan(self, self.request, n_points, clock=clock or time.perf_counter)
         self.apply(plan)
         return plan
 
@@ -189,12 +184,7 @@ class SurfaceEvaluator:
                                          self.labels, l2=self.l2)
                     c._shared_data = (self._x_plain, self._y)
                     self.replicas.append(c)
-                before = torch.get_num_threads()
-                self.pool = ThreadPoolExecutor(w, thread_name_prefix="surface",
-                                               initializer=_one_thread)
-                barrier = threading.Barrier(w, timeout=60)
-                list(self.pool.map(lambda _: barrier.wait(), range(w)))  # all w threads up
-                torch.set_num_threads(before)  # the process default and this thread: as before
+                self.pool = start_pool(w)
         for c in self.replicas:
             if c._prepared:
                 c.apply(sub)
@@ -266,18 +256,6 @@ class SurfaceEvaluator:
         vals[:, :2] /= n
         return vals
 
-    def _l2(self, moving: list[torch.Tensor], K: int) -> torch.Tensor:
-        """(K, 2): ``sum_p ||p||`` and ``0.5 ||theta||^2`` from per-tensor norms (K, T) of the
-        moving tensors and the fixed ones; NaN (no work) without ``l2``."""
-        if not self.l2:
-            return torch.full((K, 2), float("nan"), dtype=torch.float64, device=self.device)
-        fixed = torch.stack([t.double().norm() for t in self._fixed_l2]) if self._fixed_l2 \
-            else torch.zeros(1, dtype=torch.float64, device=self.device)
-        mov = torch.stack(moving, 1) if moving else torch.zeros(K, 1, dtype=torch.float64,
-                                                                device=self.device)
-        return torch.stack([mov.sum(1) + fixed.sum(),
-                            0.5 * ((mov ** 2).sum(1) + (fixed ** 2).sum())], 1)
-
     def _loop_point(self, pt: np.ndarray, limit: Optional[int]) -> torch.Tensor:
         self.set_point(float(pt[0]), float(pt[1]))
         self._fold.refold()
@@ -286,43 +264,22 @@ class SurfaceEvaluator:
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         for xb, yb in self._batches(limit):
             logits = self._forward(xb)
-            loss += F.cross_entropy(logits.float() if logits.dtype in (torch.float16, torch.bfloat16)
-                                    else logits, yb, reduction="sum").double()
+            low = logits.dtype in (torch.float16, torch.bfloat16)
+            loss += F.cross_entropy(logits.float() if low else logits, yb,
+                                    reduction="sum").double()
             correct += (logits.argmax(1) == yb).sum()
         norms = [self._tensors[n].double().norm().view(1) for n in self._moving_params]
-        return torch.cat([torch.stack([loss, correct]).unsqueeze(0), self._l2(norms, 1)], 1)
+        l2 = l2_terms(norms, self._fixed_l2, 1, self.l2, self.device)
+        return torch.cat([torch.stack([loss, correct]).unsqueeze(0), l2], 1)
 
     def _vmap_points(self, pts: np.ndarray, limit: Optional[int]) -> torch.Tensor:
-        from torch.func import functional_call, vmap
         K = len(pts)
-        stacked = {}
-        for n in self.names:
-            t0 = self._theta0[n]
-            buf = torch.empty((K, *t0.shape), dtype=t0.dtype, device=t0.device)
-            for i, (x, y) in enumerate(pts):
-                torch.add(t0, self._dirs[0][n], alpha=float(x), out=buf[i])
-                if len(self._dirs) > 1:
-                    buf[i].add_(self._dirs[1][n], alpha=float(y))
-            stacked[n] = buf
+        stacked = stacked_points(self._theta0, self._dirs, self.names, pts)
         fixed = {n: t for n, t in self._tensors.items() if n not in stacked}
-        model = self.model
-
-        def f(params: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, (params, fixed), (xb,))
-
-        fv = vmap(f, in_dims=(0, None))
-        loss = torch.zeros(K, dtype=torch.float64, device=self.device)
-        correct = torch.zeros(K, dtype=torch.float64, device=self.device)
-        for xb, yb in self._batches(limit):
-            logits = fv(stacked, xb)  # (K, B, C)
-            B = logits.shape[1]
-            flat = logits.reshape(K * B, -1)
-            ce = F.cross_entropy(flat.float() if flat.dtype in (torch.float16, torch.bfloat16)
-                                 else flat, yb.repeat(K), reduction="none")
-            loss += ce.view(K, B).double().sum(1)
-            correct += (logits.argmax(2) == yb).sum(1)
+        loss, correct = vmap_sums(self.model, stacked, fixed, self._batches(limit), K)
         norms = [stacked[n].flatten(1).double().norm(dim=1) for n in self._moving_params]
-        return torch.cat([torch.stack([loss, correct], 1), self._l2(norms, K)], 1)
+        l2 = l2_terms(norms, self._fixed_l2, K, self.l2, self.device)
+        return torch.cat([torch.stack([loss, correct], 1), l2], 1)
 
     @torch.no_grad()
     def restore(self) -> None:

@@ -211,7 +211,8 @@ class _Planner:
         return many if self.best[many] < 0.95 * self.best[base] else base
 
     def points_per_pass(self, base: tuple) -> tuple:
-        """vmap over ``VMAP_CANDIDATES`` points (one worker, no fold/reuse): kept when 5 % faster."""
+        """vmap over ``VMAP_CANDIDATES`` points (one worker, no fold/reuse), kept when 5 %
+        faster."""
         if self.req.get("points_per_pass") is not None:
             return (base[0], int(self.req["points_per_pass"])) + base[2:]
         if base[5] != 1:

@@ -45,7 +45,8 @@ def parse_grid(spec: str) -> np.ndarray:
         lo, hi, n = spec.split(":")
         lo_f, hi_f, n_i = float(lo), float(hi), int(n)
     except ValueError:
-        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}") from None
+        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}") \
+            from None
     if n_i < 1 or (n_i > 1 and not hi_f > lo_f):
         raise LandscapeError(f"grid {spec!r}: need NUM >= 1 and MAX > MIN")
     return np.linspace(lo_f, hi_f, n_i)
@@ -191,7 +192,8 @@ class SurfaceFile:
                                  "choose another --out")
         if int(old.attrs.get("format_version", 1)) != FORMAT_VERSION:
             raise LandscapeError(f"{where} was written by an older version (format "
-                                 f"{old.attrs.get('format_version', 1)}); delete it or use another --out")
+                                 f"{old.attrs.get('format_version', 1)}); delete it or use "
+                                 "another --out")
         bad = _diff(json.loads(old.attrs.get("identity", "{}")), dict(identity))
         for k, v in (("xcoordinates", x), ("ycoordinates", y)):
             o = old.datasets.get(k)
@@ -202,7 +204,8 @@ class SurfaceFile:
                                  "differ); use another --out or delete the file")
         key = f"{split}_loss"
         if key in old.datasets:
-            bad = _diff(json.loads(old.dataset_attrs[key].get("eval", "{}")), json.loads(self._eval))
+            bad = _diff(json.loads(old.dataset_attrs[key].get("eval", "{}")),
+                        json.loads(self._eval))
             if bad:
                 raise LandscapeError(f"{where} holds {split} results computed with other "
                                      f"settings ({', '.join(bad)} differ); use another --out "
@@ -320,7 +323,8 @@ def load_surface(path: str | Path) -> SurfaceResult:
 
 def write_directions_file(path: str | Path, directions: Sequence[Direction],
                           attrs: Mapping[str, Any]) -> None:
-    """Directions to their own HDF5 file (``xdirection/<name>``, ``ydirection/<name>``), atomically."""
+    """Directions to their own HDF5 file (``xdirection/<name>``, ``ydirection/<name>``),
+    atomically."""
     import h5py
     from ..directions import save_directions
     path = Path(path)
@@ -332,7 +336,8 @@ def write_directions_file(path: str | Path, directions: Sequence[Direction],
     os.replace(tmp, path)
 
 
-def read_directions_file(path: str | Path, model: nn.Module) -> tuple[list[Direction], dict[str, Any]]:
+def read_directions_file(path: str | Path, model: nn.Module
+                         ) -> tuple[list[Direction], dict[str, Any]]:
     """Directions from :func:`write_directions_file` on the model's device and dtypes."""
     import h5py
     from ..directions import load_directions
