@@ -61,7 +61,7 @@ class BNFolder:
 
     @torch.no_grad()
     def refold(self) -> None:
-        """Folded weight ``W * s``, bias ``(b - mean) * s + beta``; ``s = gamma / sqrt(var + eps)``."""
+        """Folded weight ``W * s``, bias ``(b - mean) * s + beta``, ``s = gamma/sqrt(var+eps)``."""
         for (seq, i, conv, bn), f in zip(self.pairs, self.folded):
             scale = torch.rsqrt(bn.running_var + bn.eps)
             if bn.weight is not None:
