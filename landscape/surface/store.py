@@ -284,7 +284,11 @@ class SurfaceFile:
     def begin(self) -> None:
         """Open the file for in-place chunk writes (no lock: readers may watch the done-mask)."""
         import h5py
-        self._h5 = h5py.File(self.path, "r+", locking=False)
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+        fapl.set_sieve_buf_size(0)  # write a chunk's bytes only, not a 64 KiB sieve around them
+        fapl.set_file_locking(False, True)
+        self._h5 = h5py.File(h5py.h5f.open(os.fsencode(self.path), h5py.h5f.ACC_RDWR, fapl=fapl))
 
     def put(self, split: str, c: int, vals: np.ndarray, wd: float) -> None:
         """Write chunk ``c`` from rows [nll, acc, l2_paper_norm, l2_half]: values, flush,
