@@ -294,8 +294,9 @@ class SurfaceFile:
         """Write chunk ``c`` from rows [nll, acc, l2_paper_norm, l2_half]: values, flush,
         checksum, done flags, flush."""
         f = self._h5
-        s, e = self.chunks(split)[c]
         shape = self.datasets[f"{split}_done"].shape
+        size = self.chunk_size(split)
+        s, e = c * size, min((c + 1) * size, int(np.prod(shape)))
         cols = [vals[:, 0], vals[:, 1]]
         if wd > 0:
             cols += [vals[:, 0] + wd * vals[:, 2], vals[:, 0] + wd * vals[:, 3]]
