@@ -6,12 +6,15 @@ same command resumes at the last finished epoch. The final model is ``model.pt``
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -93,6 +96,47 @@ def init_from(model: nn.Module, path: Union[str, Path]) -> list[str]:
     return reinit
 
 
+def _data_identity(data: Any) -> dict[str, Any]:
+    """What makes the training data: name, split, size, normalization and the subset's images
+    (SHA-256 of the chosen indices; None for the whole split)."""
+    idx = getattr(data, "indices", None)
+    sha = None if idx is None else hashlib.sha256(
+        np.ascontiguousarray(np.asarray(idx, dtype=np.int64)).tobytes()).hexdigest()
+    return {"name": data.name, "split": getattr(data, "split", None), "size": len(data),
+            "mean": list(data.mean), "std": list(data.std), "indices_sha256": sha}
+
+
+def _settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a run's ``config.json`` that a resume must match, flat."""
+    flat = {k: v for k, v in (meta.get("config") or {}).items()}
+    flat["model"] = meta.get("model")
+    for k in ("init", "subset"):
+        if k in meta:
+            flat[k] = meta[k]
+    for k, v in (meta.get("data") or {"name": meta.get("dataset"),
+                                       "size": meta.get("train_size")}).items():
+        flat[f"data {k}" if k != "size" else "train_size"] = v
+    return flat
+
+
+def _check_resume(out: Path, old_meta: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Refuse (one line naming what differs) to resume a run recorded with other settings."""
+    old, new = _settings(old_meta), _settings(meta)
+    diff = [k for k in new if k in old and json.dumps(old[k], sort_keys=True, default=str)
+            != json.dumps(new[k], sort_keys=True, default=str)]
+    if not diff:
+        return
+    if diff == ["epochs"]:
+        raise LandscapeError(
+            f"{out} holds a run of {old['epochs']} epochs and --epochs is {new['epochs']}: the "
+            "learning-rate schedule spans all epochs, so a longer run cannot continue this one; "
+            "use another --out (or --init " + str(out / "model.pt") + " to train further)")
+    shown = ", ".join(f"{k} ({old[k]} recorded, {new[k]} now)" if len(str(old[k])) < 40 else k
+                      for k in diff)
+    raise LandscapeError(f"{out} holds a run with other settings: {shown} differ; resume with "
+                         "the same ones, or use another --out")
+
+
 def _lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -113,8 +157,10 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
 
     out = output_dir(out_dir)
     cfg = dict(config.__dict__)
+    data_id = _data_identity(train_data)
     meta = run_metadata(config=cfg, model=model.model_config, dataset=train_data.name,
-                        train_size=len(train_data), subset_seed=train_data.seed, **(info or {}))
+                        train_size=len(train_data), subset_seed=train_data.seed, data=data_id,
+                        **(info or {}))
     cfg_path = out / "config.json"
     if cfg_path.exists() and (out / "last.pt").exists():
         old = read_resume_file(cfg_path, read_json, "training config (JSON)")
@@ -122,9 +168,7 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
             raise LandscapeError(f"cannot resume from {cfg_path}: not a training config (a JSON "
                                  f"{type(old).__name__}, not an object); delete it or use "
                                  "another --out")
-        if old.get("config") != cfg or old.get("model") != model.model_config:
-            raise LandscapeError(f"{out} holds a run with other settings; use another --out or "
-                                 "delete it")
+        _check_resume(out, old, meta)
     write_json(cfg_path, meta)
 
     torch.manual_seed(config.seed)

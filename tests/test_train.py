@@ -1,4 +1,5 @@
 """landscape.train: learning, resume after interruption, NaN loss, fine-tuning, freezing, CLI."""
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,62 @@ def test_cli_train_help_mentions_every_option():
     text = buf.getvalue()
     for opt in ("--subset", "--init", "--freeze", "--save-every", "--mixup", "--device"):
         assert opt in text
+
+
+def _interrupted(tmp_path, monkeypatch, data, cfg):
+    """A run killed right after epoch 1 was saved (last.pt on disk, config.json recorded)."""
+    orig = checkpoint.save
+
+    def save_then_die(path, *a, **k):
+        out = orig(path, *a, **k)
+        if str(path).endswith("last.pt"):
+            raise _Stop
+        return out
+    monkeypatch.setattr(T.checkpoint, "save", save_then_die)
+    with pytest.raises(_Stop):
+        T.train(_model(), data, None, cfg, tmp_path, progress=False)
+    monkeypatch.setattr(T.checkpoint, "save", orig)
+
+
+def _sub(data, idx):
+    return ImageData(data.images[idx], data.labels[idx], data.num_classes, data.name, data.split,
+                     data.mean, data.std, indices=idx, seed=0)
+
+
+def test_resume_with_other_data_refused_naming_it(tmp_path, monkeypatch):
+    full = _data(96)
+    cfg = T.TrainConfig(**CFG)
+    _interrupted(tmp_path, monkeypatch, _sub(full, np.arange(0, 64)), cfg)
+    before = (tmp_path / "config.json").read_text()
+    other = _sub(full, np.arange(32, 96))  # same size, other images
+    with pytest.raises(LandscapeError, match=r"data indices_sha256") as e:
+        T.train(_model(), other, None, cfg, tmp_path, progress=False)
+    assert "\n" not in str(e.value) and "train_size" not in str(e.value)
+    with pytest.raises(LandscapeError, match=r"train_size \(64 recorded, 32 now\)"):
+        T.train(_model(), _sub(full, np.arange(0, 32)), None, cfg, tmp_path, progress=False)
+    with pytest.raises(LandscapeError, match=r"seed \(0 recorded, 1 now\)"):
+        T.train(_model(), _sub(full, np.arange(0, 64)), None,
+                T.TrainConfig(**{**CFG, "seed": 1}), tmp_path, progress=False)
+    assert (tmp_path / "config.json").read_text() == before  # provenance untouched
+    T.train(_model(), _sub(full, np.arange(0, 64)), None, cfg, tmp_path, progress=False)
+
+
+def test_more_epochs_on_a_finished_run_names_the_setting(tmp_path):
+    data = _data(32)
+    T.train(_model(), data, None, T.TrainConfig(**{**CFG, "epochs": 1}), tmp_path, progress=False)
+    with pytest.raises(LandscapeError, match="1 epochs and --epochs is 2.*--init"):
+        T.train(_model(), data, None, T.TrainConfig(**{**CFG, "epochs": 2}), tmp_path,
+                progress=False)
+
+
+def test_cli_train_resume_with_other_subset_refused(tmp_path, capsys):
+    from test_data import write_fmnist
+    root = tmp_path / "fm"
+    write_fmnist(root, n_train=40, n_test=10)
+    base = ["train", "--model", "resnet_tiny", "--data", "fashion-mnist", "--data-root", str(root),
+            "--epochs", "1", "--batch-size", "20", "--out", str(tmp_path / "run"), "--quiet"]
+    assert cli_main(base + ["--subset", "20"]) == 0
+    capsys.readouterr()
+    assert cli_main(base + ["--subset", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("landscape: error:") and "subset" in err[0]

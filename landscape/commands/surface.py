@@ -20,7 +20,14 @@ checkpoint (x=1); --trajectory gives the two PCA directions of a series of check
 (CKPT is the final one) and draws the projected path over the contours.
 Output folder: surface.h5 (datasets xcoordinates, ycoordinates, <split>_loss, <split>_acc as
 in the reference tool; unfinished points NaN), directions.h5, config.json and figures.
-Kill it at any time and run the same command again to continue. Under
+Kill it at any time and run the same command again to continue: finished chunks of points are
+checksummed, a torn write is detected and only its chunk recomputed. Every plan choice left
+automatic (batch size, points per pass, channels_last, BN folding, first-layer reuse, workers) is
+measured once and recorded in surface.h5; a resume reuses the recorded plan, so it computes
+bitwise the same numbers as an uninterrupted run (same machine, thread count and device); give
+an option to pin a choice. Before a grid of more than 10,000 points the command prints the
+estimated time (from the measured plan) and the disk the file needs (8 bytes a value per point
+and quantity: about 17 bytes a point, 33 with --wd), then proceeds. Under
 `torchrun --nproc-per-node N -m landscape surface ...` the grid is shared among N ranks.
 --batch-size 0 (the default) measures the fastest batch size."""
 
@@ -43,8 +50,10 @@ def add_parser(sub: Any) -> None:
                    help="y coordinates for a 2-D surface (default: 1-D curve)")
     p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
     g = p.add_argument_group("directions")
-    g.add_argument("--norm", choices=["filter", "layer", "model", "none"], default="filter",
-                   help="direction normalization (default filter, as Li et al.)")
+    g.add_argument("--norm", choices=["filter", "hdvw", "layer", "model", "none"],
+                   default="filter",
+                   help="direction normalization (default filter, as Li et al.; hdvw: the paper "
+                        "code's norm over dim 0)")
     g.add_argument("--dir-mode", choices=["weights", "states"], default="weights",
                    help="weights: parameters only, BN statistics fixed (default); "
                         "states: also move floating buffers such as BN running mean/var")
@@ -78,6 +87,12 @@ def add_parser(sub: Any) -> None:
                         "0 = measure, default)")
     e.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="channels_last memory format for conv nets (default: measure)")
+    e.add_argument("--fold-bn", choices=["auto", "on", "off"], default="auto",
+                   help="fold each Conv2d+BatchNorm2d pair into one conv during evaluation "
+                        "(same function, rounding differs; default: measure)")
+    e.add_argument("--first-layer", choices=["auto", "on", "off"], default="auto",
+                   help="compute the first layer's output as W0x + a*D1x + b*D2x from terms "
+                        "computed once (default: measure)")
     e.add_argument("--workers", type=nonneg_int, default=0,
                    help="CPU: grid points evaluated at once by that many threads, each on its own "
                         "copy of the model with one intra-op thread (on a few cores small models "
@@ -153,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         identity=identity, eval_identity=eval_identity, wd=args.wd, augment=augment,
         aug_seed=args.aug_seed, batch_size=args.batch_size or None,
         points_per_pass=args.points_per_pass or None,
-        channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+        channels_last=_AUTO[args.channels_last],
+        fold_bn=_AUTO[args.fold_bn], first_layer=_AUTO[args.first_layer],
         compile=args.compile, workers=args.workers or None, attrs=attrs, progress=not args.quiet)
     if not dist.is_writer():
         return 0
@@ -177,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
           + f"{loss.size - finite.size} non-finite)")
     del torch
     return 0
+
+
+_AUTO = {"auto": None, "on": True, "off": False}
 
 
 def _loads(s: Any) -> Any:
