@@ -446,11 +446,13 @@ def test_surface_file_with_garbage_identity(tmp_path):
     import numpy as np
 
     from landscape import surface as S
+    from landscape.surface.store import FORMAT_VERSION
     p = tmp_path / "surface.h5"
     with h5py.File(p, "w") as f:
         f.attrs["format"] = S.FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["identity"] = "{not json"
     before = p.read_bytes()
     with pytest.raises(LandscapeError, match="surface.h5.*JSONDecodeError.*delete it"):
-        S.SurfaceFile(p).open({}, np.linspace(-1, 1, 3), None, "test", {}, 0.0, {})
+        S.SurfaceFile(p).open({}, np.linspace(-1, 1, 3), None, "test", {}, {})
     assert p.read_bytes() == before

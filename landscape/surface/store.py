@@ -190,7 +190,9 @@ class SurfaceFile:
             raise LandscapeError(f"{where} was written by an older version (format "
                                  f"{old.attrs.get('format_version', 1)}); delete it or use "
                                  "another --out")
-        bad = _diff(json.loads(old.attrs.get("identity", "{}")), dict(identity))
+        with resume_guard(self.path, "surface file"):
+            old_identity = json.loads(old.attrs.get("identity", "{}"))
+        bad = _diff(old_identity, dict(identity))
         for k, v in (("xcoordinates", x), ("ycoordinates", y)):
             o = old.datasets.get(k)
             if (o is None) != (v is None) or (v is not None and not np.array_equal(o, v)):
