@@ -256,6 +256,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     from .train import evaluate
 
     timing: dict[str, dict[str, Any]] = {}
+    per_model: list[float] = []
     _say(progress, f"analyze: {len(loaded)} checkpoint(s) × {len(todo)} analyses "
                    f"({', '.join(todo)}) into {out}")
     for i, ((net, info), label) in enumerate(zip(loaded, labels)):
@@ -279,6 +280,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
                        f"({len(eval_set)} images)")
         base_key = {"sha": info.sha256, "data": data_name, "seed": cfg.seed}
+        t_model, computed = time.perf_counter(), False
         for analysis in todo:
             t0 = time.perf_counter()
             _say(progress, f"{tag} {analysis} ...")
@@ -301,6 +303,14 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
                    if reused and _is_seconds(times.get(analysis)) else
                    "reused" if reused else "computed")
             _say(progress, f"{tag} {analysis}: {was} ({dt:.1f} s)")
+            computed = computed or not reused
+        if computed:
+            per_model.append(time.perf_counter() - t_model)
+        left = len(loaded) - i - 1
+        if left and per_model:
+            _say(progress, f"model {i + 1} of {len(loaded)} done; about "
+                           f"{left * float(np.mean(per_model)) / 60:.0f} min left for {left} "
+                           "more (if none is cached)")
 
     # Figures that compare models.
     _say(progress, f"figures comparing {len(labels)} model(s) ...")
