@@ -531,11 +531,13 @@ def _joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
     files: dict[str, list[Path]] = {}
     if results.get("surface"):
         from .plots.surface import plot_surface_comparison
-        labs = [lab for lab, r in results["surface"].items() if r.ycoordinates is not None]
-        if labs:
+        planes = {lab: ((r["planes"][0], r["quantity"]) if isinstance(r, dict) else
+                        (r, "train_loss")) for lab, r in results["surface"].items()}
+        labs = [lab for lab, (r, _) in planes.items() if r.ycoordinates is not None]
+        if labs:  # first plane of every model on shared contour levels
             files["landscape"] = plot_surface_comparison(
-                [results["surface"][lab].path for lab in labs],
-                fig_dir / "landscape" / "comparison", labels=labs)
+                [planes[lab][0].path for lab in labs], fig_dir / "landscape" / "comparison",
+                labels=labs, quantity=[planes[lab][1] for lab in labs])
     if results.get("hessian"):
         from .plots.hessian import plot_spectrum
         labs = list(results["hessian"])

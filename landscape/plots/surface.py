@@ -22,6 +22,7 @@ from .figure import FigureFiles, new_figure, panel_grid, save
 
 Levels = Union[int, Sequence[float]]
 QUANTITY_NAMES = {"loss": "loss", "acc": "accuracy"}
+Quantity = Union[str, Sequence[str]]
 
 
 def _masked(z: np.ndarray, done: Optional[np.ndarray]) -> np.ma.MaskedArray:
@@ -53,10 +54,13 @@ def _direction_name(r: Any) -> str:
 
 
 def _quantity_title(k: str, log: bool = False) -> str:
-    """``train_loss`` -> "training loss" (``log`` adds "log")."""
+    """``train_loss`` -> "training loss", ``train_loss_l2_paper`` -> "training loss + L2"
+    (``log`` adds "log")."""
     split, _, rest = k.partition("_")
     split = {"train": "training", "test": "test"}.get(split, split)
-    what = " ".join(QUANTITY_NAMES.get(w, w) for w in rest.split("_"))
+    what = " ".join(QUANTITY_NAMES.get(w, w) for w in rest.split("_")[:1])
+    if "_l2" in "_" + rest:
+        what += " + L2"
     return f"{'log ' if log and 'loss' in rest else ''}{split} {what}"
 
 
@@ -174,19 +178,21 @@ def shared_levels(increases: Sequence[np.ma.MaskedArray], n: int = 12,
 
 def plot_surface_comparison(paths: Sequence[str | Path], out_stem: str | Path,
                             labels: Optional[Sequence[str]] = None, *,
-                            quantity: str = "train_loss", levels: int = 12,
+                            quantity: Quantity = "train_loss", levels: int = 12,
                             vmax: Optional[float] = None) -> FigureFiles:
-    """Several models' 2-D surfaces, one panel each, as the increase of ``quantity`` over each
-    model's centre on one shared set of contour levels and one colour bar."""
+    """Several models' 2-D surfaces, one panel each, as the increase of ``quantity`` (one name,
+    or one per file) over each model's centre on one shared set of contour levels and one colour
+    bar."""
     if not paths:
         raise ValueError("no surface file given")
-    data = [_increase(p, quantity) for p in paths]
+    names = [quantity] * len(paths) if isinstance(quantity, str) else list(quantity)
+    data = [_increase(p, q) for p, q in zip(paths, names)]
     labels = [str(lab) for lab in labels] if labels else [Path(p).parent.name for p in paths]
     lv = shared_levels([z for _, z, _ in data], levels, vmax)
     norm = LogNorm(lv[0], lv[-1]) if lv[0] > 0 else None
     fig, axes = panel_grid(len(data), (4.0, 3.6))
     cf = None
-    for ax, (r, z, centre), lab in zip(axes, data, labels):
+    for ax, (r, z, centre), lab, q in zip(axes, data, labels, names):
         X, Y = np.meshgrid(r.xcoordinates, r.ycoordinates)
         if norm is not None:  # below the first level (the centre): the "under" colour
             z = np.ma.maximum(z, lv[0] / 2)
@@ -194,10 +200,10 @@ def plot_surface_comparison(paths: Sequence[str | Path], out_stem: str | Path,
         ax.contour(X, Y, z, levels=lv, colors="k", linewidths=0.4, norm=norm)
         ax.plot([0], [0], "r*", ms=7)
         axis_labels(ax, r)
-        ax.set_title(f"{lab}: {_quantity_title(quantity)} (centre {centre:.3g})", fontsize=9)
+        ax.set_title(f"{lab}: {_quantity_title(q)} (centre {centre:.3g})", fontsize=9)
         ax.set_aspect("equal")
-    cb = fig.colorbar(cf, ax=axes, shrink=0.9,
-                      label=f"{_quantity_title(quantity)} increase over the centre")
+    what = _quantity_title(names[0]) if len(set(names)) == 1 else "loss"
+    cb = fig.colorbar(cf, ax=axes, shrink=0.9, label=f"{what} increase over the centre")
     cb.set_ticks(lv, labels=[f"{v:.3g}" for v in lv])
     cb.minorticks_off()
     return save(fig, out_stem)
