@@ -97,3 +97,22 @@ def test_two_model_pt_into_one_out_keep_both(tmp_path, capsys):
     for r in raws:  # the first run's results are untouched
         assert (out / "raw" / r / "variance.json").is_file()
     assert (out / "figures" / "variance" / "variance.png").is_file()
+
+
+@needs_fashion_mnist
+def test_feature_command_keeps_each_model_pt_result(tmp_path):
+    """`landscape variance` run twice into one --out on two run folders' model.pt: two results,
+    each named by its run folder, neither overwritten."""
+    a, b = _run_folder(tmp_path, "run_a", 0), _run_folder(tmp_path, "run_b", 1)
+    out = tmp_path / "feat"
+    base = ["--samples", "16", "--batch-size", "16", "--out", str(out), "--quiet"]
+    assert cli_main(["variance", str(a / "model.pt"), *base]) == 0
+    first = (out / "variance_run_a.json").read_bytes()
+    assert cli_main(["variance", str(b / "model.pt"), *base]) == 0
+    assert (out / "variance_run_a.json").read_bytes() == first
+    assert (out / "variance_run_b.json").is_file()
+    # the same folder name with other weights: a new file, the first kept
+    c = _run_folder(tmp_path / "elsewhere", "run_a", 2)
+    assert cli_main(["variance", str(c / "model.pt"), *base]) == 0
+    assert (out / "variance_run_a.json").read_bytes() == first
+    assert len(list(out.glob("variance_run_a-*.json"))) == 1
