@@ -20,11 +20,42 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from demo_checkpoints import DEMO_MODELS, RECIPES, demo_checkpoints, train_demo  # noqa: E402
 
 ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")
-#: Seconds per checkpoint for ``analyze --budget quick`` and per training epoch on the full
-#: Fashion-MNIST training set, on a 2-core CPU shared with other work (rough; used for the plan
-#: only, the run prints its own progress and time left).
+#: Fallbacks for the plan when no measured time is at hand: seconds per checkpoint for
+#: ``analyze --budget quick`` and per training epoch on the full Fashion-MNIST training set, on a
+#: 2-core CPU (rough). Measured times replace them: the committed reference run's per-result
+#: compute times (``figures/demo/summary.json``) and the training times in the manifest.
 ANALYZE_SECONDS = {"resnet_tiny": 420.0, "vit_tiny": 480.0, "alternet_tiny": 480.0}
-EPOCH_SECONDS = {"resnet_tiny": 150.0, "vit_tiny": 120.0, "alternet_tiny": 150.0}
+EPOCH_SECONDS = {"resnet_tiny": 15.0, "vit_tiny": 25.0, "alternet_tiny": 25.0}
+REFERENCE = ROOT / "figures" / "demo" / "summary.json"
+
+
+def _arch(path: Path) -> str:
+    return next(m for m in sorted(DEMO_MODELS, key=len, reverse=True) if path.stem.startswith(m))
+
+
+def measured_seconds(reference: Path = REFERENCE) -> dict[str, dict[str, float]]:
+    """Mean compute seconds per analysis for each architecture in a reference run's summary
+    (its ``timing`` section); empty when the file or the section is missing."""
+    try:
+        summary = json.loads(reference.read_text())
+    except (OSError, ValueError):
+        return {}
+    per = (summary.get("timing") or {}).get("per_model") or {}
+    acc: dict[str, dict[str, list[float]]] = {}
+    for m in summary.get("models") or []:
+        for analysis, t in (per.get(m.get("label")) or {}).items():
+            if isinstance(t.get("seconds"), (int, float)):
+                acc.setdefault(m.get("arch"), {}).setdefault(analysis, []).append(t["seconds"])
+    return {a: {k: sum(v) / len(v) for k, v in d.items()} for a, d in acc.items()}
+
+
+def _epoch_seconds(manifest: dict) -> dict[str, float]:
+    """Seconds per epoch per architecture from the manifest's training times, else fallbacks."""
+    out = dict(EPOCH_SECONDS)
+    for e in manifest.get("checkpoints", {}).values():
+        if e.get("train_seconds") and e.get("recipe", {}).get("epochs"):
+            out[e["model"]] = e["train_seconds"] / e["recipe"]["epochs"]
+    return out
 
 
 def _minutes(seconds: float) -> str:
@@ -45,17 +76,21 @@ def _cached(out: Path, ckpt: Path) -> set[str]:
     return done
 
 
-def plan(ckpt_dir: Path, out: Path, budget: str) -> tuple[str, float]:
+def plan(ckpt_dir: Path, out: Path, budget: str,
+         reference: Path = REFERENCE) -> tuple[str, float]:
     """The plan as text and its estimated seconds (training of missing checkpoints, then the
     analyses not found in ``out``'s cache)."""
+    man_path = ckpt_dir / "manifest.json"
+    manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"checkpoints": {}}
+    epoch_s, measured = _epoch_seconds(manifest), measured_seconds(reference)
     paths = demo_checkpoints(ckpt_dir)
     lines, total = [], 0.0
     missing = [p for p in paths if not p.is_file()]
     if missing:
         lines.append(f"train {len(missing)} of {len(paths)} demo checkpoints into {ckpt_dir}:")
         for p in missing:
-            arch = next(m for m in DEMO_MODELS if p.stem.startswith(m))
-            est = RECIPES[arch]["epochs"] * EPOCH_SECONDS[arch]
+            arch = _arch(p)
+            est = RECIPES[arch]["epochs"] * epoch_s[arch]
             total += est
             lines.append(f"  {p.stem:18s} {RECIPES[arch]['epochs']} epochs   about {_minutes(est)}")
     else:
@@ -63,16 +98,19 @@ def plan(ckpt_dir: Path, out: Path, budget: str) -> tuple[str, float]:
     scale = 1.0 if budget == "quick" else 10.0
     lines.append(f"analyze {len(paths)} checkpoints (budget {budget}): {', '.join(ANALYSES)}")
     for i, p in enumerate(paths):
-        arch = next(m for m in DEMO_MODELS if p.stem.startswith(m))
+        arch = _arch(p)
         done = _cached(out, p)
         left = [a for a in ANALYSES if a not in done]
-        est = scale * ANALYZE_SECONDS[arch] * len(left) / len(ANALYSES)
+        ref = measured.get(arch, {})
+        est = scale * sum(ref.get(a, ANALYZE_SECONDS[arch] / len(ANALYSES)) for a in left)
         total += est
         state = "cached" if not left else f"about {_minutes(est)}" + (
             f" ({len(done)} of {len(ANALYSES)} cached)" if done else "")
         lines.append(f"  model {i + 1} of {len(paths)}: {p.stem:18s} {state}")
-    lines.append(f"estimated time on a 2-core CPU: about {_minutes(total)} "
-                 "(more when the machine is busy)")
+    source = (f"analysis times measured by the reference run {reference}"
+              if measured else "rough analysis times")
+    lines.append(f"estimated time on a 2-core CPU: about {_minutes(total)} ({source}; more "
+                 "when the machine is busy)")
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines), total
 
