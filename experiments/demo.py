@@ -1,4 +1,4 @@
-"""The main job (`make demo`): train the demo checkpoints if missing, then analyze them side by side.
+"""The main job (`make demo`): train the demo checkpoints if missing, then analyze them together.
 
 Prints a plan first (what will be trained and analysed, what is already cached, an estimated
 time on a 2-core CPU), then writes ``OUT/report.html`` (self-contained) with ``summary.json``,

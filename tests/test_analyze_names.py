@@ -4,14 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 import models
 from landscape import checkpoint
 from landscape.analyze import checkpoint_labels, resolve_checkpoint
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
-
-from conftest import needs_fashion_mnist
 
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
 

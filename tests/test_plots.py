@@ -39,7 +39,7 @@ def test_comparison_shares_contour_levels_and_labels_axes(surfaces, tmp_path):
     panels = [ax for ax in files.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 3
     levels = []
-    for ax, lab in zip(panels, labels):
+    for ax, lab in zip(panels, labels, strict=False):
         sets = [c for c in ax.collections if isinstance(c, ContourSet)]
         assert sets, "no contour drawn"
         levels += [np.asarray(c.levels) for c in sets]

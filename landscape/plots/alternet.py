@@ -77,12 +77,13 @@ def plot_comparison(path: PathLike, out_stem: PathLike) -> FigureFiles:
                                  (axes[1], "test_nll_spread", 1, "test NLL")):
         m = [v[key]["mean"] * scale for _, v in items]
         s = [v[key]["std"] * scale for _, v in items]
-        ax.bar(range(len(items)), m, yerr=s, capsize=4, color=matplotlib.colormaps["tab10"](np.arange(len(items))))
+        ax.bar(range(len(items)), m, yerr=s, capsize=4,
+               color=matplotlib.colormaps["tab10"](np.arange(len(items))))
         ax.set_xticks(range(len(items)))
         ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(name)
-        lo = min(a - b for a, b in zip(m, s))
-        hi = max(a + b for a, b in zip(m, s))
+        lo = min(a - b for a, b in zip(m, s, strict=False))
+        hi = max(a + b for a, b in zip(m, s, strict=False))
         pad = 0.15 * (hi - lo) + 1e-9
         ax.set_ylim(max(0.0, lo - 3 * pad), hi + pad)
         ax.grid(axis="y", alpha=0.3)
@@ -108,7 +109,7 @@ def plot_spectra(path: PathLike, out_stem: PathLike) -> FigureFiles:
     runs = doc["runs"]
     models = list(dict.fromkeys(r["model_label"] for r in runs))
     fig, axes = panel_grid(len(models), (5.4, 3.4), max_cols=2)
-    for ax, m in zip(axes, models):
+    for ax, m in zip(axes, models, strict=False):
         rs = [r for r in runs if r["model_label"] == m]
         vals = [_finite(r["spectrum"]["eigenvalues"]) for r in rs]
         allv = np.concatenate(vals) if vals else np.zeros(0)
@@ -121,7 +122,7 @@ def plot_spectra(path: PathLike, out_stem: PathLike) -> FigureFiles:
         nb = int(np.clip(allv.size / max(len(rs), 1), 8, 40))  # ~ eigenvalues per setting
         bins = np.linspace(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo), nb + 1)
         colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(rs)))
-        for r, v, c in zip(rs, vals, colors):
+        for r, v, c in zip(rs, vals, colors, strict=False):
             s = r["spectrum"]["summary"]
             _hist(ax, v, bins,
                   f"{r['setting_label']} (neg {100 * s['negative_share']:.0f}%)", c)

@@ -5,15 +5,23 @@ written) and returns the written paths.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
 from matplotlib.colors import Normalize
 
-from .figure import (FigureFiles, PathLike, legend_outside, new_figure, panel_grid, result_labels,
-                     save)
+from .figure import (
+    FigureFiles,
+    PathLike,
+    legend_outside,
+    new_figure,
+    panel_grid,
+    result_labels,
+    save,
+)
 
 KIND_COLORS = {"input": "#000000", "embed": "#555555", "conv": "#1f77b4", "msa": "#d62728",
                "mlp": "#7f7f7f", "pool": "#2ca02c", "head": "#9467bd"}
@@ -46,15 +54,15 @@ def _shade_msa(ax: Any, depth: Sequence[float], kinds: Sequence[str]) -> None:
     """Grey bands over MSA blocks (half a step either side of each MSA block's depth)."""
     d = np.asarray(depth, dtype=float)
     step = np.min(np.diff(np.unique(d))) if len(np.unique(d)) > 1 else 0.1
-    for di, k in zip(d, kinds):
+    for di, k in zip(d, kinds, strict=False):
         if k == "msa":
             ax.axvspan(di - step / 2, di + step / 2, color="0.85", zorder=0, lw=0)
 
 
 def _by_kind(ax: Any, x: Sequence[float], y: Sequence[float], kinds: Sequence[str],
-             color: Optional[str] = None, label: str = "") -> None:
+             color: str | None = None, label: str = "") -> None:
     ax.plot(x, y, "-", color=color or "0.3", lw=1, zorder=1, label=label or None)
-    for xi, yi, k in zip(x, y, kinds):
+    for xi, yi, k in zip(x, y, kinds, strict=False):
         ax.scatter([xi], [yi], marker=KIND_MARKERS.get(k, "o"), color=KIND_COLORS.get(k, "k"),
                    s=28, zorder=2)
 
@@ -73,7 +81,7 @@ def _depth_panels(results: Sequence[Any], labels: Sequence[str], ylabel: str,
                   xlabel: str = "normalized depth") -> tuple[Any, list[Any]]:
     """One panel per model in rows of three (readable at page width), shared y label."""
     fig, axes = panel_grid(len(results), (4.4, 3.0))
-    for ax, r, lab in zip(axes, results, labels):
+    for ax, r, lab in zip(axes, results, labels, strict=False):
         ax.set_title(f"{lab} ({r.n_images} images)", fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -100,12 +108,12 @@ def plot_fourier_curves(result: Any, stem: PathLike, title: str = "") -> FigureF
 
 
 def plot_high_frequency(results: Sequence[Any], stem: PathLike,
-                        labels: Optional[Sequence[str]] = None) -> FigureFiles:
+                        labels: Sequence[str] | None = None) -> FigureFiles:
     """ΔlogA at the highest frequency (π) per block vs normalized depth, MSA shaded (Fig. 8)."""
     rs = [_load(r, "fourier") for r in results]
     labels = result_labels(rs, labels)
     fig, axes = _depth_panels(rs, labels, "Δ log amplitude at π")
-    for ax, r in zip(axes, rs):
+    for ax, r in zip(axes, rs, strict=False):
         _shade_msa(ax, r.depth, r.kinds)
         _by_kind(ax, r.depth, r.high_frequency, r.kinds)
         _kind_legend(ax, r.kinds)
@@ -113,12 +121,12 @@ def plot_high_frequency(results: Sequence[Any], stem: PathLike,
 
 
 def plot_variance(results: Sequence[Any], stem: PathLike,
-                  labels: Optional[Sequence[str]] = None, log: bool = True) -> FigureFiles:
+                  labels: Sequence[str] | None = None, log: bool = True) -> FigureFiles:
     """Mean spatial feature-map variance vs normalized depth, MSA shaded (Fig. 9)."""
     rs = [_load(r, "variance") for r in results]
     labels = result_labels(rs, labels)
     fig, axes = _depth_panels(rs, labels, "feature map variance")
-    for ax, r in zip(axes, rs):
+    for ax, r in zip(axes, rs, strict=False):
         _shade_msa(ax, r.depth, r.kinds)
         _by_kind(ax, r.depth, r.variance, r.kinds)
         if log and min(r.variance) > 0:
@@ -128,13 +136,13 @@ def plot_variance(results: Sequence[Any], stem: PathLike,
 
 
 def plot_robustness(results: Sequence[Any], stem: PathLike,
-                    labels: Optional[Sequence[str]] = None) -> FigureFiles:
+                    labels: Sequence[str] | None = None) -> FigureFiles:
     """Accuracy drop (percentage points) vs noise frequency, one line per model (Fig. 2b)."""
     rs = [_load(r, "robustness") for r in results]
     labels = result_labels(rs, labels)
     fig = new_figure((5.6, 3.4))
     ax = fig.subplots()
-    for r, lab in zip(rs, labels):
+    for r, lab in zip(rs, labels, strict=False):
         ax.plot(r.freqs, 100 * r.drop, "o-", ms=3, label=lab)
     ax.set_xlabel("noise frequency (×π)")
     ax.set_ylabel("accuracy drop (pp)")
@@ -160,12 +168,12 @@ def plot_cka(result: Any, stem: PathLike, title: str = "") -> FigureFiles:
 
 
 def plot_lesion(results: Sequence[Any], stem: PathLike,
-                labels: Optional[Sequence[str]] = None) -> FigureFiles:
+                labels: Sequence[str] | None = None) -> FigureFiles:
     """Accuracy with each residual block removed vs normalized depth (Fig. 10)."""
     rs = [_load(r, "lesion") for r in results]
     labels = result_labels(rs, labels)
     fig, axes = _depth_panels(rs, labels, "test accuracy (%)", "normalized depth of removed block")
-    for ax, r in zip(axes, rs):
+    for ax, r in zip(axes, rs, strict=False):
         _shade_msa(ax, r.depth, r.kinds)
         _by_kind(ax, r.depth, 100 * np.asarray(r.accuracy), r.kinds)
         ax.axhline(100 * r.baseline_accuracy, color="k", ls="--", lw=0.8, label="intact")

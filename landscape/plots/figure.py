@@ -8,12 +8,13 @@ the drawn figures attached so a caller (or a test) can read the axes back.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any
 
 from matplotlib.figure import Figure
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 class FigureFiles(list):
@@ -29,7 +30,7 @@ class FigureFiles(list):
         """Every axes of every figure, in drawing order."""
         return [ax for f in self.figures for ax in f.axes]
 
-    def add(self, other: "FigureFiles") -> "FigureFiles":
+    def add(self, other: FigureFiles) -> FigureFiles:
         """Append another result's files and figures; returns ``self``."""
         self.extend(other)
         self.figures.extend(getattr(other, "figures", []))
@@ -53,7 +54,7 @@ def save(fig: Figure, stem: PathLike, dpi: int = 150) -> FigureFiles:
     return FigureFiles(paths, [fig])
 
 
-def result_labels(results: Sequence[Any], labels: Optional[Sequence[str]] = None) -> list[str]:
+def result_labels(results: Sequence[Any], labels: Sequence[str] | None = None) -> list[str]:
     """``labels`` when given, else each result's ``label`` (attribute or config entry), else
     ``model i``."""
     if labels:

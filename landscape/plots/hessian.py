@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import matplotlib
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from .figure import FigureFiles, PathLike, legend_outside, new_figure, save
 
 
-def _kde(values: np.ndarray, grid: np.ndarray, bw: Optional[float]) -> tuple[np.ndarray, float]:
+def _kde(values: np.ndarray, grid: np.ndarray, bw: float | None) -> tuple[np.ndarray, float]:
     v = values[np.isfinite(values)]
     if bw is None:  # Silverman's rule of thumb
         s = v.std() if v.size > 1 else 1.0
@@ -24,8 +24,8 @@ def _kde(values: np.ndarray, grid: np.ndarray, bw: Optional[float]) -> tuple[np.
     return d / (v.size * bw * np.sqrt(2 * np.pi)), float(bw)
 
 
-def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Optional[Sequence[str]] = None,
-                  bandwidth: Optional[float] = None, log: bool = True) -> FigureFiles:
+def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Sequence[str] | None = None,
+                  bandwidth: float | None = None, log: bool = True) -> FigureFiles:
     """Density of all top-k eigenvalues in each spectrum file (Gaussian KDE, Silverman bandwidth
     unless given), log-scaled y as in the paper; writes ``out``.png/.pdf."""
     from ..spectrum import SpectrumResult
@@ -39,7 +39,7 @@ def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Optional[Seq
     ax = fig.subplots()
     colors = matplotlib.colormaps["tab10"].colors
     peak = 0.0
-    for i, (r, lab) in enumerate(zip(results, labels)):
+    for i, (r, lab) in enumerate(zip(results, labels, strict=False)):
         v = r.values()
         s = r.summary()
         d, _ = _kde(v, grid, bandwidth)

@@ -11,8 +11,9 @@ PNG and PDF for every figure; axes are α (first direction) and β (second direc
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 from matplotlib.colors import LogNorm
@@ -20,19 +21,19 @@ from matplotlib.colors import LogNorm
 from ..surface import load_surface
 from .figure import FigureFiles, new_figure, panel_grid, save
 
-Levels = Union[int, Sequence[float]]
+Levels = int | Sequence[float]
 QUANTITY_NAMES = {"loss": "loss", "acc": "accuracy"}
-Quantity = Union[str, Sequence[str]]
+Quantity = str | Sequence[str]
 
 
-def _masked(z: np.ndarray, done: Optional[np.ndarray]) -> np.ma.MaskedArray:
+def _masked(z: np.ndarray, done: np.ndarray | None) -> np.ma.MaskedArray:
     bad = ~np.isfinite(z)
     if done is not None:
         bad |= ~done.astype(bool)
     return np.ma.masked_array(z, mask=bad)
 
 
-def _levels(z: np.ma.MaskedArray, vmax: Optional[float], n: Levels) -> np.ndarray:
+def _levels(z: np.ma.MaskedArray, vmax: float | None, n: Levels) -> np.ndarray:
     if not isinstance(n, (int, np.integer)):
         return np.asarray(n, dtype=float)
     lo = float(z.min()) if z.count() else 0.0
@@ -73,7 +74,7 @@ def axis_labels(ax: Any, r: Any, dims: int = 2) -> None:
 
 
 def plot_surface(path: str | Path, out_dir: str | Path, *,
-                 quantities: Optional[Sequence[str]] = None, vmax: Optional[float] = None,
+                 quantities: Sequence[str] | None = None, vmax: float | None = None,
                  levels: Levels = 30, log: bool = False, label: str = "") -> FigureFiles:
     """All figures of a surface file into ``out_dir``; returns the files written.
 
@@ -161,7 +162,7 @@ def _increase(path: str | Path, quantity: str) -> tuple[Any, np.ma.MaskedArray, 
 
 
 def shared_levels(increases: Sequence[np.ma.MaskedArray], n: int = 12,
-                  vmax: Optional[float] = None) -> np.ndarray:
+                  vmax: float | None = None) -> np.ndarray:
     """Contour levels common to every surface: from a small positive increase up to the largest
     (or ``vmax``); log-spaced when the increases span more than two decades, else linear
     from 0."""
@@ -177,22 +178,22 @@ def shared_levels(increases: Sequence[np.ma.MaskedArray], n: int = 12,
 
 
 def plot_surface_comparison(paths: Sequence[str | Path], out_stem: str | Path,
-                            labels: Optional[Sequence[str]] = None, *,
+                            labels: Sequence[str] | None = None, *,
                             quantity: Quantity = "train_loss", levels: int = 12,
-                            vmax: Optional[float] = None) -> FigureFiles:
+                            vmax: float | None = None) -> FigureFiles:
     """Several models' 2-D surfaces, one panel each, as the increase of ``quantity`` (one name,
     or one per file) over each model's centre on one shared set of contour levels and one colour
     bar."""
     if not paths:
         raise ValueError("no surface file given")
     names = [quantity] * len(paths) if isinstance(quantity, str) else list(quantity)
-    data = [_increase(p, q) for p, q in zip(paths, names)]
+    data = [_increase(p, q) for p, q in zip(paths, names, strict=False)]
     labels = [str(lab) for lab in labels] if labels else [Path(p).parent.name for p in paths]
     lv = shared_levels([z for _, z, _ in data], levels, vmax)
     norm = LogNorm(lv[0], lv[-1]) if lv[0] > 0 else None
     fig, axes = panel_grid(len(data), (4.0, 3.6))
     cf = None
-    for ax, (r, z, centre), lab, q in zip(axes, data, labels, names):
+    for ax, (r, z, centre), lab, q in zip(axes, data, labels, names, strict=False):
         X, Y = np.meshgrid(r.xcoordinates, r.ycoordinates)
         if norm is not None:  # below the first level (the centre): the "under" colour
             z = np.ma.maximum(z, lv[0] / 2)
@@ -210,8 +211,8 @@ def plot_surface_comparison(paths: Sequence[str | Path], out_stem: str | Path,
 
 
 def plot_trajectory(surface_path: str | Path, coords: np.ndarray, out_stem: str | Path, *,
-                    quantity: Optional[str] = None, explained: Optional[Sequence[float]] = None,
-                    vmax: Optional[float] = None, levels: Levels = 30) -> FigureFiles:
+                    quantity: str | None = None, explained: Sequence[float] | None = None,
+                    vmax: float | None = None, levels: Levels = 30) -> FigureFiles:
     """Training trajectory ``coords`` (T, 2) drawn over the contours of a 2-D surface."""
     r = load_surface(surface_path)
     if r.ycoordinates is None:
@@ -236,8 +237,8 @@ def plot_trajectory(surface_path: str | Path, coords: np.ndarray, out_stem: str 
     return save(fig, out_stem)
 
 
-def export_vtp(path: str | Path, out: str | Path, quantity: Optional[str] = None,
-               zmax: Optional[float] = None) -> Path:
+def export_vtp(path: str | Path, out: str | Path, quantity: str | None = None,
+               zmax: float | None = None) -> Path:
     """The surface as VTK XML PolyData (.vtp, ASCII) for ParaView: points (x, y, z=loss) with
     the loss as point data, quads between neighbours; non-finite points clipped to ``zmax``
     (default: the finite maximum)."""
