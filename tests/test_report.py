@@ -186,9 +186,9 @@ def test_claims_table_and_models_side_by_side(full_run):
                 "stage-cka", "stage-lesion"]:
         assert cid in claims
     assert '<table class="claims">' in text
-    # the fake numbers are built so that every claim agrees
-    assert text.count('class="verdict v-agrees"') == 7
-    assert "not measured" not in claims.split("numbers")[-1]
+    # every claim row carries a verdict cell (the verdict rules are tested in test_claims.py;
+    # this fixture lacks the per-seed evidence they need, so its verdicts are "not measured")
+    assert text.count('class="verdict v-') >= 7
     # per-model figures are laid out in one column per model
     land = text.split('id="landscape"')[1].split("</section>")[0]
     assert land.count('class="model-col"') == 3
@@ -253,11 +253,12 @@ def test_format_summary_table(full_run):
     col = header.index("λmax")
     assert rows["resnet_tiny"][col:].split()[0] == "80"
     assert rows["vit_tiny"][col:].split()[0] == "12"
-    assert "flatness" in text and "agrees" in text and "12 min 34 s" in text
+    assert "flatness" in text and "12 min 34 s" in text
     assert lines[1].startswith("-----")
     # empty summary: still a table, every claim not measured
     empty = format_summary_table({})
-    assert empty.count("not measured") == 7
+    claim_rows = empty.split("claim ")[1].splitlines()[2:]
+    assert len(claim_rows) >= 7 and all("not measured" in r for r in claim_rows)
 
 
 # ----------------------------------------------------------------------------- headless Chromium
