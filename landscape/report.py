@@ -70,7 +70,7 @@ figure{margin:0;padding:6px;border:1px solid #e3e8ed;border-radius:4px;backgroun
 figure img{max-width:100%;height:auto;display:block}
 .figs figure img{max-width:520px}
 .figs figure.wide{flex:1 1 100%}
-.figs figure.wide img{max-width:100%;width:100%}
+.figs figure.wide img{max-width:100%}
 figcaption{font-size:.8em;color:#56606b;margin-top:3px;word-break:break-all}
 .v-agrees{background:#d8f0d8;color:#1e5e1e;font-weight:700}
 .v-disagrees{background:#f6d5d5;color:#8b1c1c;font-weight:700}
@@ -198,15 +198,21 @@ def _by_model_table(summary: dict, key: str, rows: Sequence[tuple[str, Any]]) ->
 
 
 # ----------------------------------------------------------------------------- figures
-def _png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) in pixels from a PNG's IHDR chunk."""
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+def _png_size(data: bytes) -> tuple[int, int, float]:
+    """(width, height) in pixels from a PNG's IHDR chunk, and its resolution in dots per inch
+    from the pHYs chunk (96, the CSS pixel, when absent)."""
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i = data.find(b"pHYs", 0, 4096)
+    dpi = 96.0
+    if i > 0 and data[i + 12] == 1:  # unit: metre
+        dpi = int.from_bytes(data[i + 4:i + 8], "big") * 0.0254 or 96.0
+    return w, h, dpi
 
 
 def _figure_html(out_dir: Path, rel: str) -> str:
-    """One ``<figure>`` with the PNG at ``out_dir/rel`` embedded (class ``wide`` for a figure
-    wider than 1.6 times its height or 1000 px: it takes the page width); a note when it cannot
-    be read."""
+    """One ``<figure>`` with the PNG at ``out_dir/rel`` embedded at its printed size (pixels and
+    resolution from the file; never wider than the page), class ``wide`` for a figure wider than
+    1.6 times its height or 1000 px (it gets a row of its own); a note when it cannot be read."""
     path = out_dir / rel
     try:
         data = path.read_bytes()
@@ -222,9 +228,11 @@ def _figure_html(out_dir: Path, rel: str) -> str:
     if pdf.is_file():
         pdf_rel = Path(rel).with_suffix(".pdf").as_posix()
         cap += f' · <a href="{_e(pdf_rel)}">PDF</a>'
-    w, h = _png_size(data)
+    w, h, dpi = _png_size(data)
     cls = ' class="wide"' if w > 1000 or w > 1.6 * max(h, 1) else ""
-    return (f'<figure{cls}><img src="data:image/png;base64,{b64}" alt="{_e(rel)}">'
+    css_w = round(w * 96.0 / dpi)
+    return (f'<figure{cls}><img src="data:image/png;base64,{b64}" alt="{_e(rel)}" '
+            f'style="width:{css_w}px">'
             f"<figcaption>{cap}</figcaption></figure>")
 
 
@@ -540,7 +548,7 @@ def timing_text(summary: dict) -> str:
         text += (f"; {reused} of {n} results reused from the cache of earlier runs, "
                  f"so this run took {fmt_duration(wall)}")
     else:
-        text += f"; all {n} results computed in this run ({fmt_duration(wall)} wall time)"
+        text += f"; all {n} results computed in this run, wall time {fmt_duration(wall)}"
     return text
 
 

@@ -147,7 +147,8 @@ def plot_robustness(results: Sequence[Any], stem: PathLike,
     ax.set_xlabel("noise frequency (×π)")
     ax.set_ylabel("accuracy drop (pp)")
     r0 = rs[0]
-    ax.set_title(f"band ±{r0.width}π, L2 norm {r0.norm}, {r0.n_images} images", fontsize=9)
+    ax.set_title(f"band ±{r0.width:.3g}π, L2 norm {r0.norm:.3g}, {r0.n_images} images",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     legend_outside(ax, fontsize=8)
     return save(fig, stem)
