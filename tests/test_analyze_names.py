@@ -107,7 +107,7 @@ def test_feature_command_keeps_each_model_pt_result(tmp_path):
     base = ["--samples", "16", "--batch-size", "16", "--out", str(out), "--quiet"]
     assert cli_main(["variance", str(a / "model.pt"), *base]) == 0
     first = (out / "variance_run_a.json").read_bytes()
-    assert cli_main(["variance", str(b / "model.pt"), *base]) == 0
+    assert cli_main(["variance", str(b), *base]) == 0  # a run folder as CKPT
     assert (out / "variance_run_a.json").read_bytes() == first
     assert (out / "variance_run_b.json").is_file()
     # the same folder name with other weights: a new file, the first kept
