@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
     from .common import check_checkpoints, load_checkpoint_and_data
 
     paths = list(args.checkpoints)
-    check_checkpoints(args, paths)
+    paths = check_checkpoints(args, paths)
     out = output_dir(args.out)
     labels = _labels(paths, [file_sha256(p) for p in paths],
                      sorted(out.glob(f"{analysis}_*.{ext}")), loader)
