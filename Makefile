@@ -40,8 +40,9 @@ test: install
 demo-checkpoints: install
 	$(PY) experiments/demo_checkpoints.py --out $(DEMO_CKPTS)
 
+# Generated output goes to runs/demo (git-ignored); committed reference figures stay in figures/.
 demo: install
-	$(PY) experiments/demo.py --checkpoints $(DEMO_CKPTS) --out figures/demo
+	$(PY) experiments/demo.py --checkpoints $(DEMO_CKPTS) --out runs/demo
 
 bench: install
 	$(PY) benchmarks/run_all.py

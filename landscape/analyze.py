@@ -42,13 +42,89 @@ def family(arch: str, block_kinds: Sequence[str]) -> str:
     return "cnn"
 
 
-def _labels(paths: Sequence[str], archs: Sequence[str]) -> list[str]:
-    labels = list(archs)
-    if len(set(labels)) < len(labels):
-        labels = [Path(p).stem for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [f"{lab}-{i}" for i, lab in enumerate(labels)]
+#: File stems that name no model (``landscape train`` writes ``model.pt``, ``last.pt``).
+GENERIC_STEMS = ("model", "last", "best", "final", "checkpoint")
+
+
+def resolve_checkpoint(path: Union[str, Path]) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a run folder's ``model.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.pt").is_file():
+            return p / "model.pt"
+        raise LandscapeError(f"{p} is a folder without model.pt (a finished `landscape train` "
+                             "run has one); pass a checkpoint file")
+    if not p.is_file():
+        raise LandscapeError(f"checkpoint not found: {p}")
+    return p
+
+
+def _own_name(path: Path, recorded: Optional[str]) -> str:
+    """The name recorded in the checkpoint, else the file stem (``.pt``/``.pth``/``.tar`` off),
+    else, for a generic stem such as ``model``, the run folder's name (``run/epoch_003`` keeps
+    both)."""
+    if recorded:
+        return str(recorded)
+    stem = path.name
+    for ext in (".tar", ".pth", ".pt", ".ckpt"):
+        stem = stem[:-len(ext)] if stem.endswith(ext) else stem
+    folder = path.resolve().parent.name
+    if stem in GENERIC_STEMS:
+        return folder or stem
+    if stem.startswith("epoch_") and folder:
+        return f"{folder}_{stem}"
+    return stem
+
+
+def checkpoint_labels(paths: Sequence[Union[str, Path]], shas: Sequence[str],
+                      recorded: Optional[Sequence[Optional[str]]] = None,
+                      taken: Optional[dict[str, set[str]]] = None) -> list[str]:
+    """One unique, readable name per checkpoint: its own name (see :func:`_own_name`); names
+    shared by different checkpoints get their folder prefixed, then the start of their SHA-256.
+    ``taken`` maps names already used in the output folder to the SHA-256 prefixes that own
+    them; a name owned by another checkpoint gets this checkpoint's SHA-256 prefix appended, so
+    no result of another checkpoint is overwritten."""
+    paths = [Path(p) for p in paths]
+    recorded = list(recorded or [None] * len(paths))
+    labels = [_own_name(p, r) for p, r in zip(paths, recorded)]
+
+    def clashes(labs: list[str]) -> set[int]:
+        return {i for i, lab in enumerate(labs)
+                if any(lab == o and shas[i] != shas[j] for j, o in enumerate(labs) if j != i)}
+
+    for i in clashes(labels):
+        folder = paths[i].resolve().parent.name
+        if folder and not labels[i].startswith(folder):
+            labels[i] = f"{folder}_{labels[i]}"
+    for i in clashes(labels):
+        labels[i] = f"{labels[i]}-{shas[i][:8]}"
+    for i, lab in enumerate(labels):
+        owners = (taken or {}).get(lab, set())
+        if owners and not any(shas[i].startswith(o) for o in owners):
+            labels[i] = f"{lab}-{shas[i][:8]}"
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(labels):  # the same checkpoint given twice
+        seen[lab] = seen.get(lab, 0) + 1
+        if seen[lab] > 1:
+            labels[i] = f"{lab}-{seen[lab]}"
     return labels
+
+
+def _taken_labels(raw: Path) -> dict[str, set[str]]:
+    """Labels already used in the raw-results folder ``raw`` (folders
+    ``<label>-<sha256[:10]>``) and their owners' SHA-256 prefixes."""
+    taken: dict[str, set[str]] = {}
+    for d in raw.iterdir() if raw.is_dir() else []:
+        lab, _, sha = d.name.rpartition("-")
+        if d.is_dir() and lab and len(sha) == 10 and all(c in "0123456789abcdef" for c in sha):
+            taken.setdefault(lab, set()).add(sha)
+    return taken
+
+
+def _say(progress: bool, text: str) -> None:
+    """One progress line on stderr (so no phase of a run is silent)."""
+    if progress:
+        print(text, file=sys.stderr, flush=True)
 
 
 class _Cache:
@@ -81,6 +157,20 @@ class _Cache:
         return result, False
 
 
+def _is_seconds(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _timing_summary(timing: dict[str, dict[str, Any]], wall: float) -> dict[str, Any]:
+    """Compute time of the results (summed over the runs that computed them), this run's wall
+    time, and how many results were reused from the cache."""
+    entries = [t for per in timing.values() for t in per.values()]
+    known = [t["seconds"] for t in entries if _is_seconds(t["seconds"])]
+    return {"compute_s": float(sum(known)), "wall_time_s": float(wall),
+            "n_results": len(entries), "n_reused": sum(bool(t["reused"]) for t in entries),
+            "n_unknown": len(entries) - len(known), "per_model": timing}
+
+
 def _rel(paths: Sequence[Path], out: Path) -> list[str]:
     return [str(Path(p).relative_to(out)) for p in paths if str(p).endswith(".png")]
 
@@ -106,9 +196,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
         raise LandscapeError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(ANALYSES)}")
     if not checkpoints:
         raise LandscapeError("no checkpoint given")
-    for p in checkpoints:
-        if not Path(p).is_file():
-            raise LandscapeError(f"checkpoint not found: {p}")
+    checkpoints = [resolve_checkpoint(p) for p in checkpoints]
     out = output_dir(out_dir)
     for stale in ("report.html", "summary.json"):
         if (out / stale).exists():
@@ -156,8 +244,10 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
                                   if cfg.spectrum_batches else len(train)),
                        cfg.seed + 2) if train is not None else None
 
-    archs = [info.model for _, info in loaded]
-    labels = _labels([str(p) for p in checkpoints], archs)
+    raw_root = Path(raw_dir or out / "raw")
+    labels = checkpoint_labels(checkpoints, [info.sha256 for _, info in loaded],
+                               [info.extra.get("name") for _, info in loaded],
+                               _taken_labels(raw_root))
     figs: dict[str, list[str]] = {}
     summary: dict[str, Any] = {"models": [], "settings": {"budget": budget, "only": todo,
                                                           "dataset": data_name, **cfg.to_dict()}}
@@ -165,8 +255,16 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     fig_dir = out / "figures"
     from .train import evaluate
 
-    for (net, info), label in zip(loaded, labels):
-        cache = _Cache(Path(raw_dir or out / "raw") / f"{label}-{info.sha256[:10]}", force)
+    timing: dict[str, dict[str, Any]] = {}
+    per_model: list[float] = []
+    _say(progress, f"analyze: {len(loaded)} checkpoint(s) × {len(todo)} analyses "
+                   f"({', '.join(todo)}) into {out}")
+    for i, ((net, info), label) in enumerate(zip(loaded, labels)):
+        tag = f"[model {i + 1} of {len(loaded)}: {label}]"
+        _say(progress, f"model {i + 1} of {len(loaded)}: {label} ({info.path})")
+        cache = _Cache(raw_root / f"{label}-{info.sha256[:10]}", force)
+        times_path = cache.folder / "timings.json"
+        times = read_json(times_path) if times_path.is_file() else {}
         bl = models.blocks(net) if hasattr(net, "block_list") else []
         kinds = [b.kind for b in bl]
         ev, _ = cache.get("eval.json", {"sha": info.sha256, "n": len(eval_set), "seed": cfg.seed,
@@ -179,26 +277,43 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
             "params": sum(p.numel() for p in net.parameters()),
             "dataset": data_name, "test_acc": ev["acc"], "test_nll": ev["loss"],
             "eval_samples": len(eval_set)})
-        if progress:
-            print(f"[{label}] test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
-                  f"({len(eval_set)} images)", file=sys.stderr, flush=True)
+        _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
+                       f"({len(eval_set)} images)")
         base_key = {"sha": info.sha256, "data": data_name, "seed": cfg.seed}
+        t_model, computed = time.perf_counter(), False
         for analysis in todo:
             t0 = time.perf_counter()
+            _say(progress, f"{tag} {analysis} ...")
             fn = _RUNNERS[analysis]
             res, reused, files = fn(net=net, label=label, cfg=cfg, cache=cache, key=base_key,
                                     info=info,
                                     sets={"feat": feat_set, "lesion": lesion_set, "surface": surf_set,
                                           "hessian": hess_pool},
-                                    fig_dir=fig_dir, progress=progress)
+                                    fig_dir=fig_dir, progress=progress, tag=tag)
             results[analysis][label] = res
             for section, paths in files.items():
                 figs.setdefault(section, []).extend(_rel(paths, out))
-            if progress:
-                print(f"[{label}] {analysis}: {'reused' if reused else 'computed'} "
-                      f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+            dt = time.perf_counter() - t0
+            if not reused:
+                times[analysis] = round(dt, 2)
+                write_json(times_path, times)
+            timing.setdefault(label, {})[analysis] = {"seconds": times.get(analysis),
+                                                      "reused": bool(reused)}
+            was = (f"reused (computed in {times[analysis]:.1f} s by an earlier run)"
+                   if reused and _is_seconds(times.get(analysis)) else
+                   "reused" if reused else "computed")
+            _say(progress, f"{tag} {analysis}: {was} ({dt:.1f} s)")
+            computed = computed or not reused
+        if computed:
+            per_model.append(time.perf_counter() - t_model)
+        left = len(loaded) - i - 1
+        if left and per_model:
+            _say(progress, f"model {i + 1} of {len(loaded)} done; about "
+                           f"{left * float(np.mean(per_model)) / 60:.0f} min left for {left} "
+                           "more (if none is cached)")
 
     # Figures that compare models.
+    _say(progress, f"figures comparing {len(labels)} model(s) ...")
     figs_joint = _joint_figures(results, labels, fig_dir)
     for section, paths in figs_joint.items():
         figs.setdefault(section, []).extend(_rel(paths, out))
@@ -206,6 +321,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
         summary[analysis] = {lab: _summarize(analysis, r, cfg) for lab, r in results[analysis].items()}
     summary["figures"] = figs
     summary["wall_time_s"] = time.perf_counter() - t_start
+    summary["timing"] = _timing_summary(timing, summary["wall_time_s"])
     summary.update(run_metadata())
     from .claims import claims_to_json, evaluate_claims
     from .report import format_summary_table, write_report
@@ -259,7 +375,7 @@ def _l2_and_augment(cfg_wd: Optional[float], augment: bool, info: Any, data: Any
     return wd, aug, recipe
 
 
-def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None):
+def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
     from .hessian import HessianOperator, hutchpp_trace, slq_density, top_eigenvalues
     from .plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
@@ -284,12 +400,14 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
                              augment_seed=cfg.seed, mode=cfg.hessian_mode)
         kw = dict(seed=cfg.seed, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
                   return_eigenvectors=False)
-        if progress:
-            print(f"[{label}] curvature on {n} images: top/bottom eigenvalues, trace, density",
-                  file=sys.stderr, flush=True)
+        say = lambda what: _say(progress, f"{tag} curvature on {n} images: {what}")  # noqa: E731
+        say(f"top-{cfg.top_k} eigenvalues (Lanczos, <= {cfg.lanczos_max_iter} products)")
         top = top_eigenvalues(op, cfg.top_k, "LM", **kw)
+        say(f"bottom-{cfg.top_k} eigenvalues (Lanczos, <= {cfg.lanczos_max_iter} products)")
         bottom = top_eigenvalues(op, cfg.top_k, "SA", **kw)
+        say(f"trace (Hutch++, {cfg.trace_products} products)")
         tr = hutchpp_trace(op, cfg.trace_products, seed=cfg.seed)
+        say(f"density (SLQ, {cfg.density_probes} probes × {cfg.density_steps} steps)")
         dens = slq_density(op, cfg.density_probes, cfg.density_steps, seed=cfg.seed)
         dens.save(p.with_name("density.h5"), config=json.dumps(op.config(), default=str))
         res = {"top": top.to_dict(), "bottom": bottom.to_dict(), "trace": tr.to_dict(),
@@ -302,13 +420,14 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
             cfg.lanczos_max_iter], "wd": wd, "l2": "paper", "aug": repr(augment),
             "trace": cfg.trace_products, "density": [cfg.density_probes, cfg.density_steps]}
     curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
-    files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density")
+    files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density",
+                             title=label)
     return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
             "wd": wd, "augment": repr(augment), "recipe_source": recipe["source"]}, \
         r1 and r2, {"hessian": files}
 
 
-def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None):
+def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
     """``surface_planes`` random planes (direction seeds ``seed + 2i``, ``seed + 2i + 1``); the
     first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
     from . import directions as D
@@ -342,14 +461,14 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         planes.append(res)
         reused_all = reused_all and reused
     files = plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
-                         quantities=[quantity])
+                         quantities=[quantity], label=label)
     return {"planes": planes, "seeds": [cfg.seed + 2 * i for i in range(len(planes))],
             "quantity": quantity, "wd": wd, "augment": repr(augment),
             "recipe_source": recipe["source"]}, reused_all, {"landscape": files}
 
 
 def _feature_runner(analysis: str) -> Callable[..., Any]:
-    def run(net, label, cfg, cache, key, sets, fig_dir, progress, info=None):
+    def run(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
         from . import fourier, lesion, robustness, similarity, variance
         from .plots import features as P
         data = sets["lesion"] if analysis == "lesion" else sets["feat"]
@@ -410,6 +529,15 @@ def _joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
                    fig_dir: Path) -> dict[str, list[Path]]:
     from .plots import features as P
     files: dict[str, list[Path]] = {}
+    if results.get("surface"):
+        from .plots.surface import plot_surface_comparison
+        planes = {lab: ((r["planes"][0], r["quantity"]) if isinstance(r, dict) else
+                        (r, "train_loss")) for lab, r in results["surface"].items()}
+        labs = [lab for lab, (r, _) in planes.items() if r.ycoordinates is not None]
+        if labs:  # first plane of every model on shared contour levels
+            files["landscape"] = plot_surface_comparison(
+                [planes[lab][0].path for lab in labs], fig_dir / "landscape" / "comparison",
+                labels=labs, quantity=[planes[lab][1] for lab in labs])
     if results.get("hessian"):
         from .plots.hessian import plot_spectrum
         labs = list(results["hessian"])

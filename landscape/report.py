@@ -61,13 +61,16 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 p.missing{color:#8a6d3b;background:#fcf8e3;border:1px solid #f0e1b3;padding:8px 12px;
  border-radius:4px;font-style:italic}
 .figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-.models-row{display:flex;gap:14px;align-items:flex-start}
-.model-col{flex:1 1 0;min-width:0}
+.models-row{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px;
+ align-items:start}
+.model-col{min-width:0}
 .model-col h3{margin:6px 0;font-size:1.05em}
 figure{margin:0;padding:6px;border:1px solid #e3e8ed;border-radius:4px;background:#fff;
  max-width:100%}
 figure img{max-width:100%;height:auto;display:block}
 .figs figure img{max-width:520px}
+.figs figure.wide{flex:1 1 100%}
+.figs figure.wide img{max-width:100%}
 figcaption{font-size:.8em;color:#56606b;margin-top:3px;word-break:break-all}
 .v-agrees{background:#d8f0d8;color:#1e5e1e;font-weight:700}
 .v-disagrees{background:#f6d5d5;color:#8b1c1c;font-weight:700}
@@ -91,7 +94,8 @@ def _is_num(x: Any) -> bool:
 
 
 def fmt_number(x: Any, digits: int = 4) -> str:
-    """Compact text for a number: ints with thousands separators, floats to ``digits`` figures."""
+    """Compact text for a number: ints with thousands separators, floats to ``digits`` figures;
+    "—" for a missing value, "n/a" for a NaN (never a raw ``nan`` or ``None``)."""
     if x is None:
         return "—"
     if isinstance(x, bool):
@@ -100,7 +104,7 @@ def fmt_number(x: Any, digits: int = 4) -> str:
         return f"{x:,}"
     if isinstance(x, float):
         if math.isnan(x):
-            return "nan"
+            return "n/a"
         if math.isinf(x):
             return "inf" if x > 0 else "-inf"
         return f"{x:.{digits}g}"
@@ -194,8 +198,21 @@ def _by_model_table(summary: dict, key: str, rows: Sequence[tuple[str, Any]]) ->
 
 
 # ----------------------------------------------------------------------------- figures
-def _figure_html(out_dir: Path, rel: str, width_cls: str = "") -> str:
-    """One ``<figure>`` with the PNG at ``out_dir/rel`` embedded; a note when it cannot be read."""
+def _png_size(data: bytes) -> tuple[int, int, float]:
+    """(width, height) in pixels from a PNG's IHDR chunk, and its resolution in dots per inch
+    from the pHYs chunk (96, the CSS pixel, when absent)."""
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i = data.find(b"pHYs", 0, 4096)
+    dpi = 96.0
+    if i > 0 and data[i + 12] == 1:  # unit: metre
+        dpi = int.from_bytes(data[i + 4:i + 8], "big") * 0.0254 or 96.0
+    return w, h, dpi
+
+
+def _figure_html(out_dir: Path, rel: str) -> str:
+    """One ``<figure>`` with the PNG at ``out_dir/rel`` embedded at its printed size (pixels and
+    resolution from the file; never wider than the page), class ``wide`` for a figure wider than
+    1.6 times its height or 1000 px (it gets a row of its own); a note when it cannot be read."""
     path = out_dir / rel
     try:
         data = path.read_bytes()
@@ -211,7 +228,11 @@ def _figure_html(out_dir: Path, rel: str, width_cls: str = "") -> str:
     if pdf.is_file():
         pdf_rel = Path(rel).with_suffix(".pdf").as_posix()
         cap += f' · <a href="{_e(pdf_rel)}">PDF</a>'
-    return (f'<figure><img src="data:image/png;base64,{b64}" alt="{_e(rel)}">'
+    w, h, dpi = _png_size(data)
+    cls = ' class="wide"' if w > 1000 or w > 1.6 * max(h, 1) else ""
+    css_w = round(w * 96.0 / dpi)
+    return (f'<figure{cls}><img src="data:image/png;base64,{b64}" alt="{_e(rel)}" '
+            f'style="width:{css_w}px">'
             f"<figcaption>{cap}</figcaption></figure>")
 
 
@@ -235,7 +256,8 @@ def _section_figures(summary: dict, keys: Sequence[str]) -> list[str]:
 
 
 def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
-    """Shared figures in a wrapped row; per-model figures in one column per model, side by side."""
+    """Shared figures first (wide ones at page width); per-model figures in a grid of model
+    columns, folded away under the shared figures when there are any."""
     if not rels:
         return ""
     labels = _model_labels(summary)
@@ -256,27 +278,44 @@ def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
         for lab in [l for l in labels if l in per]:
             cols.append(f'<div class="model-col"><h3>{_e(lab)}</h3>'
                         + "".join(_figure_html(out_dir, r) for r in per[lab]) + "</div>")
-        parts.append('<div class="models-row">' + "".join(cols) + "</div>")
+        grid = '<div class="models-row">' + "".join(cols) + "</div>"
+        if shared:
+            n = sum(len(v) for v in per.values())
+            grid = f"<details><summary>figures per model ({n})</summary>{grid}</details>"
+        parts.append(grid)
     return "".join(parts)
 
 
 # ----------------------------------------------------------------------------- sections
+def _eval_images(models: Sequence[dict]) -> str:
+    """ "2,000 test images" when every model was evaluated on the same number, else ""."""
+    ns = {m.get("eval_samples") for m in models}
+    n = ns.pop() if len(ns) == 1 else None
+    return f"{n:,} test images" if isinstance(n, int) and n > 0 else ""
+
+
 def _models_body(summary: dict) -> str:
     models = [m for m in summary.get("models") or [] if isinstance(m, dict)]
     if not models:
         return ""
+    same_n = _eval_images(models)
     rows = []
     for m in models:
         sha = str(m.get("sha256") or "")
         rows.append([f"<td><b>{_e(m.get('label'))}</b></td>", f"<td>{_e(m.get('arch'))}</td>",
-                     f"<td>{_e(m.get('family'))}</td>",
+                     f"<td>{_e(m.get('family') or '—')}</td>",
                      f'<td class="num">{_e(fmt_params(m.get("params")))}</td>',
-                     f"<td>{_e(m.get('dataset'))}</td>",
-                     _cell(m.get("test_acc"), "pct"), _cell(m.get("test_nll")),
+                     f"<td>{_e(m.get('dataset') or '—')}</td>",
+                     _cell(m.get("test_acc"), "pct") if same_n or not _is_num(
+                         m.get("eval_samples")) else _cell(
+                         f"{fmt_percent(m.get('test_acc'))} ({m['eval_samples']:,} images)",
+                         "text"),
+                     _cell(m.get("test_nll")),
                      f"<td><code>{_e(m.get('checkpoint'))}</code></td>",
                      f'<td><code title="{_e(sha)}">{_e(sha[:12])}</code></td>'])
-    return _table(["model", "architecture", "family", "parameters", "dataset", "test accuracy",
-                   "test NLL", "checkpoint", "sha256"], rows)
+    on = f" on {same_n}" if same_n else ""
+    return _table(["model", "architecture", "family", "parameters", "dataset",
+                   f"test accuracy{on}", f"test NLL{on}", "checkpoint", "sha256"], rows)
 
 
 def _landscape_body(summary: dict) -> str:
@@ -297,11 +336,18 @@ def _trace(e: dict) -> tuple[Any, str]:
 
 
 def _spectrum_size(e: dict) -> tuple[Any, str]:
+    """"80 values (16 batches × 16 images)"; the parts that are missing are left out."""
     s = e.get("spectrum") or {}
-    if not s:
+    n = s.get("count", s.get("n_values"))
+    if not _is_num(n):
         return None, "num"
-    return (f"{s.get('n_values', '?')} values ({s.get('n_batches', '?')} batches × "
-            f"{s.get('batch_size', '?')} images)"), "text"
+    parts = [f"{int(n):,} values"]
+    nb, bs = s.get("n_batches_finished", s.get("n_batches")), s.get("batch_size")
+    if _is_num(nb) and _is_num(bs):
+        parts.append(f"({int(nb)} batches × {int(bs)} images)")
+    elif _is_num(nb):
+        parts.append(f"({int(nb)} batches)")
+    return " ".join(parts), "text"
 
 
 def _hessian_body(summary: dict) -> str:
@@ -382,13 +428,36 @@ def _robustness_body(summary: dict) -> str:
                   if table else "")
 
 
+def _finite(x: Any) -> bool:
+    return _is_num(x) and math.isfinite(float(x))
+
+
+def cka_not_applicable(e: dict) -> str:
+    """Why a model's stage CKA comparison cannot be made ("" when it can)."""
+    stages = {str(s) for s in e.get("stages") or []}
+    if len(stages) < 2 or not _finite(e.get("across_stage_mean")):
+        return (f"not applicable: all {len(e.get('names') or [])} blocks are in one stage, "
+                "so there is no across-stage pair")
+    if not _finite(e.get("within_stage_mean")):
+        return "not applicable: no stage holds two blocks, so there is no within-stage pair"
+    return ""
+
+
+def _cka_value(e: dict, key: str) -> tuple[Any, str]:
+    """A CKA number of one model, or the reason it does not exist; ``key="diff"``: within −
+    across."""
+    why = cka_not_applicable(e)
+    if key == "diff":
+        return (why, "text") if why else (
+            float(e["within_stage_mean"]) - float(e["across_stage_mean"]), "num")
+    return (why, "text") if why and not _finite(e.get(key)) else (e.get(key), "num")
+
+
 def _cka_body(summary: dict) -> str:
     return _by_model_table(summary, "cka", [
-        ("within-stage mean CKA", lambda e: (e.get("within_stage_mean"), "num")),
-        ("across-stage mean CKA", lambda e: (e.get("across_stage_mean"), "num")),
-        ("within − across", lambda e: (float(e["within_stage_mean"]) - float(e["across_stage_mean"])
-                                       if _is_num(e.get("within_stage_mean"))
-                                       and _is_num(e.get("across_stage_mean")) else None, "num")),
+        ("within-stage mean CKA", lambda e: _cka_value(e, "within_stage_mean")),
+        ("across-stage mean CKA", lambda e: _cka_value(e, "across_stage_mean")),
+        ("within − across", lambda e: _cka_value(e, "diff")),
         ("blocks", lambda e: (len(e.get("names") or []), "num")),
         ("stages", lambda e: (len({str(s) for s in e.get("stages") or []}), "num")),
     ])
@@ -465,14 +534,33 @@ def _kv_table(d: dict) -> str:
     return _table(["setting", "value"], rows)
 
 
+def timing_text(summary: dict) -> str:
+    """Compute time of the results, this run's wall time, and how many came from the cache."""
+    t = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
+    wall = t.get("wall_time_s", summary.get("wall_time_s"))
+    if not t:
+        return f"wall time of this run: {fmt_duration(wall)}" if _is_num(wall) else ""
+    n, reused, unknown = t.get("n_results", 0), t.get("n_reused", 0), t.get("n_unknown", 0)
+    text = f"compute time of these results: {fmt_duration(t.get('compute_s'))}"
+    if unknown:
+        text += f" ({unknown} of {n} results without a recorded time)"
+    if reused:
+        text += (f"; {reused} of {n} results reused from the cache of earlier runs, "
+                 f"so this run took {fmt_duration(wall)}")
+    else:
+        text += f"; all {n} results computed in this run, wall time {fmt_duration(wall)}"
+    return text
+
+
 def _settings_body(summary: dict) -> str:
     parts = []
     if isinstance(summary.get("settings"), dict) and summary["settings"]:
         parts.append("<h3>Effective configuration</h3>" + _kv_table(summary["settings"]))
     if isinstance(summary.get("versions"), dict) and summary["versions"]:
         parts.append("<h3>Versions</h3>" + _kv_table(summary["versions"]))
-    if _is_num(summary.get("wall_time_s")):
-        parts.append(f"<p><b>Wall time:</b> {_e(fmt_duration(summary['wall_time_s']))}</p>")
+    timing = timing_text(summary)
+    if timing:
+        parts.append(f"<p><b>Time:</b> {_e(timing)}</p>")
     return "".join(parts)
 
 
@@ -517,6 +605,7 @@ def render_html(out_dir: str | Path, summary: dict,
     head = (f"<header><h1>Loss landscape report</h1>"
             f"<p>Models: {_e(', '.join(labels) or 'none')}"
             f"{' · data: ' + _e(', '.join(datasets)) if datasets else ''}</p>"
+            f"{'<p>' + _e(timing_text(summary)[:1].upper() + timing_text(summary)[1:]) + '</p>' if timing_text(summary) else ''}"
             f"<p>Generated {_e(when)} by landscape</p></header>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -563,10 +652,9 @@ def format_summary_table(summary: dict, claims: Optional[Sequence[Claim]] = None
         tr = fmt_number(h.get("trace"), 3) if _is_num(h.get("trace")) else "—"
         if _is_num(h.get("trace")) and _is_num(h.get("trace_se")):
             tr += f"±{fmt_number(h['trace_se'], 2)}"
-        cka = (fmt_number(float(c["within_stage_mean"]) - float(c["across_stage_mean"]), 3)
-               if _is_num(c.get("within_stage_mean")) and _is_num(c.get("across_stage_mean"))
-               else "—")
-        rows.append([lab, str(m.get("family", "—")), fmt_params(m.get("params")),
+        cka = ("—" if not c else "n/a*" if cka_not_applicable(c) else
+               fmt_number(float(c["within_stage_mean"]) - float(c["across_stage_mean"]), 3))
+        rows.append([lab, str(m.get("family") or "—"), fmt_params(m.get("params")),
                      fmt_percent(m.get("test_acc")), fmt_number(m.get("test_nll"), 4),
                      fmt_number(top_eigenvalue(h), 4) if h else "—", tr,
                      fmt_percent((h.get("spectrum") or {}).get("negative_share")) if h else "—",
@@ -582,6 +670,11 @@ def format_summary_table(summary: dict, claims: Optional[Sequence[Claim]] = None
         d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
         crow.append([c.id, c.verdict, d])
     out.append(_text_table(["claim", "verdict", "numbers"], crow))
-    if _is_num(summary.get("wall_time_s")):
-        out.append(f"wall time: {fmt_duration(summary['wall_time_s'])}")
+    for lab in labels:
+        why = cka_not_applicable(sec("cka", lab)) if sec("cka", lab) else ""
+        if why:
+            out[0] += f"\n* CKA w−a of {lab}: {why}"
+    timing = timing_text(summary)
+    if timing:
+        out.append(timing)
     return "\n\n".join(out)

@@ -65,10 +65,12 @@ def make_run(out: Path, sections=None) -> dict:
         "models": [{"label": l, "checkpoint": f"ckpt/{l}.pt", "sha256": "ab" * 32,
                     "arch": l, "family": FAMILIES[l], "params": 10000 * (i + 1),
                     "dataset": "fashion-mnist", "test_acc": 0.9 - 0.02 * i,
-                    "test_nll": 0.3 + 0.01 * i} for i, l in enumerate(LABELS)],
+                    "test_nll": 0.3 + 0.01 * i, "eval_samples": 2000}
+                   for i, l in enumerate(LABELS)],
         "hessian": {l: {"top_eigenvalues": [v, v / 2, v / 4], "trace": 10 * v, "trace_se": v,
                         "spectrum": {"negative_share": s, "mean_positive": v / 3,
-                                     "n_values": 40, "batch_size": 16, "n_batches": 8}}
+                                     "count": 40, "batch_size": 16, "n_batches": 8,
+                                     "n_batches_finished": 8}}
                     for l, v, s in zip(LABELS, [80.0, 12.0, 20.0], [0.02, 0.2, 0.1])},
         "surface": {l: {"center_loss": 0.3, "mean_loss_increase": v, "radius": 1.0,
                         "grid": [11, 11]} for l, v in zip(LABELS, [3.0, 0.8, 1.2])},
@@ -184,9 +186,9 @@ def test_claims_table_and_models_side_by_side(full_run):
                 "stage-cka", "stage-lesion"]:
         assert cid in claims
     assert '<table class="claims">' in text
-    # the fake numbers are built so that every claim agrees
-    assert text.count('class="verdict v-agrees"') == 7
-    assert "not measured" not in claims.split("numbers")[-1]
+    # every claim row carries a verdict cell (the verdict rules are tested in test_claims.py;
+    # this fixture lacks the per-seed evidence they need, so its verdicts are "not measured")
+    assert text.count('class="verdict v-') >= 7
     # per-model figures are laid out in one column per model
     land = text.split('id="landscape"')[1].split("</section>")[0]
     assert land.count('class="model-col"') == 3
@@ -251,11 +253,12 @@ def test_format_summary_table(full_run):
     col = header.index("λmax")
     assert rows["resnet_tiny"][col:].split()[0] == "80"
     assert rows["vit_tiny"][col:].split()[0] == "12"
-    assert "flatness" in text and "agrees" in text and "12 min 34 s" in text
+    assert "flatness" in text and "12 min 34 s" in text
     assert lines[1].startswith("-----")
     # empty summary: still a table, every claim not measured
     empty = format_summary_table({})
-    assert empty.count("not measured") == 7
+    claim_rows = empty.split("claim ")[1].splitlines()[2:]
+    assert len(claim_rows) >= 7 and all("not measured" in r for r in claim_rows)
 
 
 # ----------------------------------------------------------------------------- headless Chromium
@@ -291,3 +294,93 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     assert len(np.unique(a.reshape(-1, 3), axis=0)) > 100
     # the dark header band is drawn at the top, the light page below it
     assert a[:40].mean() < 120 < a[300:].mean()
+
+
+# ----------------------------------------------------------------------------- honest numbers
+def _visible_text(html_text: str) -> str:
+    """The text a reader sees (tag contents; no attributes, so no base64 image data)."""
+    class T(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+    t = T()
+    t.feed(html_text)
+    return " ".join(t.parts)
+
+
+def test_stageless_model_report_has_no_nan_none_or_question_mark(tmp_path):
+    """Acceptance (b): a ViT whose blocks are all in one stage, with NaN CKA means, NaN spectrum
+    numbers and missing fields, renders without a raw nan, None or ?."""
+    nan = float("nan")
+    lab = "vit_tiny"
+    summary = {
+        "models": [{"label": lab, "checkpoint": "ckpt/model.pt", "sha256": "cd" * 32,
+                    "arch": "vit_tiny", "family": "vit", "params": 116938, "dataset": None,
+                    "test_acc": 0.8, "test_nll": 0.5, "eval_samples": 2000}],
+        "hessian": {lab: {"top_eigenvalues": [12.0, 6.0], "bottom_eigenvalues": [-1.0, -0.5],
+                          "trace": 30.0, "trace_se": nan, "n_samples": 256, "n_params": 100,
+                          "spectrum": {"count": 32, "negative_share": 0.2, "mean_positive": nan,
+                                       "min": -1.0, "max": 12.0, "n_batches_finished": 2,
+                                       "n_batches": 2, "mean_products_per_batch": nan,
+                                       "batch_size": 16}}},
+        "surface": {lab: {"center_loss": 0.3, "mean_loss_increase": nan, "radius": 1.0,
+                          "max_loss": 2.0, "non_finite": 0, "grid": [3, 3]}},
+        "cka": {lab: {"names": [f"blocks.{i}" for i in range(12)], "stages": [0] * 12,
+                      "within_stage_mean": 0.7, "across_stage_mean": nan}},
+        "lesion": {lab: {"baseline_acc": 0.8, "blocks": _blocks(["msa", "mlp"], "acc",
+                                                               [0.7, 0.75])}},
+        "settings": {"budget": "quick", "data": None, "data_root": None, "seed": 0},
+        "versions": {"python": "3.11", "torch": "2.13.0"},
+        "wall_time_s": 3.0,
+        "figures": {},
+    }
+    for b in summary["lesion"][lab]["blocks"]:
+        b["stage"] = 0
+    path = write_report(tmp_path, summary)
+    text = _visible_text(path.read_text(encoding="utf-8"))
+    import re
+    assert not re.search(r"\bnan\b", text, re.I), re.findall(r".{40}\bnan\b.{20}", text, re.I)
+    assert not re.search(r"\bNone\b", text), re.findall(r".{40}\bNone\b.{20}", text)
+    assert "?" not in text, re.findall(r".{40}\?.{20}", text)
+    assert "not applicable: all 12 blocks are in one stage" in text
+    assert "32 values (2 batches × 16 images)" in text
+    terminal = format_summary_table(summary)
+    assert not re.search(r"\bnan\b", terminal, re.I) and "None" not in terminal
+    assert "not applicable" in terminal
+
+
+def test_accuracy_names_its_test_images_and_time_says_cache(tmp_path):
+    summary = make_run(tmp_path)
+    summary["timing"] = {"compute_s": 754.2, "wall_time_s": 7.2, "n_results": 21,
+                         "n_reused": 21, "n_unknown": 0, "per_model": {}}
+    text = _visible_text(write_report(tmp_path, summary).read_text(encoding="utf-8"))
+    assert "test accuracy on 2,000 test images" in text
+    assert "compute time of these results: 754.2 s (12 min 34 s)" in text
+    assert "21 of 21 results reused from the cache" in text and "7.2 s" in text
+    terminal = format_summary_table(summary)
+    assert "754.2 s" in terminal and "reused from the cache" in terminal
+    # different evaluation sizes: each cell names its own
+    summary["models"][1]["eval_samples"] = 10000
+    text = _visible_text(write_report(tmp_path, summary).read_text(encoding="utf-8"))
+    assert "(10,000 images)" in text and "(2,000 images)" in text
+
+
+def test_wide_figures_take_the_page_width(tmp_path):
+    summary = make_run(tmp_path)
+    wide = tmp_path / "figures" / "fourier" / "wide.png"
+    fig = plt.figure(figsize=(12, 3), dpi=100)
+    fig.add_subplot().plot([0, 1])
+    fig.savefig(wide)
+    plt.close(fig)
+    summary["figures"]["fourier"] = ["figures/fourier/wide.png"]
+    summary["figures"]["landscape"].insert(0, "figures/fourier/wide.png")
+    html_text = write_report(tmp_path, summary).read_text(encoding="utf-8")
+    p = _parse(tmp_path / "report.html")
+    assert any(i["alt"] == "figures/fourier/wide.png" for i in p.imgs)
+    assert '<figure class="wide"><img src="data:image/png;base64,' in html_text
+    # per-model figures of a section with a shared figure are folded under it
+    assert "figures per model (6)" in html_text  # landscape: contour + 3-D of three models
+    assert html_text.count("figures per model") == 1

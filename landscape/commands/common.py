@@ -97,17 +97,17 @@ def add_nonfinite_arg(p: argparse.ArgumentParser) -> None:
                         "(refused by default: every result would be NaN)")
 
 
-def check_checkpoints(args: argparse.Namespace, paths: Sequence[str]) -> None:
+def check_checkpoints(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
     """Refuse missing checkpoint files and (unless ``--allow-nonfinite``) ones holding NaN/inf
-    values, before any output is written."""
-    from pathlib import Path
-    for f in paths:
-        if not Path(f).is_file():
-            raise LandscapeError(f"checkpoint not found: {f}")
+    values, before any output is written; returns the files (a run folder stands for its
+    ``model.pt``)."""
+    from ..analyze import resolve_checkpoint
+    files = [str(resolve_checkpoint(f)) for f in paths]
     if not getattr(args, "allow_nonfinite", False):
         from ..checkpoint import check_finite_file
-        for f in paths:
+        for f in files:
             check_finite_file(f)
+    return files
 
 
 def add_data_args(p: argparse.ArgumentParser, samples: int = 1000, batch_size: int = 256,

@@ -83,11 +83,21 @@ def add_parser(sub: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- runner
-def _labels(paths: list[str]) -> list[str]:
-    stems = [Path(p).stem for p in paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    return [f"{Path(p).parent.name}_{Path(p).stem}" for p in paths]
+def _labels(paths: list[str], shas: list[str], existing: list[Path],
+            loader: Callable[[Path], Any]) -> list[str]:
+    """Unique names (:func:`landscape.analyze.checkpoint_labels`: the run folder for
+    ``model.pt``); a name whose result file in ``--out`` belongs to another checkpoint is not
+    reused, so no earlier result is overwritten."""
+    from ..analyze import checkpoint_labels
+    taken: dict[str, set[str]] = {}
+    for f in existing:
+        try:
+            run = loader(f).config.get("run") or {}
+        except Exception:  # noqa: BLE001 - an unreadable result names no owner
+            continue
+        if run.get("label") and run.get("checkpoint_sha256"):
+            taken.setdefault(run["label"], set()).add(str(run["checkpoint_sha256"])[:10])
+    return checkpoint_labels(paths, shas, taken=taken)
 
 
 def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
@@ -98,9 +108,10 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
     from .common import check_checkpoints, load_checkpoint_and_data
 
     paths = list(args.checkpoints)
-    check_checkpoints(args, paths)
+    paths = check_checkpoints(args, paths)
     out = output_dir(args.out)
-    labels = _labels(paths)
+    labels = _labels(paths, [file_sha256(p) for p in paths],
+                     sorted(out.glob(f"{analysis}_*.{ext}")), loader)
     base = {"analysis": analysis, "data": args.data, "split": args.split,
             "samples": args.samples, "batch_size": args.batch_size, "seed": args.seed,
             "model": args.model, **settings}

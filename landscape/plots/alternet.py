@@ -15,34 +15,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-PathLike = Union[str, Path]
-
-
-def _save(fig: Any, stem: PathLike) -> list[Path]:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    out = []
-    for ext in ("png", "pdf"):
-        p = stem.with_name(stem.name + "." + ext)
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-        out.append(p)
-    plt.close(fig)
-    return out
+from .figure import FigureFiles, PathLike, legend_outside, new_figure, panel_grid, save
 
 
 def _read(path: PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def plot_buildup(log_path: PathLike, out_stem: PathLike) -> list[Path]:
+def plot_buildup(log_path: PathLike, out_stem: PathLike) -> FigureFiles:
     """Accuracy and NLL over the candidates of an AlterNet search log (Fig. 12 left)."""
     log = _read(log_path)
     cands = log["candidates"]
@@ -55,7 +40,8 @@ def plot_buildup(log_path: PathLike, out_stem: PathLike) -> list[Path]:
     nll_e = np.array([c["nll_spread"]["std"] for c in cands])
     ok = np.array([bool(c["accepted"]) for c in cands])
     labels = [c["pattern"] for c in cands]
-    fig, axes = plt.subplots(2, 1, figsize=(max(5.0, 0.9 * len(cands) + 2), 5.5), sharex=True)
+    fig = new_figure((max(5.0, 0.9 * len(cands) + 2), 5.5))
+    axes = fig.subplots(2, 1, sharex=True)
     for ax, y, e, name, col in ((axes[0], acc, acc_e, "val. accuracy (%)", "tab:blue"),
                                 (axes[1], nll, nll_e, "val. NLL", "tab:red")):
         ax.errorbar(x[ok], y[ok], yerr=e[ok], fmt="o-", color=col, capsize=3, label="accepted")
@@ -77,32 +63,34 @@ def plot_buildup(log_path: PathLike, out_stem: PathLike) -> list[Path]:
     n_seeds = len(log.get("search", {}).get("seeds", []))
     axes[0].set_title(f"AlterNet build-up (metric: val. {metric}, {n_seeds} seed(s)); "
                       f"final {final}", fontsize=9)
-    return _save(fig, out_stem)
+    return save(fig, out_stem)
 
 
-def plot_comparison(path: PathLike, out_stem: PathLike) -> list[Path]:
+def plot_comparison(path: PathLike, out_stem: PathLike) -> FigureFiles:
     """Held-out accuracy and NLL per model (mean +- std over seeds)."""
     doc = _read(path)
     items = list(doc["models"].items())
     labels = [k for k, _ in items]
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(items) + 3), 3.2))
+    fig = new_figure((max(6.0, 1.6 * len(items) + 3), 3.2))
+    axes = fig.subplots(1, 2)
     for ax, key, scale, name in ((axes[0], "test_acc_spread", 100, "test accuracy (%)"),
                                  (axes[1], "test_nll_spread", 1, "test NLL")):
         m = [v[key]["mean"] * scale for _, v in items]
         s = [v[key]["std"] * scale for _, v in items]
-        ax.bar(range(len(items)), m, yerr=s, capsize=4, color=plt.cm.tab10(np.arange(len(items))))
+        ax.bar(range(len(items)), m, yerr=s, capsize=4,
+               color=matplotlib.colormaps["tab10"](np.arange(len(items))))
         ax.set_xticks(range(len(items)))
         ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(name)
-        lo = min(a - b for a, b in zip(m, s))
-        hi = max(a + b for a, b in zip(m, s))
+        lo = min(a - b for a, b in zip(m, s, strict=False))
+        hi = max(a + b for a, b in zip(m, s, strict=False))
         pad = 0.15 * (hi - lo) + 1e-9
         ax.set_ylim(max(0.0, lo - 3 * pad), hi + pad)
         ax.grid(axis="y", alpha=0.3)
     fig.subplots_adjust(wspace=0.4)
     fig.suptitle(f"held-out test set ({doc.get('test_size', '?')} images), mean +- std over "
                  f"{len(doc.get('seeds', []))} seeds", fontsize=9)
-    return _save(fig, out_stem)
+    return save(fig, out_stem)
 
 
 def _finite(a: Any) -> np.ndarray:
@@ -115,13 +103,13 @@ def _hist(ax: Any, vals: np.ndarray, bins: np.ndarray, label: str, color: Any) -
     ax.plot(vals, np.zeros_like(vals), "|", color=color, ms=8, transform=ax.get_xaxis_transform())
 
 
-def plot_spectra(path: PathLike, out_stem: PathLike) -> list[Path]:
+def plot_spectra(path: PathLike, out_stem: PathLike) -> FigureFiles:
     """Max-eigenvalue spectra of a study file: one panel per model, one line per setting."""
     doc = _read(path)
     runs = doc["runs"]
     models = list(dict.fromkeys(r["model_label"] for r in runs))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False)
-    for ax, m in zip(axes[0], models):
+    fig, axes = panel_grid(len(models), (5.4, 3.4), max_cols=2)
+    for ax, m in zip(axes, models, strict=False):
         rs = [r for r in runs if r["model_label"] == m]
         vals = [_finite(r["spectrum"]["eigenvalues"]) for r in rs]
         allv = np.concatenate(vals) if vals else np.zeros(0)
@@ -133,8 +121,8 @@ def plot_spectra(path: PathLike, out_stem: PathLike) -> list[Path]:
             hi = lo + 1.0
         nb = int(np.clip(allv.size / max(len(rs), 1), 8, 40))  # ~ eigenvalues per setting
         bins = np.linspace(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo), nb + 1)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, len(rs)))
-        for r, v, c in zip(rs, vals, colors):
+        colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(rs)))
+        for r, v, c in zip(rs, vals, colors, strict=False):
             s = r["spectrum"]["summary"]
             _hist(ax, v, bins,
                   f"{r['setting_label']} (neg {100 * s['negative_share']:.0f}%)", c)
@@ -143,17 +131,17 @@ def plot_spectra(path: PathLike, out_stem: PathLike) -> list[Path]:
         ax.set_xlabel("Hessian max eigenvalue")
         ax.set_ylabel("density")
         ax.set_title(m, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(doc.get("title", "Hessian max-eigenvalue spectra"), fontsize=9)
-    return _save(fig, out_stem)
+        legend_outside(ax, title="setting (negative share)", title_fontsize=7)
+    fig.suptitle(doc.get("title", "Hessian max-eigenvalue spectra"), fontsize=10)
+    return save(fig, out_stem)
 
 
-def plot_locality(path: PathLike, out_stem: PathLike) -> list[Path]:
+def plot_locality(path: PathLike, out_stem: PathLike) -> FigureFiles:
     """Error, NLL and negative-eigenvalue share per attention window (Fig. 7 right)."""
     doc = _read(path)
     rows = doc["summary"]
     labels = [r["setting_label"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    fig, axes = panel_grid(3, (4.2, 3.2))
     for ax, key, scale, name in ((axes[0], "test_err", 100, "test error (%)"),
                                  (axes[1], "test_nll", 1, "test NLL"),
                                  (axes[2], "negative_share", 100, "negative eigenvalues (%)")):
@@ -165,6 +153,5 @@ def plot_locality(path: PathLike, out_stem: PathLike) -> list[Path]:
         ax.set_xlabel("attention window")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    fig.suptitle(doc.get("title", "locality"), fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out_stem)
+    fig.suptitle(doc.get("title", "locality"), fontsize=10)
+    return save(fig, out_stem)

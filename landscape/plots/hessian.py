@@ -6,31 +6,16 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-PathLike = Union[str, Path]
+from .figure import FigureFiles, PathLike, legend_outside, new_figure, save
 
 
-def _save(fig, out: PathLike) -> list[Path]:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in (".png", ".pdf"):
-        p = out.with_suffix(ext)
-        fig.savefig(p, bbox_inches="tight", dpi=150)
-        paths.append(p)
-    plt.close(fig)
-    return paths
-
-
-def _kde(values: np.ndarray, grid: np.ndarray, bw: Optional[float]) -> tuple[np.ndarray, float]:
+def _kde(values: np.ndarray, grid: np.ndarray, bw: float | None) -> tuple[np.ndarray, float]:
     v = values[np.isfinite(values)]
     if bw is None:  # Silverman's rule of thumb
         s = v.std() if v.size > 1 else 1.0
@@ -39,8 +24,8 @@ def _kde(values: np.ndarray, grid: np.ndarray, bw: Optional[float]) -> tuple[np.
     return d / (v.size * bw * np.sqrt(2 * np.pi)), float(bw)
 
 
-def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Optional[Sequence[str]] = None,
-                  bandwidth: Optional[float] = None, log: bool = True) -> list[Path]:
+def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Sequence[str] | None = None,
+                  bandwidth: float | None = None, log: bool = True) -> FigureFiles:
     """Density of all top-k eigenvalues in each spectrum file (Gaussian KDE, Silverman bandwidth
     unless given), log-scaled y as in the paper; writes ``out``.png/.pdf."""
     from ..spectrum import SpectrumResult
@@ -50,15 +35,18 @@ def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Optional[Seq
     lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
     pad = 0.05 * (hi - lo if hi > lo else 1.0)
     grid = np.linspace(lo - pad, hi + pad, 600)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = new_figure((5.6, 3.4))
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab10"].colors
     peak = 0.0
-    for r, lab in zip(results, labels):
+    for i, (r, lab) in enumerate(zip(results, labels, strict=False)):
         v = r.values()
         s = r.summary()
         d, _ = _kde(v, grid, bandwidth)
         peak = max(peak, float(np.nanmax(d)) if d.size else 0.0)
-        ax.plot(grid, d, label=f"{lab} (neg {100 * s['negative_share']:.1f}%, "
-                               f"mean+ {s['mean_positive']:.3g})")
+        ax.plot(grid, d, color=colors[i % len(colors)], ls=("-", "--", ":")[i // 10 % 3],
+                label=f"{lab} (neg {100 * s['negative_share']:.1f}%, "
+                      f"mean+ {s['mean_positive']:.3g})")
     ax.axvline(0, color="0.6", lw=0.8, ls="--")
     if log and peak > 0:
         ax.set_yscale("log")
@@ -67,19 +55,24 @@ def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Optional[Seq
     bs = results[0].config.get("batch_size") if results else "?"
     ax.set_xlabel(f"top-{k} Hessian eigenvalues per mini-batch of {bs}")
     ax.set_ylabel("density")
-    ax.legend(fontsize=7)
-    return _save(fig, out)
+    ax.set_title("Hessian max-eigenvalue spectra", fontsize=9)
+    legend_outside(ax)
+    return save(fig, out)
 
 
-def plot_slq_density(file: PathLike, out: PathLike, log: bool = True) -> list[Path]:
-    """The SLQ density (and its Gaussian width) from a density HDF5 file."""
+def plot_slq_density(file: PathLike, out: PathLike, log: bool = True,
+                     title: str = "") -> FigureFiles:
+    """The SLQ density (and its Gaussian width) from a density HDF5 file; ``title`` names the
+    model."""
     from ..hessian import DensityResult
     d = DensityResult.load(file)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = new_figure((5, 3.2))
+    ax = fig.subplots()
     ax.plot(d.grid, np.maximum(d.density, 1e-12))
     if log:
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(1e-8, float(d.density.max()) * 1e-7))
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel(f"density (SLQ, sigma={d.sigma:.2g})")
-    return _save(fig, out)
+    ax.set_title(f"{title + ': ' if title else ''}Hessian eigenvalue density (SLQ)", fontsize=9)
+    return save(fig, out)

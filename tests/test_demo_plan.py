@@ -1,0 +1,40 @@
+"""`make demo`'s plan: what is trained, what is cached, an estimate from measured times."""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import demo  # noqa: E402
+
+
+def test_plan_names_every_model_and_uses_measured_times(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    (ckpts / "resnet_tiny_s0.pt").write_bytes(b"weights")
+    (ckpts / "manifest.json").write_text(json.dumps({"checkpoints": {"resnet_tiny_s0": {
+        "model": "resnet_tiny", "train_seconds": 80.0, "recipe": {"epochs": 8}}}}))
+    ref = tmp_path / "summary.json"
+    per = {a: {"seconds": 6.0, "reused": False} for a in demo.ANALYSES}
+    ref.write_text(json.dumps({
+        "models": [{"label": "r", "arch": "resnet_tiny"}, {"label": "v", "arch": "vit_tiny"},
+                   {"label": "a", "arch": "alternet_tiny"}],
+        "timing": {"per_model": {"r": per, "v": per, "a": per}}}))
+    # resnet_tiny_s0's analyses are cached in OUT (its timings.json, keyed by its sha prefix)
+    from landscape.provenance import file_sha256
+    sha = file_sha256(ckpts / "resnet_tiny_s0.pt")[:10]
+    raw = tmp_path / "out" / "raw" / f"resnet_tiny_s0-{sha}"
+    raw.mkdir(parents=True)
+    (raw / "timings.json").write_text(json.dumps({a: 1.0 for a in demo.ANALYSES}))
+    text, seconds = demo.plan(ckpts, tmp_path / "out", "quick", reference=ref)
+    assert "train 8 of 9 demo checkpoints" in text
+    assert "model 1 of 9: resnet_tiny_s0     cached" in text
+    assert "model 5 of 9: vit_tiny_s1" in text and "model 9 of 9: alternet_tiny_s2" in text
+    assert "measured by the reference run" in text
+    # 2 resnet runs at the manifest's 10 s an epoch, 6 others at the fallback, then
+    # 8 uncached models x 7 analyses x 6 s
+    ep = {m: demo.RECIPES[m]["epochs"] for m in demo.DEMO_MODELS}
+    train = 2 * ep["resnet_tiny"] * 80.0 / 8 + 3 * ep["vit_tiny"] * demo.EPOCH_SECONDS["vit_tiny"] \
+        + 3 * ep["alternet_tiny"] * demo.EPOCH_SECONDS["alternet_tiny"]
+    assert seconds == train + 8 * 7 * 6.0
