@@ -401,13 +401,22 @@ def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
     return "".join(parts)
 
 
+def _noise_text(e: dict) -> str:
+    """The noise as the protocol defines it: the paper's sign noise of amplitude eps in a square
+    band (FreqAttack), or the radial band's L2 norm per image."""
+    if e.get("protocol") == "paper":
+        return (f"sign noise ±{fmt_number(e.get('eps'))} (normalized pixels), square band "
+                f"±{fmt_number(e.get('width'))} (paper FreqAttack)")
+    return f"L2 norm {fmt_number(e.get('noise_norm'))} per image, radial band"
+
+
 def _robustness_body(summary: dict) -> str:
     sec = summary.get("robustness")
     if not isinstance(sec, dict) or not sec:
         return ""
     top = _by_model_table(summary, "robustness", [
         ("clean accuracy", lambda e: (e.get("clean_acc"), "pct")),
-        ("noise norm", lambda e: (e.get("noise_norm"), "num")),
+        ("noise", lambda e: (_noise_text(e), "text")),
         ("accuracy drop at the highest frequencies", lambda e: (high_frequency_drop(e), "pct")),
     ])
     labels = [k for k in _model_labels(summary) if k in sec]
