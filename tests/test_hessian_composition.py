@@ -106,3 +106,12 @@ def test_pyhessian_products_counted_and_convergence_real():
     r2 = top_eigenvalues(HessianOperator(m, batches), 1, "LM", backend="pyhessian", tol=1e-2,
                          max_iter=4, seed=0)
     assert r2.n_products <= 4 and r2.n_products >= 2
+
+
+def test_eigen_result_repr_omits_eigenvectors():
+    import numpy as np
+
+    from landscape.curvature.results import EigenResult
+    r = EigenResult(np.ones(2), np.zeros(2), 3, True, 0, "LM", 1e-3, "lanczos",
+                    torch.ones(1000, 2))
+    assert "eigenvalues" in repr(r) and "tensor" not in repr(r)

@@ -22,7 +22,7 @@ class EigenResult:
     which: str
     tol: float
     method: str
-    eigenvectors: torch.Tensor | None = None  # (n, k)
+    eigenvectors: torch.Tensor | None = field(default=None, repr=False)  # (n, k), not shown
     iterations: int = 0
     wall_s: float = 0.0
     start: str = "random"  # the Lanczos start vector: "random", "gradient" or "given"
