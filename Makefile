@@ -63,13 +63,17 @@ ifeq ($(SCALE),paper)
   FIG4_ARGS  := --data cifar100 --models vit_ti resnet50 --device auto
   FIG7_ARGS  := --data cifar100 --model vit_ti --device auto
   FIG12_ARGS := -- --baseline resnet50 --data cifar100 --device auto
+  FIG_RAW    := --raw runs/paper/raw
 else
   FIG_DATA   := fashion-mnist
   BUDGET     ?= quick
   FIG_CKPTS  := $(foreach m,resnet_tiny vit_tiny alternet_tiny,$(foreach s,0 1 2,$(DEMO_CKPTS)/$(m)_s$(s).pt))
   FIG_PREREQ := demo-checkpoints
+  FIG_RAW    := --raw runs/demo/raw
 endif
-ANALYZE = $(PY) -m landscape analyze $(FIG_CKPTS) --data $(FIG_DATA) --budget $(BUDGET)
+# Every figure target shares one raw-results folder (at demo scale the one `make demo` fills),
+# so a figure after `make demo` only redraws from the stored numbers.
+ANALYZE = $(PY) -m landscape analyze $(FIG_CKPTS) --data $(FIG_DATA) --budget $(BUDGET) $(FIG_RAW)
 
 paper-checkpoints: install
 	$(PY) experiments/paper_checkpoints.py --out $(PAPER_CKPTS)
