@@ -330,8 +330,9 @@ def blocks_from_spec(model: nn.Module, spec: dict[str, str],
     if unknown:
         import difflib
         hints = [h for n in unknown for h in difflib.get_close_matches(n, list(mods), 3)]
+        close = f" (close: {', '.join(hints)})" if hints else ""
         raise KeyError(f"no module named {', '.join(map(repr, unknown))} in "
-                       f"{type(model).__name__}" + (f" (close: {', '.join(hints)})" if hints else ""))
+                       f"{type(model).__name__}{close}")
     branches = {id(b.module): b.branch for b in infer_blocks(model)}
     bl = [Block(n, k, 0, mods[n], branches.get(id(mods[n]))) for n, k in spec.items()]
     return _order_and_stage(model, bl, example) if example is not None else bl
