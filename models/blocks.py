@@ -191,11 +191,26 @@ def _residual_adds(module: nn.Module) -> Optional[list[Optional[str]]]:
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) \
                 or depth.get(a) is None or depth.get(b) is None:
             continue
-        branch = a if depth[a] >= depth[b] else b
-        while branch.op == "call_function" and branch.target is operator.getitem:
-            branch = branch.args[0]
+        branch = _unwrap(a if depth[a] >= depth[b] else b, module)
         out.append(str(branch.target) if branch.op == "call_module" else None)
     return out
+
+
+def _unwrap(node: "torch.fx.Node", module: nn.Module) -> "torch.fx.Node":
+    """Step back from a residual branch's output through ``[0]`` and one-input wrappers without
+    weights (Identity, Dropout, DropPath, activations, a LayerScale's single 1-D gain), so the
+    branch is the module doing the work (``attn``, ``mlp``, the last BatchNorm)."""
+    while True:
+        if node.op == "call_function" and node.target is operator.getitem:
+            node = node.args[0]
+        elif node.op == "call_module" and len(node.all_input_nodes) == 1 \
+                and isinstance(node.args[0], torch.fx.Node):
+            ps = list(module.get_submodule(str(node.target)).parameters())
+            if len(ps) > 1 or any(p.dim() > 1 for p in ps):
+                return node
+            node = node.args[0]
+        else:
+            return node
 
 
 def infer_blocks(model: nn.Module, example: Optional[torch.Tensor] = None) -> list[Block]:

@@ -106,4 +106,32 @@ def test_paper_pipeline_smoke(paper_setup, tmp_path):
         assert h["n_params"] == params[name]
         assert all(map(lambda v: v == v, h["top_eigenvalues"]))  # finite, not NaN
         assert summary["surface"][name]["grid"] == [3, 3]
-    assert all(m["eval_samples"] == 32 for m in summary["models"])
+    assert all(m["eval_samples"] == 8 for m in summary["models"])
+
+
+@pytest.mark.slow
+def test_paper_spectrum_two_ranks_match_one(paper_setup, tmp_path):
+    """`landscape analyze` does not run under torchrun (both ranks run everything and collide on
+    the same files); the paper Hessian spectrum it uses does: ViT-Ti from the released file, the
+    smoke budget with augmentation and L2, 2 ranks (gloo) == 1 rank, number for number."""
+    import h5py
+    import numpy as np
+    from test_surface_distributed import free_port
+    d, ckpts = paper_setup
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    args = ["-m", "landscape", "hessian", ckpts[1], "--data", "cifar100", "--data-root", str(d),
+            "--split", "train", "--samples", "0", "--batch-size", "1", "--batches", "2",
+            "--top-k", "1", "--max-iter", "3", "--augment", "--wd", "5e-4",
+            "--mode", "double_backward", "--device", "cpu", "--quiet", "--out"]
+    subprocess.run([sys.executable, *args, str(tmp_path / "one")], check=True, env=env,
+                   timeout=600, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                    "--master-port", str(free_port()), *args, str(tmp_path / "two")],
+                   check=True, env=env, timeout=600, capture_output=True)
+    files = sorted(p.name for p in (tmp_path / "one").glob("*.h5"))
+    assert files and files == sorted(p.name for p in (tmp_path / "two").glob("*.h5"))
+    for name in files:
+        with h5py.File(tmp_path / "one" / name) as a, h5py.File(tmp_path / "two" / name) as b:
+            ev = np.asarray(a["eigenvalues"])
+            assert ev.shape == (2, 1) and np.isfinite(ev).all()
+            assert np.array_equal(ev, np.asarray(b["eigenvalues"]))

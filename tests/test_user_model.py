@@ -259,3 +259,62 @@ def test_readme_own_model_example_verbatim(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "('attn', 'msa', 0)" in r.stdout
+
+
+class _Attention(nn.Module):  # timm-like: shape unpacking that torch.fx cannot trace
+    def __init__(self, d):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)
+        return self.proj(torch.softmax(q @ k.transpose(1, 2) / c ** 0.5, -1) @ v)
+
+
+class _LayerScale(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((d,), 0.5))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class _TimmBlock(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn, self.ls1, self.drop_path1 = _Attention(d), _LayerScale(d), nn.Identity()
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.ls2, self.drop_path2 = nn.Identity(), nn.Dropout(0.0)
+
+    def forward(self, x):
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class _TinyViT(nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.patch = nn.Conv2d(1, d, 7, 7)
+        self.blocks = nn.Sequential(_TimmBlock(d), _TimmBlock(d))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_infer_blocks_timm_style_transformer_and_exact_lesion():
+    net = _TinyViT().eval()
+    x = torch.randn(2, 1, 28, 28)
+    bl = infer_blocks(net, x)
+    assert _kinds(bl) == [("blocks.0.attn", "msa", 0, True), ("blocks.0.mlp", "mlp", 0, True),
+                          ("blocks.1.attn", "msa", 0, True), ("blocks.1.mlp", "mlp", 0, True),
+                          ("head", "head", 0, False)]
+    assert bl[0].branch is net.blocks[0].attn  # through DropPath and LayerScale wrappers
+    b1 = net.blocks[1]
+    with torch.no_grad(), models.lesioned(bl[2]):
+        t = net.blocks[0](net.patch(x).flatten(2).transpose(1, 2))
+        ref = net.head((t + b1.mlp(b1.norm2(t))).mean(1))  # block 1 without its attention
+        assert torch.allclose(net(x), ref, atol=1e-6)
