@@ -195,7 +195,7 @@ def load_model(path: Union[str, Path], *, model: Optional[str] = None,
             bl, source = infer_blocks(net, x), "inferred"
     except (KeyError, ValueError) as e:
         raise LandscapeError(f"{info.model}: {e.args[0] if e.args else e}") from None
-    if not bl:
+    if not [b for b in bl if b.kind != "head"]:
         raise LandscapeError(f"{info.model}: no blocks found (no attention modules or residual "
                              "units with Conv2d); name them with --blocks NAME=KIND,...")
     attach_blocks(net, bl)

@@ -174,6 +174,14 @@ def test_loud_failures_exit_2_one_line(user_model, tmp_path, capsys):
     assert cli_main(["blocks", str(tmp_path / "bad.pt"), "--model-def", f"{f}:SmallNet"]) == 2
     line = _one_line_error(capsys)
     assert "missing keys (1): fc.weight" in line and "unexpected keys (1): extra.weight" in line
+    # A plain CNN: nothing to infer but the head.
+    plain = tmp_path / "plain.py"
+    plain.write_text("import torch.nn as nn\n"
+                     "def net():\n"
+                     "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(2704, 10))\n")
+    torch.save(import_callable(f"{plain}:net")().state_dict(), tmp_path / "plain.pt")
+    assert cli_main(["blocks", str(tmp_path / "plain.pt"), "--model-def", f"{plain}:net"]) == 2
+    assert "no blocks found" in _one_line_error(capsys)
     # A model that fails on the dataset's images (3 channels given, 1 expected).
     assert cli_main(["blocks", str(ck), "--model-def", f"{f}:SmallNet", "--data", "cifar10"]) == 2
     assert "fails on an input batch of shape (2, 3, 32, 32)" in _one_line_error(capsys)
