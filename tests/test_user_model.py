@@ -258,7 +258,7 @@ def test_readme_own_model_example_verbatim(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT))
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("shell")], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=900)
+                       env=env, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"^attn\s+msa\s+0\s+2x49x16", r.stdout, re.M), r.stdout
     assert re.search(r"^conv\s+conv\s+0\s+2x16x7x7", r.stdout, re.M), r.stdout
