@@ -98,14 +98,16 @@ def test_paper_pipeline_smoke(paper_setup, tmp_path):
     assert {m["family"] for m in summary["models"]} == {"cnn", "vit", "hybrid"}
     s = summary["settings"]
     assert s["dataset"] == "cifar100" and s["budget"] == "paper"
-    assert s["hessian_augment"] is True and s["hessian_wd"] == 5e-4
+    assert s["hessian_augment"] is True and s["surface_augment"] is True
     for section in SECTIONS:
         assert set(summary[section]) == set(PAPER), section
     for name in PAPER:
         h = summary["hessian"][name]
         assert h["n_params"] == params[name]
         assert all(map(lambda v: v == v, h["top_eigenvalues"]))  # finite, not NaN
-        assert summary["surface"][name]["grid"] == [3, 3]
+        assert h["wd"] == 5e-4 and h["augment"] and h["loss"] == "NLL + wd * sum_p ||p||_2"
+        surf = summary["surface"][name]
+        assert surf["wd"] == 5e-4 and surf["augment"] and surf["loss"] == h["loss"]
     assert all(m["eval_samples"] == 8 for m in summary["models"])
 
 
