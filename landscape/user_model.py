@@ -13,8 +13,9 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -104,7 +105,7 @@ def parse_blocks_arg(text: str) -> dict[str, str]:
     return out
 
 
-def example_input(dataset: Optional[str], batch: int = 2) -> Optional[torch.Tensor]:
+def example_input(dataset: str | None, batch: int = 2) -> torch.Tensor | None:
     """A fixed random batch shaped like ``dataset``'s images (None if its shape is not fixed)."""
     if not dataset:
         return None
@@ -116,8 +117,8 @@ def example_input(dataset: Optional[str], batch: int = 2) -> Optional[torch.Tens
     return torch.randn(batch, s.in_chans, s.img_size, s.img_size, generator=g)
 
 
-def load_user_checkpoint(path: Union[str, Path], model_def: str,
-                         device: Union[str, torch.device] = "cpu"
+def load_user_checkpoint(path: str | Path, model_def: str,
+                         device: str | torch.device = "cpu"
                          ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
     """Build the ``model_def`` model and load the checkpoint's weights into it (strict)."""
     path = Path(path)
@@ -150,11 +151,11 @@ def load_user_checkpoint(path: Union[str, Path], model_def: str,
     return net.to(device).eval(), info
 
 
-def load_model(path: Union[str, Path], *, model: Optional[str] = None,
-               model_def: Optional[str] = None, blocks: Optional[str] = None,
-               device: Union[str, torch.device] = "cpu", dataset: Optional[str] = None,
-               log: Optional[Callable[[str], None]] = None,
-               example: Optional[torch.Tensor] = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
+def load_model(path: str | Path, *, model: str | None = None,
+               model_def: str | None = None, blocks: str | None = None,
+               device: str | torch.device = "cpu", dataset: str | None = None,
+               log: Callable[[str], None] | None = None,
+               example: torch.Tensor | None = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
     """(model in eval mode on ``device``, CheckpointInfo) for a registry or ``model_def`` model.
 
     ``blocks`` (``NAME=KIND,...``) replaces the block list; a model without ``block_list()`` gets
@@ -216,11 +217,12 @@ def format_blocks(rows: list[dict[str, Any]], title: str = "") -> str:
                        "x".join(map(str, r["shape"])) if r["shape"] else "?",
                        r["type"], "yes" if r["residual"] else "no") for r in rows]
     width = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip() for row in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, width, strict=True)).rstrip()
+             for row in table]
     return "\n".join(([title] if title else []) + lines)
 
 
-def _source_sha(model_def: Optional[str]) -> str:
+def _source_sha(model_def: str | None) -> str:
     """SHA-256 of the file defining the model ('' when it cannot be found)."""
     if not model_def:
         return ""

@@ -14,8 +14,9 @@ import contextlib
 import math
 import operator
 import types
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -37,8 +38,8 @@ class Block:
     kind: str
     stage: int
     module: nn.Module = field(repr=False)
-    branch: Optional[nn.Module] = field(default=None, repr=False)
-    tokens: Optional[str] = None
+    branch: nn.Module | None = field(default=None, repr=False)
+    tokens: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -56,7 +57,7 @@ def blocks(model: nn.Module) -> list[Block]:
 
 
 def named_blocks(model: nn.Module, spec: dict[str, str] | Sequence[str],
-                 stages: Optional[dict[str, int]] = None) -> list[Block]:
+                 stages: dict[str, int] | None = None) -> list[Block]:
     """Block list for any ``nn.Module`` from module names (``{name: kind}`` or names, kind conv)."""
     mods = dict(model.named_modules())
     items = spec.items() if isinstance(spec, dict) else [(n, "conv") for n in spec]
@@ -68,7 +69,7 @@ def named_blocks(model: nn.Module, spec: dict[str, str] | Sequence[str],
     return out
 
 
-def to_grid(x: torch.Tensor, tokens: Optional[str] = None) -> torch.Tensor:
+def to_grid(x: torch.Tensor, tokens: str | None = None) -> torch.Tensor:
     """Feature map as (B, C, H, W): 4-D passes through; (B, N, C) tokens are reshaped to the
     square grid, dropping a leading class token (``tokens='cls'``, or N-1 a square)."""
     if x.dim() == 4:
@@ -104,7 +105,7 @@ def capture(block_list: Sequence[Block], detach: bool = True) -> Iterator[dict[s
 
 
 def block_outputs(model: nn.Module, x: torch.Tensor,
-                  block_list: Optional[Sequence[Block]] = None) -> dict[str, torch.Tensor]:
+                  block_list: Sequence[Block] | None = None) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` without gradients and return every block's output by block name."""
     bl = blocks(model) if block_list is None else block_list
     with torch.no_grad(), capture(bl) as out:
@@ -160,7 +161,7 @@ def _is_torch_builtin(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.")
 
 
-def _residual_adds(module: nn.Module) -> Optional[list[Optional[str]]]:
+def _residual_adds(module: nn.Module) -> list[str | None] | None:
     """For each add in ``module.forward`` whose two operands both depend on the inputs (a
     residual connection), the name (relative to ``module``) of the submodule whose output is the
     branch, or None when the branch does not end in a submodule. None if ``module`` cannot be
@@ -175,8 +176,8 @@ def _residual_adds(module: nn.Module) -> Optional[list[Optional[str]]]:
         graph = ChildrenAsLeaves().trace(module)
     except Exception:  # noqa: BLE001 - untraceable forward: no residual information
         return None
-    depth: dict[fx.Node, Optional[int]] = {}  # longest path from an input, None: no input
-    out: list[Optional[str]] = []
+    depth: dict[fx.Node, int | None] = {}  # longest path from an input, None: no input
+    out: list[str | None] = []
     for node in graph.nodes:
         if node.op == "placeholder":
             depth[node] = 0
@@ -196,7 +197,7 @@ def _residual_adds(module: nn.Module) -> Optional[list[Optional[str]]]:
     return out
 
 
-def _unwrap(node: "torch.fx.Node", module: nn.Module) -> "torch.fx.Node":
+def _unwrap(node: torch.fx.Node, module: nn.Module) -> torch.fx.Node:
     """Step back from a residual branch's output through ``[0]`` and one-input wrappers without
     weights (Identity, Dropout, DropPath, activations, a LayerScale's single 1-D gain), so the
     branch is the module doing the work (``attn``, ``mlp``, the last BatchNorm)."""
@@ -213,7 +214,7 @@ def _unwrap(node: "torch.fx.Node", module: nn.Module) -> "torch.fx.Node":
             return node
 
 
-def infer_blocks(model: nn.Module, example: Optional[torch.Tensor] = None) -> list[Block]:
+def infer_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[Block]:
     """A block list guessed from module types, for models without ``block_list()``.
 
     * ``nn.MultiheadAttention`` and modules whose name ends in ``attn``/``attention`` -> msa;
@@ -299,7 +300,7 @@ def _forward_record(model: nn.Module, example: torch.Tensor,
     return y, rec
 
 
-def _resolution(shape: torch.Size) -> Optional[int]:
+def _resolution(shape: torch.Size) -> int | None:
     if len(shape) == 4:
         return int(shape[2] * shape[3])
     if len(shape) == 3:
@@ -337,7 +338,7 @@ def _order_and_stage(model: nn.Module, block_list: Sequence[Block], example: tor
 
 
 def blocks_from_spec(model: nn.Module, spec: dict[str, str],
-                     example: Optional[torch.Tensor] = None) -> list[Block]:
+                     example: torch.Tensor | None = None) -> list[Block]:
     """Blocks named by the user (``{module name: kind}``); a residual branch and the stage are
     taken from inference and the forward pass where they can be found."""
     mods = dict(model.named_modules())
@@ -370,7 +371,7 @@ def attach_blocks(model: nn.Module, block_list: Sequence[Block]) -> nn.Module:
 
 
 def describe(model: nn.Module, block_list: Sequence[Block],
-             example: Optional[torch.Tensor] = None) -> list[dict[str, Any]]:
+             example: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Rows ``{name, kind, stage, module, residual, shape}`` (shape of one output, or None)."""
     rec: dict[int, tuple[int, torch.Size]] = {}
     if example is not None:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_data import cifar_batches
 
 import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
-
-from test_data import cifar_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "tests" / "paper_manifests"
@@ -83,7 +82,7 @@ def analyze_args(d: Path, ckpts: list, out: Path) -> list:
 @pytest.mark.slow
 def test_paper_pipeline_smoke(paper_setup, tmp_path):
     d, ckpts = paper_setup
-    for p, (released, _) in zip(ckpts, PAPER.values()):
+    for p, (released, _) in zip(ckpts, PAPER.values(), strict=True):
         assert Path(p).exists()
         assert (Path(p).resolve().name == released) if released else not Path(p).is_symlink()
     out = tmp_path / "out"

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from conftest import needs_fashion_mnist
+from test_analyze import TINY
 
 import models
 from landscape import checkpoint
@@ -20,9 +22,6 @@ from landscape.errors import LandscapeError
 from landscape.provenance import file_sha256
 from landscape.user_model import import_callable, load_model, parse_blocks_arg
 from models.blocks import blocks_from_spec, infer_blocks
-
-from conftest import needs_fashion_mnist
-from test_analyze import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +177,8 @@ def test_loud_failures_exit_2_one_line(user_model, tmp_path, capsys):
     plain = tmp_path / "plain.py"
     plain.write_text("import torch.nn as nn\n"
                      "def net():\n"
-                     "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(2704, 10))\n")
+                     "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(),\n"
+                     "                         nn.Linear(2704, 10))\n")
     torch.save(import_callable(f"{plain}:net")().state_dict(), tmp_path / "plain.pt")
     assert cli_main(["blocks", str(tmp_path / "plain.pt"), "--model-def", f"{plain}:net"]) == 2
     assert "no blocks found" in _one_line_error(capsys)

@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import models
+    from models.blocks import describe
 
     from ..errors import LandscapeError
     from ..user_model import example_input, format_blocks, load_model
-    from models.blocks import describe
 
     x = None
     if args.input_shape:
