@@ -68,7 +68,7 @@ def analyze_work(f: dict[str, float], only: list[str]) -> float:
         total += c.curvature_samples * products * f["hvp"]
     if "surface" in only:
         points = int(c.surface_grid.split(":")[2]) * int(c.surface_ygrid.split(":")[2])
-        total += points * min(c.surface_samples, TRAIN) * f["fwd"]
+        total += c.surface_planes * points * min(c.surface_samples, TRAIN) * f["fwd"]
     for a, passes in (("fourier", 1), ("variance", 1), ("robustness", c.robustness_freqs + 1),
                       ("cka", 1), ("lesion", f["residual_blocks"] + 1)):
         if a in only:
