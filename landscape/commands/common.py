@@ -122,7 +122,8 @@ def add_model_def_args(p: argparse.ArgumentParser) -> None:
                         "head); default: the model's block_list(), else inferred and printed")
 
 
-def load_model_for(args: argparse.Namespace, ckpt_path: str, device: Any = None) -> tuple[Any, Any]:
+def load_model_for(args: argparse.Namespace, ckpt_path: str,
+                   device: Any = None) -> tuple[Any, Any]:
     """(model, CheckpointInfo) from the checkpoint arguments (``--model``/``--model-def``/
     ``--blocks``); inferred block lists are printed to stderr."""
     import sys
