@@ -178,7 +178,8 @@ def _rel(paths: Sequence[Path], out: Path) -> list[str]:
 def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
             config: Optional[AnalyzeConfig] = None, only: Optional[Sequence[str]] = None,
             force: bool = False, model: Optional[str] = None, progress: bool = True,
-            budget: str = "custom", raw_dir: Optional[Union[str, Path]] = None) -> dict[str, Any]:
+            budget: str = "custom", raw_dir: Optional[Union[str, Path]] = None,
+            model_def: Optional[str] = None, blocks: Optional[str] = None) -> dict[str, Any]:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
@@ -188,6 +189,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     """
     from .data import load_dataset
     from .device import resolve_device
+    from .user_model import load_model
 
     cfg = config or AnalyzeConfig()
     todo = list(only) if only else list(ANALYSES)
@@ -207,7 +209,9 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     # Load and validate everything first: no computation before all input is known good.
     loaded = []
     for p in checkpoints:
-        net, info = ckpt.load(p, model=model, device=device)
+        log = (lambda t: print(t, file=sys.stderr)) if progress else None
+        net, info = load_model(p, model=model, model_def=model_def, blocks=blocks, device=device,
+                               dataset=cfg.data, log=log)
         loaded.append((net, info))
     datasets = {(cfg.data or info.dataset) for _, info in loaded}
     if None in datasets:

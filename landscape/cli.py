@@ -17,7 +17,7 @@ from .commands.common import HelpFormatter
 from .errors import LandscapeError
 
 # Order here is the order in --help.
-COMMAND_MODULES = ["train", "hessian", "surface", "features", "analyze", "alternet"]
+COMMAND_MODULES = ["train", "hessian", "surface", "features", "analyze", "alternet", "blocks"]
 
 
 class ArgumentParser(argparse.ArgumentParser):

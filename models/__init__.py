@@ -3,7 +3,8 @@
 ``models`` knows nothing about ``landscape``; ``landscape`` uses it only through the registry
 (:func:`create`, :func:`names`) and the block list (:func:`blocks`).
 """
-from .blocks import KINDS, Block, block_outputs, blocks, capture, lesioned, named_blocks, to_grid
+from .blocks import (KINDS, Block, attach_blocks, block_outputs, blocks, capture, infer_blocks,
+                     lesioned, named_blocks, to_grid)
 from .registry import create, names, register
 
 # Importing the architecture modules registers their factories.
@@ -11,4 +12,4 @@ from . import attention  # noqa: F401,E402
 from . import resnet, vit, pit, swin, alternet  # noqa: F401,E402
 
 __all__ = ["Block", "KINDS", "blocks", "block_outputs", "capture", "lesioned", "named_blocks",
-           "to_grid", "create", "names", "register"]
+           "infer_blocks", "attach_blocks", "to_grid", "create", "names", "register"]

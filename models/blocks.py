@@ -5,14 +5,18 @@ A model lists its blocks in forward order. Each :class:`Block` names a module wh
 module whose output is the residual branch, so a lesion can zero it.
 
 Our models implement ``block_list()``. For any other ``nn.Module`` the user names the modules to
-hook with :func:`named_blocks`.
+hook with :func:`named_blocks`, or :func:`infer_blocks` guesses the list from module types, and
+:func:`attach_blocks` gives the model a ``block_list()`` so every analysis can use it.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import operator
+import types
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -34,8 +38,8 @@ class Block:
     kind: str
     stage: int
     module: nn.Module = field(repr=False)
-    branch: Optional[nn.Module] = field(default=None, repr=False)
-    tokens: Optional[str] = None
+    branch: nn.Module | None = field(default=None, repr=False)
+    tokens: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -53,7 +57,7 @@ def blocks(model: nn.Module) -> list[Block]:
 
 
 def named_blocks(model: nn.Module, spec: dict[str, str] | Sequence[str],
-                 stages: Optional[dict[str, int]] = None) -> list[Block]:
+                 stages: dict[str, int] | None = None) -> list[Block]:
     """Block list for any ``nn.Module`` from module names (``{name: kind}`` or names, kind conv)."""
     mods = dict(model.named_modules())
     items = spec.items() if isinstance(spec, dict) else [(n, "conv") for n in spec]
@@ -65,7 +69,7 @@ def named_blocks(model: nn.Module, spec: dict[str, str] | Sequence[str],
     return out
 
 
-def to_grid(x: torch.Tensor, tokens: Optional[str] = None) -> torch.Tensor:
+def to_grid(x: torch.Tensor, tokens: str | None = None) -> torch.Tensor:
     """Feature map as (B, C, H, W): 4-D passes through; (B, N, C) tokens are reshaped to the
     square grid, dropping a leading class token (``tokens='cls'``, or N-1 a square)."""
     if x.dim() == 4:
@@ -89,8 +93,8 @@ def capture(block_list: Sequence[Block], detach: bool = True) -> Iterator[dict[s
     out: dict[str, torch.Tensor] = {}
     handles = []
     for b in block_list:
-        def hook(_m, _i, o, name=b.name):
-            o = o[0] if isinstance(o, (tuple, list)) else o
+        def hook(m, _i, o, name=b.name):
+            o = _batch_first(m, o)
             out[name] = o.detach() if detach else o
         handles.append(b.module.register_forward_hook(hook))
     try:
@@ -101,7 +105,7 @@ def capture(block_list: Sequence[Block], detach: bool = True) -> Iterator[dict[s
 
 
 def block_outputs(model: nn.Module, x: torch.Tensor,
-                  block_list: Optional[Sequence[Block]] = None) -> dict[str, torch.Tensor]:
+                  block_list: Sequence[Block] | None = None) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` without gradients and return every block's output by block name."""
     bl = blocks(model) if block_list is None else block_list
     with torch.no_grad(), capture(bl) as out:
@@ -114,8 +118,266 @@ def lesioned(block: Block) -> Iterator[None]:
     """Context manager: the block's residual branch outputs zeros (the block is removed)."""
     if block.branch is None:
         raise ValueError(f"block {block.name!r} is not residual; it cannot be lesioned")
-    h = block.branch.register_forward_hook(lambda _m, _i, o: torch.zeros_like(o))
+    def zero(_m: nn.Module, _i: Any, o: Any) -> Any:
+        if isinstance(o, tuple):  # nn.MultiheadAttention: (output, weights)
+            return (torch.zeros_like(o[0]),) + tuple(o[1:])
+        return torch.zeros_like(o)
+
+    h = block.branch.register_forward_hook(zero)
     try:
         yield
     finally:
         h.remove()
+
+
+def _batch_first(module: nn.Module, o: Any) -> torch.Tensor:
+    """A module's output as one batch-first tensor (first element of tuples; sequence-first
+    ``nn.MultiheadAttention`` outputs (N, B, C) are transposed to (B, N, C))."""
+    o = o[0] if isinstance(o, (tuple, list)) else o
+    if isinstance(module, nn.MultiheadAttention) and not module.batch_first and o.dim() == 3:
+        o = o.transpose(0, 1)
+    return o
+
+
+# ---------------------------------------------------------------------------------------------
+# Block lists for any nn.Module: inference from module types, stages from a forward pass
+# ---------------------------------------------------------------------------------------------
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+_ADD_METHODS = ("add", "add_", "__add__", "__iadd__")
+_MLP_NAMES = ("mlp", "ffn", "feed_forward", "feedforward")
+
+
+def _is_attention(name: str, module: nn.Module) -> bool:
+    last = name.rsplit(".", 1)[-1].lower()
+    return isinstance(module, nn.MultiheadAttention) or (
+        last.endswith(("attn", "attention")) and _has_parameters(module))
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def _is_torch_builtin(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.")
+
+
+def _residual_adds(module: nn.Module) -> list[str | None] | None:
+    """For each add in ``module.forward`` whose two operands both depend on the inputs (a
+    residual connection), the name (relative to ``module``) of the submodule whose output is the
+    branch, or None when the branch does not end in a submodule. None if ``module`` cannot be
+    traced by ``torch.fx`` (data-dependent control flow)."""
+    import torch.fx as fx
+
+    class ChildrenAsLeaves(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return True
+
+    try:
+        graph = ChildrenAsLeaves().trace(module)
+    except Exception:  # noqa: BLE001 - untraceable forward: no residual information
+        return None
+    depth: dict[fx.Node, int | None] = {}  # longest path from an input, None: no input
+    out: list[str | None] = []
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            depth[node] = 0
+            continue
+        ds = [depth[a] for a in node.all_input_nodes if depth.get(a) is not None]
+        depth[node] = max(ds) + 1 if ds else None
+        is_add = ((node.op == "call_function" and node.target in _ADD_FUNCTIONS)
+                  or (node.op == "call_method" and node.target in _ADD_METHODS))
+        if not is_add or len(node.args) < 2:
+            continue
+        a, b = node.args[0], node.args[1]
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) \
+                or depth.get(a) is None or depth.get(b) is None:
+            continue
+        branch = _unwrap(a if depth[a] >= depth[b] else b, module)
+        out.append(str(branch.target) if branch.op == "call_module" else None)
+    return out
+
+
+def _unwrap(node: torch.fx.Node, module: nn.Module) -> torch.fx.Node:
+    """Step back from a residual branch's output through ``[0]`` and one-input wrappers without
+    weights (Identity, Dropout, DropPath, activations, a LayerScale's single 1-D gain), so the
+    branch is the module doing the work (``attn``, ``mlp``, the last BatchNorm)."""
+    while True:
+        if node.op == "call_function" and node.target is operator.getitem:
+            node = node.args[0]
+        elif node.op == "call_module" and len(node.all_input_nodes) == 1 \
+                and isinstance(node.args[0], torch.fx.Node):
+            ps = list(module.get_submodule(str(node.target)).parameters())
+            if len(ps) > 1 or any(p.dim() > 1 for p in ps):
+                return node
+            node = node.args[0]
+        else:
+            return node
+
+
+def infer_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[Block]:
+    """A block list guessed from module types, for models without ``block_list()``.
+
+    * ``nn.MultiheadAttention`` and modules whose name ends in ``attn``/``attention`` -> msa;
+    * residual units (a module whose forward adds a branch to its input, found with ``torch.fx``)
+      holding an ``nn.Conv2d`` -> conv, the branch's last submodule as ``branch``;
+    * in a residual unit holding attention, the other residual branches (the transformer's MLP,
+      or children named mlp/ffn) -> mlp;
+    * the last ``nn.Linear`` -> head.
+
+    msa and mlp blocks hook the attention/MLP module itself (the residual branch, before the
+    addition). With ``example`` (one input batch) blocks are put in forward order, get stages
+    from where the spatial resolution falls, and the head is the module that produces the output;
+    without it they keep registration order and stage 0. Check the result (:func:`describe`).
+    """
+    mods = dict(model.named_modules())
+    attn = [n for n, m in mods.items() if n and _is_attention(n, m)]
+    attn = [n for n in attn if not any(n.startswith(a + ".") for a in attn)]  # outermost only
+
+    def inside(name: str, roots: Sequence[str]) -> bool:
+        return any(name == r or name.startswith(r + ".") or r == "" for r in roots)
+
+    def holds(name: str, pred: Any) -> bool:
+        return any(pred(m) for m in mods[name].modules())
+
+    found: dict[str, Block] = {}
+    for uname, unit in mods.items():
+        if _is_torch_builtin(unit) or (uname and inside(uname, attn)):
+            continue
+        adds = _residual_adds(unit)
+        unit_attn = [a for a in attn if uname == "" or a.startswith(uname + ".")]
+        prefix = f"{uname}." if uname else ""
+        for rel in adds or []:
+            bname = prefix + rel if rel is not None else None
+            if bname is not None and any(inside(a, [bname]) or inside(bname, [a]) for a in attn):
+                a = next(a for a in attn if inside(a, [bname]) or inside(bname, [a]))
+                found[a] = Block(a, "msa", 0, mods[a], mods[bname])
+            elif unit_attn and uname and bname is not None \
+                    and not holds(bname, lambda m: isinstance(m, nn.Conv2d)):
+                found[bname] = Block(bname, "mlp", 0, mods[bname], mods[bname])
+            elif holds(uname, lambda m: isinstance(m, nn.Conv2d)) and uname not in found:
+                if uname:
+                    found[uname] = Block(uname, "conv", 0, unit, mods[bname] if bname else None)
+                elif bname is not None:  # residual add in the top-level forward
+                    found[bname] = Block(bname, "conv", 0, mods[bname], mods[bname])
+        if unit_attn and uname:  # MLPs named as such next to the attention of a transformer
+            for cname, child in unit.named_children():
+                full = prefix + cname
+                if cname.lower().endswith(_MLP_NAMES) and full not in found \
+                        and _has_parameters(child):
+                    found[full] = Block(full, "mlp", 0, child)
+    for a in attn:
+        found.setdefault(a, Block(a, "msa", 0, mods[a]))
+    order = {n: i for i, n in enumerate(mods)}
+    out = sorted(found.values(), key=lambda b: order[b.name])
+    linear = [n for n, m in mods.items() if isinstance(m, nn.Linear) and not inside(n, attn)
+              and n not in found and not any(inside(n, [b.name]) for b in out)]
+    if example is None:
+        if linear:
+            out.append(Block(linear[-1], "head", 0, mods[linear[-1]]))
+        return out
+    return _order_and_stage(model, out, example, head=True)
+
+
+def _forward_record(model: nn.Module, example: torch.Tensor,
+                    watch: Sequence[nn.Module]) -> tuple[Any, dict[int, tuple[int, torch.Size]]]:
+    """Run ``model(example)`` (eval, no grad); per watched module id: (completion order, shape)."""
+    rec: dict[int, tuple[int, torch.Size]] = {}
+    handles = []
+    for m in {id(m): m for m in watch}.values():
+        def hook(mod: nn.Module, _i: Any, o: Any) -> None:
+            if id(mod) not in rec:
+                rec[id(mod)] = (len(rec), _batch_first(mod, o).shape)
+        handles.append(m.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(example)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return y, rec
+
+
+def _resolution(shape: torch.Size) -> int | None:
+    if len(shape) == 4:
+        return int(shape[2] * shape[3])
+    if len(shape) == 3:
+        n = int(shape[1])
+        return n - 1 if math.isqrt(n) ** 2 != n and math.isqrt(n - 1) ** 2 == n - 1 else n
+    return None
+
+
+def _order_and_stage(model: nn.Module, block_list: Sequence[Block], example: torch.Tensor,
+                     head: bool = False) -> list[Block]:
+    """Blocks in forward order with stages from falling resolution; with ``head``, the leaf
+    module producing the model's output replaces any guessed head."""
+    leaves = [m for m in model.modules() if not list(m.children())] if head else []
+    y, rec = _forward_record(model, example, [b.module for b in block_list] + leaves)
+    bl = [b for b in block_list if id(b.module) in rec and not (head and b.kind == "head")]
+    if head and isinstance(y, torch.Tensor):
+        names = {id(m): n for n, m in model.named_modules()}
+        cands = [m for m in leaves if id(m) in rec and rec[id(m)][1] == y.shape]
+        if cands:
+            last = max(cands, key=lambda m: rec[id(m)][0])
+            bl.append(Block(names[id(last)], "head", 0, last))
+    bl.sort(key=lambda b: rec[id(b.module)][0])
+    stage, prev, out = 0, None, []
+    for b in bl:
+        r = _resolution(rec[id(b.module)][1])
+        if b.kind != "head" and r is not None:
+            if prev is not None and r < prev:
+                stage += 1
+            prev = r
+        out.append(Block(b.name, b.kind, stage, b.module, b.branch, b.tokens))
+    missing = [b.name for b in block_list if id(b.module) not in rec]
+    if missing:
+        raise ValueError(f"blocks {', '.join(missing)} are not called by the model's forward")
+    return out
+
+
+def blocks_from_spec(model: nn.Module, spec: dict[str, str],
+                     example: torch.Tensor | None = None) -> list[Block]:
+    """Blocks named by the user (``{module name: kind}``); a residual branch and the stage are
+    taken from inference and the forward pass where they can be found."""
+    mods = dict(model.named_modules())
+    unknown = [n for n in spec if n not in mods]
+    if unknown:
+        import difflib
+        hints = [h for n in unknown for h in difflib.get_close_matches(n, list(mods), 3)]
+        close = f" (close: {', '.join(hints)})" if hints else ""
+        raise KeyError(f"no module named {', '.join(map(repr, unknown))} in "
+                       f"{type(model).__name__}{close}")
+    branches = {id(b.module): b.branch for b in infer_blocks(model)}
+    bl = [Block(n, k, 0, mods[n], branches.get(id(mods[n]))) for n, k in spec.items()]
+    return _order_and_stage(model, bl, example) if example is not None else bl
+
+
+def attach_blocks(model: nn.Module, block_list: Sequence[Block]) -> nn.Module:
+    """Give ``model`` (this instance) a ``block_list()`` returning ``block_list``; the blocks are
+    kept by module name, so a ``copy.deepcopy`` of the model lists its own modules."""
+    names = {id(m): n for n, m in model.named_modules()}
+    spec = [(b.name, b.kind, b.stage, names[id(b.module)],
+             names[id(b.branch)] if b.branch is not None else None, b.tokens) for b in block_list]
+    model.__dict__["_block_spec"] = spec
+
+    def block_list_method(self: nn.Module) -> list[Block]:
+        return [Block(n, k, s, self.get_submodule(m), self.get_submodule(br) if br else None, t)
+                for n, k, s, m, br, t in self.__dict__["_block_spec"]]
+
+    model.__dict__["block_list"] = types.MethodType(block_list_method, model)
+    return model
+
+
+def describe(model: nn.Module, block_list: Sequence[Block],
+             example: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """Rows ``{name, kind, stage, module, residual, shape}`` (shape of one output, or None)."""
+    rec: dict[int, tuple[int, torch.Size]] = {}
+    if example is not None:
+        _, rec = _forward_record(model, example, [b.module for b in block_list])
+    names = {id(m): n for n, m in model.named_modules()}
+    return [{"name": b.name, "kind": b.kind, "stage": int(b.stage), "module": names[id(b.module)],
+             "type": type(b.module).__name__, "residual": b.branch is not None,
+             "shape": tuple(rec[id(b.module)][1]) if id(b.module) in rec else None}
+            for b in block_list]

@@ -22,6 +22,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", default=None,
                    help="architecture name for bare state_dicts (default: the one recorded in "
                         "each checkpoint)")
+    from .common import add_model_def_args
+    add_model_def_args(p)
     p.add_argument("--data", default=None,
                    help="dataset (default: the one recorded in the checkpoints)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: standard location)")
@@ -73,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
     check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
-            progress=not args.quiet, budget=args.budget, raw_dir=args.raw)
+            progress=not args.quiet, budget=args.budget, raw_dir=args.raw,
+            model_def=args.model_def, blocks=args.blocks)
     return 0

@@ -88,6 +88,7 @@ def add_checkpoint_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "(default: the one recorded in the checkpoint; see "
                         "`python -c 'import models; print(models.names())'`)")
     add_nonfinite_arg(p)
+    add_model_def_args(p)
 
 
 def add_nonfinite_arg(p: argparse.ArgumentParser) -> None:
@@ -108,6 +109,33 @@ def check_checkpoints(args: argparse.Namespace, paths: Sequence[str]) -> list[st
         for f in files:
             check_finite_file(f)
     return files
+
+
+def add_model_def_args(p: argparse.ArgumentParser) -> None:
+    """``--model-def`` and ``--blocks``: every command that takes a checkpoint calls this."""
+    p.add_argument("--model-def", default=None, metavar="MODULE:CALLABLE",
+                   help="your own model: MODULE:CALLABLE or path/to/file.py:CALLABLE, a callable "
+                        "without arguments returning the nn.Module the checkpoint (a plain "
+                        "state_dict or our format) belongs to")
+    p.add_argument("--blocks", default=None, metavar="NAME=KIND,...",
+                   help="the block list as module names and kinds (embed, conv, msa, mlp, pool, "
+                        "head); default: the model's block_list(), else inferred and printed")
+
+
+def load_model_for(args: argparse.Namespace, ckpt_path: str,
+                   device: Any = None) -> tuple[Any, Any]:
+    """(model, CheckpointInfo) from the checkpoint arguments (``--model``/``--model-def``/
+    ``--blocks``); inferred block lists are printed to stderr."""
+    import sys
+
+    from ..device import resolve_device
+    from ..user_model import load_model
+    return load_model(ckpt_path, model=getattr(args, "model", None),
+                      model_def=getattr(args, "model_def", None),
+                      blocks=getattr(args, "blocks", None),
+                      device=device or resolve_device(getattr(args, "device", None) or "auto"),
+                      dataset=getattr(args, "data", None),
+                      log=lambda text: print(text, file=sys.stderr, flush=True))
 
 
 def add_data_args(p: argparse.ArgumentParser, samples: int = 1000, batch_size: int = 256,
@@ -170,11 +198,7 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
 def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[Any, Any, Any]:
     """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device);
     a model with NaN/inf values is refused unless ``args.allow_nonfinite``."""
-    from ..checkpoint import load
-    from ..device import resolve_device
-
-    model, info = load(ckpt_path, model=getattr(args, "model", None),
-                       device=resolve_device(args.device))
+    model, info = load_model_for(args, ckpt_path)
     if not getattr(args, "allow_nonfinite", False):
         from ..checkpoint import check_finite
         check_finite(model, str(ckpt_path))

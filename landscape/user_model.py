@@ -1,0 +1,243 @@
+"""A researcher's own model: ``--model-def MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``.
+
+The callable is called without arguments and returns an ``nn.Module``; the checkpoint is a plain
+state dict, a dict holding one under ``state_dict`` (our format, the paper's, most training
+scripts), ``model_state_dict`` or ``model``. Its blocks come, in this order of precedence, from
+``--blocks NAME=KIND,...``, the model's own ``block_list()``, or :func:`models.blocks.infer_blocks`
+(printed, so the user can check them). :func:`load_model` is the one loader every command uses,
+for registry models too.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import models
+from models.blocks import KINDS, attach_blocks, blocks_from_spec, describe, infer_blocks
+
+from . import checkpoint as ckpt
+from .errors import LandscapeError
+from .provenance import file_sha256
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def import_callable(spec: str) -> Callable[..., Any]:
+    """The callable named by ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE`` (dots allowed
+    after the colon for attributes of attributes)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise LandscapeError(f"--model-def expects MODULE:CALLABLE or path/to/file.py:CALLABLE, "
+                             f"got {spec!r}")
+    if _is_path(target):
+        path = Path(target)
+        if not path.is_file():
+            raise LandscapeError(f"--model-def {spec}: file not found: {path}")
+        name = "landscape_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        mspec = importlib.util.spec_from_file_location(name, path)
+        if mspec is None or mspec.loader is None:
+            raise LandscapeError(f"--model-def {spec}: cannot import {path} (not a Python file?)")
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up by name
+        sys.path.insert(0, str(path.resolve().parent))  # its sibling imports work as in a script
+        try:
+            mspec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any failure in user code becomes one line
+            sys.modules.pop(name, None)
+            raise LandscapeError(f"--model-def {spec}: importing {path} failed: "
+                                 f"{type(e).__name__}: {_first_line(e)}") from None
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:  # noqa: BLE001
+            raise LandscapeError(f"--model-def {spec}: cannot import module {target!r}: "
+                                 f"{type(e).__name__}: {_first_line(e)}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n, v in vars(module).items()
+                            if callable(v) and not n.startswith("_")
+                            and getattr(v, "__module__", None) == module.__name__)
+            raise LandscapeError(f"--model-def {spec}: {target} has no {attr!r} "
+                                 f"(callables defined there: {', '.join(public) or 'none'})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise LandscapeError(f"--model-def {spec}: {attr} is a {type(obj).__name__}, not callable")
+    return obj
+
+
+def build_model(spec: str) -> nn.Module:
+    """Call the ``--model-def`` callable with no arguments; it must return an ``nn.Module``."""
+    fn = import_callable(spec)
+    try:
+        net = fn()
+    except Exception as e:  # noqa: BLE001
+        raise LandscapeError(f"--model-def {spec}: calling it failed: "
+                             f"{type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(net, nn.Module):
+        raise LandscapeError(f"--model-def {spec} returned a {type(net).__name__}, "
+                             "not a torch.nn.Module")
+    return net
+
+
+def parse_blocks_arg(text: str) -> dict[str, str]:
+    """``"layer1=conv,attn=msa"`` -> ``{"layer1": "conv", "attn": "msa"}`` (order kept)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, kind = item.partition("=")
+        name, kind = name.strip(), kind.strip().lower()
+        if not sep or not name or kind not in KINDS:
+            raise LandscapeError(f"--blocks expects NAME=KIND,... with KIND one of "
+                                 f"{', '.join(KINDS)}; got {item!r}")
+        out[name] = kind
+    if not out:
+        raise LandscapeError("--blocks is empty; give NAME=KIND,...")
+    return out
+
+
+def example_input(dataset: str | None, batch: int = 2) -> torch.Tensor | None:
+    """A fixed random batch shaped like ``dataset``'s images (None if its shape is not fixed)."""
+    if not dataset:
+        return None
+    from .data import canonical_name, dataset_spec
+    if canonical_name(dataset) == "imagefolder":
+        return None
+    s = dataset_spec(dataset)
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, s.in_chans, s.img_size, s.img_size, generator=g)
+
+
+def load_user_checkpoint(path: str | Path, model_def: str,
+                         device: str | torch.device = "cpu"
+                         ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
+    """Build the ``model_def`` model and load the checkpoint's weights into it (strict)."""
+    path = Path(path)
+    obj = ckpt.read(path)
+    info_kw: dict[str, Any] = {}
+    if obj.get("format") == ckpt.FORMAT:
+        norm = obj.get("normalization") or {}
+        info_kw = dict(dataset=obj.get("dataset"), mean=norm.get("mean"), std=norm.get("std"),
+                       seed=obj.get("seed"), epoch=obj.get("epoch"),
+                       metrics=dict(obj.get("metrics") or {}))
+    sd: Any = None
+    fmt = "state_dict"
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = obj
+    else:
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), dict):
+                sd, fmt = obj[key], ("landscape" if obj.get("format") == ckpt.FORMAT else key)
+                break
+    if sd is None or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        keys = ", ".join(sorted(map(str, obj))[:8])
+        raise LandscapeError(f"{path}: no state dict found (expected a dict of tensors, or one "
+                             f"under {', '.join(STATE_DICT_KEYS)}; keys: {keys})")
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    net = build_model(model_def)
+    ckpt.load_state_dict_checked(net, sd, where=str(path))
+    name = model_def.rpartition(":")[2].rsplit(".", 1)[-1]
+    info = ckpt.CheckpointInfo(str(path), file_sha256(path), fmt, name, {},
+                               extra={"model_def": model_def}, **info_kw)
+    return net.to(device).eval(), info
+
+
+def load_model(path: str | Path, *, model: str | None = None,
+               model_def: str | None = None, blocks: str | None = None,
+               device: str | torch.device = "cpu", dataset: str | None = None,
+               log: Callable[[str], None] | None = None,
+               example: torch.Tensor | None = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
+    """(model in eval mode on ``device``, CheckpointInfo) for a registry or ``model_def`` model.
+
+    ``blocks`` (``NAME=KIND,...``) replaces the block list; a model without ``block_list()`` gets
+    one inferred from its module types, and ``log`` receives it as a table to check. With
+    ``model_def`` or ``blocks`` ``info.sha256`` also covers the model definition's source and the
+    block list (results cached under it change with them); ``info.extra["checkpoint_sha256"]`` is
+    the file's own hash. ``example`` (default: a batch shaped like ``dataset``'s images, else the
+    checkpoint's dataset) is the probe batch that orders the blocks, assigns stages and checks
+    that the model runs.
+    """
+    if model_def is not None and model is not None:
+        raise LandscapeError("give either --model (a registry name) or --model-def, not both")
+    if model_def is None:
+        net, info = ckpt.load(path, model=model, device=device)
+    else:
+        net, info = load_user_checkpoint(path, model_def, device)
+    spec = parse_blocks_arg(blocks) if blocks is not None else None
+    if model_def is None and spec is None:
+        return net, info
+    x = example if example is not None else example_input(dataset or info.dataset)
+    if x is not None:
+        x = x.to(next(iter(net.parameters()), torch.empty(0)).device)
+        try:
+            with torch.no_grad():
+                y = net(x)
+        except Exception as e:  # noqa: BLE001
+            raise LandscapeError(f"{info.model}: the model fails on an input batch of shape "
+                                 f"{tuple(x.shape)} ({dataset or info.dataset or 'given'}): "
+                                 f"{type(e).__name__}: {_first_line(e)}") from None
+        if model_def is not None and isinstance(y, torch.Tensor) and y.dim() == 2:
+            info.model_kwargs = {"num_classes": int(y.shape[1]), "in_chans": int(x.shape[1])}
+    try:
+        if spec is not None:
+            bl, source = blocks_from_spec(net, spec, x), "--blocks"
+        elif hasattr(net, "block_list"):
+            bl, source = models.blocks(net), "block_list()"
+        else:
+            bl, source = infer_blocks(net, x), "inferred"
+    except (KeyError, ValueError) as e:
+        raise LandscapeError(f"{info.model}: {e.args[0] if e.args else e}") from None
+    if not [b for b in bl if b.kind != "head"]:
+        raise LandscapeError(f"{info.model}: no blocks found (no attention modules or residual "
+                             "units with Conv2d); name them with --blocks NAME=KIND,...")
+    attach_blocks(net, bl)
+    if source == "inferred" and log is not None:
+        log(format_blocks(describe(net, bl, x), f"{info.model}: blocks inferred from module "
+                          "types (check them; override with --blocks NAME=KIND,...)"))
+    extra = [model_def or "", _source_sha(model_def), repr(spec)]
+    info.extra["checkpoint_sha256"] = info.sha256
+    info.sha256 = hashlib.sha256("\n".join([info.sha256, *extra]).encode()).hexdigest()
+    info.extra["blocks"] = source
+    return net, info
+
+
+def format_blocks(rows: list[dict[str, Any]], title: str = "") -> str:
+    """The block list as a text table: name, kind, stage, output shape, module type, residual."""
+    head = ("name", "kind", "stage", "output shape", "module", "residual")
+    table = [head] + [(r["name"], r["kind"], str(r["stage"]),
+                       "x".join(map(str, r["shape"])) if r["shape"] else "?",
+                       r["type"], "yes" if r["residual"] else "no") for r in rows]
+    width = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, width, strict=True)).rstrip()
+             for row in table]
+    return "\n".join(([title] if title else []) + lines)
+
+
+def _source_sha(model_def: str | None) -> str:
+    """SHA-256 of the file defining the model ('' when it cannot be found)."""
+    if not model_def:
+        return ""
+    target = model_def.rpartition(":")[0]
+    path = Path(target) if _is_path(target) else None
+    if path is None:
+        spec = importlib.util.find_spec(target)
+        path = Path(spec.origin) if spec is not None and spec.origin else None
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else ""
+
+
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
