@@ -456,3 +456,12 @@ def test_surface_file_with_garbage_identity(tmp_path):
     with pytest.raises(LandscapeError, match="surface.h5.*JSONDecodeError.*delete it"):
         S.SurfaceFile(p).open({}, np.linspace(-1, 1, 3), None, "test", {}, {})
     assert p.read_bytes() == before
+
+
+def test_analyze_under_torchrun_is_one_line(tmp_path, capsys, monkeypatch):
+    from landscape.cli import main
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rc = main(["analyze", str(tmp_path / "x.pt"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("landscape: error:")
+    assert "torchrun" in err[0] and not (tmp_path / "out").exists()

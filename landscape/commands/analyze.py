@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
             raise LandscapeError(f"--set expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         overrides[k.strip()] = _parse_value(v.strip())
+    import os
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise LandscapeError("landscape analyze runs in one process (it does not shard its "
+                             "work); under torchrun use landscape hessian or landscape surface")
     cfg = make_config(args.budget, args.config, overrides)
     from .common import check_checkpoints
     check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
