@@ -411,7 +411,7 @@ def test_download_verified_and_refused_on_mismatch(tmp_path, http_dir, monkeypat
     assert list(bad_root.iterdir()) == []  # nothing kept, no temp file left
 
     # the module constant is the default URL (and the md5 argument the checksum)
-    monkeypatch.setattr(D, "CIFAR10_URL", url)
+    monkeypatch.setattr(D.cifar, "CIFAR10_URL", url)
     root = tmp_path / "good"
     d = D.load_dataset("cifar10", "test", root=root, download=True, md5=md5, progress=False,
                        normalize=False)

@@ -1,0 +1,262 @@
+"""A claim's evidence and verdict: :class:`Claim`, :class:`Evidence`, the two-level bootstrap,
+the per-seed effects, the verdict rule and :func:`judge` (the rules: ``landscape.claims``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+AGREES = "agrees"
+DISAGREES = "disagrees"
+NOT_MEASURED = "not measured"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED)
+
+N_BOOT = 2000            # bootstrap replicates
+LEVEL = 0.95             # interval coverage
+GROUPS = 25              # image groups kept per analysis for the bootstrap (see group_means)
+
+
+@dataclass
+class Claim:
+    """One paper claim: effect with its 95% interval and n, and the verdict by the rules."""
+
+    id: str
+    claim: str
+    quantity: str
+    per_model: dict[str, Any]
+    prediction: str
+    verdict: str
+    detail: str
+    section: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    effect: Optional[float] = None
+    interval: Optional[list[float]] = None
+    n: int = 0                       # checkpoints that contribute
+    n_detail: str = ""               # what the units are and how many
+    per_seed: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (JSON-serializable)."""
+        return asdict(self)
+
+
+@dataclass
+class Evidence:
+    """One checkpoint's evidence for a claim: resampling units and a statistic of their mean.
+
+    ``units`` is (U, F); ``stat`` maps a (B, F) array of unit means to (B,) model values.
+    """
+
+    label: str
+    arch: str
+    seed: Any
+    side: str                     # "self" (within-model), "test" / "ref" (between families)
+    units: np.ndarray
+    stat: Callable[[np.ndarray], np.ndarray]
+    comparisons: int = 1
+
+    def value(self) -> float:
+        """The statistic on all units."""
+        return float(self.stat(self.units.mean(axis=0, keepdims=True))[0])
+
+
+# ----------------------------------------------------------------------------- evidence helpers
+def group_means(values: Any, groups: int = GROUPS) -> list:
+    """Means of ``values`` (n,) or (n, F) over ``min(groups, n)`` consecutive, near-equal groups
+    (sizes differ by at most one; 8 significant digits): the resampling units that the summary
+    keeps instead of every image."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape[0] == 0:
+        return []
+    g = max(1, min(int(groups), v.shape[0]))
+    means = np.stack([c.mean(axis=0) for c in np.array_split(v, g)])
+    return [float(f"{x:.8g}") for x in means.ravel()] if means.ndim == 1 else \
+        [[float(f"{x:.8g}") for x in row] for row in means.reshape(g, -1).tolist()]
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _section(summary: dict, name: str) -> dict:
+    sec = summary.get(name)
+    return sec if isinstance(sec, dict) else {}
+
+
+def _models(summary: dict) -> dict[str, dict]:
+    """label -> {"family", "arch", "seed"} from ``summary["models"]``."""
+    out: dict[str, dict] = {}
+    for m in summary.get("models") or []:
+        if isinstance(m, dict) and m.get("label") is not None:
+            lab = str(m["label"])
+            out[lab] = {"family": str(m.get("family", "")).lower(),
+                        "arch": str(m.get("arch") or lab), "seed": m.get("seed")}
+    return out
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _seed_key(seed: Any, label: str) -> str:
+    return f"s{seed}" if seed is not None else label
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def _boot_model(ev: Evidence, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``n_boot`` bootstrap values of one checkpoint's statistic (units resampled)."""
+    u = len(ev.units)
+    counts = rng.multinomial(u, np.full(u, 1.0 / u), size=n_boot)  # (B, U)
+    return np.asarray(ev.stat(counts @ ev.units / u), dtype=np.float64)
+
+
+def _combine(sides: dict[str, np.ndarray]) -> np.ndarray:
+    """Effect from (B, k) arrays per side: mean of "self", or mean "test" minus mean "ref"."""
+    if "self" in sides:
+        return sides["self"].mean(axis=1)
+    return sides["test"].mean(axis=1) - sides["ref"].mean(axis=1)
+
+
+def bootstrap_effect(evidence: Sequence[Evidence], seed: int = 0, n_boot: int = N_BOOT,
+                     level: float = LEVEL) -> tuple[float, float, float]:
+    """(effect, lower, upper): point effect and the percentile interval of the two-level
+    bootstrap (seeds of each architecture, then units of each drawn checkpoint)."""
+    rng = np.random.default_rng(seed)
+    boots = np.stack([_boot_model(ev, rng, n_boot) for ev in evidence])  # (M, B)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, ev in enumerate(evidence):
+        groups.setdefault((ev.side, ev.arch), []).append(i)
+    parts: dict[str, list[np.ndarray]] = {}
+    for (side, _arch), members in groups.items():
+        m = np.asarray(members)
+        pick = m[rng.integers(0, len(m), size=(n_boot, len(m)))]    # seeds resampled
+        col = rng.integers(0, n_boot, size=(n_boot, len(m)))       # an independent unit draw
+        parts.setdefault(side, []).append(boots[pick, col])
+    reps = _combine({k: np.concatenate(v, axis=1) for k, v in parts.items()})
+    point = _combine({k: np.array([[ev.value() for ev in evidence if ev.side == k]])
+                      for k in parts})[0]
+    a = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(reps, [a, 1.0 - a])
+    return float(point), float(lo), float(hi)
+
+
+def per_seed_effects(evidence: Sequence[Evidence]) -> dict[str, float]:
+    """The effect computed on each seed's checkpoints alone (seeds lacking a side are left out;
+    a checkpoint without a recorded seed counts as its own seed). When the two families share no
+    seed, every (challenger, CNN) pair of checkpoints stands in for a seed."""
+    by: dict[str, list[Evidence]] = {}
+    for ev in evidence:
+        by.setdefault(_seed_key(ev.seed, ev.label), []).append(ev)
+    out = {}
+    for k, evs in sorted(by.items()):
+        sides = {ev.side for ev in evs}
+        if "self" in sides or {"test", "ref"} <= sides:
+            out[k] = float(_combine({s: np.array([[e.value() for e in evs if e.side == s]])
+                                     for s in sides})[0])
+    if not out:  # families without a common seed: every (challenger, CNN) pair instead
+        for t in (e for e in evidence if e.side == "test"):
+            for r in (e for e in evidence if e.side == "ref"):
+                out[f"{t.label}-{r.label}"] = t.value() - r.value()
+    return out
+
+
+def verdict_rule(lo: float, hi: float, per_seed: dict[str, float], direction: int) -> str:
+    """The fixed rule (``landscape.claims``) for a predicted sign ``direction`` (+1 or -1)."""
+    if not (_finite(lo) and _finite(hi)):
+        return INCONCLUSIVE
+    lo_d, hi_d = sorted((direction * lo, direction * hi))
+    if lo_d > 0 and per_seed and all(direction * v > 0 for v in per_seed.values()):
+        return AGREES
+    if hi_d < 0:
+        return DISAGREES
+    return INCONCLUSIVE
+
+
+def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
+          evidence: Sequence[Evidence], direction: int, unit_name: str, why_missing: str,
+          seed: int, n_boot: int, per_model_extra: Optional[dict[str, Any]] = None,
+          extra: Optional[dict[str, Any]] = None) -> Claim:
+    """A claim from its evidence: bootstrap, per-seed effects and the verdict."""
+    per_model: dict[str, Any] = dict(per_model_extra or {})
+    boot = {"seed": seed, "replicates": n_boot, "level": LEVEL}
+    sides = {ev.side for ev in evidence}
+    if not evidence or not ("self" in sides or {"test", "ref"} <= sides):
+        for ev in evidence:
+            per_model[ev.label] = ev.value()
+        return Claim(cid, text, quantity, per_model, prediction, NOT_MEASURED, why_missing,
+                     section, {**(extra or {}), "bootstrap": boot})
+    for ev in evidence:
+        per_model[ev.label] = ev.value()
+    effect, lo, hi = bootstrap_effect(evidence, seed, n_boot)
+    seeds = per_seed_effects(evidence)
+    verdict = verdict_rule(lo, hi, seeds, direction)
+    units = sorted({len(ev.units) for ev in evidence})
+    comps = sum(ev.comparisons for ev in evidence)
+    archs = sorted({ev.arch for ev in evidence})
+    n_detail = (f"{len(evidence)} checkpoints ({', '.join(archs)}; {len(seeds)} seeds), "
+                f"{'/'.join(map(str, units))} {unit_name} each, {comps} comparisons")
+    wrong = [k for k, v in seeds.items() if direction * v <= 0]
+    detail = (f"effect {_fmt(effect)} [{_fmt(lo)}, {_fmt(hi)}]; per seed: "
+              + ", ".join(f"{k} {_fmt(v)}" for k, v in seeds.items())
+              + (f"; against the prediction in {', '.join(wrong)}" if wrong else ""))
+    per_arch: dict[str, float] = {}
+    for arch in archs:  # the mean model value per architecture and side, for the reader
+        for side in sorted(sides):
+            v = [ev.value() for ev in evidence if ev.arch == arch and ev.side == side]
+            if v:
+                per_arch[arch] = float(np.mean(v))
+    return Claim(cid, text, quantity, per_model, prediction, verdict, detail, section,
+                 {**(extra or {}), "bootstrap": boot, "direction": direction,
+                  "per_arch": per_arch},
+                 effect, [lo, hi], len(evidence), n_detail, seeds)
+
+
+def _between(values: dict[str, np.ndarray], models: dict[str, dict], challengers: Sequence[str],
+             stat: Callable[[np.ndarray], np.ndarray]) -> tuple[list[Evidence], list[str]]:
+    """Evidence for a challenger-vs-CNN claim from per-model unit arrays."""
+    evs, missing = [], []
+    for lab, units in values.items():
+        info = models.get(lab, {"family": "", "arch": lab, "seed": None})
+        fam = info["family"]
+        side = "test" if fam in challengers else "ref" if fam == "cnn" else None
+        if side is None or units is None or len(units) == 0:
+            continue
+        evs.append(Evidence(lab, info["arch"], info["seed"], side, units, stat))
+    if not any(e.side == "ref" for e in evs):
+        missing.append("no CNN model with this evidence")
+    if not any(e.side == "test" for e in evs):
+        missing.append(f"no {'/'.join(challengers)} model with this evidence")
+    return evs, missing
+
+
+def _why(summary: dict, section: str, field: str, evs: Sequence[Evidence],
+         missing: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """Why a between-family claim is not measured: no section, no field, or a missing family."""
+    if not _section(summary, section):
+        return f"no {section} results"
+    if not evs:
+        return "; ".join([*extra, f"no model has {section}.{field}"])
+    return "; ".join([*extra, *missing])
+
+
+def _mean_col(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1)
+
+
+def _units(values: Any) -> Optional[np.ndarray]:
+    """A finite (U, F) array from a list (of lists), or None."""
+    try:
+        a = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] == 0 or not np.isfinite(a).all():
+        return None
+    return a
