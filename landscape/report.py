@@ -520,7 +520,7 @@ def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
     note = ('<p class="note">Each row: the effect (mean over checkpoints; for family comparisons '
             "the ViT/hybrid mean minus the CNN mean), its 95% bootstrap interval (seeds of each "
             "architecture, then images, batches or planes, resampled) and n (checkpoints). "
-            "Rules in <code>landscape/claims.py</code>: <i>agrees</i> when the interval excludes "
+            "Rules in <code>landscape.claims</code>: <i>agrees</i> when the interval excludes "
             "0 on the paper's side and every seed alone points the paper's way; "
             "<i>disagrees</i> when it excludes 0 on the other side; <i>inconclusive</i> "
             "otherwise; <i>not measured</i> without a valid comparison (e.g. no block at an "
