@@ -8,7 +8,8 @@ import torch.nn as nn
 
 import models
 from landscape import claims as C
-from landscape.analyze import AnalyzeConfig, _summarize
+from landscape.analyze import AnalyzeConfig
+from landscape.analyze_steps import summarize as _summarize
 from landscape.claims import (AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, claims_to_json,
                               evaluate_claims, group_means, matched_distance_pairs, verdict_rule)
 from landscape.fourier import fourier_analysis

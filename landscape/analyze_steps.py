@@ -1,0 +1,397 @@
+"""The steps of ``landscape analyze``: one runner per analysis (raw result, reused?, figures),
+the figures comparing models, and the summary numbers the report and the claims read.
+
+Each runner computes its quantity through the one library function for it (spectrum, curvature,
+surface, Fourier, variance, robustness, CKA, lesion) and stores the raw result in the analysis
+cache of :mod:`landscape.analyze`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .analyze_config import AnalyzeConfig
+from .errors import LandscapeError
+from .provenance import read_json, write_json
+
+
+def _say(progress: bool, text: str) -> None:
+    """One progress line on stderr (so no phase of a run is silent)."""
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# one runner per analysis: (result, reused, {section: [figure files]})
+# ---------------------------------------------------------------------------------------------
+def training_recipe(info: Any) -> dict[str, Any]:
+    """The weight decay and augmentation a checkpoint was trained with: from the checkpoint's
+    ``extra`` (``weight_decay``, ``augment``), else its run folder's ``config.json`` (written by
+    ``landscape train``), else unknown (``wd`` None: the L2 term is left out and the report says
+    so). The paper's landscape and spectrum use the model's own training weight decay."""
+    extra = dict(getattr(info, "extra", None) or {})
+    out: dict[str, Any] = {"wd": None, "pad": 4, "flip": True, "source": "unknown"}
+    if "weight_decay" in extra:
+        aug = extra.get("augment") or {}
+        out.update(wd=float(extra["weight_decay"]), pad=int(aug.get("pad", 4)),
+                   flip=bool(aug.get("flip", True)), source="checkpoint")
+        return out
+    cfg_path = Path(str(info.path)).parent / "config.json"
+    if cfg_path.is_file():
+        try:
+            c = read_json(cfg_path).get("config") or {}
+        except Exception:  # noqa: BLE001 - an unreadable run config: recipe unknown
+            c = {}
+        if "weight_decay" in c:
+            out.update(wd=float(c["weight_decay"]), pad=int(c.get("pad", 4)),
+                       flip=bool(c.get("flip", True)), source=str(cfg_path.name))
+    return out
+
+
+def _l2_and_augment(cfg_wd: Optional[float], augment: bool, info: Any, data: Any) -> tuple:
+    """(wd, Augment or None, recipe) for one model: ``cfg_wd`` None means the training wd."""
+    from .data import Augment
+    recipe = training_recipe(info)
+    wd = float(cfg_wd) if cfg_wd is not None else float(recipe["wd"] or 0.0)
+    aug = (Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean, std=data.std)
+           if augment else None)
+    return wd, aug, recipe
+
+
+def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
+    from .hessian import HessianOperator, hutchpp_trace, slq_density, top_eigenvalues
+    from .plots.hessian import plot_slq_density
+    from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
+    pool = sets["hessian"]
+    wd, augment, recipe = _l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
+    scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
+                          n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
+                          wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
+                          max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
+    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": repr(augment)}
+    spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
+        net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress),
+        SpectrumResult.load)
+
+    n = min(cfg.curvature_samples, len(pool))
+    x, y = pool.images[:n], pool.labels[:n]
+    bs = cfg.curvature_batch_size
+    batches = [(x[s:s + bs], y[s:s + bs]) for s in range(0, n, bs)]
+
+    def curvature(p: Path) -> dict[str, Any]:
+        op = HessianOperator(net, batches, wd=wd, l2="paper", augment=augment,
+                             augment_seed=cfg.seed, mode=cfg.hessian_mode)
+        kw = dict(seed=cfg.seed, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
+                  return_eigenvectors=False)
+        say = lambda what: _say(progress, f"{tag} curvature on {n} images: {what}")  # noqa: E731
+        say(f"top-{cfg.top_k} eigenvalues (Lanczos, <= {cfg.lanczos_max_iter} products)")
+        top = top_eigenvalues(op, cfg.top_k, "LM", **kw)
+        say(f"bottom-{cfg.top_k} eigenvalues (Lanczos, <= {cfg.lanczos_max_iter} products)")
+        bottom = top_eigenvalues(op, cfg.top_k, "SA", **kw)
+        say(f"trace (Hutch++, {cfg.trace_products} products)")
+        tr = hutchpp_trace(op, cfg.trace_products, seed=cfg.seed)
+        say(f"density (SLQ, {cfg.density_probes} probes × {cfg.density_steps} steps)")
+        dens = slq_density(op, cfg.density_probes, cfg.density_steps, seed=cfg.seed)
+        dens.save(p.with_name("density.h5"), config=json.dumps(op.config(), default=str))
+        res = {"top": top.to_dict(), "bottom": bottom.to_dict(), "trace": tr.to_dict(),
+               "n_samples": n, "n_params": op.shape[0], "wd": wd, "l2": "paper",
+               "augment": repr(augment)}
+        write_json(p, res)
+        return res
+
+    ckey = {**key, "n": n, "bs": bs, "k": cfg.top_k, "lanczos": [cfg.lanczos_tol,
+            cfg.lanczos_max_iter], "wd": wd, "l2": "paper", "aug": repr(augment),
+            "trace": cfg.trace_products, "density": [cfg.density_probes, cfg.density_steps]}
+    curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
+    files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density",
+                             title=label)
+    return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
+            "wd": wd, "augment": repr(augment), "recipe_source": recipe["source"]}, \
+        r1 and r2, {"hessian": files}
+
+
+def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
+    """``surface_planes`` random planes (direction seeds ``seed + 2i``, ``seed + 2i + 1``); the
+    first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
+    from . import directions as D
+    from . import surface as S
+    from .plots.surface import plot_surface
+    data = sets["surface"]
+    wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
+    quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
+    xs = S.parse_grid(cfg.surface_grid)
+    ys = S.parse_grid(cfg.surface_ygrid) if cfg.surface_ygrid else None
+    planes, reused_all = [], True
+    for i in range(max(1, cfg.surface_planes)):
+        seeds = (cfg.seed + 2 * i, cfg.seed + 2 * i + 1)
+        name = "surface.h5" if i == 0 else f"surface_p{i}.h5"
+        skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
+                "directions": f"{cfg.surface_norm}-normalized, weights, biasbn=False",
+                "seeds": list(seeds), "wd": wd, "augment": repr(augment)}
+
+        def compute(p: Path, seeds=seeds, skey=skey) -> Any:
+            dirs = [D.random_direction(net, seeds[0], norm=cfg.surface_norm)]
+            if ys is not None:
+                dirs.append(D.random_direction(net, seeds[1], norm=cfg.surface_norm))
+            S.write_directions_file(p.with_name(p.stem + "_directions.h5"), dirs,
+                                    {"seed": seeds[0], "identity": json.dumps(skey, default=str)})
+            return S.compute_surface(net, dirs, data.images, data.labels, xs, ys, p,
+                                     split="train", identity={"key": json.dumps(skey, default=str)},
+                                     eval_identity={"n": len(data)}, wd=wd, augment=augment,
+                                     aug_seed=cfg.seed, progress=progress)
+
+        res, reused = cache.get(name, skey, compute, S.load_surface)
+        planes.append(res)
+        reused_all = reused_all and reused
+    files = plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
+                         quantities=[quantity], label=label)
+    return {"planes": planes, "seeds": [cfg.seed + 2 * i for i in range(len(planes))],
+            "quantity": quantity, "wd": wd, "augment": repr(augment),
+            "recipe_source": recipe["source"]}, reused_all, {"landscape": files}
+
+
+def _feature_runner(analysis: str) -> Callable[..., Any]:
+    def run(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
+        from . import fourier, lesion, robustness, similarity, variance
+        from .plots import features as P
+        data = sets["lesion"] if analysis == "lesion" else sets["feat"]
+        bs = cfg.batch_size
+        settings: Any = None
+        pg = progress
+        if analysis == "fourier":
+            settings = cfg.fourier_readout
+            fn, cls, ext = (lambda: fourier.fourier_analysis(
+                net, data, batch_size=bs, progress=pg, readout=cfg.fourier_readout),
+                fourier.FourierResult, "h5")
+        elif analysis == "variance":
+            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs, progress=pg),
+                            variance.VarianceResult, "json")
+        elif analysis == "robustness":
+            freqs = np.linspace(0, 1, cfg.robustness_freqs)
+            settings = [cfg.robustness_freqs, cfg.robustness_protocol, cfg.robustness_eps,
+                        cfg.robustness_norm, cfg.robustness_width]
+            fn, cls, ext = (lambda: robustness.noise_robustness(
+                net, data, freqs=freqs, width=cfg.robustness_width or None,
+                norm=cfg.robustness_norm, seed=cfg.seed, batch_size=bs, progress=pg,
+                label=label, protocol=cfg.robustness_protocol, eps=cfg.robustness_eps),
+                robustness.RobustnessResult, "json")
+        elif analysis == "cka":
+            settings = cfg.cka_batch_size
+            fn, cls, ext = (lambda: similarity.cka_analysis(
+                net, data, batch_size=cfg.cka_batch_size, progress=pg),
+                similarity.CKAResult, "json")
+        else:
+            fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=pg),
+                            lesion.LesionResult, "json")
+        fkey = {**key, "analysis": analysis, "n": len(data), "bs": bs, "settings": settings,
+                "per_image": 1}
+
+        def compute(p: Path) -> Any:
+            r = fn()
+            r.save(p)
+            return r
+
+        res, reused = cache.get(f"{analysis}.{ext}", fkey, compute, cls.load)
+        files: dict[str, list[Path]] = {}
+        if analysis == "fourier":
+            files["fourier"] = P.plot_fourier_curves(res, fig_dir / "fourier" / label / "dlogA",
+                                                     title=label)
+        elif analysis == "cka":
+            files["cka"] = P.plot_cka(res, fig_dir / "cka" / label / "cka", title=label)
+        return res, reused, files
+    return run
+
+
+RUNNERS: dict[str, Callable[..., Any]] = {
+    "hessian": _run_hessian, "surface": _run_surface,
+    **{a: _feature_runner(a) for a in ("fourier", "variance", "robustness", "cka", "lesion")},
+}
+
+
+def joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
+                   fig_dir: Path) -> dict[str, list[Path]]:
+    from .plots import features as P
+    files: dict[str, list[Path]] = {}
+    if results.get("surface"):
+        from .plots.surface import plot_surface_comparison
+        planes = {lab: ((r["planes"][0], r["quantity"]) if isinstance(r, dict) else
+                        (r, "train_loss")) for lab, r in results["surface"].items()}
+        labs = [lab for lab, (r, _) in planes.items() if r.ycoordinates is not None]
+        if labs:  # first plane of every model on shared contour levels
+            files["landscape"] = plot_surface_comparison(
+                [planes[lab][0].path for lab in labs], fig_dir / "landscape" / "comparison",
+                labels=labs, quantity=[planes[lab][1] for lab in labs])
+    if results.get("hessian"):
+        from .plots.hessian import plot_spectrum
+        labs = list(results["hessian"])
+        files["hessian"] = plot_spectrum([results["hessian"][lab]["spectrum_file"] for lab in labs],
+                                         fig_dir / "hessian" / "spectra", labels=labs)
+    joint = {"fourier": P.plot_high_frequency, "variance": P.plot_variance,
+             "robustness": P.plot_robustness, "lesion": P.plot_lesion}
+    for analysis, plot in joint.items():
+        if results.get(analysis):
+            labs = list(results[analysis])
+            files.setdefault(analysis, []).extend(
+                plot([results[analysis][lab] for lab in labs], fig_dir / analysis / analysis,
+                     labels=labs))
+    return files
+
+
+def _blocks_table(res: Any, value_key: str, values: Sequence[float],
+                  per_image: Sequence[Any], groups: int) -> list[dict[str, Any]]:
+    """Rows per block (input first, when present): value, grid, ``same_grid`` (as the preceding
+    entry) and the per-group means of the per-image values (the claims' bootstrap units)."""
+    from .claims import group_means
+    same = {c["name"]: bool(c["same_grid"]) for c in res.changes()}
+    rows = []
+    for i, name in enumerate(res.names):
+        row = {"name": name, "kind": res.kinds[i], "stage": int(res.stages[i]),
+               "depth": float(res.depth[i]), value_key: float(values[i])}
+        if name in same:
+            row["same_grid"] = same[name]
+        if i < len(per_image) and len(per_image[i]):
+            row["groups"] = group_means(per_image[i], groups)
+        rows.append(row)
+    return rows
+
+
+def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
+    """The numbers the report and the claims table need, from one analysis result."""
+    if analysis == "hessian":
+        c = res["curvature"]
+        return {"top_eigenvalues": c["top"]["eigenvalues"], "bottom_eigenvalues": c["bottom"]["eigenvalues"],
+                "trace": c["trace"]["trace"], "trace_se": c["trace"]["stderr"],
+                "n_samples": c["n_samples"], "n_params": c["n_params"],
+                "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL",
+                "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
+                "per_batch": res["spectrum"].per_batch(),
+                "spectrum": {**res["spectrum"].summary(), "batch_size": cfg.spectrum_batch_size}}
+    if analysis == "surface":
+        return surface_sharpness(res["planes"], res["quantity"], radii_of(cfg),
+                                 cfg.surface_radius, res["seeds"]) | {
+            "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
+            "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL"}
+    from .claims import group_means
+    g = cfg.groups
+    if analysis == "fourier":
+        rows = _blocks_table(res, "dlogA_hf", res.high_frequency, res.per_image, g)
+        labels, at = res.high_frequency_labels, res.high_frequency_at
+        for i, row in enumerate(rows):
+            row.update(grid=res.grid(i), freq=float(at[i]), freq_label=labels[i])
+        return {"readout": res.readout, "blocks": rows}
+    if analysis == "variance":
+        rows = _blocks_table(res, "variance", res.variance, res.per_image, g)
+        for i, row in enumerate(rows):
+            if i < len(res.grid):
+                row["grid"] = int(res.grid[i])
+        return {"blocks": rows}
+    if analysis == "robustness":
+        out = {"freqs": [float(f) for f in res.freqs], "acc": [float(a) for a in res.accuracy],
+               "clean_acc": float(res.clean_accuracy), "protocol": res.protocol,
+               "eps": res.eps, "width": float(res.width), "noise_norm": float(res.norm)}
+        if res.correct:
+            out["groups"] = {"clean": group_means(res.correct[0], g),
+                             "acc": [group_means(c, g) for c in res.correct[1:]]}
+        return out
+    if analysis == "cka":
+        return _cka_stages(res)
+    if analysis == "lesion":
+        hits = res.correct or []
+        out = {"baseline_acc": float(res.baseline_accuracy),
+               "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d),
+                           "acc": float(a)}
+                          for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
+                                                   res.accuracy)]}
+        if len(hits) == len(res.names) + 1:
+            out["baseline_groups"] = group_means(hits[0], g)
+            for b, h in zip(out["blocks"], hits[1:]):
+                b["groups"] = group_means(h, g)
+        return out
+    raise ValueError(analysis)
+
+
+def radii_of(cfg: AnalyzeConfig) -> list[float]:
+    """The radii of ``cfg.surface_radii`` ("0.25,0.5,1")."""
+    try:
+        radii = sorted(float(r) for r in str(cfg.surface_radii).split(",") if r.strip())
+    except ValueError:
+        raise LandscapeError(f"surface_radii must be numbers separated by commas, "
+                             f"got {cfg.surface_radii!r}") from None
+    if not radii or any(not np.isfinite(r) or r <= 0 for r in radii):
+        raise LandscapeError(f"surface_radii must be positive, got {cfg.surface_radii!r}")
+    return radii
+
+
+def surface_sharpness(planes: Sequence[Any], quantity: str, radii: Sequence[float],
+                      radius: float, seeds: Sequence[int]) -> dict[str, Any]:
+    """Loss increase over the centre within each radius, per random plane (direction seed
+    ``seeds[i]``): the median (``increase``, robust to a few edge points) and the mean over the
+    finite grid points with ``0 < sqrt(a^2 + b^2) <= r``. ``mean_loss_increase`` is the mean
+    over planes of the per-plane mean at ``radius``."""
+    rows, centres, maxima = [], [], []
+    for seed, res in zip(seeds, planes):
+        loss = np.asarray(res.arrays[quantity], dtype=float)
+        x, y = res.xcoordinates, res.ycoordinates
+        xx, yy = (np.meshgrid(x, y) if y is not None else (x, np.zeros_like(x)))
+        r = np.sqrt(xx ** 2 + yy ** 2)
+        ic = np.unravel_index(np.argmin(r), r.shape)
+        centre = float(loss[ic])
+        centres.append(centre)
+        finite = np.isfinite(loss)
+        if finite.any():
+            maxima.append(float(loss[finite].max()))
+        means, medians, counts = [], [], []
+        for rad in radii:
+            inside = (r <= rad + 1e-9) & (r > r[ic]) & finite
+            inc = loss[inside] - centre
+            means.append(float(inc.mean()) if inc.size else None)
+            medians.append(float(np.median(inc)) if inc.size else None)
+            counts.append(int(inc.size))
+        rows.append({"seed": int(seed), "radii": list(radii), "increase": medians,
+                     "mean_increase": means, "points": counts,
+                     "non_finite": int((~finite).sum()), "grid": list(loss.shape[::-1])})
+    j = min(range(len(radii)), key=lambda k: abs(radii[k] - radius))
+    at = [p["mean_increase"][j] for p in rows if p["mean_increase"][j] is not None]
+    return {"quantity": quantity, "center_loss": centres[0], "radius": radius,
+            "radii": list(radii), "planes": rows,
+            "mean_loss_increase": float(np.mean(at)) if at else None,
+            "max_loss": max(maxima) if maxima else None,
+            "non_finite": sum(p["non_finite"] for p in rows), "grid": rows[0]["grid"]}
+
+
+def _cka_stages(res: Any) -> dict[str, Any]:
+    """Stage structure of the CKA matrix (embed and head left out): the plain within/across-stage
+    means, the means at each depth distance that has both kinds of pair (the claim compares only
+    those, see ``claims.matched_distance_pairs``), and the per-batch HSIC for the bootstrap."""
+    from .claims import matched_distance_pairs
+    m = np.asarray(res.cka, dtype=float)
+    stages = np.asarray(res.stages)
+    kinds = list(res.kinds)
+    keep = np.array([k not in ("embed", "head") for k in kinds])
+    m, st = m[np.ix_(keep, keep)], stages[keep]
+    same = st[:, None] == st[None, :]
+    off = ~np.eye(len(st), dtype=bool)
+    within = m[same & off]
+    across = m[~same]
+    matched = []
+    for d, (w, a) in matched_distance_pairs([str(s) for s in st]).items():
+        matched.append({"distance": d, "within": float(np.mean([m[i, j] for i, j in w])),
+                        "across": float(np.mean([m[i, j] for i, j in a])),
+                        "n_within": len(w), "n_across": len(a)})
+    hb = np.asarray(getattr(res, "hsic_batches", None) or [], dtype=float)
+    out = {"names": [n for n, k in zip(res.names, keep) if k], "stages": st.tolist(),
+           "kinds": [k for k, kk in zip(kinds, keep) if kk],
+           "within_stage_mean": float(within.mean()) if within.size else float("nan"),
+           "across_stage_mean": float(across.mean()) if across.size else float("nan"),
+           "matched_distance": matched,
+           "matched_within_minus_across": (float(np.mean([r["within"] - r["across"]
+                                                          for r in matched]))
+                                           if matched else float("nan"))}
+    if hb.ndim == 3:
+        out["hsic_batches"] = [[[float(f"{v:.7g}") for v in row] for row in h]
+                               for h in hb[:, keep][:, :, keep].tolist()]
+    return out
