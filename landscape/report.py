@@ -12,20 +12,33 @@ This module only formats: numbers come from ``summary``, verdicts from :mod:`lan
 """
 from __future__ import annotations
 
-import base64
 import datetime
-import html
 import math
-import re
-import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
+from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
+    _e,
+    _is_num,
+    fmt_number,
+    fmt_percent,
+    fmt_params,
+    fmt_duration,
+    _cell,
+    _table,
+    _missing,
+    _model_labels,
+    _by_model_table,
+    _png_size,
+    _figure_html,
+    _label_of,
+    _section_figures,
+    _figures_html,
+)
 
 REPORT_NAME = "report.html"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-NOT_COMPUTED = "not computed in this run"
+from .report_format import NOT_COMPUTED, PNG_SIGNATURE  # noqa: E402,F401
 
 #: (section id, heading, summary key holding its numbers, keys of summary["figures"] shown in it)
 SECTIONS: tuple[tuple[str, str, Optional[str], tuple[str, ...]], ...] = (
@@ -84,209 +97,6 @@ code{font-size:.9em}
 
 
 # ----------------------------------------------------------------------------- formatting
-def _e(x: Any) -> str:
-    """HTML-escaped text of ``x``."""
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def fmt_number(x: Any, digits: int = 4) -> str:
-    """Compact text for a number: ints with thousands separators, floats to ``digits`` figures;
-    "—" for a missing value, "n/a" for a NaN (never a raw ``nan`` or ``None``)."""
-    if x is None:
-        return "—"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "n/a"
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        return f"{x:.{digits}g}"
-    if isinstance(x, (list, tuple)):
-        return "[" + ", ".join(fmt_number(v, digits) for v in x) + "]"
-    return str(x)
-
-
-def fmt_percent(x: Any) -> str:
-    """An accuracy in 0..1 as a percentage."""
-    if not _is_num(x) or not math.isfinite(float(x)):
-        return fmt_number(x)
-    return f"{100.0 * float(x):.2f}%"
-
-
-def fmt_params(x: Any) -> str:
-    """A parameter count as 1.23M / 45.6k / 789."""
-    if not _is_num(x):
-        return fmt_number(x)
-    x = float(x)
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f}k"
-    return f"{int(x)}"
-
-
-def fmt_duration(seconds: Any) -> str:
-    """Seconds as "754.2 s (12 min 34 s)"."""
-    if not _is_num(seconds) or not math.isfinite(float(seconds)):
-        return fmt_number(seconds)
-    s = float(seconds)
-    m, r = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    human = (f"{h} h {m} min" if h else f"{m} min {r} s") if s >= 60 else ""
-    return f"{s:.1f} s" + (f" ({human})" if human else "")
-
-
-def _cell(x: Any, kind: str = "num") -> str:
-    if kind == "pct":
-        return f'<td class="num">{_e(fmt_percent(x))}</td>'
-    if _is_num(x) or x is None:
-        return f'<td class="num">{_e(fmt_number(x))}</td>'
-    return f"<td>{_e(fmt_number(x))}</td>"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
-    """``rows`` hold ready-made ``<td>`` cells; ``header`` plain text."""
-    h = "".join(f"<th>{_e(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    c = f' class="{_e(cls)}"' if cls else ""
-    return f"<table{c}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _missing(what: str = NOT_COMPUTED) -> str:
-    return f'<p class="missing">{_e(what)}</p>'
-
-
-def _model_labels(summary: dict) -> list[str]:
-    """Model labels in the order of ``summary["models"]``, then any others seen in sections."""
-    labels = [str(m["label"]) for m in summary.get("models") or []
-              if isinstance(m, dict) and m.get("label") is not None]
-    for key in ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion"):
-        sec = summary.get(key)
-        if isinstance(sec, dict):
-            labels += [str(k) for k in sec if str(k) not in labels]
-    return labels
-
-
-def _by_model_table(summary: dict, key: str, rows: Sequence[tuple[str, Any]]) -> str:
-    """Quantities as rows, models as columns. ``rows``: (name, fn(entry) -> (value, kind))."""
-    sec = summary.get(key)
-    if not isinstance(sec, dict) or not sec:
-        return ""
-    labels = [k for k in _model_labels(summary) if k in sec]
-    out = []
-    for name, fn in rows:
-        cells = [f"<th>{_e(name)}</th>"]
-        for lab in labels:
-            entry = sec.get(lab)
-            if not isinstance(entry, dict):
-                cells.append(_cell(None))
-                continue
-            try:
-                value, kind = fn(entry)
-            except (KeyError, TypeError, ValueError, IndexError):
-                value, kind = None, "num"
-            cells.append(_cell(value, kind))
-        out.append(cells)
-    return _table(["quantity"] + labels, out)
-
-
-# ----------------------------------------------------------------------------- figures
-def _png_size(data: bytes) -> tuple[int, int, float]:
-    """(width, height) in pixels from a PNG's IHDR chunk, and its resolution in dots per inch
-    from the pHYs chunk (96, the CSS pixel, when absent)."""
-    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    i = data.find(b"pHYs", 0, 4096)
-    dpi = 96.0
-    if i > 0 and data[i + 12] == 1:  # unit: metre
-        dpi = int.from_bytes(data[i + 4:i + 8], "big") * 0.0254 or 96.0
-    return w, h, dpi
-
-
-def _figure_html(out_dir: Path, rel: str) -> str:
-    """One ``<figure>`` with the PNG at ``out_dir/rel`` embedded at its printed size (pixels and
-    resolution from the file; never wider than the page), class ``wide`` for a figure wider than
-    1.6 times its height or 1000 px (it gets a row of its own); a note when it cannot be read."""
-    path = out_dir / rel
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        warnings.warn(f"report: figure {rel} could not be read ({exc.__class__.__name__})")
-        return f'<p class="missing">{_e("figure missing: " + rel)}</p>'
-    if not data.startswith(PNG_SIGNATURE):
-        warnings.warn(f"report: figure {rel} is not a PNG file; not embedded")
-        return f'<p class="missing">{_e("not a PNG file: " + rel)}</p>'
-    b64 = base64.b64encode(data).decode("ascii")
-    cap = _e(Path(rel).name)
-    pdf = path.with_suffix(".pdf")
-    if pdf.is_file():
-        pdf_rel = Path(rel).with_suffix(".pdf").as_posix()
-        cap += f' · <a href="{_e(pdf_rel)}">PDF</a>'
-    w, h, dpi = _png_size(data)
-    cls = ' class="wide"' if w > 1000 or w > 1.6 * max(h, 1) else ""
-    css_w = round(w * 96.0 / dpi)
-    return (f'<figure{cls}><img src="data:image/png;base64,{b64}" alt="{_e(rel)}" '
-            f'style="width:{css_w}px">'
-            f"<figcaption>{cap}</figcaption></figure>")
-
-
-def _label_of(rel: str, labels: Sequence[str]) -> Optional[str]:
-    """The model label a figure path names (longest match, on non-alphanumeric boundaries)."""
-    for lab in sorted(labels, key=len, reverse=True):
-        if re.search(r"(?<![A-Za-z0-9])" + re.escape(lab) + r"(?![A-Za-z0-9])", rel):
-            return lab
-    return None
-
-
-def _section_figures(summary: dict, keys: Sequence[str]) -> list[str]:
-    figs = summary.get("figures") or {}
-    out: list[str] = []
-    for k in keys:
-        for rel in figs.get(k) or []:
-            rel = str(rel)
-            if rel.lower().endswith(".png") and rel not in out:
-                out.append(rel)
-    return out
-
-
-def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
-    """Shared figures first (wide ones at page width); per-model figures in a grid of model
-    columns, folded away under the shared figures when there are any."""
-    if not rels:
-        return ""
-    labels = _model_labels(summary)
-    shared: list[str] = []
-    per: dict[str, list[str]] = {}
-    for rel in rels:
-        lab = _label_of(rel, labels)
-        if lab is None:
-            shared.append(rel)
-        else:
-            per.setdefault(lab, []).append(rel)
-    parts = []
-    if shared:
-        parts.append('<div class="figs">'
-                     + "".join(_figure_html(out_dir, r) for r in shared) + "</div>")
-    if per:
-        cols = []
-        for lab in [l for l in labels if l in per]:
-            cols.append(f'<div class="model-col"><h3>{_e(lab)}</h3>'
-                        + "".join(_figure_html(out_dir, r) for r in per[lab]) + "</div>")
-        grid = '<div class="models-row">' + "".join(cols) + "</div>"
-        if shared:
-            n = sum(len(v) for v in per.values())
-            grid = f"<details><summary>figures per model ({n})</summary>{grid}</details>"
-        parts.append(grid)
-    return "".join(parts)
-
-
-# ----------------------------------------------------------------------------- sections
 def _eval_images(models: Sequence[dict]) -> str:
     """ "2,000 test images" when every model was evaluated on the same number, else ""."""
     ns = {m.get("eval_samples") for m in models}
@@ -507,7 +317,7 @@ def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
                          for k, v in ((c.extra or {}).get("per_arch") or {}).items())
         lines = [t for t in (f"per seed: {seeds}" if seeds else "",
                              f"per architecture: {arch}" if arch else "", pm) if t]
-        more = (f"<details><summary>per seed, architecture, model</summary>"
+        more = ("<details><summary>per seed, architecture, model</summary>"
                 + "<br>".join(_e(t) for t in lines) + "</details>") if lines else ""
         rows.append([f"<td><b>{_e(c.claim)}</b><br><span class='note'>{_e(c.id)}</span></td>",
                      f"<td>{_e(c.quantity)}</td>", f"<td>{_e(c.prediction)}</td>",
