@@ -10,7 +10,7 @@ SCALE   ?= demo
 DEMO_CKPTS := checkpoints/demo
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install lint test demo demo-checkpoints bench clean fashion-mnist \
+.PHONY: install lint test test-paper-smoke demo demo-checkpoints bench clean fashion-mnist \
         paper fig1 fig2 fig4 fig7 fig8 fig9 fig10 fig12
 
 install: $(STAMP) fashion-mnist
@@ -36,6 +36,9 @@ lint: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-paper-smoke: install
+	$(PY) -m pytest -q -m paper_smoke tests/test_paper_smoke.py
 
 demo-checkpoints: install
 	$(PY) experiments/demo_checkpoints.py --out $(DEMO_CKPTS)

@@ -80,6 +80,7 @@ def analyze_args(d: Path, ckpts: list, out: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.paper_smoke
 def test_paper_pipeline_smoke(paper_setup, tmp_path):
     d, ckpts = paper_setup
     for p, (released, _) in zip(ckpts, PAPER.values(), strict=True):
@@ -111,6 +112,7 @@ def test_paper_pipeline_smoke(paper_setup, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.paper_smoke
 def test_paper_spectrum_two_ranks_match_one(paper_setup, tmp_path):
     """`landscape analyze` does not run under torchrun (both ranks run everything and collide on
     the same files); the paper Hessian spectrum it uses does: ViT-Ti from the released file, the
