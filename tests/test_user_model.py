@@ -232,10 +232,10 @@ def test_analyze_user_model_through_model_def(user_model, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     (m,) = summary["models"]
     assert m["arch"] == "SmallNet" and m["family"] == "hybrid"
-    kinds = {b["name"]: b["kind"] for b in summary["fourier"]["SmallNet"]["blocks"]}
+    lab = m["label"]  # the checkpoint's own name (its file stem), not the class name
+    kinds = {b["name"]: b["kind"] for b in summary["fourier"][lab]["blocks"]}
     assert kinds["mixer"] == "msa" and kinds["unit1"] == "conv"
-    assert [b["name"] for b in summary["lesion"]["SmallNet"]["blocks"]] == ["unit1", "unit2",
-                                                                           "mixer"]
+    assert [b["name"] for b in summary["lesion"][lab]["blocks"]] == ["unit1", "unit2", "mixer"]
 
 
 def _readme_block(marker: str) -> str:
