@@ -27,8 +27,9 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -65,7 +66,7 @@ class StudySettings:
     hessian_batch: int = 16
     k: int = 5
     tol: float = 1e-2
-    max_iter: Optional[int] = 40
+    max_iter: int | None = 40
     wd: float = 0.0
 
 
@@ -224,7 +225,7 @@ def settings_from(args: argparse.Namespace, quick: dict[str, Any]) -> StudySetti
     return st
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p, StudySettings())

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -47,11 +47,11 @@ class CheckpointInfo:
     format: str  # "landscape" | "paper" | "state_dict"
     model: str
     model_kwargs: dict[str, Any]
-    dataset: Optional[str] = None
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
-    seed: Optional[int] = None
-    epoch: Optional[int] = None
+    dataset: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    seed: int | None = None
+    epoch: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,11 +63,11 @@ class CheckpointInfo:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def save(path: Union[str, Path], model: nn.Module, *, dataset: Optional[str] = None,
-         mean: Optional[list[float]] = None, std: Optional[list[float]] = None,
-         seed: Optional[int] = None, epoch: Optional[int] = None,
-         metrics: Optional[dict[str, Any]] = None, optimizer: Optional[dict] = None,
-         extra: Optional[dict[str, Any]] = None) -> Path:
+def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
+         mean: list[float] | None = None, std: list[float] | None = None,
+         seed: int | None = None, epoch: int | None = None,
+         metrics: dict[str, Any] | None = None, optimizer: dict | None = None,
+         extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` in our format, atomically (a killed save never leaves a torn file)."""
     cfg = getattr(model, "model_config", None)
     if cfg is None:
@@ -105,7 +105,7 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def read(path: Union[str, Path]) -> dict[str, Any]:
+def read(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, loaded with ``weights_only=True``; clear errors for bad files."""
     path = Path(path)
     if not path.exists():
@@ -128,15 +128,15 @@ def read(path: Union[str, Path]) -> dict[str, Any]:
     return obj
 
 
-def _paper_model_name(name: str) -> Optional[str]:
+def _paper_model_name(name: str) -> str | None:
     n = name.lower()
     n = re.sub(r"_(cifar(10|100)|imagenet)(_.*)?$", "", n)
     return PAPER_MODELS.get(n)
 
 
-def load(path: Union[str, Path], model: Optional[str] = None,
-         model_kwargs: Optional[dict[str, Any]] = None,
-         device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, CheckpointInfo]:
+def load(path: str | Path, model: str | None = None,
+         model_kwargs: dict[str, Any] | None = None,
+         device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the model a checkpoint describes and load its weights (strict).
 
     ``model`` names the architecture for bare state_dicts (and may override the paper's name);
@@ -189,7 +189,7 @@ def load(path: Union[str, Path], model: Optional[str] = None,
     return net.to(device).eval(), info
 
 
-def check_finite(state: Union[nn.Module, dict[str, Any]], where: str = "") -> None:
+def check_finite(state: nn.Module | dict[str, Any], where: str = "") -> None:
     """Refuse (LandscapeError) a model or state_dict holding NaN or infinite floating values in
     any parameter or buffer: every analysis of it would be NaN. The CLI calls this on every
     checkpoint it reads unless ``--allow-nonfinite`` is given."""
@@ -207,7 +207,7 @@ def check_finite(state: Union[nn.Module, dict[str, Any]], where: str = "") -> No
                              "every result would be NaN (pass --allow-nonfinite to run anyway)")
 
 
-def check_finite_file(path: Union[str, Path]) -> None:
+def check_finite_file(path: str | Path) -> None:
     """:func:`check_finite` on the tensors of a checkpoint file (any supported format)."""
     obj = read(path)
     sd = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj

@@ -24,8 +24,9 @@ similarity follows Nguyen et al. 2021, as here.)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ class CKAResult(JsonResult):
     n_images: int
     n_batches: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     hsic_batches: list[list[list[float]]] = field(default_factory=list)  # (batch, L, L)
 
@@ -152,9 +153,9 @@ class CKAResult(JsonResult):
         return np.asarray(self.cka, dtype=np.float64)
 
 
-def cka_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                 samples: Optional[int] = None, batch_size: int = 128,
-                 device: Optional[torch.device] = None, estimator: str = "unbiased",
+def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                 samples: int | None = None, batch_size: int = 128,
+                 device: torch.device | None = None, estimator: str = "unbiased",
                  progress: bool = False) -> CKAResult:
     """Mini-batch linear CKA between every pair of block outputs (flattened per image)."""
     import models

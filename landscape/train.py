@@ -12,7 +12,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +24,14 @@ import models
 
 from . import checkpoint
 from .errors import LandscapeError, NonFiniteLossError
-from .provenance import (output_dir, read_json, read_resume_file, resume_guard, run_metadata,
-                         write_json)
+from .provenance import (
+    output_dir,
+    read_json,
+    read_resume_file,
+    resume_guard,
+    run_metadata,
+    write_json,
+)
 
 
 @dataclass
@@ -81,7 +87,7 @@ def head_parameters(model: nn.Module) -> list[str]:
     return names
 
 
-def init_from(model: nn.Module, path: Union[str, Path]) -> list[str]:
+def init_from(model: nn.Module, path: str | Path) -> list[str]:
     """Copy weights from a trained checkpoint into ``model`` for fine-tuning.
 
     Tensors whose shape differs (the classifier head when the number of classes changes, the
@@ -144,9 +150,9 @@ def _lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> floa
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
 
 
-def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: TrainConfig,
-          out_dir: Union[str, Path], progress: bool = True,
-          info: Optional[dict[str, Any]] = None) -> dict[str, float]:
+def train(model: nn.Module, train_data: Any, test_data: Any | None, config: TrainConfig,
+          out_dir: str | Path, progress: bool = True,
+          info: dict[str, Any] | None = None) -> dict[str, float]:
     """Train ``model`` on ``train_data`` (an ``ImageData`` on the model's device).
 
     Writes ``config.json``, ``last.pt`` after each epoch, ``epoch_NNN.pt`` every ``save_every``

@@ -14,15 +14,21 @@ rounded to 6 significant digits) for the bootstrap in :mod:`landscape.claims`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .fourier import (_spatial, changes_from_previous, data_description, normalized_depths,
-                      stream_block_outputs)
+from .fourier import (
+    _spatial,
+    changes_from_previous,
+    data_description,
+    normalized_depths,
+    stream_block_outputs,
+)
 from .provenance import JsonResult
 
 
@@ -80,7 +86,7 @@ class VarianceResult(JsonResult):
     stderr: list[float]
     n_images: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     grid: list[int] = field(default_factory=list)  # spatial side (H) of each entry
@@ -96,9 +102,9 @@ class VarianceResult(JsonResult):
         return out
 
 
-def variance_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                      samples: Optional[int] = None, batch_size: int = 128,
-                      device: Optional[torch.device] = None, ddof: int = 1,
+def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                      samples: int | None = None, batch_size: int = 128,
+                      device: torch.device | None = None, ddof: int = 1,
                       include_input: bool = True, progress: bool = False) -> VarianceResult:
     """Mean spatial variance of every spatial block output (and the input) over the images.
 

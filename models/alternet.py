@@ -32,7 +32,8 @@ Units
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -42,7 +43,7 @@ from .blocks import Block
 from .registry import register
 from .resnet import StagedNet
 
-Pattern = Union[str, Sequence[Union[str, Sequence[str]]]]
+Pattern = Union[str, Sequence[str | Sequence[str]]]
 
 PAPER_CIFAR100_PATTERN = "CCC,CCCM,CMCMCM,CMCM"
 
@@ -159,7 +160,7 @@ class AlterNet(StagedNet):
     def __init__(self, pattern: Pattern, widths: Sequence[int], heads: Sequence[int],
                  bottleneck: bool = True, stem: bool = False, stem_width: int = 64,
                  window_size: int = 4, dim_head: int = 64, in_chans: int = 3,
-                 num_classes: int = 100, strides: Optional[Sequence[int]] = None) -> None:
+                 num_classes: int = 100, strides: Sequence[int] | None = None) -> None:
         super().__init__()
         stages = parse_pattern(pattern)
         strides = (1,) + (2,) * (len(stages) - 1) if strides is None else tuple(strides)

@@ -16,15 +16,13 @@ Two modules:
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           bias: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+           bias: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v for (B, heads, N, d) tensors, via SDPA.
 
     ``bias`` is an additive float tensor or a boolean mask (True = may attend), broadcastable to
@@ -36,8 +34,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        bias: Optional[torch.Tensor] = None,
-                        scale: Optional[float] = None) -> torch.Tensor:
+                        bias: torch.Tensor | None = None,
+                        scale: float | None = None) -> torch.Tensor:
     """The same computation as :func:`attend` written out with matmul + softmax (for tests)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-2, -1)
@@ -77,7 +75,7 @@ class TokenSelfAttention(nn.Module):
         b, h, n, d = out.shape
         return self.proj(out.transpose(1, 2).reshape(b, n, h * d))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.heads(x)
         return self.merge(attend(q, k, v, bias, self.scale))
 
@@ -120,7 +118,7 @@ class WindowedConvAttention(nn.Module):
         pos = torch.stack([ys.flatten(), xs.flatten()], dim=1)
         return pos[None, :, :] - pos[:, None, :] + (self.window_size - 1)
 
-    def position_bias(self, p: Optional[int] = None) -> torch.Tensor:
+    def position_bias(self, p: int | None = None) -> torch.Tensor:
         """(p*p, p*p) additive bias, query rows x key columns (p defaults to the window size)."""
         idx = self.rel_index if p in (None, self.window_size) else \
             self.relative_index(p).to(self.pos_embedding.device)

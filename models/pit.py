@@ -7,7 +7,7 @@ depthwise strided conv pooling (``transformers.<s>.pool.conv``) with a linear ma
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -9,7 +9,7 @@ that keeps tokens from different (pre-shift) regions apart.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -73,7 +73,7 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         nn.init.normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, nW, N, C); mask: (nW, N, N) or None -> (B, nW, N, C)."""
         b, nw, n, c = x.shape
         h = self.num_heads

@@ -11,9 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.alternet_search import (SCHEMA, SearchConfig, baseline_pattern, better,
-                                       heads_per_stage, next_slot, parse_pattern, pattern_str,
-                                       run_search, spread, split_validation, stage_slots, with_msa)
+from landscape.alternet_search import (
+    SCHEMA,
+    SearchConfig,
+    baseline_pattern,
+    better,
+    heads_per_stage,
+    next_slot,
+    parse_pattern,
+    pattern_str,
+    run_search,
+    split_validation,
+    spread,
+    stage_slots,
+    with_msa,
+)
 from landscape.errors import LandscapeError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,12 +4,11 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
-
-from conftest import needs_fashion_mnist
 
 TINY = """
 [analyze]

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import Block
 from landscape.lesion import LesionResult, lesion_study
+from models import Block
 
 torch.set_num_threads(1)
 

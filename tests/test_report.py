@@ -15,8 +15,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from landscape.report import (NOT_COMPUTED, PNG_SIGNATURE, SECTION_IDS,  # noqa: E402
-                              format_summary_table, write_report)
+from landscape.report import (  # noqa: E402
+    NOT_COMPUTED,
+    PNG_SIGNATURE,
+    SECTION_IDS,
+    format_summary_table,
+    write_report,
+)
 
 LABELS = ["resnet_tiny", "vit_tiny", "alternet_tiny"]
 FAMILIES = {"resnet_tiny": "cnn", "vit_tiny": "vit", "alternet_tiny": "hybrid"}

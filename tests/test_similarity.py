@@ -8,8 +8,15 @@ import torch
 import torch.nn as nn
 
 import models
-from landscape.similarity import (CKAResult, MinibatchCKA, cka_analysis, gram_linear, hsic,
-                                  hsic_matrix, linear_cka)
+from landscape.similarity import (
+    CKAResult,
+    MinibatchCKA,
+    cka_analysis,
+    gram_linear,
+    hsic,
+    hsic_matrix,
+    linear_cka,
+)
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,8 @@ answer before the heavy imports.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import validate as V
 from ..errors import LandscapeError

@@ -7,8 +7,9 @@ Each subcommand takes one or more checkpoints, writes one raw result per checkpo
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import LandscapeError
 from .common import nonneg_float, positive_float, unit_float
@@ -103,8 +104,7 @@ def _labels(paths: list[str], shas: list[str], existing: list[Path],
 def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
          compute: Callable[[Any, Any, bool], Any], loader: Callable[[Path], Any], ext: str,
          plot: Callable[[list[Any], Path, list[str]], None]) -> int:
-    from ..provenance import file_sha256, run_metadata, write_json
-    from ..provenance import output_dir, resume_guard
+    from ..provenance import file_sha256, output_dir, resume_guard, run_metadata, write_json
     from .common import check_checkpoints, load_checkpoint_and_data
 
     paths = list(args.checkpoints)

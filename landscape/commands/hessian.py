@@ -15,8 +15,14 @@ def add_parser(sub: Any) -> None:
                     "add Hutchinson/Hutch++ trace and an SLQ spectral density of the loss averaged "
                     "over --curvature-samples images. Re-running continues unfinished batches. "
                     "Runs under torchrun (batches sharded over ranks).")
-    from .common import (add_checkpoint_args, add_data_args, fraction, nonneg_float,
-                         positive_float, positive_int)
+    from .common import (
+        add_checkpoint_args,
+        add_data_args,
+        fraction,
+        nonneg_float,
+        positive_float,
+        positive_int,
+    )
     add_checkpoint_args(p)
     add_data_args(p, samples=0, batch_size=16, split="train")
     p.add_argument("--top-k", type=positive_int, default=5, help="eigenvalues per mini-batch")

@@ -33,8 +33,15 @@ and quantity: about 17 bytes a point, 33 with --wd), then proceeds. Under
 
 
 def add_parser(sub: Any) -> None:
-    from .common import (add_checkpoint_args, add_data_args, grid_spec,
-                         nonneg_float, nonneg_int, positive_float, seed_int)
+    from .common import (
+        add_checkpoint_args,
+        add_data_args,
+        grid_spec,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        seed_int,
+    )
 
     p = sub.add_parser("surface", help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
                        description=DESCRIPTION)
@@ -116,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import directions as D
     from .. import distributed as dist
     from .. import surface as S
-    from ..provenance import file_sha256, run_metadata, write_json
-    from ..provenance import output_dir
+    from ..provenance import file_sha256, output_dir, run_metadata, write_json
     from .common import check_checkpoints, load_checkpoint_and_data
 
     dist.init_from_env()
