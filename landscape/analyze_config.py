@@ -103,7 +103,7 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
     if bad:
         raise LandscapeError(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(known)}")
     cfg = AnalyzeConfig(**values)
-    for name, f in known.items():  # type-check TOML values
+    for name in known:  # type-check TOML values
         v = getattr(cfg, name)
         default = getattr(AnalyzeConfig(), name)
         if default is not None and v is not None and not isinstance(v, type(default)) and not (

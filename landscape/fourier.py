@@ -58,7 +58,7 @@ def _image_batches(data: Any, samples: int | None, batch_size: int
         raise TypeError(f"data must be ImageData, a tensor or (images, labels), not {type(data)}")
     n = len(images) if not samples else min(int(samples), len(images))
     if samples and samples > len(images):
-        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all")
+        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all", stacklevel=2)
     if n == 0:
         raise ValueError("no images to analyze")
     if batch_size < 1:
@@ -398,13 +398,20 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
             accs[b.name].update(g)
     names, kinds, stages, dep, spectra, per = [], [], [], [], [], []
     if include_input:
-        names.append("input"); kinds.append("input"); stages.append(0); dep.append(0.0)
-        spectra.append(inp.mean_centered()); per.append(inp.high_frequency_per_image())
+        names.append("input")
+        kinds.append("input")
+        stages.append(0)
+        dep.append(0.0)
+        spectra.append(inp.mean_centered())
+        per.append(inp.high_frequency_per_image())
     for i, b in enumerate(bl):
         if b.name in skipped:
             continue
-        names.append(b.name); kinds.append(b.kind); stages.append(int(b.stage))
-        dep.append(float(depths[i + 1])); spectra.append(accs[b.name].mean_centered())
+        names.append(b.name)
+        kinds.append(b.kind)
+        stages.append(int(b.stage))
+        dep.append(float(depths[i + 1]))
+        spectra.append(accs[b.name].mean_centered())
         per.append(accs[b.name].high_frequency_per_image())
     from .provenance import run_metadata
     cfg = {"analysis": "fourier", "eps": eps, "samples": samples, "batch_size": batch_size,

@@ -92,9 +92,9 @@ def lesion_study(model: nn.Module, data: Any, block_list: Sequence | None = None
     acc, loss, hits = [], [], [base_hits]
     for _i, b in tqdm(res, desc="lesion", unit="block", disable=not progress):
         with models.lesioned(b):
-            a, l, _, h = evaluate_per_image(model, data, samples, batch_size, device)
+            a, lo, _, h = evaluate_per_image(model, data, samples, batch_size, device)
         acc.append(a)
-        loss.append(l)
+        loss.append(lo)
         hits.append(h)
     from .provenance import run_metadata
     cfg = {"analysis": "lesion", "samples": samples, "batch_size": batch_size,

@@ -71,7 +71,8 @@ def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
     raise ValueError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
 
 
-def hsic(k: torch.Tensor, l: torch.Tensor, estimator: str = "unbiased") -> float:
+def hsic(k: torch.Tensor, l: torch.Tensor,  # noqa: E741 (the paper's K, L; public keyword)
+         estimator: str = "unbiased") -> float:
     """HSIC of two Gram matrices."""
     return float(hsic_matrix([k, l], estimator)[0, 1])
 
@@ -113,7 +114,7 @@ class MinibatchCKA:
         n = features[0].shape[0]
         if n < (4 if self.estimator == "unbiased" else 2):
             warnings.warn(f"skipping a batch of {n} images: too small for the "
-                          f"{self.estimator} HSIC estimator")
+                          f"{self.estimator} HSIC estimator", stacklevel=2)
             self.skipped_images += n
             return
         h = hsic_matrix([gram_linear(f) for f in features], self.estimator).cpu()

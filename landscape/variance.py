@@ -97,7 +97,7 @@ class VarianceResult(JsonResult):
         log ratio in ``log_ratio``); ``same_grid`` False where the resolution changed."""
         out = changes_from_previous(self.names, self.kinds, self.variance,
                                     self.grid or [0] * len(self.names))
-        for c, i in zip(out, range(1, len(self.names))):
+        for c, i in zip(out, range(1, len(self.names)), strict=True):
             c["log_ratio"] = float(np.log(self.variance[i] / self.variance[i - 1]))
         return out
 
@@ -135,14 +135,23 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
             grids[b.name] = int(g.shape[-2])
     names, kinds, stages, dep, var, se, per = [], [], [], [], [], [], []
     if include_input:
-        names.append("input"); kinds.append("input"); stages.append(0); dep.append(0.0)
-        var.append(inp.mean); se.append(inp.stderr); per.append(inp.per_image)
+        names.append("input")
+        kinds.append("input")
+        stages.append(0)
+        dep.append(0.0)
+        var.append(inp.mean)
+        se.append(inp.stderr)
+        per.append(inp.per_image)
     for i, b in enumerate(bl):
         if b.name in skipped:
             continue
-        names.append(b.name); kinds.append(b.kind); stages.append(int(b.stage))
-        dep.append(float(depths[i + 1])); var.append(accs[b.name].mean)
-        se.append(accs[b.name].stderr); per.append(accs[b.name].per_image)
+        names.append(b.name)
+        kinds.append(b.kind)
+        stages.append(int(b.stage))
+        dep.append(float(depths[i + 1]))
+        var.append(accs[b.name].mean)
+        se.append(accs[b.name].stderr)
+        per.append(accs[b.name].per_image)
     from .provenance import run_metadata
     cfg = {"analysis": "variance", "ddof": ddof, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data),

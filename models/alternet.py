@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 import torch.nn as nn
@@ -43,7 +42,7 @@ from .blocks import Block
 from .registry import register
 from .resnet import StagedNet
 
-Pattern = Union[str, Sequence[str | Sequence[str]]]
+Pattern = str | Sequence[str | Sequence[str]]
 
 PAPER_CIFAR100_PATTERN = "CCC,CCCM,CMCMCM,CMCM"
 
@@ -172,7 +171,7 @@ class AlterNet(StagedNet):
         self.layer0 = Stem(in_chans, stem_width, stem)
         c = stem_width
         stage_units = []
-        for s, (kinds, w, h) in enumerate(zip(stages, widths, heads)):
+        for s, (kinds, w, h) in enumerate(zip(stages, widths, heads, strict=True)):
             units: list[nn.Module] = []
             for i, kind in enumerate(kinds):
                 stride = strides[s] if i == 0 else 1

@@ -72,7 +72,7 @@ class PoolingVisionTransformer(nn.Module):
                  num_classes: int = 100) -> None:
         super().__init__()
         side = (img_size - patch_size) // stride + 1
-        dims = [b * h for b, h in zip(base_dims, heads)]
+        dims = [b * h for b, h in zip(base_dims, heads, strict=False)]
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], side, side))
         self.patch_embed = ConvEmbedding(in_chans, dims[0], patch_size, stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0]))

@@ -435,7 +435,7 @@ def _write_tree(root: Path, sizes, mode="RGB"):
 
     rng = np.random.default_rng(0)
     truth = []
-    for ci, cls in enumerate(["zebra", "ant", "moth"]):  # sorted: ant, moth, zebra
+    for cls in ["zebra", "ant", "moth"]:  # sorted: ant, moth, zebra
         (root / cls).mkdir(parents=True, exist_ok=True)
         for j, (h, w) in enumerate(sizes):
             shape = (h, w, 3) if mode == "RGB" else (h, w)

@@ -215,17 +215,17 @@ def test_double_backward_under_math_sdpa(name):
         hv = torch.autograd.grad(g, params, grad_outputs=vec)
         eps = 1e-6
         with torch.no_grad():
-            for p, v in zip(params, vec):
+            for p, v in zip(params, vec, strict=True):
                 p.add_(eps * v)
         gp = [t.detach() for t in grads()]
         with torch.no_grad():
-            for p, v in zip(params, vec):
+            for p, v in zip(params, vec, strict=True):
                 p.sub_(2 * eps * v)
         gm = [t.detach() for t in grads()]
         with torch.no_grad():
-            for p, v in zip(params, vec):
+            for p, v in zip(params, vec, strict=True):
                 p.add_(eps * v)
-    fd = torch.cat([((a - b) / (2 * eps)).flatten() for a, b in zip(gp, gm)])
+    fd = torch.cat([((a - b) / (2 * eps)).flatten() for a, b in zip(gp, gm, strict=True)])
     hv = torch.cat([t.flatten() for t in hv])
     assert torch.isfinite(hv).all() and hv.abs().max() > 0
     # central-difference error is O(eps^2): about 1e-8 of the HVP's scale here

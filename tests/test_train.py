@@ -70,7 +70,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(T.checkpoint, "save", orig)
     resumed = _model()  # a fresh process: new model object, same command
     T.train(resumed, data, None, T.TrainConfig(**CFG), tmp_path / "b", progress=False)
-    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
 
 

@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
             "samples": args.samples, "batch_size": args.batch_size, "seed": args.seed,
             "model": args.model, **settings}
     results, runs = [], []
-    for path, label in zip(paths, labels):
+    for path, label in zip(paths, labels, strict=True):
         run = {**base, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
                "label": label}
         file = out / f"{analysis}_{label}.{ext}"
@@ -156,7 +156,7 @@ def run_fourier(args: argparse.Namespace) -> int:
                                 include_input=not args.no_input, progress=progress)
 
     def plot(rs, out, labels):
-        for r, lab in zip(rs, labels):
+        for r, lab in zip(rs, labels, strict=True):
             plot_fourier_curves(r, out / f"fourier_curves_{lab}", title=f"{lab}: ΔlogA ({r.n_images} images)")
         plot_high_frequency(rs, out / "fourier_high_frequency", labels)
 
@@ -204,7 +204,7 @@ def run_cka(args: argparse.Namespace) -> int:
                             progress=progress)
 
     def plot(rs, out, labels):
-        for r, lab in zip(rs, labels):
+        for r, lab in zip(rs, labels, strict=True):
             plot_cka(r, out / f"cka_{lab}", title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
 
     return _run(args, "cka", {"estimator": args.estimator}, compute, CKAResult.load, "json", plot)

@@ -237,9 +237,9 @@ class SurfaceEvaluator:
             evs = [self, *self.replicas]
             parts = [np.arange(i, len(points), len(evs)) for i in range(len(evs))]
             futs = [self.pool.submit(e._evaluate_local, points[idx], limit)
-                    for e, idx in zip(evs, parts) if len(idx)]
+                    for e, idx in zip(evs, parts, strict=True) if len(idx)]
             out = np.empty((len(points), 4), dtype=np.float64)
-            for f, idx in zip(futs, parts):
+            for f, idx in zip(futs, parts, strict=False):
                 out[idx] = f.result()
             return out
         if self.pool is not None:  # one point: still on a one-thread worker (same numbers)

@@ -62,7 +62,7 @@ class BNFolder:
     @torch.no_grad()
     def refold(self) -> None:
         """Folded weight ``W * s``, bias ``(b - mean) * s + beta``, ``s = gamma/sqrt(var+eps)``."""
-        for (seq, i, conv, bn), f in zip(self.pairs, self.folded):
+        for (_seq, _i, conv, bn), f in zip(self.pairs, self.folded, strict=True):
             scale = torch.rsqrt(bn.running_var + bn.eps)
             if bn.weight is not None:
                 scale = scale * bn.weight
@@ -108,7 +108,7 @@ class _Reused(nn.Module):
         i, j = self.pos, self.pos + len(x)
         self.pos = j
         out = self.terms[0][i:j].clone()
-        for t, c in zip(self.terms[1:], self.coef):
+        for t, c in zip(self.terms[1:], self.coef, strict=False):
             out.add_(t[i:j], alpha=c)
         return out
 

@@ -162,7 +162,7 @@ class SurfaceFile:
             with h5py.File(path, "r", locking=False) as f:
                 sf.attrs = {k: (v.decode() if isinstance(v, bytes) else v)
                             for k, v in f.attrs.items()}
-                for k in f.keys():
+                for k in f:
                     sf.datasets[k] = np.asarray(f[k])
                     sf.dataset_attrs[k] = dict(f[k].attrs.items())
         except OSError as e:
@@ -299,7 +299,7 @@ class SurfaceFile:
         cols = [vals[:, 0], vals[:, 1]]
         if wd > 0:
             cols += [vals[:, 0] + wd * vals[:, 2], vals[:, 0] + wd * vals[:, 3]]
-        for n, v in zip(value_names(split, wd), cols):
+        for n, v in zip(value_names(split, wd), cols, strict=True):
             _write_flat(f[n], shape, s, v)
             self.datasets[n].reshape(-1)[s:e] = v
         f.flush()
