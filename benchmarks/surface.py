@@ -89,7 +89,8 @@ class Baseline:
 
     def point(self, count: int, cx: float, cy: float) -> float:
         """Evaluate and store grid point ``count``; returns its loss."""
-        changes = [d0 * cx + d1 * cy for (d0, d1) in zip(self.dx, self.dy, strict=True)]  # set_weights
+        # set_weights
+        changes = [d0 * cx + d1 * cy for (d0, d1) in zip(self.dx, self.dy, strict=True)]
         for p, w0, d in zip(self.model.parameters(), self.w, changes, strict=True):
             p.data = w0 + torch.Tensor(d).type(type(w0))
         criterion = nn.CrossEntropyLoss()  # evaluation.eval_loss

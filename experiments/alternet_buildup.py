@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="figures/alternet", help="output folder")
     p.add_argument("--runs-dir", default=None,
-                   help="checkpoints (default checkpoints/alternet_buildup, or OUT/runs with --quick)")
+                   help="checkpoints (default checkpoints/alternet_buildup, "
+                        "or OUT/runs with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="extra alternet-search arguments")
     args = p.parse_args(argv)

@@ -71,7 +71,8 @@ def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
     """Write ``model`` in our format, atomically (a killed save never leaves a torn file)."""
     cfg = getattr(model, "model_config", None)
     if cfg is None:
-        raise LandscapeError("model was not built by models.create(); cannot record how to rebuild it")
+        raise LandscapeError("model was not built by models.create(); "
+                             "cannot record how to rebuild it")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     obj: dict[str, Any] = {
@@ -120,7 +121,8 @@ def read(path: str | Path) -> dict[str, Any]:
         reason = reason[0] if reason else type(e).__name__
         if "Unsupported global" in text or "GLOBAL" in text:
             raise LandscapeError(f"refusing to load {path}: it contains pickled code or objects "
-                                 f"that a weights-only load does not allow ({reason[:160]})") from None
+                                 f"that a weights-only load does not allow ({reason[:160]})"
+                                 ) from None
         raise LandscapeError(f"not a readable PyTorch checkpoint (corrupt or wrong file): "
                              f"{path}: {reason[:160]}") from None
     if not isinstance(obj, dict):
@@ -160,8 +162,8 @@ def load(path: str | Path, model: str | None = None,
         pname = str(obj.get("name", ""))
         name = model or _paper_model_name(pname)
         if name is None:
-            raise LandscapeError(f"{path}: unknown model name {pname!r} in checkpoint; pass --model "
-                                 f"(one of {', '.join(models.names())})")
+            raise LandscapeError(f"{path}: unknown model name {pname!r} in checkpoint; "
+                                 f"pass --model (one of {', '.join(models.names())})")
         dataset = "cifar100" if "cifar100" in pname.lower() or not pname else None
         kwargs = {"num_classes": 100, "in_chans": 3, "img_size": 32}
         kwargs.update(model_kwargs or {})
@@ -246,5 +248,6 @@ def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], where
     if shapes:
         problems.append(f"shape mismatches ({len(shapes)}): {lst(shapes)}")
     if problems:
-        raise LandscapeError(f"{where}: checkpoint does not fit model {name!r}: " + "; ".join(problems))
+        raise LandscapeError(f"{where}: checkpoint does not fit model {name!r}: "
+                             + "; ".join(problems))
     model.load_state_dict(sd, strict=True)

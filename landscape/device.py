@@ -15,7 +15,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     else the CPU; anything else must name a device that exists here (LandscapeError if not)."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+            rank = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", rank % torch.cuda.device_count())
         return torch.device("cpu")
     try:
         dev = torch.device(device)

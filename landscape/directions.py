@@ -78,7 +78,8 @@ def perturbed_names(model: nn.Module, mode: str = "weights", biasbn: bool = Fals
 
 def normalize_direction(direction: Direction, reference: Mapping[str, torch.Tensor],
                         norm: str = "filter") -> Direction:
-    """Scale ``direction`` in place to the norms of ``reference`` (see module docstring); returns it."""
+    """Scale ``direction`` in place to the norms of ``reference`` (see module docstring);
+    returns it."""
     if norm not in NORMS:
         raise LandscapeError(f"direction norm must be one of {NORMS}, got {norm!r}")
     if norm == "none":

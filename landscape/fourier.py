@@ -58,7 +58,8 @@ def _image_batches(data: Any, samples: int | None, batch_size: int
         raise TypeError(f"data must be ImageData, a tensor or (images, labels), not {type(data)}")
     n = len(images) if not samples else min(int(samples), len(images))
     if samples and samples > len(images):
-        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all", stacklevel=2)
+        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all",
+                      stacklevel=2)
     if n == 0:
         raise ValueError("no images to analyze")
     if batch_size < 1:

@@ -215,8 +215,9 @@ def train(model: nn.Module, train_data: Any, test_data: Any | None, config: Trai
     for epoch in range(start_epoch, config.epochs):
         model.train()
         gen = torch.Generator(device="cpu").manual_seed(config.seed * 1000 + epoch)
-        bar = tqdm(train_data.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch),
-                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+        batches = train_data.batches(config.batch_size, shuffle=True,
+                                     seed=config.seed * 1000 + epoch)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False, file=sys.stderr)
         run_loss, run_n = 0.0, 0
         for i, (x, y) in enumerate(bar):
@@ -230,8 +231,8 @@ def train(model: nn.Module, train_data: Any, test_data: Any | None, config: Trai
                 x, target = mix(x, y, train_data.num_classes, config.mixup, config.cutmix, gen)
             loss = F.cross_entropy(model(x), target, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch + 1}, "
-                                         f"step {i + 1}; lower --lr (now {config.lr})")
+                raise NonFiniteLossError(f"training loss became {loss.item()} at epoch "
+                                         f"{epoch + 1}, step {i + 1}; lower --lr (now {config.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -51,7 +51,8 @@ def grid_spec(spec: str) -> tuple[float, float, int]:
         lo, hi, n = str(spec).split(":")
         lo_f, hi_f, n_i = float(lo), float(hi), int(n)
     except ValueError:
-        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}") from None
+        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}"
+                             ) from None
     if not (math.isfinite(lo_f) and math.isfinite(hi_f)):
         raise LandscapeError(f"grid {spec!r}: MIN and MAX must be finite numbers")
     if n_i < 1 or (n_i > 1 and not hi_f > lo_f):

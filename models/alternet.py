@@ -24,7 +24,8 @@ Units
   conv1 (3x3, stride) -> [bn, relu, conv 3x3].
 * MSA (``M``): a = gelu(norm1(x)); out = attn(norm2(conv(a))) + (shortcut(a) if projecting else x),
   with ``attn`` a :class:`~models.attention.WindowedConvAttention` on ``window_size`` windows
-  (keys ``norm1``, ``conv``, ``norm2``, ``attn.pos_embedding``, ``attn.attn.{to_q,to_kv,to_out.0}``).
+  (keys ``norm1``, ``conv``, ``norm2``, ``attn.pos_embedding``,
+  ``attn.attn.{to_q,to_kv,to_out.0}``).
   The repo only places MSA units at stride 1; for an ``M`` that opens a stage here the stride is
   applied by ``conv`` (a 1x1 strided conv) and the shortcut.
 * head: bn -> relu -> global average pool -> linear (``classifier.0.{bn,dense}``).
@@ -131,8 +132,9 @@ class Stem(nn.Module):
     def __init__(self, in_chans: int, width: int, pool: bool) -> None:
         super().__init__()
         if pool:
-            self.layer0 = nn.Sequential(nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
-                                        nn.MaxPool2d(3, stride=2, padding=1))
+            self.layer0 = nn.Sequential(
+                nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
+                nn.MaxPool2d(3, stride=2, padding=1))
         else:
             self.layer0 = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1, bias=False))
 

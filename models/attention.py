@@ -10,9 +10,9 @@ Two modules:
 * :class:`TokenSelfAttention` -- token attention on (B, N, C) with a fused ``qkv`` linear and an
   output ``proj`` (the layout of timm's ViT/PiT/Swin attention; state_dict keys ``qkv.*``,
   ``proj.*``).
-* :class:`WindowedConvAttention` -- the AlterNet MSA: non-overlapping p x p windows of a (B, C, H, W)
-  map, 1x1-conv projections ``attn.to_q``, ``attn.to_kv``, ``attn.to_out.0`` and a learned
-  relative-position table ``pos_embedding`` of shape (2p-1, 2p-1).
+* :class:`WindowedConvAttention` -- the AlterNet MSA: non-overlapping p x p windows of a
+  (B, C, H, W) map, 1x1-conv projections ``attn.to_q``, ``attn.to_kv``, ``attn.to_out.0`` and a
+  learned relative-position table ``pos_embedding`` of shape (2p-1, 2p-1).
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ class TokenSelfAttention(nn.Module):
 
 
 class _ConvProjections(nn.Module):
-    """1x1-conv projections of the AlterNet MSA (state_dict names ``to_q``, ``to_kv``, ``to_out``)."""
+    """1x1-conv projections of the AlterNet MSA (state_dict names ``to_q``, ``to_kv``,
+    ``to_out``)."""
 
     def __init__(self, dim_in: int, dim_out: int, heads: int, dim_head: int) -> None:
         super().__init__()
@@ -108,7 +109,8 @@ class WindowedConvAttention(nn.Module):
         self.dim_head = dim_head
         self.window_size = window_size
         self.attn = _ConvProjections(dim_in, dim_out, heads, dim_head)
-        self.pos_embedding = nn.Parameter(torch.randn(2 * window_size - 1, 2 * window_size - 1) * 0.02)
+        side = 2 * window_size - 1
+        self.pos_embedding = nn.Parameter(torch.randn(side, side) * 0.02)
         self.register_buffer("rel_index", self.relative_index(window_size), persistent=False)
 
     def relative_index(self, p: int) -> torch.Tensor:

@@ -110,7 +110,8 @@ def pit_ti(num_classes: int = 100, in_chans: int = 3, img_size: int = 32, patch_
            stride: int = 1, base_dims: Sequence[int] = (32, 32, 32),
            depth: Sequence[int] = (2, 6, 4), heads: Sequence[int] = (2, 4, 8),
            mlp_ratio: float = 4.0) -> PoolingVisionTransformer:
-    """The paper's CIFAR PiT-Ti: patch 2, stride 1, base dims 32, depths (2, 6, 4), heads (2, 4, 8)."""
+    """The paper's CIFAR PiT-Ti: patch 2, stride 1, base dims 32, depths (2, 6, 4),
+    heads (2, 4, 8)."""
     return PoolingVisionTransformer(img_size, patch_size, stride, list(base_dims), list(depth),
                                     list(heads), mlp_ratio, in_chans, num_classes)
 

@@ -66,7 +66,8 @@ def test_block_list_contract(name):
 
     # forward order: hooks fire in list order, each once
     fired: list[str] = []
-    handles = [b.module.register_forward_hook(lambda *_a, n=b.name: fired.append(n)) for b in blocks]
+    handles = [b.module.register_forward_hook(lambda *_a, n=b.name: fired.append(n))
+               for b in blocks]
     with torch.no_grad():
         out = model(x)
     for h in handles:
@@ -181,7 +182,8 @@ def test_vit_window_restricts_attention(window, changes):
 
 
 def test_pattern_forms():
-    want = [["C", "C", "C"], ["C", "C", "C", "M"], ["C", "M", "C", "M", "C", "M"], ["C", "M", "C", "M"]]
+    want = [["C", "C", "C"], ["C", "C", "C", "M"], ["C", "M", "C", "M", "C", "M"],
+            ["C", "M", "C", "M"]]
     assert parse_pattern("CCC,CCCM,CMCMCM,CMCM") == want
     assert parse_pattern(["CCC", "CCCM", "CMCMCM", "CMCM"]) == want
     assert parse_pattern(want) == want

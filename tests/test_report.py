@@ -46,7 +46,8 @@ def _png(path: Path, seed: int, kind: str = "line") -> None:
 def _blocks(kinds, key, values):
     n = len(kinds)
     return [{"name": f"blocks.{i}", "kind": k, "stage": 0 if i < n // 2 else 1,
-             "depth": i / (n - 1), key: v} for i, (k, v) in enumerate(zip(kinds, values, strict=True))]
+             "depth": i / (n - 1), key: v}
+            for i, (k, v) in enumerate(zip(kinds, values, strict=True))]
 
 
 def make_run(out: Path, sections=None) -> dict:
@@ -73,12 +74,14 @@ def make_run(out: Path, sections=None) -> dict:
                     "test_nll": 0.3 + 0.01 * i, "eval_samples": 2000}
                    for i, lab in enumerate(LABELS)],
         "hessian": {lab: {"top_eigenvalues": [v, v / 2, v / 4], "trace": 10 * v, "trace_se": v,
-                        "spectrum": {"negative_share": s, "mean_positive": v / 3,
-                                     "count": 40, "batch_size": 16, "n_batches": 8,
-                                     "n_batches_finished": 8}}
-                    for lab, v, s in zip(LABELS, [80.0, 12.0, 20.0], [0.02, 0.2, 0.1], strict=True)},
+                          "spectrum": {"negative_share": s, "mean_positive": v / 3,
+                                       "count": 40, "batch_size": 16, "n_batches": 8,
+                                       "n_batches_finished": 8}}
+                    for lab, v, s in zip(LABELS, [80.0, 12.0, 20.0], [0.02, 0.2, 0.1],
+                                         strict=True)},
         "surface": {lab: {"center_loss": 0.3, "mean_loss_increase": v, "radius": 1.0,
-                        "grid": [11, 11]} for lab, v in zip(LABELS, [3.0, 0.8, 1.2], strict=True)},
+                          "grid": [11, 11]}
+                    for lab, v in zip(LABELS, [3.0, 0.8, 1.2], strict=True)},
         "fourier": {"resnet_tiny": {"blocks": _blocks(conv, "dlogA_pi", [0, .5, 1, 1.5, 2, 1])},
                     "vit_tiny": {"blocks": _blocks(vit, "dlogA_pi", [0, -1, 0, -.5, 0, 0])},
                     "alternet_tiny": {"blocks": _blocks(alt, "dlogA_pi", [0, 1, .2, 1, .1, 0])}},
@@ -86,11 +89,11 @@ def make_run(out: Path, sections=None) -> dict:
                      "vit_tiny": {"blocks": _blocks(vit, "variance", [1, .5, 2, 1, 3, 1])},
                      "alternet_tiny": {"blocks": _blocks(alt, "variance", [1, 3, 2, 4, 1, 1])}},
         "robustness": {lab: {"freqs": [0.1, 0.3, 0.5, 0.7, 0.9], "acc": a, "clean_acc": 0.9,
-                           "noise_norm": 2.0}
+                             "noise_norm": 2.0}
                        for lab, a in zip(LABELS, [[.88, .8, .6, .4, .3], [.85, .84, .84, .83, .83],
                                                 [.87, .85, .8, .75, .7]], strict=True)},
         "cka": {lab: {"names": [f"b{i}" for i in range(4)], "stages": [0, 0, 1, 1],
-                    "within_stage_mean": 0.8, "across_stage_mean": 0.4} for lab in LABELS},
+                      "within_stage_mean": 0.8, "across_stage_mean": 0.4} for lab in LABELS},
         "lesion": {"alternet_tiny": {"baseline_acc": 0.88, "blocks": _blocks(
             ["conv", "msa", "msa", "conv", "msa", "msa"], "acc", [.7, .86, .5, .7, .87, .6])}},
         "settings": {"budget": "quick", "hessian": {"top_k": 3, "batches": 8}, "seed": 0},

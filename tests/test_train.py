@@ -36,7 +36,8 @@ def test_training_learns_and_writes_checkpoints(tmp_path):
     m = _model()
     data = _data()
     before = T.evaluate(m, data)["loss"]
-    metrics = T.train(m, data, data, T.TrainConfig(**{**CFG, "epochs": 4}), tmp_path, progress=False)
+    metrics = T.train(m, data, data, T.TrainConfig(**{**CFG, "epochs": 4}), tmp_path,
+                      progress=False)
     assert metrics["test_loss"] < before
     for f in ("model.pt", "last.pt", "epoch_001.pt", "epoch_004.pt", "config.json", "metrics.json"):
         assert (tmp_path / f).exists(), f

@@ -61,7 +61,8 @@ def add_parser(sub: Any) -> None:
                    help="earliest stage (0-based) that may receive an MSA unit")
     p.add_argument("--allow-first", action="store_true",
                    help="let the first unit of a stage (the strided one) become MSA too")
-    p.add_argument("--heads-base", type=positive_int, default=1, help="MSA heads in the first stage")
+    p.add_argument("--heads-base", type=positive_int, default=1,
+                   help="MSA heads in the first stage")
     p.add_argument("--heads-growth", type=positive_int, default=2,
                    help="factor by which MSA heads grow per stage (rule 3)")
     p.add_argument("--dim-head", type=positive_int, default=None,

@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> None:
                     "(Fig. 9).")
     _common(p, 1000, 128)
     p.add_argument("--ddof", type=int, default=1, choices=[0, 1],
-                   help="variance estimator: 1 = unbiased (torch default, as the paper), 0 = population")
+                   help="variance estimator: 1 = unbiased (torch default, as the paper), "
+                        "0 = population")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
     p.set_defaults(func=run_variance)
 
@@ -58,7 +59,8 @@ def add_parser(sub: Any) -> None:
     _common(p, 1000, 256)
     p.add_argument("--freqs", type=unit_float, nargs="+", default=[i / 10 for i in range(11)],
                    help="noise centre frequencies in units of π (0..1)")
-    p.add_argument("--width", type=positive_float, default=0.05, help="band half-width in units of π")
+    p.add_argument("--width", type=positive_float, default=0.05,
+                   help="band half-width in units of π")
     p.add_argument("--noise-norm", type=nonneg_float, default=5.0,
                    help="L2 norm of the noise per image (normalized input space; "
                         "RMS per pixel = norm / sqrt(C*H*W))")
@@ -157,7 +159,8 @@ def run_fourier(args: argparse.Namespace) -> int:
 
     def plot(rs, out, labels):
         for r, lab in zip(rs, labels, strict=True):
-            plot_fourier_curves(r, out / f"fourier_curves_{lab}", title=f"{lab}: ΔlogA ({r.n_images} images)")
+            plot_fourier_curves(r, out / f"fourier_curves_{lab}",
+                                title=f"{lab}: ΔlogA ({r.n_images} images)")
         plot_high_frequency(rs, out / "fourier_high_frequency", labels)
 
     return _run(args, "fourier", {"eps": args.eps, "include_input": not args.no_input},
@@ -205,7 +208,8 @@ def run_cka(args: argparse.Namespace) -> int:
 
     def plot(rs, out, labels):
         for r, lab in zip(rs, labels, strict=True):
-            plot_cka(r, out / f"cka_{lab}", title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
+            plot_cka(r, out / f"cka_{lab}",
+                     title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
 
     return _run(args, "cka", {"estimator": args.estimator}, compute, CKAResult.load, "json", plot)
 

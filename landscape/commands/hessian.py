@@ -64,7 +64,8 @@ def add_parser(sub: Any) -> None:
                    help="images averaged in the --trace/--density operator")
     p.add_argument("--curvature-batch-size", type=positive_int, default=128,
                    help="batch size of the --trace/--density operator")
-    p.add_argument("--probes", type=positive_int, default=100, help="trace probes (Hutch++: products)")
+    p.add_argument("--probes", type=positive_int, default=100,
+                   help="trace probes (Hutch++: products)")
     p.add_argument("--slq-probes", type=positive_int, default=4, help="SLQ probe vectors")
     p.add_argument("--slq-steps", type=positive_int, default=80, help="Lanczos steps per SLQ probe")
     p.add_argument("--sigma", type=positive_float, default=None,

@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-flip", action="store_true", help="disable horizontal flips only")
     p.add_argument("--mixup", type=nonneg_float, default=0.0, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=nonneg_float, default=0.0, help="cutmix alpha (0 = off)")
-    p.add_argument("--save-every", type=positive_int, default=1, help="keep epoch_NNN.pt every N epochs")
+    p.add_argument("--save-every", type=positive_int, default=1,
+                   help="keep epoch_NNN.pt every N epochs")
     p.add_argument("--init", default=None,
                    help="start from this trained checkpoint (fine-tuning); tensors whose shape "
                         "differs (head for other classes, stem for other channels) are "
