@@ -25,7 +25,8 @@ CASES = {
 
 _PROBE = ("import sys, contextlib, io\n"
           "from landscape.cli import main\n"
-          "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+          "with contextlib.redirect_stdout(io.StringIO()), "
+          "contextlib.redirect_stderr(io.StringIO()):\n"
           "    try:\n        main({argv!r})\n    except SystemExit:\n        pass\n"
           "print('torch' in sys.modules)\n")
 

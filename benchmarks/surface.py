@@ -78,9 +78,9 @@ class Baseline:
         self.names = [n for n, _ in model.named_parameters()]
         self.w = [p.data.detach().cpu().clone() for p in model.parameters()]  # get_weights
         self.dx = [d1[n].numpy() if n in d1 else np.zeros(tuple(w.shape), np.float32)
-                   for n, w in zip(self.names, self.w)]
+                   for n, w in zip(self.names, self.w, strict=True)]
         self.dy = [d2[n].numpy() if n in d2 else np.zeros(tuple(w.shape), np.float32)
-                   for n, w in zip(self.names, self.w)]
+                   for n, w in zip(self.names, self.w, strict=True)]
         self.loader = torch.utils.data.DataLoader(RawDataset(imgs, labels), batch_size=128,
                                                   shuffle=False, num_workers=workers)
         self.f = h5py.File(h5path, "w")
@@ -89,8 +89,9 @@ class Baseline:
 
     def point(self, count: int, cx: float, cy: float) -> float:
         """Evaluate and store grid point ``count``; returns its loss."""
-        changes = [d0 * cx + d1 * cy for (d0, d1) in zip(self.dx, self.dy)]  # set_weights
-        for p, w0, d in zip(self.model.parameters(), self.w, changes):
+        # set_weights
+        changes = [d0 * cx + d1 * cy for (d0, d1) in zip(self.dx, self.dy, strict=True)]
+        for p, w0, d in zip(self.model.parameters(), self.w, changes, strict=True):
             p.data = w0 + torch.Tensor(d).type(type(w0))
         criterion = nn.CrossEntropyLoss()  # evaluation.eval_loss
         correct, total_loss, total = 0, 0.0, 0
@@ -111,7 +112,7 @@ class Baseline:
         return float(self.losses[count])
 
     def close(self) -> None:
-        for p, w0 in zip(self.model.parameters(), self.w):
+        for p, w0 in zip(self.model.parameters(), self.w, strict=True):
             p.data = w0
         self.f.close()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from landscape.cli import main as cli_main
 
@@ -31,11 +31,12 @@ QUICK = ["--subset", "128", "--val-samples", "64", "--epochs", "1", "--batch-siz
          "vit_tiny"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="figures/alternet", help="output folder")
     p.add_argument("--runs-dir", default=None,
-                   help="checkpoints (default checkpoints/alternet_buildup, or OUT/runs with --quick)")
+                   help="checkpoints (default checkpoints/alternet_buildup, "
+                        "or OUT/runs with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="extra alternet-search arguments")
     args = p.parse_args(argv)

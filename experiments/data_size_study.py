@@ -4,12 +4,13 @@ Both models are trained on 2%, 10%, 30% and 100% of Fashion-MNIST's training spl
 seeded subsets) with the *same budget of optimizer steps*: for a subset of n images and batch B,
 an epoch has ceil(n / B) steps, and the run gets ``epochs = max(1, round(steps / ceil(n / B)))``
 epochs (so small subsets see many epochs, the full set about ``steps * B / n``); the actual
-number of steps is recorded. The default budget, 470 steps of 128, is one epoch of the full
-60k split: 2% -> 47 epochs (470 steps), 10% -> 10 (470), 30% -> 3 (423), 100% -> 1 (469). The recipe is otherwise the project's (AdamW, warmup, cosine, crop +
-flip). At the end of training (the same stage for every subset) the max-eigenvalue spectrum is
-computed: the top-k (largest magnitude) Hessian eigenvalues of the NLL on each of ``n_batches``
-mini-batches of the run's own training subset (seeded, no augmentation, eval mode). The summary
-per run: share of negative eigenvalues and mean positive eigenvalue.
+number of steps is recorded. The default budget, 470 steps of 128, is one epoch of the full 60k
+split: 2% -> 47 epochs (470 steps), 10% -> 10 (470), 30% -> 3 (423), 100% -> 1 (469). The recipe
+is otherwise the project's (AdamW, warmup, cosine, crop + flip). At the end of training (the
+same stage for every subset) the max-eigenvalue spectrum is computed: the top-k (largest
+magnitude) Hessian eigenvalues of the NLL on each of ``n_batches`` mini-batches of the run's own
+training subset (seeded, no augmentation, eval mode). The summary per run: share of negative
+eigenvalues and mean positive eigenvalue.
 
 Writes ``OUT/data_size.json`` (raw eigenvalues, summaries, config, versions; updated after every
 run, finished runs are reused on a re-run), ``OUT/spectra.{png,pdf}`` and ``OUT/table.md``.
@@ -27,8 +28,9 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -65,7 +67,7 @@ class StudySettings:
     hessian_batch: int = 16
     k: int = 5
     tol: float = 1e-2
-    max_iter: Optional[int] = 40
+    max_iter: int | None = 40
     wd: float = 0.0
 
 
@@ -224,7 +226,7 @@ def settings_from(args: argparse.Namespace, quick: dict[str, Any]) -> StudySetti
     return st
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p, StudySettings())

@@ -15,8 +15,8 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,7 +77,7 @@ def _manifest(out: Path):
 
 
 def train_demo(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS, progress: bool = True,
-               tags: Optional[Sequence[str]] = None) -> dict:
+               tags: Sequence[str] | None = None) -> dict:
     """Train (or reuse) every demo checkpoint (or only ``tags``); write and return the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [(n, s) for s in seeds for n in names]

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data_size_study import (QUICK, StudySettings, add_common_args, run_study,  # noqa: E402
-                             settings_from, table)
+from data_size_study import QUICK, StudySettings, add_common_args, run_study, settings_from, table  # noqa: E402
 
 from landscape.data import load_dataset  # noqa: E402
 from landscape.device import resolve_device  # noqa: E402
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p, StudySettings())
@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="training images: a fraction in (0, 1] or a count > 1")
     args = p.parse_args(argv)
     st = settings_from(args, QUICK)
-    windows: list[Optional[int]] = []
+    windows: list[int | None] = []
     for w in args.windows:
         if w.lower() in ("global", "none", "0"):
             windows.append(None)

@@ -19,22 +19,24 @@ import sys
 from pathlib import Path
 
 RECIPES = {
-    "resnet50": ["--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "128",
-                 "--epochs", "200", "--warmup-epochs", "1"],
-    "alternet50": ["--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "128",
-                   "--epochs", "200", "--warmup-epochs", "1"],
-    "vit_ti": ["--optimizer", "adamw", "--lr", "1.25e-4", "--weight-decay", "0.05", "--batch-size", "96",
-               "--epochs", "300", "--warmup-epochs", "5", "--label-smoothing", "0.1", "--mixup", "0.8",
-               "--cutmix", "0.8"],
+    "resnet50": ["--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4",
+                 "--batch-size", "128", "--epochs", "200", "--warmup-epochs", "1"],
+    "alternet50": ["--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4",
+                   "--batch-size", "128", "--epochs", "200", "--warmup-epochs", "1"],
+    "vit_ti": ["--optimizer", "adamw", "--lr", "1.25e-4", "--weight-decay", "0.05",
+               "--batch-size", "96", "--epochs", "300", "--warmup-epochs", "5",
+               "--label-smoothing", "0.1", "--mixup", "0.8", "--cutmix", "0.8"],
 }
 RELEASED = {"resnet50": "resnet_50_cifar100_", "vit_ti": "vit_ti_cifar100_", "alternet50": None}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="checkpoints/paper", help="folder for <name>.pt")
     ap.add_argument("--released", default=None, help="folder holding the released .pth.tar files")
-    ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every recipe's epochs")
+    ap.add_argument("--epochs-scale", type=float, default=1.0,
+                    help="multiply every recipe's epochs")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,20 +17,21 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
 import models
 
 from . import checkpoint as ckpt
-from .errors import LandscapeError
-from .provenance import output_dir, read_json, run_metadata, write_json
 
 # The settings live in a light module so that `landscape analyze --help` needs no torch.
 from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noqa: E402,F401
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
+from .errors import LandscapeError
+from .provenance import output_dir, read_json, run_metadata, write_json
 
 
 def family(arch: str, block_kinds: Sequence[str]) -> str:
@@ -47,7 +48,7 @@ def family(arch: str, block_kinds: Sequence[str]) -> str:
 GENERIC_STEMS = ("model", "last", "best", "final", "checkpoint")
 
 
-def resolve_checkpoint(path: Union[str, Path]) -> Path:
+def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint file ``path`` names: the file itself, or a run folder's ``model.pt``."""
     p = Path(path)
     if p.is_dir():
@@ -60,7 +61,7 @@ def resolve_checkpoint(path: Union[str, Path]) -> Path:
     return p
 
 
-def _own_name(path: Path, recorded: Optional[str]) -> str:
+def _own_name(path: Path, recorded: str | None) -> str:
     """The name recorded in the checkpoint, else the file stem (``.pt``/``.pth``/``.tar`` off),
     else, for a generic stem such as ``model``, the run folder's name (``run/epoch_003`` keeps
     both)."""
@@ -77,9 +78,9 @@ def _own_name(path: Path, recorded: Optional[str]) -> str:
     return stem
 
 
-def checkpoint_labels(paths: Sequence[Union[str, Path]], shas: Sequence[str],
-                      recorded: Optional[Sequence[Optional[str]]] = None,
-                      taken: Optional[dict[str, set[str]]] = None) -> list[str]:
+def checkpoint_labels(paths: Sequence[str | Path], shas: Sequence[str],
+                      recorded: Sequence[str | None] | None = None,
+                      taken: dict[str, set[str]] | None = None) -> list[str]:
     """One unique, readable name per checkpoint: its own name (see :func:`_own_name`); names
     shared by different checkpoints get their folder prefixed, then the start of their SHA-256.
     ``taken`` maps names already used in the output folder to the SHA-256 prefixes that own
@@ -87,7 +88,7 @@ def checkpoint_labels(paths: Sequence[Union[str, Path]], shas: Sequence[str],
     no result of another checkpoint is overwritten."""
     paths = [Path(p) for p in paths]
     recorded = list(recorded or [None] * len(paths))
-    labels = [_own_name(p, r) for p, r in zip(paths, recorded)]
+    labels = [_own_name(p, r) for p, r in zip(paths, recorded, strict=False)]
 
     def clashes(labs: list[str]) -> set[int]:
         return {i for i, lab in enumerate(labs)
@@ -170,11 +171,11 @@ def _rel(paths: Sequence[Path], out: Path) -> list[str]:
     return [str(Path(p).relative_to(out)) for p in paths if str(p).endswith(".png")]
 
 
-def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
-            config: Optional[AnalyzeConfig] = None, only: Optional[Sequence[str]] = None,
-            force: bool = False, model: Optional[str] = None, progress: bool = True,
-            budget: str = "custom", raw_dir: Optional[Union[str, Path]] = None,
-            model_def: Optional[str] = None, blocks: Optional[str] = None) -> dict[str, Any]:
+def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
+            config: AnalyzeConfig | None = None, only: Sequence[str] | None = None,
+            force: bool = False, model: str | None = None, progress: bool = True,
+            budget: str = "custom", raw_dir: str | Path | None = None,
+            model_def: str | None = None, blocks: str | None = None) -> dict[str, Any]:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
@@ -190,7 +191,8 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     todo = list(only) if only else list(ANALYSES)
     bad = [a for a in todo if a not in ANALYSES]
     if bad:
-        raise LandscapeError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(ANALYSES)}")
+        raise LandscapeError(f"unknown analysis {', '.join(bad)}; "
+                             f"choose from {', '.join(ANALYSES)}")
     if not checkpoints:
         raise LandscapeError("no checkpoint given")
     checkpoints = [resolve_checkpoint(p) for p in checkpoints]
@@ -212,8 +214,8 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     if None in datasets:
         raise LandscapeError(f"{loaded[0][1].path} does not record its dataset; pass --data")
     if len(datasets) > 1:
-        raise LandscapeError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))});"
-                             " pass --data to analyze them on one")
+        raise LandscapeError(f"checkpoints were trained on different datasets "
+                             f"({', '.join(sorted(datasets))}); pass --data to analyze them on one")
     data_name = datasets.pop()
     first = loaded[0][1]
     norm: Any = True
@@ -258,7 +260,7 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     per_model: list[float] = []
     _say(progress, f"analyze: {len(loaded)} checkpoint(s) × {len(todo)} analyses "
                    f"({', '.join(todo)}) into {out}")
-    for i, ((net, info), label) in enumerate(zip(loaded, labels)):
+    for i, ((net, info), label) in enumerate(zip(loaded, labels, strict=True)):
         tag = f"[model {i + 1} of {len(loaded)}: {label}]"
         _say(progress, f"model {i + 1} of {len(loaded)}: {label} ({info.path})")
         cache = _Cache(raw_root / f"{label}-{info.sha256[:10]}", force)
@@ -266,10 +268,13 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
         times = read_json(times_path) if times_path.is_file() else {}
         bl = models.blocks(net) if hasattr(net, "block_list") else []
         kinds = [b.kind for b in bl]
+
+        def evaluate_to(p: Path, net: Any = net) -> Any:
+            write_json(p, evaluate(net, eval_set, cfg.batch_size))
+            return read_json(p)
+
         ev, _ = cache.get("eval.json", {"sha": info.sha256, "n": len(eval_set), "seed": cfg.seed,
-                                        "data": data_name},
-                          lambda p: (write_json(p, evaluate(net, eval_set, cfg.batch_size)), read_json(p))[1],
-                          read_json)
+                                        "data": data_name}, evaluate_to, read_json)
         summary["models"].append({
             "label": label, "checkpoint": str(info.path), "sha256": info.sha256, "arch": info.model,
             "seed": info.seed, "family": family(info.model, kinds),
@@ -286,8 +291,8 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
             fn = RUNNERS[analysis]
             res, reused, files = fn(net=net, label=label, cfg=cfg, cache=cache, key=base_key,
                                     info=info,
-                                    sets={"feat": feat_set, "lesion": lesion_set, "surface": surf_set,
-                                          "hessian": hess_pool},
+                                    sets={"feat": feat_set, "lesion": lesion_set,
+                                          "surface": surf_set, "hessian": hess_pool},
                                     fig_dir=fig_dir, progress=progress, tag=tag)
             results[analysis][label] = res
             for section, paths in files.items():
@@ -317,7 +322,8 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     for section, paths in figs_joint.items():
         figs.setdefault(section, []).extend(_rel(paths, out))
     for analysis in todo:
-        summary[analysis] = {lab: summarize(analysis, r, cfg) for lab, r in results[analysis].items()}
+        summary[analysis] = {lab: summarize(analysis, r, cfg)
+                             for lab, r in results[analysis].items()}
     summary["figures"] = figs
     summary["wall_time_s"] = time.perf_counter() - t_start
     summary["timing"] = _timing_summary(timing, summary["wall_time_s"])
@@ -326,9 +332,8 @@ def analyze(checkpoints: Sequence[Union[str, Path]], out_dir: Union[str, Path],
     from .report import format_summary_table, write_report
     claims = evaluate_claims(summary)
     summary["claims"] = claims_to_json(claims)
-    write_json(out / "config.json", run_metadata(config=summary["settings"],
-                                                 checkpoints={lab: m["sha256"] for lab, m in
-                                                              zip(labels, summary["models"])}))
+    shas = {lab: m["sha256"] for lab, m in zip(labels, summary["models"], strict=True)}
+    write_json(out / "config.json", run_metadata(config=summary["settings"], checkpoints=shas))
     write_report(out, summary, claims)
     write_json(out / "summary.json", summary)
     if progress:

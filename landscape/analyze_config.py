@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .errors import LandscapeError
 
@@ -17,8 +17,8 @@ ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "l
 class AnalyzeConfig:
     """Every setting of an analysis run; ``BUDGETS`` gives the presets."""
 
-    data: Optional[str] = None          # default: the checkpoint's dataset
-    data_root: Optional[str] = None
+    data: str | None = None          # default: the checkpoint's dataset
+    data_root: str | None = None
     seed: int = 0                       # images, directions, probes
     device: str = "auto"
     eval_samples: int = 2000            # test images for accuracy/NLL
@@ -44,7 +44,7 @@ class AnalyzeConfig:
     surface_planes: int = 3             # random planes per model (direction seeds differ)
     surface_norm: str = "filter"        # Li et al. per filter; "hdvw": the paper code's dim-0
     surface_augment: bool = True
-    surface_wd: Optional[float] = None  # None: the checkpoint's training weight decay
+    surface_wd: float | None = None  # None: the checkpoint's training weight decay
     # Hessian (training images)
     spectrum_batches: int = 16
     spectrum_batch_size: int = 16
@@ -52,7 +52,7 @@ class AnalyzeConfig:
     lanczos_tol: float = 1e-3           # Ritz residual <= tol * |eigenvalue|
     lanczos_max_iter: int = 100         # cap on Hessian-vector products per eigen-problem
     hessian_mode: str = "double_backward"  # measured fastest (benchmarks/hessian.py); or "auto"
-    hessian_wd: Optional[float] = None  # None: the checkpoint's training weight decay (paper L2)
+    hessian_wd: float | None = None  # None: the checkpoint's training weight decay (paper L2)
     hessian_augment: bool = True        # the paper: NLL + L2 on augmented training images
     curvature_samples: int = 128        # one operator averaged over these images
     curvature_batch_size: int = 256     # one batch keeps its graph between products (fastest)
@@ -80,8 +80,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(budget: str = "quick", toml_path: Optional[str] = None,
-                overrides: Optional[dict[str, Any]] = None) -> AnalyzeConfig:
+def make_config(budget: str = "quick", toml_path: str | None = None,
+                overrides: dict[str, Any] | None = None) -> AnalyzeConfig:
     """Preset, then the TOML file (top-level keys or an ``[analyze]`` table), then overrides."""
     if budget not in BUDGETS:
         raise LandscapeError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -103,7 +103,7 @@ def make_config(budget: str = "quick", toml_path: Optional[str] = None,
     if bad:
         raise LandscapeError(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(known)}")
     cfg = AnalyzeConfig(**values)
-    for name, f in known.items():  # type-check TOML values
+    for name in known:  # type-check TOML values
         v = getattr(cfg, name)
         default = getattr(AnalyzeConfig(), name)
         if default is not None and v is not None and not isinstance(v, type(default)) and not (

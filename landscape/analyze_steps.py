@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def training_recipe(info: Any) -> dict[str, Any]:
     return out
 
 
-def _l2_and_augment(cfg_wd: Optional[float], augment: bool, info: Any, data: Any) -> tuple:
+def _l2_and_augment(cfg_wd: float | None, augment: bool, info: Any, data: Any) -> tuple:
     """(wd, Augment or None, recipe) for one model: ``cfg_wd`` None means the training wd."""
     from .data import Augment
     recipe = training_recipe(info)
@@ -168,7 +169,8 @@ def _feature_runner(analysis: str) -> Callable[..., Any]:
                 net, data, batch_size=bs, progress=pg, readout=cfg.fourier_readout),
                 fourier.FourierResult, "h5")
         elif analysis == "variance":
-            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs, progress=pg),
+            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs,
+                                                               progress=pg),
                             variance.VarianceResult, "json")
         elif analysis == "robustness":
             freqs = np.linspace(0, 1, cfg.robustness_freqs)
@@ -263,7 +265,8 @@ def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
     """The numbers the report and the claims table need, from one analysis result."""
     if analysis == "hessian":
         c = res["curvature"]
-        return {"top_eigenvalues": c["top"]["eigenvalues"], "bottom_eigenvalues": c["bottom"]["eigenvalues"],
+        return {"top_eigenvalues": c["top"]["eigenvalues"],
+                "bottom_eigenvalues": c["bottom"]["eigenvalues"],
                 "trace": c["trace"]["trace"], "trace_se": c["trace"]["stderr"],
                 "n_samples": c["n_samples"], "n_params": c["n_params"],
                 "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL",
@@ -305,10 +308,10 @@ def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
                "blocks": [{"name": n, "kind": k, "stage": int(s), "depth": float(d),
                            "acc": float(a)}
                           for n, k, s, d, a in zip(res.names, res.kinds, res.stages, res.depth,
-                                                   res.accuracy)]}
+                                                   res.accuracy, strict=True)]}
         if len(hits) == len(res.names) + 1:
             out["baseline_groups"] = group_means(hits[0], g)
-            for b, h in zip(out["blocks"], hits[1:]):
+            for b, h in zip(out["blocks"], hits[1:], strict=True):
                 b["groups"] = group_means(h, g)
         return out
     raise ValueError(analysis)
@@ -333,7 +336,7 @@ def surface_sharpness(planes: Sequence[Any], quantity: str, radii: Sequence[floa
     finite grid points with ``0 < sqrt(a^2 + b^2) <= r``. ``mean_loss_increase`` is the mean
     over planes of the per-plane mean at ``radius``."""
     rows, centres, maxima = [], [], []
-    for seed, res in zip(seeds, planes):
+    for seed, res in zip(seeds, planes, strict=True):
         loss = np.asarray(res.arrays[quantity], dtype=float)
         x, y = res.xcoordinates, res.ycoordinates
         xx, yy = (np.meshgrid(x, y) if y is not None else (x, np.zeros_like(x)))
@@ -383,8 +386,8 @@ def _cka_stages(res: Any) -> dict[str, Any]:
                         "across": float(np.mean([m[i, j] for i, j in a])),
                         "n_within": len(w), "n_across": len(a)})
     hb = np.asarray(getattr(res, "hsic_batches", None) or [], dtype=float)
-    out = {"names": [n for n, k in zip(res.names, keep) if k], "stages": st.tolist(),
-           "kinds": [k for k, kk in zip(kinds, keep) if kk],
+    out = {"names": [n for n, k in zip(res.names, keep, strict=True) if k], "stages": st.tolist(),
+           "kinds": [k for k, kk in zip(kinds, keep, strict=True) if kk],
            "within_stage_mean": float(within.mean()) if within.size else float("nan"),
            "across_stage_mean": float(across.mean()) if across.size else float("nan"),
            "matched_distance": matched,

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -47,11 +47,11 @@ class CheckpointInfo:
     format: str  # "landscape" | "paper" | "state_dict"
     model: str
     model_kwargs: dict[str, Any]
-    dataset: Optional[str] = None
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
-    seed: Optional[int] = None
-    epoch: Optional[int] = None
+    dataset: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    seed: int | None = None
+    epoch: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,15 +63,16 @@ class CheckpointInfo:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def save(path: Union[str, Path], model: nn.Module, *, dataset: Optional[str] = None,
-         mean: Optional[list[float]] = None, std: Optional[list[float]] = None,
-         seed: Optional[int] = None, epoch: Optional[int] = None,
-         metrics: Optional[dict[str, Any]] = None, optimizer: Optional[dict] = None,
-         extra: Optional[dict[str, Any]] = None) -> Path:
+def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
+         mean: list[float] | None = None, std: list[float] | None = None,
+         seed: int | None = None, epoch: int | None = None,
+         metrics: dict[str, Any] | None = None, optimizer: dict | None = None,
+         extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` in our format, atomically (a killed save never leaves a torn file)."""
     cfg = getattr(model, "model_config", None)
     if cfg is None:
-        raise LandscapeError("model was not built by models.create(); cannot record how to rebuild it")
+        raise LandscapeError("model was not built by models.create(); "
+                             "cannot record how to rebuild it")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     obj: dict[str, Any] = {
@@ -105,7 +106,7 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def read(path: Union[str, Path]) -> dict[str, Any]:
+def read(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, loaded with ``weights_only=True``; clear errors for bad files."""
     path = Path(path)
     if not path.exists():
@@ -120,7 +121,8 @@ def read(path: Union[str, Path]) -> dict[str, Any]:
         reason = reason[0] if reason else type(e).__name__
         if "Unsupported global" in text or "GLOBAL" in text:
             raise LandscapeError(f"refusing to load {path}: it contains pickled code or objects "
-                                 f"that a weights-only load does not allow ({reason[:160]})") from None
+                                 f"that a weights-only load does not allow ({reason[:160]})"
+                                 ) from None
         raise LandscapeError(f"not a readable PyTorch checkpoint (corrupt or wrong file): "
                              f"{path}: {reason[:160]}") from None
     if not isinstance(obj, dict):
@@ -128,15 +130,15 @@ def read(path: Union[str, Path]) -> dict[str, Any]:
     return obj
 
 
-def _paper_model_name(name: str) -> Optional[str]:
+def _paper_model_name(name: str) -> str | None:
     n = name.lower()
     n = re.sub(r"_(cifar(10|100)|imagenet)(_.*)?$", "", n)
     return PAPER_MODELS.get(n)
 
 
-def load(path: Union[str, Path], model: Optional[str] = None,
-         model_kwargs: Optional[dict[str, Any]] = None,
-         device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, CheckpointInfo]:
+def load(path: str | Path, model: str | None = None,
+         model_kwargs: dict[str, Any] | None = None,
+         device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the model a checkpoint describes and load its weights (strict).
 
     ``model`` names the architecture for bare state_dicts (and may override the paper's name);
@@ -160,8 +162,8 @@ def load(path: Union[str, Path], model: Optional[str] = None,
         pname = str(obj.get("name", ""))
         name = model or _paper_model_name(pname)
         if name is None:
-            raise LandscapeError(f"{path}: unknown model name {pname!r} in checkpoint; pass --model "
-                                 f"(one of {', '.join(models.names())})")
+            raise LandscapeError(f"{path}: unknown model name {pname!r} in checkpoint; "
+                                 f"pass --model (one of {', '.join(models.names())})")
         dataset = "cifar100" if "cifar100" in pname.lower() or not pname else None
         kwargs = {"num_classes": 100, "in_chans": 3, "img_size": 32}
         kwargs.update(model_kwargs or {})
@@ -189,7 +191,7 @@ def load(path: Union[str, Path], model: Optional[str] = None,
     return net.to(device).eval(), info
 
 
-def check_finite(state: Union[nn.Module, dict[str, Any]], where: str = "") -> None:
+def check_finite(state: nn.Module | dict[str, Any], where: str = "") -> None:
     """Refuse (LandscapeError) a model or state_dict holding NaN or infinite floating values in
     any parameter or buffer: every analysis of it would be NaN. The CLI calls this on every
     checkpoint it reads unless ``--allow-nonfinite`` is given."""
@@ -207,7 +209,7 @@ def check_finite(state: Union[nn.Module, dict[str, Any]], where: str = "") -> No
                              "every result would be NaN (pass --allow-nonfinite to run anyway)")
 
 
-def check_finite_file(path: Union[str, Path]) -> None:
+def check_finite_file(path: str | Path) -> None:
     """:func:`check_finite` on the tensors of a checkpoint file (any supported format)."""
     obj = read(path)
     sd = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj
@@ -246,5 +248,6 @@ def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], where
     if shapes:
         problems.append(f"shape mismatches ({len(shapes)}): {lst(shapes)}")
     if problems:
-        raise LandscapeError(f"{where}: checkpoint does not fit model {name!r}: " + "; ".join(problems))
+        raise LandscapeError(f"{where}: checkpoint does not fit model {name!r}: "
+                             + "; ".join(problems))
     model.load_state_dict(sd, strict=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
 
 import torch
 
@@ -11,12 +10,13 @@ from .errors import LandscapeError
 _HINT = "use --device auto, cpu, cuda, cuda:N or mps"
 
 
-def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` picks this rank's GPU when there is one (LOCAL_RANK under torchrun),
     else the CPU; anything else must name a device that exists here (LandscapeError if not)."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+            rank = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", rank % torch.cuda.device_count())
         return torch.device("cpu")
     try:
         dev = torch.device(device)

@@ -32,9 +32,10 @@ Normalization (:func:`normalize_direction`), exactly as the reference implementa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ def perturbed_names(model: nn.Module, mode: str = "weights", biasbn: bool = Fals
 
 def normalize_direction(direction: Direction, reference: Mapping[str, torch.Tensor],
                         norm: str = "filter") -> Direction:
-    """Scale ``direction`` in place to the norms of ``reference`` (see module docstring); returns it."""
+    """Scale ``direction`` in place to the norms of ``reference`` (see module docstring);
+    returns it."""
     if norm not in NORMS:
         raise LandscapeError(f"direction norm must be one of {NORMS}, got {norm!r}")
     if norm == "none":
@@ -195,7 +197,7 @@ def trajectory_pca(load_state: Callable[[Any], Mapping[str, torch.Tensor]], seri
         G[i, i] = float(sum((a * a).sum() for a in di))
         for j in range(i):
             dj = _flat_chunks(load_state(series[j]), names, final)
-            G[i, j] = G[j, i] = float(sum((a * b).sum() for a, b in zip(di, dj)))
+            G[i, j] = G[j, i] = float(sum((a * b).sum() for a, b in zip(di, dj, strict=True)))
             del dj
         del di
     evals, U = np.linalg.eigh(G)
@@ -214,9 +216,9 @@ def trajectory_pca(load_state: Callable[[Any], Mapping[str, torch.Tensor]], seri
         dt = _flat_chunks(load_state(series[t]), names, final)
         for k in range(2):
             c = U[t, k] / S[k]
-            for a, v in zip(acc[k], dt):
+            for a, v in zip(acc[k], dt, strict=True):
                 a.view(-1).add_(v, alpha=c)
-    dirs = [{n: a.to(final[n].dtype) for n, a in zip(names, acc[k])} for k in range(2)]
+    dirs = [{n: a.to(final[n].dtype) for n, a in zip(names, acc[k], strict=True)} for k in range(2)]
     coords = U[:, :2] * S[:2]
     explained = evals[:2] / evals.sum()
     return TrajectoryPCA(dirs[0], dirs[1], coords, explained, S,
@@ -241,7 +243,7 @@ def project_onto(states_deltas: Sequence[Direction], d1: Direction, d2: Directio
 
 def save_directions(group: Any, directions: Sequence[Direction], attrs: Mapping[str, Any]) -> None:
     """Write directions to an h5py group: ``xdirection/<name>``, ``ydirection/<name>``, attrs."""
-    for key, d in zip(("xdirection", "ydirection"), directions):
+    for key, d in zip(("xdirection", "ydirection"), directions, strict=False):
         g = group.require_group(key)
         for n, t in d.items():
             if n in g:
@@ -259,7 +261,7 @@ def load_directions(group: Any, device: torch.device, dtypes: Mapping[str, torch
         if key in group:
             g = group[key]
             out.append({n: torch.from_numpy(np.asarray(g[n])).to(device, dtypes.get(n), copy=True)
-                        for n in g.keys()})
+                        for n in g})
     return out
 
 

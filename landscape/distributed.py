@@ -7,7 +7,8 @@ to a single process (rank 0 of 1). gloo on CPU, NCCL on GPU. Surfaces and Hessia
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -20,7 +21,7 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def init_from_env(backend: Optional[str] = None) -> bool:
+def init_from_env(backend: str | None = None) -> bool:
     """Initialize the process group when launched by torchrun (WORLD_SIZE > 1); idempotent.
 
     Returns True when running distributed. The backend defaults to NCCL with CUDA, else gloo.
@@ -60,11 +61,11 @@ def barrier() -> None:
         dist.barrier()
 
 
-def gather_to_writer(obj: Any) -> Optional[list[Any]]:
+def gather_to_writer(obj: Any) -> list[Any] | None:
     """Collect one picklable object per rank on the writer (list in rank order); None elsewhere."""
     if not is_distributed():
         return [obj]
-    out: Optional[list[Any]] = [None] * world_size() if is_writer() else None
+    out: list[Any] | None = [None] * world_size() if is_writer() else None
     dist.gather_object(obj, out, dst=0)
     return out
 

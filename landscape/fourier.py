@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,8 @@ DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
 
 
 # ----------------------------------------------------------------------------- streaming
-def _image_batches(data: Any, samples: Optional[int], batch_size: int
-                   ) -> tuple[Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], int]:
+def _image_batches(data: Any, samples: int | None, batch_size: int
+                   ) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int]:
     """(iterator of (x, y) batches over the first ``samples`` images, number of images).
 
     ``data`` is an ``ImageData`` (``.images``, ``.labels``), a tensor of images, or a tuple
@@ -57,7 +58,8 @@ def _image_batches(data: Any, samples: Optional[int], batch_size: int
         raise TypeError(f"data must be ImageData, a tensor or (images, labels), not {type(data)}")
     n = len(images) if not samples else min(int(samples), len(images))
     if samples and samples > len(images):
-        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all")
+        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all",
+                      stacklevel=2)
     if n == 0:
         raise ValueError("no images to analyze")
     if batch_size < 1:
@@ -87,25 +89,26 @@ class _eval_mode:
             m.training = t
 
 
-def _model_device(model: nn.Module, device: Optional[torch.device]) -> torch.device:
+def _model_device(model: nn.Module, device: torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def stream_block_outputs(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                         samples: Optional[int] = None, batch_size: int = 128,
-                         device: Optional[torch.device] = None, progress: bool = False,
+def stream_block_outputs(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                         samples: int | None = None, batch_size: int = 128,
+                         device: torch.device | None = None, progress: bool = False,
                          desc: str = "features"
-                         ) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor], dict]]:
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, dict]]:
     """Yield ``(x, y, outputs)`` per batch, ``outputs[block.name]`` the block's output.
 
     The model runs in eval mode without gradients; its train/eval flags are restored after.
     Only one batch of outputs is alive at a time.
     """
-    import models
     from tqdm import tqdm
+
+    import models
 
     bl = models.blocks(model) if block_list is None else list(block_list)
     dev = _model_device(model, device)
@@ -120,7 +123,7 @@ def stream_block_outputs(model: nn.Module, data: Any, block_list: Optional[Seque
             bar.update(len(x))
 
 
-def count_images(data: Any, samples: Optional[int]) -> int:
+def count_images(data: Any, samples: int | None) -> int:
     """How many images a run over ``data`` with ``samples`` uses."""
     return _image_batches(data, samples, 1)[1]
 
@@ -209,7 +212,7 @@ class LogAmplitudeAccumulator:
         _check_readout(readout)
         self.eps = eps
         self.readout = readout
-        self.total: Optional[torch.Tensor] = None
+        self.total: torch.Tensor | None = None
         self.count = 0  # images * channels
         self.images = 0
         self.per_image: list[np.ndarray] = []
@@ -253,7 +256,7 @@ class FourierResult:
     spectra: list[np.ndarray]  # centred mean log amplitude (H, W) per entry
     n_images: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     readout: str = "paper"
@@ -293,7 +296,7 @@ class FourierResult:
         return changes_from_previous(self.names, self.kinds, self.high_frequency,
                                      [s.shape[0] for s in self.spectra])
 
-    def save(self, path: Union[str, Path]) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write HDF5: one group per entry (spectrum, freqs, delta, per-image value) + attrs."""
         import h5py
         path = Path(path)
@@ -326,7 +329,7 @@ class FourierResult:
         return path
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "FourierResult":
+    def load(cls, path: str | Path) -> FourierResult:
         import h5py
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "fourier":
@@ -349,7 +352,7 @@ class FourierResult:
                        per_image=per if len(per) == len(ents) else [])
 
 
-def _spatial(out: torch.Tensor, tokens: Optional[str]) -> Optional[torch.Tensor]:
+def _spatial(out: torch.Tensor, tokens: str | None) -> torch.Tensor | None:
     """Block output as (B, C, H, W), or None if it has no spatial layout (pooled, logits)."""
     import models
     if out.dim() not in (3, 4):
@@ -360,9 +363,9 @@ def _spatial(out: torch.Tensor, tokens: Optional[str]) -> Optional[torch.Tensor]
         return None
 
 
-def fourier_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                     samples: Optional[int] = None, batch_size: int = 128,
-                     device: Optional[torch.device] = None, eps: float = DEFAULT_EPS,
+def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                     samples: int | None = None, batch_size: int = 128,
+                     device: torch.device | None = None, eps: float = DEFAULT_EPS,
                      include_input: bool = True, progress: bool = False,
                      readout: str = "paper") -> FourierResult:
     """Mean log-amplitude spectrum per block output (and the input), over ``samples`` images,
@@ -396,13 +399,20 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence]
             accs[b.name].update(g)
     names, kinds, stages, dep, spectra, per = [], [], [], [], [], []
     if include_input:
-        names.append("input"); kinds.append("input"); stages.append(0); dep.append(0.0)
-        spectra.append(inp.mean_centered()); per.append(inp.high_frequency_per_image())
+        names.append("input")
+        kinds.append("input")
+        stages.append(0)
+        dep.append(0.0)
+        spectra.append(inp.mean_centered())
+        per.append(inp.high_frequency_per_image())
     for i, b in enumerate(bl):
         if b.name in skipped:
             continue
-        names.append(b.name); kinds.append(b.kind); stages.append(int(b.stage))
-        dep.append(float(depths[i + 1])); spectra.append(accs[b.name].mean_centered())
+        names.append(b.name)
+        kinds.append(b.kind)
+        stages.append(int(b.stage))
+        dep.append(float(depths[i + 1]))
+        spectra.append(accs[b.name].mean_centered())
         per.append(accs[b.name].high_frequency_per_image())
     from .provenance import run_metadata
     cfg = {"analysis": "fourier", "eps": eps, "samples": samples, "batch_size": batch_size,

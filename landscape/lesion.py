@@ -9,8 +9,9 @@ Per-image correctness (intact and per lesion, ``correct``) is kept for the boots
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,14 +22,14 @@ from .fourier import _eval_mode, _image_batches, _model_device, data_description
 from .provenance import JsonResult
 
 
-def evaluate(model: nn.Module, data: Any, samples: Optional[int] = None, batch_size: int = 256,
-             device: Optional[torch.device] = None) -> tuple[float, float, int]:
+def evaluate(model: nn.Module, data: Any, samples: int | None = None, batch_size: int = 256,
+             device: torch.device | None = None) -> tuple[float, float, int]:
     """(accuracy, mean cross-entropy, number of images) of ``model`` in eval mode."""
     return evaluate_per_image(model, data, samples, batch_size, device)[:3]
 
 
-def evaluate_per_image(model: nn.Module, data: Any, samples: Optional[int] = None,
-                       batch_size: int = 256, device: Optional[torch.device] = None
+def evaluate_per_image(model: nn.Module, data: Any, samples: int | None = None,
+                       batch_size: int = 256, device: torch.device | None = None
                        ) -> tuple[float, float, int, list[int]]:
     """(accuracy, mean cross-entropy, number of images, 0/1 correctness per image)."""
     dev = _model_device(model, device)
@@ -64,7 +65,7 @@ class LesionResult(JsonResult):
     baseline_loss: float
     n_images: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     not_residual: list[str] = field(default_factory=list)
     correct: list[list[int]] = field(default_factory=list)  # [intact] + per lesion, per image
@@ -75,12 +76,13 @@ class LesionResult(JsonResult):
         return self.baseline_accuracy - np.asarray(self.accuracy)
 
 
-def lesion_study(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                 samples: Optional[int] = None, batch_size: int = 256,
-                 device: Optional[torch.device] = None, progress: bool = False) -> LesionResult:
+def lesion_study(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                 samples: int | None = None, batch_size: int = 256,
+                 device: torch.device | None = None, progress: bool = False) -> LesionResult:
     """Baseline accuracy, then accuracy with each residual block's branch zeroed in turn."""
-    import models
     from tqdm import tqdm
+
+    import models
     bl = models.blocks(model) if block_list is None else list(block_list)
     depths = normalized_depths(len(bl))
     base_acc, base_loss, n, base_hits = evaluate_per_image(model, data, samples, batch_size, device)
@@ -90,9 +92,9 @@ def lesion_study(model: nn.Module, data: Any, block_list: Optional[Sequence] = N
     acc, loss, hits = [], [], [base_hits]
     for _i, b in tqdm(res, desc="lesion", unit="block", disable=not progress):
         with models.lesioned(b):
-            a, l, _, h = evaluate_per_image(model, data, samples, batch_size, device)
+            a, lo, _, h = evaluate_per_image(model, data, samples, batch_size, device)
         acc.append(a)
-        loss.append(l)
+        loss.append(lo)
         hits.append(h)
     from .provenance import run_metadata
     cfg = {"analysis": "lesion", "samples": samples, "batch_size": batch_size,

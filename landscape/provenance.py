@@ -13,8 +13,9 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Optional, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import LandscapeError
 
@@ -36,7 +37,7 @@ def versions() -> dict[str, str]:
 def run_metadata(**extra: Any) -> dict[str, Any]:
     """Versions plus a UTC timestamp plus ``extra`` (config, seed, ...)."""
     return {"versions": versions(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             **extra}
 
 
@@ -105,7 +106,7 @@ def _lock_text() -> str:
     return f"{os.getpid()} {socket.gethostname()}\n"
 
 
-def _read_lock(lock: Path) -> Optional[tuple[int, str]]:
+def _read_lock(lock: Path) -> tuple[int, str] | None:
     """(pid, host) recorded in a lock file, or None when it is gone, empty or garbled."""
     try:
         pid, host = lock.read_text().split()

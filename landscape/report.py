@@ -14,34 +14,35 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from .claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
-    _e,
-    _is_num,
-    fmt_number,
-    fmt_percent,
-    fmt_params,
-    fmt_duration,
+    _by_model_table,
     _cell,
-    _table,
+    _e,
+    _figure_html,
+    _figures_html,
+    _is_num,
+    _label_of,
     _missing,
     _model_labels,
-    _by_model_table,
     _png_size,
-    _figure_html,
-    _label_of,
     _section_figures,
-    _figures_html,
+    _table,
+    fmt_duration,
+    fmt_number,
+    fmt_params,
+    fmt_percent,
 )
 
 REPORT_NAME = "report.html"
 from .report_format import NOT_COMPUTED, PNG_SIGNATURE  # noqa: E402,F401
 
 #: (section id, heading, summary key holding its numbers, keys of summary["figures"] shown in it)
-SECTIONS: tuple[tuple[str, str, Optional[str], tuple[str, ...]], ...] = (
+SECTIONS: tuple[tuple[str, str, str | None, tuple[str, ...]], ...] = (
     ("models", "Models", "models", ("models",)),
     ("landscape", "Loss landscape", "surface", ("landscape", "surface")),
     ("hessian", "Hessian", "hessian", ("hessian", "spectrum", "density")),
@@ -176,7 +177,7 @@ def _hessian_body(summary: dict) -> str:
 
 
 def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
-                    claim: Optional[Claim], extra_cols: Sequence[tuple[str, Any]] = ()) -> str:
+                    claim: Claim | None, extra_cols: Sequence[tuple[str, Any]] = ()) -> str:
     """Per-model block tables (collapsible), side by side, plus the claim's per-model counts."""
     sec = summary.get(key)
     if not isinstance(sec, dict) or not sec:
@@ -185,7 +186,7 @@ def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
     parts = []
     if claim is not None and claim.per_model:
         rows = [[f"<th>{_e(claim.quantity)}</th>"]
-                + [_cell(claim.per_model.get(l), "text") for l in labels]]
+                + [_cell(claim.per_model.get(lab), "text") for lab in labels]]
         parts.append(_table(["quantity"] + labels, rows))
     cols = []
     for lab in labels:
@@ -234,7 +235,7 @@ def _robustness_body(summary: dict) -> str:
     acc: dict[tuple[str, float], Any] = {}
     for lab in labels:
         e = sec.get(lab) or {}
-        for f, a in zip(e.get("freqs") or [], e.get("acc") or []):
+        for f, a in zip(e.get("freqs") or [], e.get("acc") or [], strict=False):
             if _is_num(f):
                 if float(f) not in freqs:
                     freqs.append(float(f))
@@ -242,7 +243,8 @@ def _robustness_body(summary: dict) -> str:
     freqs.sort()
     rows = [[f"<th>{_e(fmt_number(f, 3))}π</th>"]
             + [_cell(acc.get((lab, f)), "pct") for lab in labels] for f in freqs]
-    table = _table(["noise frequency"] + [f"{l} accuracy" for l in labels], rows) if rows else ""
+    table = (_table(["noise frequency"] + [f"{lab} accuracy" for lab in labels], rows)
+             if rows else "")
     return top + (f"<details><summary>accuracy per noise frequency</summary>{table}</details>"
                   if table else "")
 
@@ -282,7 +284,7 @@ def _cka_body(summary: dict) -> str:
     ])
 
 
-def _lesion_body(summary: dict, claim: Optional[Claim]) -> str:
+def _lesion_body(summary: dict, claim: Claim | None) -> str:
     sec = summary.get("lesion")
     if not isinstance(sec, dict) or not sec:
         return ""
@@ -385,7 +387,7 @@ def _settings_body(summary: dict) -> str:
 
 # ----------------------------------------------------------------------------- entry points
 def render_html(out_dir: str | Path, summary: dict,
-                claims: Optional[Sequence[Claim]] = None) -> str:
+                claims: Sequence[Claim] | None = None) -> str:
     """The report as one HTML string (figures read from ``out_dir``)."""
     out_dir = Path(out_dir)
     claims = list(evaluate_claims(summary) if claims is None else claims)
@@ -420,11 +422,13 @@ def render_html(out_dir: str | Path, summary: dict,
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _, _ in SECTIONS)
     datasets = sorted({str(m.get("dataset")) for m in summary.get("models") or []
                        if isinstance(m, dict) and m.get("dataset")})
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    timing = timing_text(summary)
+    timing_html = f"<p>{_e(timing[:1].upper() + timing[1:])}</p>" if timing else ""
     head = (f"<header><h1>Loss landscape report</h1>"
             f"<p>Models: {_e(', '.join(labels) or 'none')}"
             f"{' · data: ' + _e(', '.join(datasets)) if datasets else ''}</p>"
-            f"{'<p>' + _e(timing_text(summary)[:1].upper() + timing_text(summary)[1:]) + '</p>' if timing_text(summary) else ''}"
+            f"{timing_html}"
             f"<p>Generated {_e(when)} by landscape</p></header>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -434,7 +438,7 @@ def render_html(out_dir: str | Path, summary: dict,
 
 
 def write_report(out_dir: str | Path, summary: dict,
-                 claims: Optional[Sequence[Claim]] = None) -> Path:
+                 claims: Sequence[Claim] | None = None) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and return its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -448,12 +452,12 @@ def write_report(out_dir: str | Path, summary: dict,
 
 def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()  # noqa: E731
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
-def format_summary_table(summary: dict, claims: Optional[Sequence[Claim]] = None,
+def format_summary_table(summary: dict, claims: Sequence[Claim] | None = None,
                          max_detail: int = 60) -> str:
     """Fixed-width text: one row per model with the key numbers, then the claims' verdicts."""
     labels = _model_labels(summary)

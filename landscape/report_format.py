@@ -9,8 +9,9 @@ import html
 import math
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 NOT_COMPUTED = "not computed in this run"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -149,10 +150,11 @@ def _figure_html(out_dir: Path, rel: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        warnings.warn(f"report: figure {rel} could not be read ({exc.__class__.__name__})")
+        warnings.warn(f"report: figure {rel} could not be read ({exc.__class__.__name__})",
+                      stacklevel=2)
         return f'<p class="missing">{_e("figure missing: " + rel)}</p>'
     if not data.startswith(PNG_SIGNATURE):
-        warnings.warn(f"report: figure {rel} is not a PNG file; not embedded")
+        warnings.warn(f"report: figure {rel} is not a PNG file; not embedded", stacklevel=2)
         return f'<p class="missing">{_e("not a PNG file: " + rel)}</p>'
     b64 = base64.b64encode(data).decode("ascii")
     cap = _e(Path(rel).name)
@@ -168,7 +170,7 @@ def _figure_html(out_dir: Path, rel: str) -> str:
             f"<figcaption>{cap}</figcaption></figure>")
 
 
-def _label_of(rel: str, labels: Sequence[str]) -> Optional[str]:
+def _label_of(rel: str, labels: Sequence[str]) -> str | None:
     """The model label a figure path names (longest match, on non-alphanumeric boundaries)."""
     for lab in sorted(labels, key=len, reverse=True):
         if re.search(r"(?<![A-Za-z0-9])" + re.escape(lab) + r"(?![A-Za-z0-9])", rel):
@@ -207,7 +209,7 @@ def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
                      + "".join(_figure_html(out_dir, r) for r in shared) + "</div>")
     if per:
         cols = []
-        for lab in [l for l in labels if l in per]:
+        for lab in [lb for lb in labels if lb in per]:
             cols.append(f'<div class="model-col"><h3>{_e(lab)}</h3>'
                         + "".join(_figure_html(out_dir, r) for r in per[lab]) + "</div>")
         grid = '<div class="models-row">' + "".join(cols) + "</div>"

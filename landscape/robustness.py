@@ -26,8 +26,9 @@ Both act in the model's (normalized) input space. Correctness per image and cond
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,9 +84,9 @@ def paper_band_mask(h: int, w: int, f: float, s: float = PAPER_WIDTH,
 
 
 def paper_frequency_noise(shape: Sequence[int], f: float, s: float = PAPER_WIDTH,
-                          eps: float = PAPER_EPS, generator: Optional[torch.Generator] = None,
+                          eps: float = PAPER_EPS, generator: torch.Generator | None = None,
                           base: str = "sign", dtype: torch.dtype = torch.float32,
-                          device: Optional[torch.device] = None) -> torch.Tensor:
+                          device: torch.device | None = None) -> torch.Tensor:
     """``FreqAttack(Random(eps), f, s)`` noise: ``Re ifft2(mask · fft2(eps · sign(N(0, 1))))``
     for (B, C, H, W) ``shape``, f and s in units of π. May be all zeros for an empty band."""
     if len(shape) != 4:
@@ -102,9 +103,9 @@ def paper_frequency_noise(shape: Sequence[int], f: float, s: float = PAPER_WIDTH
 
 
 def band_limited_noise(shape: Sequence[int], f: float, width: float, norm: float,
-                       generator: Optional[torch.Generator] = None, base: str = "gaussian",
+                       generator: torch.Generator | None = None, base: str = "gaussian",
                        dtype: torch.dtype = torch.float32,
-                       device: Optional[torch.device] = None) -> torch.Tensor:
+                       device: torch.device | None = None) -> torch.Tensor:
     """Radial protocol: noise of ``shape`` (B, C, H, W) whose spectrum is confined to the band
     around ``f`` (half-width ``width``, units of π), each image scaled to L2 norm ``norm``."""
     if len(shape) != 4:
@@ -144,11 +145,11 @@ class RobustnessResult(JsonResult):
     base: str
     n_images: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     protocol: str = "radial"
-    eps: Optional[float] = None
+    eps: float | None = None
     correct: list[list[int]] = field(default_factory=list)  # [clean] + per frequency, per image
 
     @property
@@ -159,9 +160,9 @@ class RobustnessResult(JsonResult):
 
 def noise_robustness(model: nn.Module, data: Any,
                      freqs: Sequence[float] = tuple(np.linspace(0, 1, 11)),
-                     width: Optional[float] = None, norm: float = 1.0, seed: int = 0,
-                     base: Optional[str] = None, samples: Optional[int] = None,
-                     batch_size: int = 256, device: Optional[torch.device] = None,
+                     width: float | None = None, norm: float = 1.0, seed: int = 0,
+                     base: str | None = None, samples: int | None = None,
+                     batch_size: int = 256, device: torch.device | None = None,
                      progress: bool = False, label: str = "", protocol: str = "paper",
                      eps: float = PAPER_EPS) -> RobustnessResult:
     """Accuracy under band-limited noise at each frequency (units of π); seeded per frequency

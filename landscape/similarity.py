@@ -24,8 +24,9 @@ similarity follows Nguyen et al. 2021, as here.)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +71,8 @@ def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
     raise ValueError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
 
 
-def hsic(k: torch.Tensor, l: torch.Tensor, estimator: str = "unbiased") -> float:
+def hsic(k: torch.Tensor, l: torch.Tensor,  # noqa: E741 (the paper's K, L; public keyword)
+         estimator: str = "unbiased") -> float:
     """HSIC of two Gram matrices."""
     return float(hsic_matrix([k, l], estimator)[0, 1])
 
@@ -112,7 +114,7 @@ class MinibatchCKA:
         n = features[0].shape[0]
         if n < (4 if self.estimator == "unbiased" else 2):
             warnings.warn(f"skipping a batch of {n} images: too small for the "
-                          f"{self.estimator} HSIC estimator")
+                          f"{self.estimator} HSIC estimator", stacklevel=2)
             self.skipped_images += n
             return
         h = hsic_matrix([gram_linear(f) for f in features], self.estimator).cpu()
@@ -143,7 +145,7 @@ class CKAResult(JsonResult):
     n_images: int
     n_batches: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     hsic_batches: list[list[list[float]]] = field(default_factory=list)  # (batch, L, L)
 
@@ -152,9 +154,9 @@ class CKAResult(JsonResult):
         return np.asarray(self.cka, dtype=np.float64)
 
 
-def cka_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                 samples: Optional[int] = None, batch_size: int = 128,
-                 device: Optional[torch.device] = None, estimator: str = "unbiased",
+def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                 samples: int | None = None, batch_size: int = 128,
+                 device: torch.device | None = None, estimator: str = "unbiased",
                  progress: bool = False) -> CKAResult:
     """Mini-batch linear CKA between every pair of block outputs (flattened per image)."""
     import models

@@ -12,7 +12,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +24,14 @@ import models
 
 from . import checkpoint
 from .errors import LandscapeError, NonFiniteLossError
-from .provenance import (output_dir, read_json, read_resume_file, resume_guard, run_metadata,
-                         write_json)
+from .provenance import (
+    output_dir,
+    read_json,
+    read_resume_file,
+    resume_guard,
+    run_metadata,
+    write_json,
+)
 
 
 @dataclass
@@ -81,7 +87,7 @@ def head_parameters(model: nn.Module) -> list[str]:
     return names
 
 
-def init_from(model: nn.Module, path: Union[str, Path]) -> list[str]:
+def init_from(model: nn.Module, path: str | Path) -> list[str]:
     """Copy weights from a trained checkpoint into ``model`` for fine-tuning.
 
     Tensors whose shape differs (the classifier head when the number of classes changes, the
@@ -144,9 +150,9 @@ def _lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> floa
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
 
 
-def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: TrainConfig,
-          out_dir: Union[str, Path], progress: bool = True,
-          info: Optional[dict[str, Any]] = None) -> dict[str, float]:
+def train(model: nn.Module, train_data: Any, test_data: Any | None, config: TrainConfig,
+          out_dir: str | Path, progress: bool = True,
+          info: dict[str, Any] | None = None) -> dict[str, float]:
     """Train ``model`` on ``train_data`` (an ``ImageData`` on the model's device).
 
     Writes ``config.json``, ``last.pt`` after each epoch, ``epoch_NNN.pt`` every ``save_every``
@@ -209,8 +215,9 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
     for epoch in range(start_epoch, config.epochs):
         model.train()
         gen = torch.Generator(device="cpu").manual_seed(config.seed * 1000 + epoch)
-        bar = tqdm(train_data.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch),
-                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+        batches = train_data.batches(config.batch_size, shuffle=True,
+                                     seed=config.seed * 1000 + epoch)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False, file=sys.stderr)
         run_loss, run_n = 0.0, 0
         for i, (x, y) in enumerate(bar):
@@ -224,8 +231,8 @@ def train(model: nn.Module, train_data: Any, test_data: Optional[Any], config: T
                 x, target = mix(x, y, train_data.num_classes, config.mixup, config.cutmix, gen)
             loss = F.cross_entropy(model(x), target, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch + 1}, "
-                                         f"step {i + 1}; lower --lr (now {config.lr})")
+                raise NonFiniteLossError(f"training loss became {loss.item()} at epoch "
+                                         f"{epoch + 1}, step {i + 1}; lower --lr (now {config.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -5,14 +5,13 @@ allowed; ``landscape.commands.common`` wraps them as argparse types.
 from __future__ import annotations
 
 import math
-from typing import Union
 
 from .errors import LandscapeError
 
 SEED_LIMIT = 2 ** 62  # seeds are offset (seed + 1, seed * 1_000_003 mod 2**63); numpy needs >= 0
 
 
-def to_int(value: Union[str, int], lo: int | None = None, hi: int | None = None,
+def to_int(value: str | int, lo: int | None = None, hi: int | None = None,
            what: str = "value") -> int:
     """An integer in [lo, hi] (either bound may be None)."""
     if isinstance(value, bool):
@@ -30,7 +29,7 @@ def to_int(value: Union[str, int], lo: int | None = None, hi: int | None = None,
     return n
 
 
-def to_float(value: Union[str, float, int], lo: float | None = None, hi: float | None = None,
+def to_float(value: str | float | int, lo: float | None = None, hi: float | None = None,
              lo_open: bool = False, hi_open: bool = False, what: str = "value") -> float:
     """A finite float in the interval from lo to hi (open or closed ends; None = unbounded)."""
     try:
@@ -52,7 +51,8 @@ def grid_spec(spec: str) -> tuple[float, float, int]:
         lo, hi, n = str(spec).split(":")
         lo_f, hi_f, n_i = float(lo), float(hi), int(n)
     except ValueError:
-        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}") from None
+        raise LandscapeError(f"grid must look like MIN:MAX:NUM (e.g. -1:1:21), got {spec!r}"
+                             ) from None
     if not (math.isfinite(lo_f) and math.isfinite(hi_f)):
         raise LandscapeError(f"grid {spec!r}: MIN and MAX must be finite numbers")
     if n_i < 1 or (n_i > 1 and not hi_f > lo_f):
@@ -60,7 +60,7 @@ def grid_spec(spec: str) -> tuple[float, float, int]:
     return lo_f, hi_f, n_i
 
 
-def subset_value(subset: Union[None, int, float, str]) -> Union[None, int, float]:
+def subset_value(subset: None | int | float | str) -> None | int | float:
     """A subset as a count (int >= 1) or a fraction (float in (0, 1]); None stays None.
 
     Strings: digits are a count ("3000"), a number with a point or exponent is a fraction

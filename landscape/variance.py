@@ -14,15 +14,21 @@ rounded to 6 significant digits) for the bootstrap in :mod:`landscape.claims`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .fourier import (_spatial, changes_from_previous, data_description, normalized_depths,
-                      stream_block_outputs)
+from .fourier import (
+    _spatial,
+    changes_from_previous,
+    data_description,
+    normalized_depths,
+    stream_block_outputs,
+)
 from .provenance import JsonResult
 
 
@@ -80,7 +86,7 @@ class VarianceResult(JsonResult):
     stderr: list[float]
     n_images: int
     config: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
+    seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     grid: list[int] = field(default_factory=list)  # spatial side (H) of each entry
@@ -91,14 +97,14 @@ class VarianceResult(JsonResult):
         log ratio in ``log_ratio``); ``same_grid`` False where the resolution changed."""
         out = changes_from_previous(self.names, self.kinds, self.variance,
                                     self.grid or [0] * len(self.names))
-        for c, i in zip(out, range(1, len(self.names))):
+        for c, i in zip(out, range(1, len(self.names)), strict=True):
             c["log_ratio"] = float(np.log(self.variance[i] / self.variance[i - 1]))
         return out
 
 
-def variance_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence] = None,
-                      samples: Optional[int] = None, batch_size: int = 128,
-                      device: Optional[torch.device] = None, ddof: int = 1,
+def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None,
+                      samples: int | None = None, batch_size: int = 128,
+                      device: torch.device | None = None, ddof: int = 1,
                       include_input: bool = True, progress: bool = False) -> VarianceResult:
     """Mean spatial variance of every spatial block output (and the input) over the images.
 
@@ -129,14 +135,23 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Optional[Sequence
             grids[b.name] = int(g.shape[-2])
     names, kinds, stages, dep, var, se, per = [], [], [], [], [], [], []
     if include_input:
-        names.append("input"); kinds.append("input"); stages.append(0); dep.append(0.0)
-        var.append(inp.mean); se.append(inp.stderr); per.append(inp.per_image)
+        names.append("input")
+        kinds.append("input")
+        stages.append(0)
+        dep.append(0.0)
+        var.append(inp.mean)
+        se.append(inp.stderr)
+        per.append(inp.per_image)
     for i, b in enumerate(bl):
         if b.name in skipped:
             continue
-        names.append(b.name); kinds.append(b.kind); stages.append(int(b.stage))
-        dep.append(float(depths[i + 1])); var.append(accs[b.name].mean)
-        se.append(accs[b.name].stderr); per.append(accs[b.name].per_image)
+        names.append(b.name)
+        kinds.append(b.kind)
+        stages.append(int(b.stage))
+        dep.append(float(depths[i + 1]))
+        var.append(accs[b.name].mean)
+        se.append(accs[b.name].stderr)
+        per.append(accs[b.name].per_image)
     from .provenance import run_metadata
     cfg = {"analysis": "variance", "ddof": ddof, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data),

@@ -3,13 +3,21 @@
 ``models`` knows nothing about ``landscape``; ``landscape`` uses it only through the registry
 (:func:`create`, :func:`names`) and the block list (:func:`blocks`).
 """
-from .blocks import (KINDS, Block, attach_blocks, block_outputs, blocks, capture, infer_blocks,
-                     lesioned, named_blocks, to_grid)
-from .registry import create, names, register
-
 # Importing the architecture modules registers their factories.
-from . import attention  # noqa: F401,E402
-from . import resnet, vit, pit, swin, alternet  # noqa: F401,E402
+from . import alternet, attention, pit, resnet, swin, vit  # noqa: F401 (imported to register)
+from .blocks import (
+    KINDS,
+    Block,
+    attach_blocks,
+    block_outputs,
+    blocks,
+    capture,
+    infer_blocks,
+    lesioned,
+    named_blocks,
+    to_grid,
+)
+from .registry import create, names, register
 
 __all__ = ["Block", "KINDS", "blocks", "block_outputs", "capture", "lesioned", "named_blocks",
            "infer_blocks", "attach_blocks", "to_grid", "create", "names", "register"]

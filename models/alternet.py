@@ -24,7 +24,8 @@ Units
   conv1 (3x3, stride) -> [bn, relu, conv 3x3].
 * MSA (``M``): a = gelu(norm1(x)); out = attn(norm2(conv(a))) + (shortcut(a) if projecting else x),
   with ``attn`` a :class:`~models.attention.WindowedConvAttention` on ``window_size`` windows
-  (keys ``norm1``, ``conv``, ``norm2``, ``attn.pos_embedding``, ``attn.attn.{to_q,to_kv,to_out.0}``).
+  (keys ``norm1``, ``conv``, ``norm2``, ``attn.pos_embedding``,
+  ``attn.attn.{to_q,to_kv,to_out.0}``).
   The repo only places MSA units at stride 1; for an ``M`` that opens a stage here the stride is
   applied by ``conv`` (a 1x1 strided conv) and the shortcut.
 * head: bn -> relu -> global average pool -> linear (``classifier.0.{bn,dense}``).
@@ -32,7 +33,7 @@ Units
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -42,7 +43,7 @@ from .blocks import Block
 from .registry import register
 from .resnet import StagedNet
 
-Pattern = Union[str, Sequence[Union[str, Sequence[str]]]]
+Pattern = str | Sequence[str | Sequence[str]]
 
 PAPER_CIFAR100_PATTERN = "CCC,CCCM,CMCMCM,CMCM"
 
@@ -131,8 +132,9 @@ class Stem(nn.Module):
     def __init__(self, in_chans: int, width: int, pool: bool) -> None:
         super().__init__()
         if pool:
-            self.layer0 = nn.Sequential(nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
-                                        nn.MaxPool2d(3, stride=2, padding=1))
+            self.layer0 = nn.Sequential(
+                nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
+                nn.MaxPool2d(3, stride=2, padding=1))
         else:
             self.layer0 = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1, bias=False))
 
@@ -159,7 +161,7 @@ class AlterNet(StagedNet):
     def __init__(self, pattern: Pattern, widths: Sequence[int], heads: Sequence[int],
                  bottleneck: bool = True, stem: bool = False, stem_width: int = 64,
                  window_size: int = 4, dim_head: int = 64, in_chans: int = 3,
-                 num_classes: int = 100, strides: Optional[Sequence[int]] = None) -> None:
+                 num_classes: int = 100, strides: Sequence[int] | None = None) -> None:
         super().__init__()
         stages = parse_pattern(pattern)
         strides = (1,) + (2,) * (len(stages) - 1) if strides is None else tuple(strides)
@@ -171,7 +173,7 @@ class AlterNet(StagedNet):
         self.layer0 = Stem(in_chans, stem_width, stem)
         c = stem_width
         stage_units = []
-        for s, (kinds, w, h) in enumerate(zip(stages, widths, heads)):
+        for s, (kinds, w, h) in enumerate(zip(stages, widths, heads, strict=True)):
             units: list[nn.Module] = []
             for i, kind in enumerate(kinds):
                 stride = strides[s] if i == 0 else 1

@@ -10,13 +10,11 @@ Two modules:
 * :class:`TokenSelfAttention` -- token attention on (B, N, C) with a fused ``qkv`` linear and an
   output ``proj`` (the layout of timm's ViT/PiT/Swin attention; state_dict keys ``qkv.*``,
   ``proj.*``).
-* :class:`WindowedConvAttention` -- the AlterNet MSA: non-overlapping p x p windows of a (B, C, H, W)
-  map, 1x1-conv projections ``attn.to_q``, ``attn.to_kv``, ``attn.to_out.0`` and a learned
-  relative-position table ``pos_embedding`` of shape (2p-1, 2p-1).
+* :class:`WindowedConvAttention` -- the AlterNet MSA: non-overlapping p x p windows of a
+  (B, C, H, W) map, 1x1-conv projections ``attn.to_q``, ``attn.to_kv``, ``attn.to_out.0`` and a
+  learned relative-position table ``pos_embedding`` of shape (2p-1, 2p-1).
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -24,7 +22,7 @@ import torch.nn.functional as F
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           bias: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+           bias: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v for (B, heads, N, d) tensors, via SDPA.
 
     ``bias`` is an additive float tensor or a boolean mask (True = may attend), broadcastable to
@@ -36,8 +34,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        bias: Optional[torch.Tensor] = None,
-                        scale: Optional[float] = None) -> torch.Tensor:
+                        bias: torch.Tensor | None = None,
+                        scale: float | None = None) -> torch.Tensor:
     """The same computation as :func:`attend` written out with matmul + softmax (for tests)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-2, -1)
@@ -77,13 +75,14 @@ class TokenSelfAttention(nn.Module):
         b, h, n, d = out.shape
         return self.proj(out.transpose(1, 2).reshape(b, n, h * d))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.heads(x)
         return self.merge(attend(q, k, v, bias, self.scale))
 
 
 class _ConvProjections(nn.Module):
-    """1x1-conv projections of the AlterNet MSA (state_dict names ``to_q``, ``to_kv``, ``to_out``)."""
+    """1x1-conv projections of the AlterNet MSA (state_dict names ``to_q``, ``to_kv``,
+    ``to_out``)."""
 
     def __init__(self, dim_in: int, dim_out: int, heads: int, dim_head: int) -> None:
         super().__init__()
@@ -110,7 +109,8 @@ class WindowedConvAttention(nn.Module):
         self.dim_head = dim_head
         self.window_size = window_size
         self.attn = _ConvProjections(dim_in, dim_out, heads, dim_head)
-        self.pos_embedding = nn.Parameter(torch.randn(2 * window_size - 1, 2 * window_size - 1) * 0.02)
+        side = 2 * window_size - 1
+        self.pos_embedding = nn.Parameter(torch.randn(side, side) * 0.02)
         self.register_buffer("rel_index", self.relative_index(window_size), persistent=False)
 
     def relative_index(self, p: int) -> torch.Tensor:
@@ -120,7 +120,7 @@ class WindowedConvAttention(nn.Module):
         pos = torch.stack([ys.flatten(), xs.flatten()], dim=1)
         return pos[None, :, :] - pos[:, None, :] + (self.window_size - 1)
 
-    def position_bias(self, p: Optional[int] = None) -> torch.Tensor:
+    def position_bias(self, p: int | None = None) -> torch.Tensor:
         """(p*p, p*p) additive bias, query rows x key columns (p defaults to the window size)."""
         idx = self.rel_index if p in (None, self.window_size) else \
             self.relative_index(p).to(self.pos_embedding.device)

@@ -7,7 +7,7 @@ depthwise strided conv pooling (``transformers.<s>.pool.conv``) with a linear ma
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -72,7 +72,7 @@ class PoolingVisionTransformer(nn.Module):
                  num_classes: int = 100) -> None:
         super().__init__()
         side = (img_size - patch_size) // stride + 1
-        dims = [b * h for b, h in zip(base_dims, heads)]
+        dims = [b * h for b, h in zip(base_dims, heads, strict=False)]
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], side, side))
         self.patch_embed = ConvEmbedding(in_chans, dims[0], patch_size, stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0]))
@@ -110,7 +110,8 @@ def pit_ti(num_classes: int = 100, in_chans: int = 3, img_size: int = 32, patch_
            stride: int = 1, base_dims: Sequence[int] = (32, 32, 32),
            depth: Sequence[int] = (2, 6, 4), heads: Sequence[int] = (2, 4, 8),
            mlp_ratio: float = 4.0) -> PoolingVisionTransformer:
-    """The paper's CIFAR PiT-Ti: patch 2, stride 1, base dims 32, depths (2, 6, 4), heads (2, 4, 8)."""
+    """The paper's CIFAR PiT-Ti: patch 2, stride 1, base dims 32, depths (2, 6, 4),
+    heads (2, 4, 8)."""
     return PoolingVisionTransformer(img_size, patch_size, stride, list(base_dims), list(depth),
                                     list(heads), mlp_ratio, in_chans, num_classes)
 

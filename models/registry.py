@@ -6,7 +6,8 @@ checkpoint can rebuild it without any other information.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 

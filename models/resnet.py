@@ -8,7 +8,7 @@ A unit computes relu(branch(x) + shortcut(x)); the branch ends with the BatchNor
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -114,7 +114,7 @@ class ResNet(StagedNet):
 
     def __init__(self, num_blocks: Sequence[int], widths: Sequence[int], bottleneck: bool,
                  stem: bool = False, stem_width: int = 64, in_chans: int = 3,
-                 num_classes: int = 100, strides: Optional[Sequence[int]] = None) -> None:
+                 num_classes: int = 100, strides: Sequence[int] | None = None) -> None:
         super().__init__()
         strides = default_strides(len(widths)) if strides is None else tuple(strides)
         if stem:
@@ -125,7 +125,7 @@ class ResNet(StagedNet):
             self.layer0 = conv_bn(in_chans, stem_width, 3)
         c = stem_width
         stages = []
-        for s, (n, w) in enumerate(zip(num_blocks, widths)):
+        for s, (n, w) in enumerate(zip(num_blocks, widths, strict=False)):
             units = []
             for i in range(n):
                 units.append(ResidualUnit(c, w, strides[s] if i == 0 else 1, bottleneck))

@@ -1,15 +1,16 @@
 """Swin Transformer in the timm 0.5.4 layout (patch merging at the END of stages 0..n-2).
 
-Keys: ``patch_embed.{proj,norm}``, ``layers.<s>.blocks.<i>.{norm1, attn.relative_position_bias_table,
-attn.relative_position_index, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``layers.<s>.blocks.<i>
-.attn_mask`` (shifted blocks only), ``layers.<s>.downsample.{reduction,norm}``, ``norm``, ``head``.
+Keys: ``patch_embed.{proj,norm}``,
+``layers.<s>.blocks.<i>.{norm1, attn.relative_position_bias_table, attn.relative_position_index,
+attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``layers.<s>.blocks.<i>.attn_mask`` (shifted
+blocks only), ``layers.<s>.downsample.{reduction,norm}``, ``norm``, ``head``.
 LayerNorm eps 1e-5 everywhere. Where the stage's map is not larger than the window, the window
 shrinks to the map and the shift is dropped (as in timm 0.5.4). Shifted blocks add the -100 mask
 that keeps tokens from different (pre-shift) regions apart.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -73,7 +74,7 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         nn.init.normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, nW, N, C); mask: (nW, N, N) or None -> (B, nW, N, C)."""
         b, nw, n, c = x.shape
         h = self.num_heads
@@ -124,7 +125,8 @@ class SwinBlock(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """2x2 neighbourhoods concatenated as (0,0), (1,0), (0,1), (1,1) -> LayerNorm -> linear 4C->2C."""
+    """2x2 neighbourhoods concatenated as (0,0), (1,0), (0,1), (1,1) -> LayerNorm ->
+    linear 4C->2C."""
 
     def __init__(self, resolution: int, dim: int) -> None:
         super().__init__()

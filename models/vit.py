@@ -12,8 +12,6 @@ whose outputs are the tokens after each residual addition; the block list points
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -48,11 +46,11 @@ class TransformerBlock(nn.Module):
         self.after_attn = nn.Identity()
         self.after_mlp = nn.Identity()
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         x = self.after_attn(x + self.attn(self.norm1(x), bias))
         return self.after_mlp(x + self.mlp(self.norm2(x)))
 
-    def block_list(self, prefix: str, stage: int, tokens: Optional[str]) -> list[Block]:
+    def block_list(self, prefix: str, stage: int, tokens: str | None) -> list[Block]:
         """The msa and mlp blocks of this transformer block."""
         return [Block(f"{prefix}.msa", "msa", stage, self.after_attn, self.attn, tokens),
                 Block(f"{prefix}.mlp", "mlp", stage, self.after_mlp, self.mlp, tokens)]
@@ -93,14 +91,15 @@ class VisionTransformer(nn.Module):
     def __init__(self, img_size: int = 32, patch_size: int = 2, in_chans: int = 3,
                  num_classes: int = 100, embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
                  mlp_ratio: float = 4.0, qkv_bias: bool = False,
-                 window: Optional[int] = None) -> None:
+                 window: int | None = None) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         n = self.patch_embed.grid ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim))
-        self.blocks = nn.Sequential(*[TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, 1e-6)
-                                      for _ in range(depth)])
+        self.blocks = nn.Sequential(*[
+            TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, 1e-6)
+            for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes)
         self.embed_out = nn.Identity()
@@ -142,7 +141,7 @@ def _init_transformer_weights(m: nn.Module) -> None:
 @register("vit_ti")
 def vit_ti(num_classes: int = 100, in_chans: int = 3, img_size: int = 32, patch_size: int = 2,
            embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
-           window: Optional[int] = None) -> VisionTransformer:
+           window: int | None = None) -> VisionTransformer:
     """The paper's CIFAR ViT-Ti: patch 2, dim 192, depth 12, 3 heads, no qkv bias."""
     return VisionTransformer(img_size, patch_size, in_chans, num_classes, embed_dim, depth,
                              num_heads, 4.0, False, window)
@@ -151,7 +150,7 @@ def vit_ti(num_classes: int = 100, in_chans: int = 3, img_size: int = 32, patch_
 @register("vit_tiny")
 def vit_tiny(num_classes: int = 10, in_chans: int = 1, img_size: int = 28, patch_size: int = 4,
              embed_dim: int = 48, depth: int = 6, num_heads: int = 3,
-             window: Optional[int] = None) -> VisionTransformer:
+             window: int | None = None) -> VisionTransformer:
     """Small CPU ViT for 28x28 inputs: patch 4 (7x7 tokens + cls), dim 48, depth 6, 3 heads."""
     return VisionTransformer(img_size, patch_size, in_chans, num_classes, embed_dim, depth,
                              num_heads, 4.0, True, window)

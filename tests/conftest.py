@@ -21,7 +21,8 @@ def fashion_mnist_available() -> bool:
 
 needs_fashion_mnist = pytest.mark.skipif(
     not fashion_mnist_available(),
-    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist or set LANDSCAPE_DATA")
+    reason="Fashion-MNIST IDX files missing: "
+           "apt-get install dataset-fashion-mnist or set LANDSCAPE_DATA")
 
 
 # ---- Loud CI: a skip is a failure unless its reason is listed here (with why it is allowed). ----

@@ -11,9 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.alternet_search import (SCHEMA, SearchConfig, baseline_pattern, better,
-                                       heads_per_stage, next_slot, parse_pattern, pattern_str,
-                                       run_search, spread, split_validation, stage_slots, with_msa)
+from landscape.alternet_search import (
+    SCHEMA,
+    SearchConfig,
+    baseline_pattern,
+    better,
+    heads_per_stage,
+    next_slot,
+    parse_pattern,
+    pattern_str,
+    run_search,
+    split_validation,
+    spread,
+    stage_slots,
+    with_msa,
+)
 from landscape.errors import LandscapeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +135,7 @@ def test_rule3_heads_grow_by_stage_and_reach_the_trainer(tmp_path):
     tr = FakeTrainer({})
     cfg = SearchConfig(model_kwargs={"heads": list(heads)})
     res = run_search(tr, baseline_pattern((2, 2, 2)), cfg, None)
-    for kw, (pat, _) in zip(tr.kwargs, tr.calls):
+    for kw, (pat, _) in zip(tr.kwargs, tr.calls, strict=True):
         assert kw == {"heads": [1, 2, 4], "pattern": pat}
     assert res.model_kwargs == {"heads": [1, 2, 4], "pattern": "CM,CM,CM"}
     # the final kwargs build the registry AlterNet, whose MSA units get wider and more heads

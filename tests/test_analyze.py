@@ -4,12 +4,11 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
-
-from conftest import needs_fashion_mnist
 
 TINY = """
 [analyze]
@@ -139,7 +138,8 @@ def test_bad_inputs_exit_2_one_line(ckpts, tmp_path, capsys):
     bad = checkpoint.save(tmp_path / "seven.pt", m, dataset="fashion-mnist")
     cases.append(["analyze", str(bad), "--out", str(tmp_path / "o2")])
     (tmp_path / "bad.toml").write_text("this is [ not toml")
-    cases.append(["analyze", paths[0], "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o3")])
+    cases.append(["analyze", paths[0], "--config", str(tmp_path / "bad.toml"),
+                  "--out", str(tmp_path / "o3")])
     (tmp_path / "afile").write_text("x")
     cases.append(["analyze", paths[0], "--out", str(tmp_path / "afile")])
     cases.append(["analyze", paths[0], "--set", "nonsense=1", "--out", str(tmp_path / "o5")])

@@ -23,13 +23,12 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 from landscape import checkpoint, validate
 from landscape.cli import main
 from landscape.errors import LandscapeError
 from landscape.provenance import LOCK_NAME, lock_output_dir, release_locks
-
-from conftest import needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 

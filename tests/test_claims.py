@@ -5,16 +5,25 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from test_fourier import Chain, DepthwiseCircular
 
 import models
 from landscape import claims as C
 from landscape.analyze import AnalyzeConfig
 from landscape.analyze_steps import summarize as _summarize
-from landscape.claims import (AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, claims_to_json,
-                              evaluate_claims, group_means, matched_distance_pairs, verdict_rule)
+from landscape.claims import (
+    AGREES,
+    DISAGREES,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    claims_to_json,
+    evaluate_claims,
+    group_means,
+    matched_distance_pairs,
+    verdict_rule,
+)
 from landscape.fourier import fourier_analysis
 from landscape.variance import variance_analysis
-from test_fourier import Chain, DepthwiseCircular
 
 torch.set_num_threads(1)
 BLUR, SHARPEN = [1 / 8, 6 / 8, 1 / 8], [-1 / 4, 6 / 4, -1 / 4]

@@ -181,7 +181,8 @@ def test_decoded_arrays_cached_by_path_and_mtime(tmp_path):
     # rewriting the files (new mtime/size) invalidates the entry and the new values are read
     truth = write_fmnist(tmp_path, n_train=30, seed=3)
     d = D.load_dataset("fashion-mnist", root=tmp_path, normalize=False)
-    assert len(d) == 30 and torch.equal(d.labels, torch.from_numpy(truth["train"][1].astype(np.int64)))
+    assert len(d) == 30
+    assert torch.equal(d.labels, torch.from_numpy(truth["train"][1].astype(np.int64)))
 
 
 def _corrupt_cases(good_images: bytes, good_labels: bytes):
@@ -254,8 +255,8 @@ def test_subset_determinism_fraction_count_and_strata(tmp_path):
     assert len(n) == 33 and len(n.indices) == 33 and len(set(n.indices.tolist())) == 33
     counts = torch.bincount(n.labels, minlength=10)
     assert counts.max() - counts.min() <= 1
-    assert np.array_equal(D.load_dataset("fashion-mnist", root=tmp_path, subset="33", seed=7).indices,
-                          n.indices)
+    again = D.load_dataset("fashion-mnist", root=tmp_path, subset="33", seed=7)
+    assert np.array_equal(again.indices, n.indices)
     assert len(D.load_dataset("fashion-mnist", root=tmp_path, subset="10%")) == 20
     assert D.load_dataset("fashion-mnist", root=tmp_path, subset=1.0).indices is None
 
@@ -349,8 +350,8 @@ def test_cifar_refuses_non_numpy_pickles(tmp_path):
     folder.mkdir()
     for name, obj in members.items():
         (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
-    with pytest.raises(LandscapeError, match=r"refusing to load posix\.getcwd|refusing to load os") \
-            as e:
+    refused = r"refusing to load posix\.getcwd|refusing to load os"
+    with pytest.raises(LandscapeError, match=refused) as e:
         D.load_dataset("cifar10", "test", root=tmp_path)
     assert "test_batch" in str(e.value)
 
@@ -435,7 +436,7 @@ def _write_tree(root: Path, sizes, mode="RGB"):
 
     rng = np.random.default_rng(0)
     truth = []
-    for ci, cls in enumerate(["zebra", "ant", "moth"]):  # sorted: ant, moth, zebra
+    for cls in ["zebra", "ant", "moth"]:  # sorted: ant, moth, zebra
         (root / cls).mkdir(parents=True, exist_ok=True)
         for j, (h, w) in enumerate(sizes):
             shape = (h, w, 3) if mode == "RGB" else (h, w)

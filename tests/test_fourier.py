@@ -8,8 +8,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import models
-from landscape.fourier import (FourierResult, diagonal, diagonal_frequencies, fourier_analysis,
-                               frequency_label, log_amplitude, relative_log_amplitude)
+from landscape.fourier import (
+    FourierResult,
+    diagonal,
+    diagonal_frequencies,
+    fourier_analysis,
+    frequency_label,
+    log_amplitude,
+    relative_log_amplitude,
+)
 
 torch.set_num_threads(1)
 

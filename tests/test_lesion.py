@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import Block
 from landscape.lesion import LesionResult, lesion_study
+from models import Block
 
 torch.set_num_threads(1)
 
@@ -56,13 +56,13 @@ def test_lesion_matches_hand_computation(tmp_path):
     assert res.names == ["r1", "r2"] and res.kinds == ["mlp", "msa"]
     assert res.not_residual == ["embed", "head"]
     assert res.depth == [0.5, 0.75]
-    a, l = _acc_loss(full, y)
+    a, loss = _acc_loss(full, y)
     assert res.baseline_accuracy == pytest.approx(a)
-    assert res.baseline_loss == pytest.approx(l, rel=1e-5)
+    assert res.baseline_loss == pytest.approx(loss, rel=1e-5)
     for i, out in enumerate([no_r1, no_r2]):
-        a, l = _acc_loss(out, y)
+        a, loss = _acc_loss(out, y)
         assert res.accuracy[i] == pytest.approx(a)
-        assert res.loss[i] == pytest.approx(l, rel=1e-5)
+        assert res.loss[i] == pytest.approx(loss, rel=1e-5)
     assert res.loss[0] != pytest.approx(res.baseline_loss)  # the lesion changed something
     # the hooks are gone afterwards
     with torch.no_grad():

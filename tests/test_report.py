@@ -15,8 +15,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from landscape.report import (NOT_COMPUTED, PNG_SIGNATURE, SECTION_IDS,  # noqa: E402
-                              format_summary_table, write_report)
+from landscape.report import (  # noqa: E402
+    NOT_COMPUTED,
+    PNG_SIGNATURE,
+    SECTION_IDS,
+    format_summary_table,
+    write_report,
+)
 
 LABELS = ["resnet_tiny", "vit_tiny", "alternet_tiny"]
 FAMILIES = {"resnet_tiny": "cnn", "vit_tiny": "vit", "alternet_tiny": "hybrid"}
@@ -31,7 +36,7 @@ def _png(path: Path, seed: int, kind: str = "line") -> None:
         x, y = np.meshgrid(np.linspace(-1, 1, 21), np.linspace(-1, 1, 21))
         ax.contourf(x, y, x ** 2 + 2 * y ** 2 + 0.1 * rng.standard_normal(x.shape), 12)
     else:
-        ax.plot(np.cumsum(rng.standard_normal(30)), color="C%d" % (seed % 10))
+        ax.plot(np.cumsum(rng.standard_normal(30)), color=f"C{seed % 10}")
     ax.set_title(path.stem, fontsize=7)
     fig.savefig(path)
     fig.savefig(path.with_suffix(".pdf"))
@@ -41,19 +46,20 @@ def _png(path: Path, seed: int, kind: str = "line") -> None:
 def _blocks(kinds, key, values):
     n = len(kinds)
     return [{"name": f"blocks.{i}", "kind": k, "stage": 0 if i < n // 2 else 1,
-             "depth": i / (n - 1), key: v} for i, (k, v) in enumerate(zip(kinds, values))]
+             "depth": i / (n - 1), key: v}
+            for i, (k, v) in enumerate(zip(kinds, values, strict=True))]
 
 
 def make_run(out: Path, sections=None) -> dict:
     """A fake ``landscape analyze`` output folder: PNG/PDF figures and a summary dict."""
     figures = {
-        "landscape": [f"figures/landscape/{l}_contour.png" for l in LABELS]
-        + [f"figures/landscape/{l}_3d.png" for l in LABELS],
+        "landscape": [f"figures/landscape/{lab}_contour.png" for lab in LABELS]
+        + [f"figures/landscape/{lab}_3d.png" for lab in LABELS],
         "hessian": ["figures/hessian/spectra.png", "figures/hessian/density.png"],
         "fourier": ["figures/fourier/dlogA_depth.png"],
         "variance": ["figures/variance/variance_depth.png"],
         "robustness": ["figures/robustness/noise.png"],
-        "cka": [f"figures/cka/{l}_cka.png" for l in LABELS],
+        "cka": [f"figures/cka/{lab}_cka.png" for lab in LABELS],
         "lesion": ["figures/lesion/lesion.png"],
     }
     for i, rel in enumerate(p for v in figures.values() for p in v):
@@ -62,30 +68,32 @@ def make_run(out: Path, sections=None) -> dict:
     vit = ["embed", "msa", "mlp", "msa", "mlp", "head"]
     alt = ["embed", "conv", "msa", "conv", "msa", "pool"]
     summary = {
-        "models": [{"label": l, "checkpoint": f"ckpt/{l}.pt", "sha256": "ab" * 32,
-                    "arch": l, "family": FAMILIES[l], "params": 10000 * (i + 1),
+        "models": [{"label": lab, "checkpoint": f"ckpt/{lab}.pt", "sha256": "ab" * 32,
+                    "arch": lab, "family": FAMILIES[lab], "params": 10000 * (i + 1),
                     "dataset": "fashion-mnist", "test_acc": 0.9 - 0.02 * i,
                     "test_nll": 0.3 + 0.01 * i, "eval_samples": 2000}
-                   for i, l in enumerate(LABELS)],
-        "hessian": {l: {"top_eigenvalues": [v, v / 2, v / 4], "trace": 10 * v, "trace_se": v,
-                        "spectrum": {"negative_share": s, "mean_positive": v / 3,
-                                     "count": 40, "batch_size": 16, "n_batches": 8,
-                                     "n_batches_finished": 8}}
-                    for l, v, s in zip(LABELS, [80.0, 12.0, 20.0], [0.02, 0.2, 0.1])},
-        "surface": {l: {"center_loss": 0.3, "mean_loss_increase": v, "radius": 1.0,
-                        "grid": [11, 11]} for l, v in zip(LABELS, [3.0, 0.8, 1.2])},
+                   for i, lab in enumerate(LABELS)],
+        "hessian": {lab: {"top_eigenvalues": [v, v / 2, v / 4], "trace": 10 * v, "trace_se": v,
+                          "spectrum": {"negative_share": s, "mean_positive": v / 3,
+                                       "count": 40, "batch_size": 16, "n_batches": 8,
+                                       "n_batches_finished": 8}}
+                    for lab, v, s in zip(LABELS, [80.0, 12.0, 20.0], [0.02, 0.2, 0.1],
+                                         strict=True)},
+        "surface": {lab: {"center_loss": 0.3, "mean_loss_increase": v, "radius": 1.0,
+                          "grid": [11, 11]}
+                    for lab, v in zip(LABELS, [3.0, 0.8, 1.2], strict=True)},
         "fourier": {"resnet_tiny": {"blocks": _blocks(conv, "dlogA_pi", [0, .5, 1, 1.5, 2, 1])},
                     "vit_tiny": {"blocks": _blocks(vit, "dlogA_pi", [0, -1, 0, -.5, 0, 0])},
                     "alternet_tiny": {"blocks": _blocks(alt, "dlogA_pi", [0, 1, .2, 1, .1, 0])}},
         "variance": {"resnet_tiny": {"blocks": _blocks(conv, "variance", [1, 2, 3, 4, 5, 1])},
                      "vit_tiny": {"blocks": _blocks(vit, "variance", [1, .5, 2, 1, 3, 1])},
                      "alternet_tiny": {"blocks": _blocks(alt, "variance", [1, 3, 2, 4, 1, 1])}},
-        "robustness": {l: {"freqs": [0.1, 0.3, 0.5, 0.7, 0.9], "acc": a, "clean_acc": 0.9,
-                           "noise_norm": 2.0}
-                       for l, a in zip(LABELS, [[.88, .8, .6, .4, .3], [.85, .84, .84, .83, .83],
-                                                [.87, .85, .8, .75, .7]])},
-        "cka": {l: {"names": [f"b{i}" for i in range(4)], "stages": [0, 0, 1, 1],
-                    "within_stage_mean": 0.8, "across_stage_mean": 0.4} for l in LABELS},
+        "robustness": {lab: {"freqs": [0.1, 0.3, 0.5, 0.7, 0.9], "acc": a, "clean_acc": 0.9,
+                             "noise_norm": 2.0}
+                       for lab, a in zip(LABELS, [[.88, .8, .6, .4, .3], [.85, .84, .84, .83, .83],
+                                                [.87, .85, .8, .75, .7]], strict=True)},
+        "cka": {lab: {"names": [f"b{i}" for i in range(4)], "stages": [0, 0, 1, 1],
+                      "within_stage_mean": 0.8, "across_stage_mean": 0.4} for lab in LABELS},
         "lesion": {"alternet_tiny": {"baseline_acc": 0.88, "blocks": _blocks(
             ["conv", "msa", "msa", "conv", "msa", "msa"], "acc", [.7, .86, .5, .7, .87, .6])}},
         "settings": {"budget": "quick", "hessian": {"top_k": 3, "batches": 8}, "seed": 0},
@@ -192,8 +200,8 @@ def test_claims_table_and_models_side_by_side(full_run):
     # per-model figures are laid out in one column per model
     land = text.split('id="landscape"')[1].split("</section>")[0]
     assert land.count('class="model-col"') == 3
-    for l in LABELS:
-        assert f"<h3>{l}</h3>" in land
+    for lab in LABELS:
+        assert f"<h3>{lab}</h3>" in land
     models = p.text_by_section["models"]
     assert "10.0k" in models and "90.00%" in models and "0.3" in models
     hess = p.text_by_section["hessian"]

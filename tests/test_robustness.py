@@ -5,12 +5,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
 import torch.nn.functional as F
 
-from landscape.robustness import (PAPER_WIDTH, RobustnessResult, band_limited_noise, band_mask,
-                                  noise_robustness, normalized_radius, paper_band_mask,
-                                  paper_frequency_noise)
+from landscape.robustness import (
+    PAPER_WIDTH,
+    RobustnessResult,
+    band_limited_noise,
+    band_mask,
+    noise_robustness,
+    normalized_radius,
+    paper_band_mask,
+    paper_frequency_noise,
+)
 
 torch.set_num_threads(1)
 
@@ -126,7 +132,7 @@ def test_paper_band_mask_on_8x8_equals_hand_built():
         for h in (8, 28):
             np.testing.assert_array_equal(paper_band_mask(h, h, f, centered=True).numpy(),
                                           _notebook_mask(f * math.pi, 0.2, h)), (f, h)
-    assert PAPER_WIDTH == pytest.approx(0.2 / math.pi)
+    assert pytest.approx(0.2 / math.pi) == PAPER_WIDTH
 
 
 def test_paper_noise_matches_freqattack_and_keeps_its_amplitude():

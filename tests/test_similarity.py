@@ -8,8 +8,15 @@ import torch
 import torch.nn as nn
 
 import models
-from landscape.similarity import (CKAResult, MinibatchCKA, cka_analysis, gram_linear, hsic,
-                                  hsic_matrix, linear_cka)
+from landscape.similarity import (
+    CKAResult,
+    MinibatchCKA,
+    cka_analysis,
+    gram_linear,
+    hsic,
+    hsic_matrix,
+    linear_cka,
+)
 
 torch.set_num_threads(1)
 
@@ -44,33 +51,33 @@ def test_biased_one_batch_equals_full_batch_linear_cka():
     assert m[0, 1] == pytest.approx(linear_cka(x, y), rel=1e-12)
 
 
-def _hsic_u_statistic(k, l):
+def _hsic_u_statistic(K, L):
     """Unbiased HSIC from its U-statistic definition (sums over distinct indices)."""
-    n = k.shape[0]
-    t1 = sum(k[i, j] * l[i, j] for i, j in itertools.permutations(range(n), 2)) / (n * (n - 1))
-    t2 = sum(k[i, j] * l[q, r] for i, j, q, r in itertools.permutations(range(n), 4)) / (
+    n = K.shape[0]
+    t1 = sum(K[i, j] * L[i, j] for i, j in itertools.permutations(range(n), 2)) / (n * (n - 1))
+    t2 = sum(K[i, j] * L[q, r] for i, j, q, r in itertools.permutations(range(n), 4)) / (
         n * (n - 1) * (n - 2) * (n - 3))
-    t3 = sum(k[i, j] * l[i, q] for i, j, q in itertools.permutations(range(n), 3)) / (
+    t3 = sum(K[i, j] * L[i, q] for i, j, q in itertools.permutations(range(n), 3)) / (
         n * (n - 1) * (n - 2))
     return t1 + t2 - 2 * t3
 
 
 def test_unbiased_hsic_equals_u_statistic_and_one_batch_cka():
     x, y = _rand(6, 3, 5), _rand(6, 2, 6)
-    k, l = gram_linear(x).numpy(), gram_linear(y).numpy()
-    ref = _hsic_u_statistic(k, l)
-    assert hsic(torch.tensor(k), torch.tensor(l), "unbiased") == pytest.approx(ref, rel=1e-10)
+    K, L = gram_linear(x).numpy(), gram_linear(y).numpy()
+    ref = _hsic_u_statistic(K, L)
+    assert hsic(torch.tensor(K), torch.tensor(L), "unbiased") == pytest.approx(ref, rel=1e-10)
     m = _cka([[x, y]], "unbiased")
-    ref_cka = ref / math.sqrt(_hsic_u_statistic(k, k) * _hsic_u_statistic(l, l))
+    ref_cka = ref / math.sqrt(_hsic_u_statistic(K, K) * _hsic_u_statistic(L, L))
     assert m[0, 1] == pytest.approx(ref_cka, rel=1e-10)
 
 
 def test_biased_hsic_reference():
     x, y = _rand(5, 3, 7), _rand(5, 2, 8)
-    k, l = gram_linear(x).numpy(), gram_linear(y).numpy()
+    K, L = gram_linear(x).numpy(), gram_linear(y).numpy()
     h = np.eye(5) - 1 / 5
-    assert hsic(torch.tensor(k), torch.tensor(l), "biased") == pytest.approx(
-        np.trace(k @ h @ l @ h) / 16, rel=1e-12)
+    assert hsic(torch.tensor(K), torch.tensor(L), "biased") == pytest.approx(
+        np.trace(K @ h @ L @ h) / 16, rel=1e-12)
 
 
 def test_known_matrices():

@@ -98,7 +98,8 @@ def test_vmap_equals_loop_and_l2(tmp_path):
                           wd=5e-4, batch_size=16, points_per_pass=1, progress=False)
     nll = r.arrays["test_loss"][0, 0]
     assert abs(r.arrays["test_loss_l2_paper"][0, 0] - (nll + 5e-4 * sum(norms))) < 1e-12
-    assert abs(r.arrays["test_loss_l2_half"][0, 0] - (nll + 5e-4 * 0.5 * sum(v * v for v in norms))) < 1e-12
+    half = nll + 5e-4 * 0.5 * sum(v * v for v in norms)
+    assert abs(r.arrays["test_loss_l2_half"][0, 0] - half) < 1e-12
 
 
 def test_automatic_plan_runs(tmp_path):
@@ -200,8 +201,9 @@ def test_mismatched_files_refused(tmp_path):
     assert "train_loss" in r.arrays and "test_loss" in r.arrays
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
-                    reason="Fashion-MNIST not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST not installed")
 def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
     models = pytest.importorskip("models")
     if "resnet_tiny" not in models.names():
@@ -222,7 +224,8 @@ def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
     r = S.load_surface(out / "surface.h5")
     assert r.arrays["test_loss"].shape == (2, 3) and r.arrays["test_done"].all()
     assert main(argv) == 0  # finished file reused
-    assert np.array_equal(S.load_surface(out / "surface.h5").arrays["test_loss"], r.arrays["test_loss"])
+    again = S.load_surface(out / "surface.h5")
+    assert np.array_equal(again.arrays["test_loss"], r.arrays["test_loss"])
     bad = list(argv)
     bad[bad.index("-1:1:3")] = "-1:1:5"
     assert main(bad) == 2

@@ -237,7 +237,7 @@ def test_paper_l2_loss_by_hand(tmp_path):
                           batch_size=2, points_per_pass=1, workers=1, progress=False)
     W = np.array([[1.5, 2.0], [0.0, -0.5]])
     logits = np.array([W @ [1.0, 0.0] + [0.5, -0.5], W @ [0.0, 1.0] + [0.5, -0.5]])
-    nll = np.mean([np.log(np.exp(z).sum()) - z[t] for z, t in zip(logits, [0, 1])])
+    nll = np.mean([np.log(np.exp(z).sum()) - z[t] for z, t in zip(logits, [0, 1], strict=True)])
     l2 = np.sqrt((W ** 2).sum()) + np.sqrt(0.5)
     assert abs(r.arrays["test_loss"][0] - nll) < 1e-12
     assert abs(r.arrays["test_loss_l2_paper"][0] - (nll + wd * l2)) < 1e-12

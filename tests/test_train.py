@@ -36,7 +36,8 @@ def test_training_learns_and_writes_checkpoints(tmp_path):
     m = _model()
     data = _data()
     before = T.evaluate(m, data)["loss"]
-    metrics = T.train(m, data, data, T.TrainConfig(**{**CFG, "epochs": 4}), tmp_path, progress=False)
+    metrics = T.train(m, data, data, T.TrainConfig(**{**CFG, "epochs": 4}), tmp_path,
+                      progress=False)
     assert metrics["test_loss"] < before
     for f in ("model.pt", "last.pt", "epoch_001.pt", "epoch_004.pt", "config.json", "metrics.json"):
         assert (tmp_path / f).exists(), f
@@ -70,7 +71,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(T.checkpoint, "save", orig)
     resumed = _model()  # a fresh process: new model object, same command
     T.train(resumed, data, None, T.TrainConfig(**CFG), tmp_path / "b", progress=False)
-    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
 
 

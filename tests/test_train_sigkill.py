@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 from landscape import checkpoint
-from conftest import needs_fashion_mnist
 
 EPOCHS = 5
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from test_fourier import Chain  # the same two-layer wrapper
 
 import models
 from landscape.variance import VarianceResult, spatial_variance, variance_analysis
-from test_fourier import Chain  # the same two-layer wrapper
 
 torch.set_num_threads(1)
 

@@ -48,10 +48,17 @@ so the logic is testable without training; :class:`RegistryTrainer` is the real 
 from __future__ import annotations
 
 from .buildup import FAMILIES, BuildupSettings, run_buildup
-from .patterns import (Pattern, baseline_pattern, heads_per_stage, next_slot, parse_pattern,
-                       pattern_str, stage_slots, with_msa)
-from .search import (METRICS, SCHEMA, SearchConfig, SearchResult, Trainer, better, run_search,
-                     spread)
+from .patterns import (
+    Pattern,
+    baseline_pattern,
+    heads_per_stage,
+    next_slot,
+    parse_pattern,
+    pattern_str,
+    stage_slots,
+    with_msa,
+)
+from .search import METRICS, SCHEMA, SearchConfig, SearchResult, Trainer, better, run_search, spread
 from .trainer import RegistryTrainer, compare_models, model_size, split_validation
 
 __all__ = ["FAMILIES", "METRICS", "SCHEMA", "BuildupSettings", "Pattern", "RegistryTrainer",

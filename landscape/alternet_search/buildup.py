@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..errors import LandscapeError
 from ..provenance import run_metadata, write_json
@@ -26,10 +26,10 @@ class BuildupSettings:
     """Everything ``landscape alternet-search`` needs (recorded in ``config.json``)."""
 
     baseline: str = "resnet_tiny"
-    depths: Optional[tuple[int, ...]] = None
+    depths: tuple[int, ...] | None = None
     data: str = "fashion-mnist"
-    data_root: Optional[str] = None
-    subset: Union[None, int, float] = 3000
+    data_root: str | None = None
+    subset: None | int | float = 3000
     val_samples: int = 1000
     test_samples: int = 0
     data_seed: int = 0
@@ -38,19 +38,19 @@ class BuildupSettings:
     min_delta: float = 0.0
     keep_first: bool = True
     min_stage: int = 0
-    patience: Optional[int] = None
-    max_candidates: Optional[int] = None
+    patience: int | None = None
+    max_candidates: int | None = None
     heads_base: int = 1
     heads_growth: int = 2
-    dim_head: Optional[int] = None
+    dim_head: int | None = None
     compare: tuple[str, ...] = ("vit_tiny",)
     train: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
 
 
-def run_buildup(settings: BuildupSettings, out_dir: Union[str, Path],
-                runs_dir: Union[str, Path, None] = None,
-                progress: bool = True) -> tuple[SearchResult, Optional[dict[str, Any]]]:
+def run_buildup(settings: BuildupSettings, out_dir: str | Path,
+                runs_dir: str | Path | None = None,
+                progress: bool = True) -> tuple[SearchResult, dict[str, Any] | None]:
     """Load the data, run the build-up search (``out_dir/search.json``) and compare the final
     AlterNet with the all-conv baseline and the ``compare`` models on the test split
     (``out_dir/comparison.json``). Validation data are held out of the training subset; the

@@ -1,14 +1,14 @@
 """Patterns (one string of 'C'/'M' units per stage), their slots and the next candidate."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 from ..errors import LandscapeError
 
 Pattern = tuple[str, ...]
 
 
-def parse_pattern(pattern: Union[str, Sequence[Union[str, Sequence[str]]]]) -> Pattern:
+def parse_pattern(pattern: str | Sequence[str | Sequence[str]]) -> Pattern:
     """A pattern as a tuple of per-stage strings of 'C'/'M' (accepts ``"CC,CM"`` or lists)."""
     if isinstance(pattern, str):
         parts = [p for p in pattern.replace("|", ",").replace("-", ",").replace(" ", ",").split(",")
@@ -56,7 +56,7 @@ def with_msa(pattern: Pattern, stage: int, slot: int) -> Pattern:
 
 
 def next_slot(pattern: Pattern, stage: int, keep_first: bool = True,
-              min_stage: int = 0) -> Optional[tuple[int, int]]:
+              min_stage: int = 0) -> tuple[int, int] | None:
     """(stage, slot) of the next candidate: the first free slot of ``stage``, else of earlier
     stages down to ``min_stage``; None when no stage can take another MSA."""
     for s in range(stage, min_stage - 1, -1):

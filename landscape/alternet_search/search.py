@@ -6,9 +6,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,8 @@ class SearchConfig:
     min_delta: float = 0.0
     keep_first: bool = True
     min_stage: int = 0
-    patience: Optional[int] = None
-    max_candidates: Optional[int] = None
+    patience: int | None = None
+    max_candidates: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, num_stages: int) -> None:
@@ -82,7 +83,7 @@ class SearchResult:
     model_kwargs: dict[str, Any]
     candidates: list[dict[str, Any]]
     stop_reason: str
-    log_path: Optional[Path]
+    log_path: Path | None
 
     @property
     def sequence(self) -> list[str]:
@@ -108,7 +109,7 @@ def _run_key(pattern: Pattern, seed: int) -> str:
 class _Log:
     """The JSON log: header, finished trainings (``runs``) and decided candidates."""
 
-    def __init__(self, path: Optional[Path], header: dict[str, Any]) -> None:
+    def __init__(self, path: Path | None, header: dict[str, Any]) -> None:
         self.path = path
         self.doc: dict[str, Any] = {"schema": SCHEMA, **header, "runs": [], "candidates": [],
                                     "status": "running", "final": None}
@@ -143,8 +144,8 @@ class _Log:
         write_json(self.path, {**self.doc, "runs": self.doc["runs"] + pending})
 
 
-def run_search(trainer: Trainer, baseline: Union[Pattern, str], config: SearchConfig,
-               log_path: Union[str, Path, None] = None, *, trainer_info: Optional[dict] = None,
+def run_search(trainer: Trainer, baseline: Pattern | str, config: SearchConfig,
+               log_path: str | Path | None = None, *, trainer_info: dict | None = None,
                clock: Callable[[], float] = time.perf_counter,
                progress: bool = False) -> SearchResult:
     """Run the AlterNet build-up from ``baseline`` (see the module docstring for the rules).

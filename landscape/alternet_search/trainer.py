@@ -4,8 +4,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class RegistryTrainer:
     """
 
     def __init__(self, family: str, train_data: Any, val_data: Any, config: Any,
-                 runs_dir: Union[str, Path], device: Any = "cpu", progress: bool = False) -> None:
+                 runs_dir: str | Path, device: Any = "cpu", progress: bool = False) -> None:
         self.family = family
         self.train_data = train_data
         self.val_data = val_data

@@ -88,17 +88,47 @@ frequency]}}``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .curvature import (MIN_PLANES, claim_flatness, claim_flatness_surface,
-                        claim_negative_eigenvalues, top_eigenvalue)
-from .evidence import (AGREES, DISAGREES, GROUPS, INCONCLUSIVE, LEVEL, N_BOOT, NOT_MEASURED,
-                       VERDICTS, Claim, Evidence, _finite, bootstrap_effect, group_means, judge,
-                       per_seed_effects, verdict_rule)
+from .curvature import (
+    MIN_PLANES,
+    claim_flatness,
+    claim_flatness_surface,
+    claim_negative_eigenvalues,
+    top_eigenvalue,
+)
+from .evidence import (
+    AGREES,
+    DISAGREES,
+    GROUPS,
+    INCONCLUSIVE,
+    LEVEL,
+    N_BOOT,
+    NOT_MEASURED,
+    VERDICTS,
+    Claim,
+    Evidence,
+    _finite,
+    bootstrap_effect,
+    group_means,
+    judge,
+    per_seed_effects,
+    verdict_rule,
+)
 from .evidence import _mean_col as _mean_col  # re-exported for the tests
-from .features import (HIGH_BAND_FRACTION, cka_stage_stat, claim_fourier, claim_robustness,
-                       claim_stage_cka, claim_stage_lesion, claim_variance, high_frequency_drop,
-                       matched_distance_pairs, same_grid_pairs)
+from .features import (
+    HIGH_BAND_FRACTION,
+    cka_stage_stat,
+    claim_fourier,
+    claim_robustness,
+    claim_stage_cka,
+    claim_stage_lesion,
+    claim_variance,
+    high_frequency_drop,
+    matched_distance_pairs,
+    same_grid_pairs,
+)
 
 __all__ = ["AGREES", "CLAIMS", "DISAGREES", "GROUPS", "HIGH_BAND_FRACTION", "INCONCLUSIVE",
            "LEVEL", "MIN_PLANES", "NOT_MEASURED", "N_BOOT", "VERDICTS", "Claim", "Evidence",
@@ -113,8 +143,8 @@ CLAIMS: tuple[Callable[..., Any], ...] = (
     claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion)
 
 
-def evaluate_claims(summary: dict, seed: Optional[int] = None,
-                    n_boot: Optional[int] = None) -> list[Claim]:
+def evaluate_claims(summary: dict, seed: int | None = None,
+                    n_boot: int | None = None) -> list[Claim]:
     """One :class:`Claim` per claim row, in the paper's order. ``seed`` (default: the summary's
     ``settings.seed``, else 0) seeds every bootstrap and is recorded in each claim."""
     if seed is None:

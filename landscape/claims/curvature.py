@@ -1,23 +1,33 @@
 """Curvature claims: flatness (Hessian λmax, loss surface) and negative eigenvalues."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from .evidence import (N_BOOT, Claim, _between, _finite, _mean_col, _models, _section, _units,
-                       _why, judge)
+from .evidence import (
+    N_BOOT,
+    Claim,
+    _between,
+    _finite,
+    _mean_col,
+    _models,
+    _section,
+    _units,
+    _why,
+    judge,
+)
 
 MIN_PLANES = 3           # surface planes a model needs before its sharpness counts
 
 
-def top_eigenvalue(entry: dict) -> Optional[float]:
+def top_eigenvalue(entry: dict) -> float | None:
     """Largest of ``top_eigenvalues`` (None when absent or empty)."""
     vals = [float(v) for v in entry.get("top_eigenvalues") or [] if _finite(v)]
     return max(vals) if vals else None
 
 
-def _per_batch(entry: Any, key: str) -> Optional[list]:
+def _per_batch(entry: Any, key: str) -> list | None:
     pb = entry.get("per_batch") if isinstance(entry, dict) else None
     return pb.get(key) if isinstance(pb, dict) else None
 
@@ -40,7 +50,7 @@ def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -
     smaller than the grid step has no point)."""
     models = _models(summary)
     raw: dict[str, np.ndarray] = {}
-    radii: Optional[list] = None
+    radii: list | None = None
     few = []
     for lab, e in _section(summary, "surface").items():
         planes = e.get("planes") if isinstance(e, dict) else None
@@ -61,7 +71,7 @@ def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -
         raw[lab] = a
     width = min((a.shape[1] for a in raw.values()), default=0)
     cols = [j for j in range(width) if all(np.isfinite(a[:, j]).all() for a in raw.values())]
-    vals: dict[str, Optional[np.ndarray]] = {k: a[:, cols] for k, a in raw.items()} if cols else {}
+    vals: dict[str, np.ndarray | None] = {k: a[:, cols] for k, a in raw.items()} if cols else {}
     evs, missing = _between(vals, models, ("vit", "hybrid"), _mean_col)
     used = [radii[j] for j in cols] if radii and len(radii) >= width else cols
     extra: dict[str, Any] = {"radii": used}
@@ -86,7 +96,7 @@ def _neg_ratio(x: np.ndarray) -> np.ndarray:
 def claim_negative_eigenvalues(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
     """ViTs have more negative curvature: per batch max(-λmin, 0) / λmax, ViT above CNN."""
     models = _models(summary)
-    vals: dict[str, Optional[np.ndarray]] = {}
+    vals: dict[str, np.ndarray | None] = {}
     share: dict[str, float] = {}
     for lab, e in _section(summary, "hessian").items():
         lmax, lmin = _units(_per_batch(e, "lambda_max")), _units(_per_batch(e, "lambda_min"))

@@ -3,8 +3,9 @@ the per-seed effects, the verdict rule and :func:`judge` (the rules: ``landscape
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,8 @@ class Claim:
     detail: str
     section: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    effect: Optional[float] = None
-    interval: Optional[list[float]] = None
+    effect: float | None = None
+    interval: list[float] | None = None
     n: int = 0                       # checkpoints that contribute
     n_detail: str = ""               # what the units are and how many
     per_seed: dict[str, float] = field(default_factory=dict)
@@ -180,8 +181,8 @@ def verdict_rule(lo: float, hi: float, per_seed: dict[str, float], direction: in
 
 def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
           evidence: Sequence[Evidence], direction: int, unit_name: str, why_missing: str,
-          seed: int, n_boot: int, per_model_extra: Optional[dict[str, Any]] = None,
-          extra: Optional[dict[str, Any]] = None) -> Claim:
+          seed: int, n_boot: int, per_model_extra: dict[str, Any] | None = None,
+          extra: dict[str, Any] | None = None) -> Claim:
     """A claim from its evidence: bootstrap, per-seed effects and the verdict."""
     per_model: dict[str, Any] = dict(per_model_extra or {})
     boot = {"seed": seed, "replicates": n_boot, "level": LEVEL}
@@ -249,7 +250,7 @@ def _mean_col(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1)
 
 
-def _units(values: Any) -> Optional[np.ndarray]:
+def _units(values: Any) -> np.ndarray | None:
     """A finite (U, F) array from a list (of lists), or None."""
     try:
         a = np.asarray(values, dtype=np.float64)

@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .evidence import (N_BOOT, Claim, Evidence, _between, _finite, _mean_col, _models,
-                       _section, _units, _why, judge)
+from .evidence import (
+    N_BOOT,
+    Claim,
+    Evidence,
+    _between,
+    _finite,
+    _mean_col,
+    _models,
+    _section,
+    _units,
+    _why,
+    judge,
+)
 
 #: Fraction of the measured frequencies (the highest ones) that form the "high-frequency" band.
 HIGH_BAND_FRACTION = 0.25
@@ -20,7 +32,7 @@ def same_grid_pairs(blocks: Sequence[dict], kind: str) -> list[tuple[dict, dict]
     seq = sorted((b for b in blocks if isinstance(b, dict)),
                  key=lambda b: float(b.get("depth", 0.0)) if _finite(b.get("depth")) else 0.0)
     out = []
-    for prev, cur in zip(seq, seq[1:]):
+    for prev, cur in zip(seq, seq[1:], strict=False):
         if cur.get("kind") != kind:
             continue
         if prev.get("grid") is None or prev.get("grid") != cur.get("grid"):
@@ -94,10 +106,11 @@ def claim_variance(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> list[C
     return [_kind_claim(summary, "variance", k, seed, n_boot) for k in ("msa", "conv", "mlp")]
 
 
-def high_frequency_drop(entry: dict) -> Optional[float]:
+def high_frequency_drop(entry: dict) -> float | None:
     """``clean_acc`` minus the mean accuracy over the highest-frequency quarter of the noise."""
     freqs, acc, clean = entry.get("freqs") or [], entry.get("acc") or [], entry.get("clean_acc")
-    pairs = [(float(f), float(a)) for f, a in zip(freqs, acc) if _finite(f) and _finite(a)]
+    pairs = [(float(f), float(a)) for f, a in zip(freqs, acc, strict=False)
+             if _finite(f) and _finite(a)]
     if not pairs or not _finite(clean):
         return None
     pairs.sort()
@@ -115,7 +128,7 @@ def _high_band(freqs: Sequence[float]) -> list[int]:
 def claim_robustness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
     """ViTs are robust to high-frequency noise: accuracy drop, ViT below CNN."""
     models = _models(summary)
-    vals: dict[str, Optional[np.ndarray]] = {}
+    vals: dict[str, np.ndarray | None] = {}
     for lab, e in _section(summary, "robustness").items():
         g = e.get("groups") if isinstance(e, dict) else None
         if not isinstance(g, dict) or not e.get("freqs"):

@@ -5,7 +5,6 @@ import argparse
 from typing import Any
 
 
-
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "alternet-search", help="build an AlterNet from a baseline CNN by the paper's rules",
@@ -15,8 +14,16 @@ def add_parser(sub: Any) -> None:
                     "candidate is logged to OUT/search.json (re-running the same command resumes); "
                     "the final AlterNet, the baseline and --compare models are then evaluated on "
                     "the test split (OUT/comparison.json) and plotted (OUT/buildup.png, .pdf).")
-    from .common import (add_device_arg, finite_float, nonneg_float, nonneg_int, positive_float,
-                         positive_int, seed_int, subset_arg)
+    from .common import (
+        add_device_arg,
+        finite_float,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+        seed_int,
+        subset_arg,
+    )
     p.add_argument("--baseline", default="resnet_tiny",
                    help="baseline CNN: resnet_tiny (searched as alternet_tiny) or resnet50 "
                         "(searched as alternet50)")
@@ -54,7 +61,8 @@ def add_parser(sub: Any) -> None:
                    help="earliest stage (0-based) that may receive an MSA unit")
     p.add_argument("--allow-first", action="store_true",
                    help="let the first unit of a stage (the strided one) become MSA too")
-    p.add_argument("--heads-base", type=positive_int, default=1, help="MSA heads in the first stage")
+    p.add_argument("--heads-base", type=positive_int, default=1,
+                   help="MSA heads in the first stage")
     p.add_argument("--heads-growth", type=positive_int, default=2,
                    help="factor by which MSA heads grow per stage (rule 3)")
     p.add_argument("--dim-head", type=positive_int, default=None,
@@ -73,7 +81,6 @@ def add_parser(sub: Any) -> None:
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The :class:`BuildupSettings` an argument namespace asks for."""
     from ..alternet_search import BuildupSettings
-
     from ..validate import subset_value, to_int
 
     subset = subset_value(args.subset)  # argparse checked them; a Namespace built by hand too

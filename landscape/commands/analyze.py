@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
                     "Re-running reuses finished raw results. Every budget setting can be "
                     "overridden with --set KEY=VALUE or a TOML file (--config).")
     p.add_argument("checkpoints", metavar="CKPT", nargs="+",
-                   help="checkpoint files (our format, the paper's, or bare state_dicts with --model)")
+                   help="checkpoint files (our format, the paper's, "
+                        "or bare state_dicts with --model)")
     p.add_argument("--model", default=None,
                    help="architecture name for bare state_dicts (default: the one recorded in "
                         "each checkpoint)")
@@ -48,7 +49,8 @@ def add_parser(sub: Any) -> None:
                    help="folder of raw results, shared between runs that use the same settings "
                         "(default: OUT/raw)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--out", required=True, help="output folder (report.html, summary.json, raw/, figures/)")
+    p.add_argument("--out", required=True,
+                   help="output folder (report.html, summary.json, raw/, figures/)")
     p.set_defaults(func=run)
 
 

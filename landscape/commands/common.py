@@ -7,7 +7,8 @@ answer before the heavy imports.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import validate as V
 from ..errors import LandscapeError
@@ -80,7 +81,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 def add_checkpoint_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     """Positional CKPT (one, or several with ``many``) and ``--model`` for bare state_dicts."""
-    p.add_argument("checkpoints" if many else "checkpoint", metavar="CKPT", nargs="+" if many else None,
+    p.add_argument("checkpoints" if many else "checkpoint", metavar="CKPT",
+                   nargs="+" if many else None,
                    help="checkpoint file(s): our format, the paper's {name, state_dict} format, "
                         "or a bare state_dict (then give --model)")
     p.add_argument("--model", default=None,

@@ -7,8 +7,9 @@ Each subcommand takes one or more checkpoints, writes one raw result per checkpo
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import LandscapeError
 from .common import nonneg_float, positive_float, unit_float
@@ -44,7 +45,8 @@ def add_parser(sub: Any) -> None:
                     "(Fig. 9).")
     _common(p, 1000, 128)
     p.add_argument("--ddof", type=int, default=1, choices=[0, 1],
-                   help="variance estimator: 1 = unbiased (torch default, as the paper), 0 = population")
+                   help="variance estimator: 1 = unbiased (torch default, as the paper), "
+                        "0 = population")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
     p.set_defaults(func=run_variance)
 
@@ -57,7 +59,8 @@ def add_parser(sub: Any) -> None:
     _common(p, 1000, 256)
     p.add_argument("--freqs", type=unit_float, nargs="+", default=[i / 10 for i in range(11)],
                    help="noise centre frequencies in units of π (0..1)")
-    p.add_argument("--width", type=positive_float, default=0.05, help="band half-width in units of π")
+    p.add_argument("--width", type=positive_float, default=0.05,
+                   help="band half-width in units of π")
     p.add_argument("--noise-norm", type=nonneg_float, default=5.0,
                    help="L2 norm of the noise per image (normalized input space; "
                         "RMS per pixel = norm / sqrt(C*H*W))")
@@ -103,8 +106,7 @@ def _labels(paths: list[str], shas: list[str], existing: list[Path],
 def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
          compute: Callable[[Any, Any, bool], Any], loader: Callable[[Path], Any], ext: str,
          plot: Callable[[list[Any], Path, list[str]], None]) -> int:
-    from ..provenance import file_sha256, run_metadata, write_json
-    from ..provenance import output_dir, resume_guard
+    from ..provenance import file_sha256, output_dir, resume_guard, run_metadata, write_json
     from .common import check_checkpoints, load_checkpoint_and_data
 
     paths = list(args.checkpoints)
@@ -116,7 +118,7 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
             "samples": args.samples, "batch_size": args.batch_size, "seed": args.seed,
             "model": args.model, **settings}
     results, runs = [], []
-    for path, label in zip(paths, labels):
+    for path, label in zip(paths, labels, strict=True):
         run = {**base, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
                "label": label}
         file = out / f"{analysis}_{label}.{ext}"
@@ -156,8 +158,9 @@ def run_fourier(args: argparse.Namespace) -> int:
                                 include_input=not args.no_input, progress=progress)
 
     def plot(rs, out, labels):
-        for r, lab in zip(rs, labels):
-            plot_fourier_curves(r, out / f"fourier_curves_{lab}", title=f"{lab}: ΔlogA ({r.n_images} images)")
+        for r, lab in zip(rs, labels, strict=True):
+            plot_fourier_curves(r, out / f"fourier_curves_{lab}",
+                                title=f"{lab}: ΔlogA ({r.n_images} images)")
         plot_high_frequency(rs, out / "fourier_high_frequency", labels)
 
     return _run(args, "fourier", {"eps": args.eps, "include_input": not args.no_input},
@@ -204,8 +207,9 @@ def run_cka(args: argparse.Namespace) -> int:
                             progress=progress)
 
     def plot(rs, out, labels):
-        for r, lab in zip(rs, labels):
-            plot_cka(r, out / f"cka_{lab}", title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
+        for r, lab in zip(rs, labels, strict=True):
+            plot_cka(r, out / f"cka_{lab}",
+                     title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
 
     return _run(args, "cka", {"estimator": args.estimator}, compute, CKAResult.load, "json", plot)
 

@@ -15,8 +15,14 @@ def add_parser(sub: Any) -> None:
                     "add Hutchinson/Hutch++ trace and an SLQ spectral density of the loss averaged "
                     "over --curvature-samples images. Re-running continues unfinished batches. "
                     "Runs under torchrun (batches sharded over ranks).")
-    from .common import (add_checkpoint_args, add_data_args, fraction, nonneg_float,
-                         positive_float, positive_int)
+    from .common import (
+        add_checkpoint_args,
+        add_data_args,
+        fraction,
+        nonneg_float,
+        positive_float,
+        positive_int,
+    )
     add_checkpoint_args(p)
     add_data_args(p, samples=0, batch_size=16, split="train")
     p.add_argument("--top-k", type=positive_int, default=5, help="eigenvalues per mini-batch")
@@ -58,7 +64,8 @@ def add_parser(sub: Any) -> None:
                    help="images averaged in the --trace/--density operator")
     p.add_argument("--curvature-batch-size", type=positive_int, default=128,
                    help="batch size of the --trace/--density operator")
-    p.add_argument("--probes", type=positive_int, default=100, help="trace probes (Hutch++: products)")
+    p.add_argument("--probes", type=positive_int, default=100,
+                   help="trace probes (Hutch++: products)")
     p.add_argument("--slq-probes", type=positive_int, default=4, help="SLQ probe vectors")
     p.add_argument("--slq-steps", type=positive_int, default=80, help="Lanczos steps per SLQ probe")
     p.add_argument("--sigma", type=positive_float, default=None,

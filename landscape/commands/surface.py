@@ -33,10 +33,18 @@ and quantity: about 17 bytes a point, 33 with --wd), then proceeds. Under
 
 
 def add_parser(sub: Any) -> None:
-    from .common import (add_checkpoint_args, add_data_args, grid_spec,
-                         nonneg_float, nonneg_int, positive_float, seed_int)
+    from .common import (
+        add_checkpoint_args,
+        add_data_args,
+        grid_spec,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        seed_int,
+    )
 
-    p = sub.add_parser("surface", help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
+    p = sub.add_parser("surface",
+                       help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
                        description=DESCRIPTION)
     # let "--grid -1:1:21" through: a value starting with "-<digit>" is not an option here
     p._negative_number_matcher = re.compile(r"^-\.?\d")
@@ -61,7 +69,8 @@ def add_parser(sub: Any) -> None:
                    help="also perturb 1-D parameters (biases, norm affine); default: left fixed")
     g.add_argument("--exclude", action="append", default=None, metavar="REGEX",
                    help="never perturb parameters whose name matches REGEX (repeatable; default: "
-                        "position embeddings: pos_embed, pos_embedding, position_embedding, absolute_pos)")
+                        "position embeddings: pos_embed, pos_embedding, position_embedding, "
+                        "absolute_pos)")
     g.add_argument("--no-exclude", action="store_true",
                    help="perturb position embeddings too (drop the default exclusions)")
     g.add_argument("--dir-seed", type=seed_int, default=None,
@@ -76,7 +85,8 @@ def add_parser(sub: Any) -> None:
     e = p.add_argument_group("evaluation")
     e.add_argument("--wd", type=nonneg_float, default=0.0,
                    help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
-                        "(wd * sum of per-tensor norms) and <split>_loss_l2_half (wd*0.5*||theta||^2)")
+                        "(wd * sum of per-tensor norms) and <split>_loss_l2_half "
+                        "(wd*0.5*||theta||^2)")
     e.add_argument("--augment", action="store_true",
                    help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
                         "--aug-seed so every grid point sees the same images")
@@ -116,15 +126,15 @@ def run(args: argparse.Namespace) -> int:
     from .. import directions as D
     from .. import distributed as dist
     from .. import surface as S
-    from ..provenance import file_sha256, run_metadata, write_json
-    from ..provenance import output_dir
+    from ..provenance import file_sha256, output_dir, run_metadata, write_json
     from .common import check_checkpoints, load_checkpoint_and_data
 
     dist.init_from_env()
     xs = S.parse_grid(args.grid)
     ys = S.parse_grid(args.ygrid) if args.ygrid else None
     if args.target and (args.trajectory or ys is not None):
-        raise LandscapeError("--target gives a 1-D line: do not combine it with --ygrid/--trajectory")
+        raise LandscapeError("--target gives a 1-D line: "
+                             "do not combine it with --ygrid/--trajectory")
     if args.trajectory and ys is None:
         raise LandscapeError("--trajectory needs a 2-D grid (--ygrid)")
     model, info, data = load_checkpoint_and_data(args, args.checkpoint)
@@ -136,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     dir_identity: dict[str, Any] = {"kind": kind, "mode": args.dir_mode, "biasbn": args.biasbn,
                                     "exclude": exclude, "checkpoint_sha256": info.sha256}
     if kind == "random":
-        dir_identity.update({"norm": args.norm, "seed": seed, "ndirections": 1 if ys is None else 2})
+        dir_identity.update({"norm": args.norm, "seed": seed,
+                             "ndirections": 1 if ys is None else 2})
     elif kind == "target":
         dir_identity["target_sha256"] = file_sha256(args.target)
     else:
@@ -175,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     write_json(out / "config.json", run_metadata(config=config, seed=seed,
                                                  checkpoint_sha256=info.sha256,
-                                                 directions=dir_identity, device=str(data.images.device)))
+                                                 directions=dir_identity,
+                                                 device=str(data.images.device)))
     if not args.no_plot:
         from ..plots import surface as P
         P.plot_surface(out / "surface.h5", out, vmax=args.vmax)
@@ -220,7 +232,8 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: a
             if not isinstance(old, dict):
                 raise ValueError("its identity attribute is not a JSON object")
         bad = [k for k in sorted(set(old) | set(identity))
-               if json.dumps(old.get(k), sort_keys=True) != json.dumps(identity.get(k), sort_keys=True)]
+               if json.dumps(old.get(k), sort_keys=True)
+               != json.dumps(identity.get(k), sort_keys=True)]
         if bad:
             raise LandscapeError(f"{path} holds directions made with other settings "
                                  f"({', '.join(bad)} differ); use another --out or delete it")

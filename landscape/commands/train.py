@@ -13,9 +13,17 @@ def add_parser(sub: Any) -> None:
         description="Train a model from the registry on a dataset held in memory. Checkpoints go "
                     "to --out (epoch_NNN.pt every --save-every epochs, last.pt after each epoch, "
                     "model.pt at the end); re-running the same command resumes.")
-    from .common import (add_device_arg, add_nonfinite_arg, nonneg_float, nonneg_int,
-                         positive_float, positive_int, seed_int, subset_arg,
-                         unit_float_below_one)
+    from .common import (
+        add_device_arg,
+        add_nonfinite_arg,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+        seed_int,
+        subset_arg,
+        unit_float_below_one,
+    )
     p.add_argument("--model", required=True, help="architecture name from the registry")
     p.add_argument("--data", required=True, help="fashion-mnist, cifar10, cifar100 or imagefolder")
     p.add_argument("--data-root", default=None,
@@ -39,7 +47,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-flip", action="store_true", help="disable horizontal flips only")
     p.add_argument("--mixup", type=nonneg_float, default=0.0, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=nonneg_float, default=0.0, help="cutmix alpha (0 = off)")
-    p.add_argument("--save-every", type=positive_int, default=1, help="keep epoch_NNN.pt every N epochs")
+    p.add_argument("--save-every", type=positive_int, default=1,
+                   help="keep epoch_NNN.pt every N epochs")
     p.add_argument("--init", default=None,
                    help="start from this trained checkpoint (fine-tuning); tensors whose shape "
                         "differs (head for other classes, stem for other channels) are "
@@ -61,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import load_dataset
     from ..device import resolve_device
-    from ..train import TrainConfig, init_from, train
     from ..provenance import output_dir
+    from ..train import TrainConfig, init_from, train
     from .common import check_checkpoints
 
     if args.init:

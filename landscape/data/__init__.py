@@ -23,8 +23,15 @@ the values actually applied (zeros/ones when ``normalize=False``).
 from __future__ import annotations
 
 from .augment import Augment, mix
-from .cifar import (CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL,
-                    default_cache_root, download_archive)
+from .cifar import (
+    CIFAR10_CLASSES,
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    CIFAR100_MD5,
+    CIFAR100_URL,
+    default_cache_root,
+    download_archive,
+)
 from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx
 from .fashion_mnist import _decode_idx_pair as _decode_idx_pair  # re-exported for the tests
 from .files import ENV_VAR, PathLike

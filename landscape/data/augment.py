@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,8 +19,8 @@ class Augment:
     """
 
     def __init__(self, pad: int = 4, flip: bool = True, mixup_alpha: float = 0.0,
-                 cutmix_alpha: float = 0.0, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None) -> None:
+                 cutmix_alpha: float = 0.0, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
         if int(pad) != pad or pad < 0:
             raise LandscapeError(f"pad must be a non-negative integer, got {pad!r}")
         if mixup_alpha < 0 or cutmix_alpha < 0:
@@ -45,10 +45,11 @@ class Augment:
         fill = (-m / s).to(device=device, dtype=dtype)
         return fill.expand(channels) if fill.numel() == 1 else fill
 
-    def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Randomly shifted (by up to ``pad`` pixels, zero-filled) and flipped copy of ``x``."""
         if x.dim() != 4:
-            raise LandscapeError(f"Augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+            raise LandscapeError(f"Augment expects a batch (N, C, H, W), "
+                                 f"got shape {tuple(x.shape)}")
         b, c, h, w = x.shape
         gdev = generator.device if generator is not None else torch.device("cpu")
         out = x
@@ -70,12 +71,12 @@ class Augment:
         return out
 
     def mix(self, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-            generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``mix`` with this object's alphas."""
         return mix(x, y, num_classes, self.mixup_alpha, self.cutmix_alpha, generator)
 
 
-def _beta(alpha: float, generator: Optional[torch.Generator]) -> float:
+def _beta(alpha: float, generator: torch.Generator | None) -> float:
     """A Beta(alpha, alpha) draw from the generator (inverse CDF of a uniform draw)."""
     from scipy.special import betaincinv
 
@@ -85,7 +86,7 @@ def _beta(alpha: float, generator: Optional[torch.Generator]) -> float:
 
 
 def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0, generator: Optional[torch.Generator] = None
+        cutmix_alpha: float = 0.0, generator: torch.Generator | None = None
         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or CutMix of a batch with a permutation of itself; returns (x, soft targets).
 

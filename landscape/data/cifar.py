@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def _cifar_batch(obj: Any, where: str, label_key: bytes,
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _locate_cifar(canon: str, root: Optional[PathLike]) -> tuple[Optional[Path], list[Path]]:
+def _locate_cifar(canon: str, root: PathLike | None) -> tuple[Path | None, list[Path]]:
     """The extracted folder or archive holding ``canon`` (None if absent), and where we looked."""
     c = _CIFAR[canon]
     if root is not None and Path(root).is_file():
@@ -121,8 +121,8 @@ def _locate_cifar(canon: str, root: Optional[PathLike]) -> tuple[Optional[Path],
     return None, dirs
 
 
-def _cifar(canon: str, split: str, root: Optional[PathLike], download: bool, url: Optional[str],
-           md5: Optional[str], progress: bool) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _cifar(canon: str, split: str, root: PathLike | None, download: bool, url: str | None,
+           md5: str | None, progress: bool) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     c = _CIFAR[canon]
     found, looked = _locate_cifar(canon, root)
     if found is None:

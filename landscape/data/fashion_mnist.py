@@ -6,7 +6,6 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -23,7 +22,7 @@ _IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: PathLike, ndim: Optional[int] = None) -> np.ndarray:
+def read_idx(path: PathLike, ndim: int | None = None) -> np.ndarray:
     """The array stored in an IDX file (gzipped or plain), with the header checked strictly."""
     path = Path(path)
     try:
@@ -57,7 +56,7 @@ _FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-def _find_idx(folder: Path, stem: str) -> Optional[Path]:
+def _find_idx(folder: Path, stem: str) -> Path | None:
     for cand in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz",
                  stem.replace("-idx", ".idx")):
         p = folder / cand
@@ -66,7 +65,7 @@ def _find_idx(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _fashion_mnist(split: str, root: Optional[PathLike]) -> tuple[np.ndarray, np.ndarray]:
+def _fashion_mnist(split: str, root: PathLike | None) -> tuple[np.ndarray, np.ndarray]:
     img_stem, lab_stem = _FMNIST_FILES[split]
     dirs = _candidate_dirs(root, ["fashion-mnist"], Path(FASHION_MNIST_ROOT))
     for d in dirs:

@@ -3,12 +3,12 @@ cache."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 ENV_VAR = "LANDSCAPE_DATA"
 
@@ -23,8 +23,8 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _candidate_dirs(root: Optional[PathLike], sub: Sequence[str],
-                    default: Optional[Path]) -> list[Path]:
+def _candidate_dirs(root: PathLike | None, sub: Sequence[str],
+                    default: Path | None) -> list[Path]:
     """Folders to search: root (and root/<sub>), else $LANDSCAPE_DATA (and sub), then default."""
     if root is not None:
         base = [Path(root).expanduser()]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ class ImageData:
     split: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    indices: Optional[np.ndarray] = None
+    indices: np.ndarray | None = None
     seed: int = 0
-    classes: Optional[tuple[str, ...]] = None
+    classes: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -49,30 +49,32 @@ class ImageData:
     def device(self) -> torch.device:
         return self.images.device
 
-    def _replace(self, **kw: Any) -> "ImageData":
+    def _replace(self, **kw: Any) -> ImageData:
         fields = dict(images=self.images, labels=self.labels, num_classes=self.num_classes,
                       name=self.name, split=self.split, mean=self.mean, std=self.std,
                       indices=self.indices, seed=self.seed, classes=self.classes)
         fields.update(kw)
         return ImageData(**fields)
 
-    def to(self, device: Union[torch.device, str]) -> "ImageData":
+    def to(self, device: torch.device | str) -> ImageData:
         """The same data with images and labels on ``device``."""
         device = torch.device(device)
         return self._replace(images=self.images.to(device), labels=self.labels.to(device))
 
-    def take(self, n: int) -> "ImageData":
+    def take(self, n: int) -> ImageData:
         """The first ``n`` images (all of them when ``n >= len``); indices recorded."""
         n = int(n)
         if n < 0:
             raise LandscapeError(f"cannot take a negative number of images ({n})")
         n = min(n, len(self))
         base = self.indices if self.indices is not None else np.arange(len(self), dtype=np.int64)
-        return self._replace(images=self.images[:n], labels=self.labels[:n], indices=base[:n].copy())
+        return self._replace(images=self.images[:n], labels=self.labels[:n],
+                             indices=base[:n].copy())
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
-                drop_last: bool = False) -> "Batches":
-        """Iterator of ``(x, y)`` mini-batches; with ``shuffle`` the order is a seeded permutation."""
+                drop_last: bool = False) -> Batches:
+        """Iterator of ``(x, y)`` mini-batches; with ``shuffle`` the order is a seeded
+        permutation."""
         return Batches(self.images, self.labels, batch_size, shuffle, seed, drop_last)
 
 
@@ -86,7 +88,7 @@ class Batches:
         self.images, self.labels = images, labels
         self.batch_size = int(batch_size)
         n = int(labels.shape[0])
-        self.order: Optional[torch.Tensor] = None
+        self.order: torch.Tensor | None = None
         if shuffle:
             gen = torch.Generator().manual_seed(int(seed))
             self.order = torch.randperm(n, generator=gen).to(images.device)
@@ -96,7 +98,7 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(self.stops / self.batch_size)
 
-    def __iter__(self) -> "Batches":
+    def __iter__(self) -> Batches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:

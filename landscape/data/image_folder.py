@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -16,10 +16,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".t
 
 
 def _image_folder(root: Path, split: str,
-                  img_size: Union[None, int, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray,
+                  img_size: None | int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray,
                                                                        tuple[str, ...]]:
     if not root.is_dir():
-        raise LandscapeError(f"image folder {root} does not exist (expected {root}/<class>/<image>)")
+        raise LandscapeError(f"image folder {root} does not exist "
+                             f"(expected {root}/<class>/<image>)")
     if (root / split).is_dir():
         base = root / split
     elif (root / "train").is_dir() or (root / "test").is_dir():
@@ -40,7 +41,7 @@ def _image_folder(root: Path, split: str,
         files.extend(_file_key(p) for p in found)
         labels.extend([i] * len(found))
     if isinstance(img_size, int):
-        size: Optional[tuple[int, int]] = (img_size, img_size)
+        size: tuple[int, int] | None = (img_size, img_size)
     elif img_size is None:
         size = None
     else:
@@ -66,7 +67,7 @@ def _resize_center_crop(img: Any, size: tuple[int, int]) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _decode_image_folder(files: tuple[tuple[str, int, int], ...],
-                         size: Optional[tuple[int, int]]) -> np.ndarray:
+                         size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     arrays = []
@@ -89,7 +90,7 @@ def _decode_image_folder(files: tuple[tuple[str, int, int], ...],
             im = _resize_center_crop(im, size)
         a = np.asarray(im, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    for (path, _, _), a in zip(files, arrays):
+    for (path, _, _), a in zip(files, arrays, strict=True):
         if a.shape[1:] != arrays[0].shape[1:]:
             raise LandscapeError(f"images differ in size ({arrays[0].shape[2]}x{arrays[0].shape[1]}"
                                  f" in {files[0][0]}, {a.shape[2]}x{a.shape[1]} in {path}); pass "

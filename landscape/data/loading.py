@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,11 +18,11 @@ from .image_folder import _decode_image_folder, _image_folder
 from .specs import _SPECS, canonical_name
 
 
-def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = None,
-                 subset: Union[None, int, float, str] = None, seed: int = 0,
-                 normalize: Union[bool, tuple[Sequence[float], Sequence[float]]] = True,
-                 download: bool = False, *, img_size: Union[None, int, tuple[int, int]] = None,
-                 url: Optional[str] = None, md5: Optional[str] = None,
+def load_dataset(name: str, split: str = "train", root: PathLike | None = None,
+                 subset: None | int | float | str = None, seed: int = 0,
+                 normalize: bool | tuple[Sequence[float], Sequence[float]] = True,
+                 download: bool = False, *, img_size: None | int | tuple[int, int] = None,
+                 url: str | None = None, md5: str | None = None,
                  progress: bool = True) -> ImageData:
     """Load a dataset split as normalized tensors, optionally a seeded stratified subset.
 
@@ -102,7 +102,7 @@ def _channel_stats(u8: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def _parse_subset(subset: Union[None, int, float, str], n: int) -> Optional[int]:
+def _parse_subset(subset: None | int | float | str, n: int) -> int | None:
     """The number of images a subset value asks for (None = all); see
     :func:`landscape.validate.subset_value` for the accepted forms."""
     value = subset_value(subset)
@@ -118,8 +118,8 @@ def _parse_subset(subset: Union[None, int, float, str], n: int) -> Optional[int]
     return None if k >= n else k
 
 
-def subset_indices(labels: np.ndarray, subset: Union[None, int, float, str], seed: int,
-                   num_classes: Optional[int] = None) -> Optional[np.ndarray]:
+def subset_indices(labels: np.ndarray, subset: None | int | float | str, seed: int,
+                   num_classes: int | None = None) -> np.ndarray | None:
     """Sorted indices of a seeded, class-stratified subset (None = the whole set).
 
     Each class gets its share of the requested size (largest-remainder rounding, so the
@@ -139,7 +139,7 @@ def subset_indices(labels: np.ndarray, subset: Union[None, int, float, str], see
         take[order[:rest]] += 1
     rng = np.random.default_rng(int(seed))
     chosen = []
-    for c, t in zip(classes, take):
+    for c, t in zip(classes, take, strict=True):
         if t > 0:
             members = np.flatnonzero(labels == c)
             chosen.append(rng.permutation(members)[:t])

@@ -8,9 +8,20 @@ it), :mod:`.evaluate` (the evaluator: in-place perturbation, loop/vmap/worker ev
 from .compute import ESTIMATE_ABOVE, compute_surface, estimate_line
 from .evaluate import SurfaceEvaluator
 from .plan import PLAN_KEYS, Plan, measure_plan
-from .store import (FORMAT, FORMAT_VERSION, SurfaceFile, SurfaceResult, file_bytes, grid_points,
-                    load_surface, parse_grid, read_directions_file, surface_shape, value_names,
-                    write_directions_file)
+from .store import (
+    FORMAT,
+    FORMAT_VERSION,
+    SurfaceFile,
+    SurfaceResult,
+    file_bytes,
+    grid_points,
+    load_surface,
+    parse_grid,
+    read_directions_file,
+    surface_shape,
+    value_names,
+    write_directions_file,
+)
 
 __all__ = ["ESTIMATE_ABOVE", "FORMAT", "FORMAT_VERSION", "PLAN_KEYS", "Plan", "SurfaceEvaluator",
            "SurfaceFile", "SurfaceResult", "compute_surface", "estimate_line", "file_bytes",

@@ -3,8 +3,8 @@ the L2 terms of a batch of points."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
 
 import numpy as np
 import torch

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
-def estimate_line(n_points: int, n_todo: int, seconds_per_point: Optional[float], ranks: int,
+def estimate_line(n_points: int, n_todo: int, seconds_per_point: float | None, ranks: int,
                   n_bytes: int) -> str:
     """The line printed before a large grid: estimated time and file size."""
     t = ("unknown time" if seconds_per_point is None else
@@ -45,17 +46,17 @@ def _clash(requested: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]
 
 
 def compute_surface(model: nn.Module, directions: Sequence[Direction], images: torch.Tensor,
-                    labels: torch.Tensor, xcoords: np.ndarray, ycoords: Optional[np.ndarray],
+                    labels: torch.Tensor, xcoords: np.ndarray, ycoords: np.ndarray | None,
                     path: str | Path, *, split: str = "test",
-                    identity: Optional[Mapping[str, Any]] = None,
-                    eval_identity: Optional[Mapping[str, Any]] = None, wd: float = 0.0,
-                    augment: Optional[Callable[..., torch.Tensor]] = None, aug_seed: int = 0,
-                    batch_size: Optional[int] = None, points_per_pass: Optional[int] = None,
-                    channels_last: Optional[bool] = None, compile: bool = False,
-                    fold_bn: Optional[bool] = None, workers: Optional[int] = None,
-                    first_layer: Optional[bool] = None, points_per_flush: Optional[int] = None,
-                    attrs: Optional[Mapping[str, Any]] = None, progress: bool = True,
-                    ) -> Optional[SurfaceResult]:
+                    identity: Mapping[str, Any] | None = None,
+                    eval_identity: Mapping[str, Any] | None = None, wd: float = 0.0,
+                    augment: Callable[..., torch.Tensor] | None = None, aug_seed: int = 0,
+                    batch_size: int | None = None, points_per_pass: int | None = None,
+                    channels_last: bool | None = None, compile: bool = False,
+                    fold_bn: bool | None = None, workers: int | None = None,
+                    first_layer: bool | None = None, points_per_flush: int | None = None,
+                    attrs: Mapping[str, Any] | None = None, progress: bool = True,
+                    ) -> SurfaceResult | None:
     """Evaluate the surface into ``path`` (resuming a partial file); returns the result on the
     writer rank (None on the others). Call from every rank under torchrun.
 

@@ -17,8 +17,8 @@ import copy
 import dataclasses
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from .plan import Plan, measure_plan
 FIRST_LAYER_MAX_BYTES = 512 * 2 ** 20
 
 
-def _images(x: torch.Tensor, augment: Optional[Callable[..., torch.Tensor]],
+def _images(x: torch.Tensor, augment: Callable[..., torch.Tensor] | None,
             seed: int) -> torch.Tensor:
     """``x`` augmented once (generator seeded with ``seed``) when ``augment`` is given."""
     if augment is None:
@@ -53,11 +53,11 @@ class SurfaceEvaluator:
     """
 
     def __init__(self, model: nn.Module, directions: Sequence[Direction], images: torch.Tensor,
-                 labels: torch.Tensor, *, augment: Optional[Callable[..., torch.Tensor]] = None,
-                 aug_seed: int = 0, batch_size: Optional[int] = None,
-                 points_per_pass: Optional[int] = None, channels_last: Optional[bool] = None,
-                 compile: bool = False, fold_bn: Optional[bool] = None, l2: bool = True,
-                 workers: Optional[int] = None, first_layer: Optional[bool] = None) -> None:
+                 labels: torch.Tensor, *, augment: Callable[..., torch.Tensor] | None = None,
+                 aug_seed: int = 0, batch_size: int | None = None,
+                 points_per_pass: int | None = None, channels_last: bool | None = None,
+                 compile: bool = False, fold_bn: bool | None = None, l2: bool = True,
+                 workers: int | None = None, first_layer: bool | None = None) -> None:
         if not 1 <= len(directions) <= 2:
             raise LandscapeError("a surface needs one or two directions")
         if workers is not None and workers < 1:
@@ -68,17 +68,17 @@ class SurfaceEvaluator:
         self.request = dict(batch_size=batch_size, points_per_pass=points_per_pass,
                             channels_last=channels_last, compile=compile, fold_bn=fold_bn,
                             workers=workers, first_layer=first_layer)
-        self.plan: Optional[Plan] = None
+        self.plan: Plan | None = None
         self.l2, self._prepared = l2, False
         self.replicas: list[SurfaceEvaluator] = []
-        self.pool: Optional[ThreadPoolExecutor] = None
-        self._shared_data: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.pool: ThreadPoolExecutor | None = None
+        self._shared_data: tuple[torch.Tensor, torch.Tensor] | None = None
         self._fold, self._reuse = BNFolder(), FirstLayerReuse()
         self._theta0: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ setup
-    def prepare(self, plan: Optional[Plan] = None, n_points: Optional[int] = None,
-                clock: Optional[Callable[[], float]] = None) -> Plan:
+    def prepare(self, plan: Plan | None = None, n_points: int | None = None,
+                clock: Callable[[], float] | None = None) -> Plan:
         """Eval mode, data on the device, resident theta0/directions, plan (given or measured;
         with ``n_points`` the measurement stays within ~3 % of the estimated run time)."""
         model = self.model
@@ -209,7 +209,7 @@ class SurfaceEvaluator:
         self._evaluate_local(np.zeros((n_points, 2)), limit)
 
     # ------------------------------------------------------------------ evaluation
-    def _batches(self, limit: Optional[int] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.n if limit is None else min(limit, self.n)
         bs = self.plan.batch_size
         for i in range(0, n, bs):
@@ -232,21 +232,21 @@ class SurfaceEvaluator:
             self.prepare()
         return self._evaluate_chunk(np.asarray(points, dtype=np.float64).reshape(-1, 2))
 
-    def _evaluate_chunk(self, points: np.ndarray, limit: Optional[int] = None) -> np.ndarray:
+    def _evaluate_chunk(self, points: np.ndarray, limit: int | None = None) -> np.ndarray:
         if self.replicas and len(points) > 1:
             evs = [self, *self.replicas]
             parts = [np.arange(i, len(points), len(evs)) for i in range(len(evs))]
             futs = [self.pool.submit(e._evaluate_local, points[idx], limit)
-                    for e, idx in zip(evs, parts) if len(idx)]
+                    for e, idx in zip(evs, parts, strict=True) if len(idx)]
             out = np.empty((len(points), 4), dtype=np.float64)
-            for f, idx in zip(futs, parts):
+            for f, idx in zip(futs, parts, strict=False):
                 out[idx] = f.result()
             return out
         if self.pool is not None:  # one point: still on a one-thread worker (same numbers)
             return self.pool.submit(self._evaluate_local, points, limit).result()
         return self._evaluate_local(points, limit)
 
-    def _evaluate_local(self, points: np.ndarray, limit: Optional[int] = None) -> np.ndarray:
+    def _evaluate_local(self, points: np.ndarray, limit: int | None = None) -> np.ndarray:
         k = self.plan.points_per_pass
         with torch.inference_mode():
             out = [self._loop_point(points[s], limit) if k == 1 else
@@ -256,7 +256,7 @@ class SurfaceEvaluator:
         vals[:, :2] /= n
         return vals
 
-    def _loop_point(self, pt: np.ndarray, limit: Optional[int]) -> torch.Tensor:
+    def _loop_point(self, pt: np.ndarray, limit: int | None) -> torch.Tensor:
         self.set_point(float(pt[0]), float(pt[1]))
         self._fold.refold()
         self._reuse.set_point(float(pt[0]), float(pt[1]))
@@ -272,7 +272,7 @@ class SurfaceEvaluator:
         l2 = l2_terms(norms, self._fixed_l2, 1, self.l2, self.device)
         return torch.cat([torch.stack([loss, correct]).unsqueeze(0), l2], 1)
 
-    def _vmap_points(self, pts: np.ndarray, limit: Optional[int]) -> torch.Tensor:
+    def _vmap_points(self, pts: np.ndarray, limit: int | None) -> torch.Tensor:
         K = len(pts)
         stacked = stacked_points(self._theta0, self._dirs, self.names, pts)
         fixed = {n: t for n, t in self._tensors.items() if n not in stacked}

@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -38,7 +38,7 @@ class BNFolder:
         self.pairs: list[tuple[nn.Sequential, int, nn.Conv2d, nn.BatchNorm2d]] = []
         self.folded: list[nn.Conv2d] = []
 
-    def install(self, model: nn.Module, skip: Optional[nn.Module] = None) -> None:
+    def install(self, model: nn.Module, skip: nn.Module | None = None) -> None:
         """Fold every pair of ``model`` (except the one whose conv is ``skip``)."""
         self.remove()
         for seq, i, conv, bn in conv_bn_pairs(model):
@@ -62,7 +62,7 @@ class BNFolder:
     @torch.no_grad()
     def refold(self) -> None:
         """Folded weight ``W * s``, bias ``(b - mean) * s + beta``, ``s = gamma/sqrt(var+eps)``."""
-        for (seq, i, conv, bn), f in zip(self.pairs, self.folded):
+        for (_seq, _i, conv, bn), f in zip(self.pairs, self.folded, strict=True):
             scale = torch.rsqrt(bn.running_var + bn.eps)
             if bn.weight is not None:
                 scale = scale * bn.weight
@@ -75,7 +75,7 @@ class BNFolder:
             f.bias.copy_(b)
 
 
-def first_layer(model: nn.Module, x: torch.Tensor) -> Optional[tuple[str, nn.Module]]:
+def first_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module] | None:
     """(name, module) of the Conv2d/Linear that receives the model input ``x`` itself and runs
     first and once in a forward pass (None when the model does anything else first)."""
     calls: list[tuple[str, bool]] = []
@@ -108,7 +108,7 @@ class _Reused(nn.Module):
         i, j = self.pos, self.pos + len(x)
         self.pos = j
         out = self.terms[0][i:j].clone()
-        for t, c in zip(self.terms[1:], self.coef):
+        for t, c in zip(self.terms[1:], self.coef, strict=False):
             out.add_(t[i:j], alpha=c)
         return out
 
@@ -117,8 +117,8 @@ class FirstLayerReuse:
     """Replaces a model's first layer by precomputed terms (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.site: Optional[tuple[nn.Module, str, nn.Module]] = None
-        self.stub: Optional[_Reused] = None
+        self.site: tuple[nn.Module, str, nn.Module] | None = None
+        self.stub: _Reused | None = None
 
     @torch.no_grad()
     def install(self, model: nn.Module, name: str, x: torch.Tensor,
@@ -129,7 +129,7 @@ class FirstLayerReuse:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
 
-        def apply(xb: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
+        def apply(xb: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
             if isinstance(layer, nn.Conv2d):
                 return layer._conv_forward(xb, w, b)
             return F.linear(xb, w, b)

@@ -13,8 +13,9 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Any, Protocol
 
 VMAP_CANDIDATES = (4,)
 PLAN_KEYS = ("batch_size", "points_per_pass", "channels_last", "compile", "fold_bn",
@@ -48,7 +49,7 @@ class Plan:
         return {k: getattr(self, k) for k in PLAN_KEYS}
 
     @staticmethod
-    def from_key(key: Mapping[str, Any], measured: Optional[Mapping[str, float]] = None) -> "Plan":
+    def from_key(key: Mapping[str, Any], measured: Mapping[str, float] | None = None) -> Plan:
         """The plan recorded by :meth:`key` (missing keys of older files: their defaults)."""
         return Plan(int(key["batch_size"]), int(key.get("points_per_pass", 1)),
                     bool(key.get("channels_last", False)), bool(key.get("compile", False)),
@@ -75,7 +76,7 @@ class PlanTarget(Protocol):
 class _Planner:
     """Times candidate plans (seconds per point per image), walking each option in turn."""
 
-    def __init__(self, target: PlanTarget, request: Mapping[str, Any], n_points: Optional[int],
+    def __init__(self, target: PlanTarget, request: Mapping[str, Any], n_points: int | None,
                  clock: Callable[[], float], rounds: int, budget_fraction: float) -> None:
         self.t, self.req, self.n_points = target, dict(request), n_points
         self.clock, self.rounds, self.fraction = clock, rounds, budget_fraction
@@ -88,7 +89,7 @@ class _Planner:
     def plan(c: tuple, compile: bool = False) -> Plan:
         return Plan(c[0], c[1], c[2], compile, c[3], workers=c[5], first_layer=c[4])
 
-    def affordable(self, c: tuple, fraction: Optional[float] = None, passes: int = 2) -> bool:
+    def affordable(self, c: tuple, fraction: float | None = None, passes: int = 2) -> bool:
         """Would timing ``c`` (``passes`` passes) stay within the measurement budget?"""
         if self.n_points is None or not self.best:
             return True
@@ -258,7 +259,7 @@ class _Planner:
         return dataclasses.replace(self.plan(c, bool(r.get("compile"))), measured=self.measured)
 
 
-def measure_plan(target: PlanTarget, request: Mapping[str, Any], n_points: Optional[int] = None,
+def measure_plan(target: PlanTarget, request: Mapping[str, Any], n_points: int | None = None,
                  clock: Callable[[], float] = time.perf_counter, rounds: int = 2,
                  budget_fraction: float = 0.03) -> Plan:
     """The fastest plan for ``target`` among the options ``request`` leaves unset (None).

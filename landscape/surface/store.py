@@ -24,9 +24,10 @@ import re
 import shutil
 import sys
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch.nn as nn
@@ -46,11 +47,11 @@ def parse_grid(spec: str) -> np.ndarray:
     return np.linspace(*grid_spec(spec))
 
 
-def surface_shape(x: np.ndarray, y: Optional[np.ndarray]) -> tuple[int, ...]:
+def surface_shape(x: np.ndarray, y: np.ndarray | None) -> tuple[int, ...]:
     return (len(x),) if y is None else (len(y), len(x))
 
 
-def grid_points(x: np.ndarray, y: Optional[np.ndarray]) -> np.ndarray:
+def grid_points(x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
     """Flat (P, 2) array of grid points in the files' row-major order (iy major, ix minor)."""
     if y is None:
         return np.stack([x, np.zeros_like(x)], 1)
@@ -133,7 +134,7 @@ class SurfaceResult:
     """Raw surface numbers as read from a file; arrays are (nx,) or (ny, nx) indexed [iy, ix]."""
     path: str
     xcoordinates: np.ndarray
-    ycoordinates: Optional[np.ndarray]
+    ycoordinates: np.ndarray | None
     arrays: dict[str, np.ndarray]
     attrs: dict[str, Any]
 
@@ -153,7 +154,7 @@ class SurfaceFile:
         self._h5: Any = None
 
     @staticmethod
-    def read(path: str | Path) -> "SurfaceFile":
+    def read(path: str | Path) -> SurfaceFile:
         """Everything in the file, in memory."""
         import h5py
         sf = SurfaceFile(path)
@@ -161,14 +162,14 @@ class SurfaceFile:
             with h5py.File(path, "r", locking=False) as f:
                 sf.attrs = {k: (v.decode() if isinstance(v, bytes) else v)
                             for k, v in f.attrs.items()}
-                for k in f.keys():
+                for k in f:
                     sf.datasets[k] = np.asarray(f[k])
                     sf.dataset_attrs[k] = dict(f[k].attrs.items())
         except OSError as e:
             raise LandscapeError(f"{path} is not a readable HDF5 surface file ({e})") from None
         return sf
 
-    def open(self, identity: Mapping[str, Any], x: np.ndarray, y: Optional[np.ndarray],
+    def open(self, identity: Mapping[str, Any], x: np.ndarray, y: np.ndarray | None,
              split: str, eval_identity: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
         """Load an existing file, refusing (LandscapeError) one made with other settings."""
         self._new = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -210,14 +211,14 @@ class SurfaceFile:
                                      "or delete the file")
         self.attrs, self.datasets, self.dataset_attrs = old.attrs, old.datasets, old.dataset_attrs
 
-    def stored_plan(self, split: str) -> Optional[Plan]:
+    def stored_plan(self, split: str) -> Plan | None:
         """The plan (with its measurements) recorded for ``split``, if any."""
         a = self.dataset_attrs.get(f"{split}_loss", {})
         if "plan" not in a:
             return None
         return Plan.from_key(json.loads(a["plan"]), json.loads(a.get("plan_measurements", "{}")))
 
-    def chunk_size(self, split: str) -> Optional[int]:
+    def chunk_size(self, split: str) -> int | None:
         a = self.dataset_attrs.get(f"{split}_loss", {})
         return int(a["points_per_flush"]) if "points_per_flush" in a else None
 
@@ -298,7 +299,7 @@ class SurfaceFile:
         cols = [vals[:, 0], vals[:, 1]]
         if wd > 0:
             cols += [vals[:, 0] + wd * vals[:, 2], vals[:, 0] + wd * vals[:, 3]]
-        for n, v in zip(value_names(split, wd), cols):
+        for n, v in zip(value_names(split, wd), cols, strict=True):
             _write_flat(f[n], shape, s, v)
             self.datasets[n].reshape(-1)[s:e] = v
         f.flush()
@@ -329,6 +330,7 @@ def write_directions_file(path: str | Path, directions: Sequence[Direction],
     """Directions to their own HDF5 file (``xdirection/<name>``, ``ydirection/<name>``),
     atomically."""
     import h5py
+
     from ..directions import save_directions
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,6 +345,7 @@ def read_directions_file(path: str | Path, model: nn.Module
                          ) -> tuple[list[Direction], dict[str, Any]]:
     """Directions from :func:`write_directions_file` on the model's device and dtypes."""
     import h5py
+
     from ..directions import load_directions
     tensors = dict(model.named_parameters())
     tensors.update(dict(model.named_buffers()))
