@@ -25,7 +25,9 @@ from .report_format import (  # noqa: F401 - re-exported: tests and callers use 
     _e,
     _figure_html,
     _figures_html,
+    _flatten,
     _is_num,
+    _kv_table,
     _label_of,
     _missing,
     _model_labels,
@@ -339,20 +341,6 @@ def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
             f"unchanged grid).{_e(b)}</p>")
     return note + _table(["claim", "measured quantity", "paper predicts", "effect [95% CI]", "n",
                           "verdict", "numbers"], rows, cls="claims")
-
-
-def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(d, dict):
-        out: list[tuple[str, Any]] = []
-        for k, v in d.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [(prefix, d)]
-
-
-def _kv_table(d: dict) -> str:
-    rows = [[f"<td><code>{_e(k)}</code></td>", _cell(v, "text")] for k, v in _flatten(d)]
-    return _table(["setting", "value"], rows)
 
 
 def timing_text(summary: dict) -> str:

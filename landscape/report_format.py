@@ -221,3 +221,17 @@ def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- sections
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, d)]
+
+
+def _kv_table(d: dict) -> str:
+    rows = [[f"<td><code>{_e(k)}</code></td>", _cell(v, "text")] for k, v in _flatten(d)]
+    return _table(["setting", "value"], rows)
