@@ -271,8 +271,8 @@ def bench_workload(model, x_all, y_all, n_batches: int, n_sample: int, tol_m, ca
                 "warm": SpectrumConfig(**base, negative=False, warm_start=True),
                 "cold+lambda_min": SpectrumConfig(**base, negative=True)}
     if tol_m is not None:
-        variants["pyhessian"] = SpectrumConfig(**base, negative=False, backend="pyhessian",
-                                               tol=tol_m, max_iter=cap)
+        variants["pyhessian"] = SpectrumConfig(**{**base, "tol": tol_m}, negative=False,
+                                               backend="pyhessian", max_iter=cap)
     out = {}
     idx = spectrum_batches(len(y_all), 16, n_batches, seed=0)
     ref, t_ref = timed(lambda: workload_reference(model, x_all, y_all, idx[:n_sample]))
