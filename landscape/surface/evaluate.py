@@ -48,9 +48,8 @@ class SurfaceEvaluator:
 
     ``directions``: one or two :data:`Direction` dicts (names absent from a dict do not move;
     a name may be a buffer in ``states`` mode). ``augment(x, generator) -> x`` is applied once
-    to the preloaded images (fixed seed ``aug_seed``). Plan options left ``None`` are measured by
-    :meth:`prepare`. Nothing happens before :meth:`prepare`; :meth:`restore` puts ``theta0`` back.
-    """
+    to the preloaded images (seed ``aug_seed``). Options left ``None`` are measured by
+    :meth:`prepare`, before which nothing happens; :meth:`restore` puts ``theta0`` back."""
 
     def __init__(self, model: nn.Module, directions: Sequence[Direction], images: torch.Tensor,
                  labels: torch.Tensor, *, augment: Callable[..., torch.Tensor] | None = None,
