@@ -31,12 +31,13 @@ from landscape.train import TrainConfig, evaluate, train  # noqa: E402
 DEMO_MODELS = ("resnet_tiny", "vit_tiny", "alternet_tiny")
 DEMO_SEEDS = (0, 1, 2)
 # One recipe per architecture (AdamW, linear warm-up + cosine, pad-2 crop + horizontal flip, full
-# 60,000-image training set); the CNNs converge in fewer epochs than the ViT.
+# 60,000-image training set). The ViT needs the longest schedule: at 15 epochs it reached
+# 86.3-86.9% (train loss 0.38, under-fitted); AlterNet at 8 epochs reached 90.5-91.0%.
 _COMMON = dict(batch_size=128, weight_decay=5e-2, warmup_epochs=1.0, pad=2, flip=True)
 RECIPES = {
     "resnet_tiny": dict(_COMMON, epochs=8, lr=2e-3),
-    "alternet_tiny": dict(_COMMON, epochs=8, lr=2e-3),
-    "vit_tiny": dict(_COMMON, epochs=15, lr=1e-3),
+    "alternet_tiny": dict(_COMMON, epochs=12, lr=2e-3),
+    "vit_tiny": dict(_COMMON, epochs=30, lr=1e-3),
 }
 TARGET_ACC = {"resnet_tiny": 0.91, "alternet_tiny": 0.91, "vit_tiny": 0.87}
 
@@ -89,7 +90,8 @@ def train_demo(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS, progress: bool = 
         with _manifest(out) as manifest:
             entry = manifest["checkpoints"].get(tag)
         final = out / f"{tag}.pt"
-        if final.exists() and entry and entry.get("sha256") == sha256(final):
+        if (final.exists() and entry and entry.get("sha256") == sha256(final)
+                and entry.get("recipe") == RECIPES[name]):
             if checkpoint.load(final)[1].extra.get("name") == tag:
                 continue
             te = te or load_dataset("fashion-mnist", "test")

@@ -71,6 +71,7 @@ section{margin:26px 0;padding:8px 18px 18px 18px;background:#fff;border:1px soli
  border-radius:6px}
 h2{border-bottom:2px solid #243447;padding-bottom:4px}
 table{border-collapse:collapse;margin:10px 0;font-size:.92em}
+.tbl{max-width:100%;overflow-x:auto}
 th,td{border:1px solid #cfd8e0;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef2f6}
 td.num{text-align:right;font-variant-numeric:tabular-nums}

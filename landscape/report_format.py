@@ -85,11 +85,13 @@ def _cell(x: Any, kind: str = "num") -> str:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
-    """``rows`` hold ready-made ``<td>`` cells; ``header`` plain text."""
+    """``rows`` hold ready-made ``<td>`` cells; ``header`` plain text. The table scrolls inside
+    its own box (``div.tbl``) when it is wider than the page (nine models side by side)."""
     h = "".join(f"<th>{_e(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
     c = f' class="{_e(cls)}"' if cls else ""
-    return f"<table{c}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="tbl"><table{c}><thead><tr>{h}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _missing(what: str = NOT_COMPUTED) -> str:
