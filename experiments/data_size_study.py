@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{st.steps} steps)", runs_dir, not args.quiet,
                     {"dataset": args.data, "fractions": fractions, "models": args.models,
                      "quick": bool(args.quick)}, resolve_device(args.device))
-    from landscape.plots.alternet import plot_spectra
+    from landscape.reporting.plots.alternet import plot_spectra
     plot_spectra(out / "data_size.json", out / "spectra")
     (out / "table.md").write_text(table(doc, "train fraction"))
     print(table(doc, "train fraction"))

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {"dataset": args.data, "subset": subset, "windows": windows,
                      "grid": grid, "model": args.model, "quick": bool(args.quick)},
                     resolve_device(args.device))
-    from landscape.plots.alternet import plot_locality, plot_spectra
+    from landscape.reporting.plots.alternet import plot_locality, plot_spectra
     plot_spectra(out / "locality.json", out / "spectra")
     plot_locality(out / "locality.json", out / "locality")
     (out / "table.md").write_text(table(doc, "window"))

@@ -329,7 +329,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     summary["timing"] = _timing_summary(timing, summary["wall_time_s"])
     summary.update(run_metadata())
     from .claims import claims_to_json, evaluate_claims
-    from .report import format_summary_table, write_report
+    from .reporting.report import format_summary_table, write_report
     claims = evaluate_claims(summary)
     summary["claims"] = claims_to_json(claims)
     shas = {lab: m["sha256"] for lab, m in zip(labels, summary["models"], strict=True)}

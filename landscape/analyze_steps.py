@@ -65,7 +65,7 @@ def _l2_and_augment(cfg_wd: float | None, augment: bool, info: Any, data: Any) -
 
 def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
     from .hessian import HessianOperator, hutchpp_trace, slq_density, top_eigenvalues
-    from .plots.hessian import plot_slq_density
+    from .reporting.plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
     wd, augment, recipe = _l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
@@ -120,7 +120,7 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
     from . import directions as D
     from . import surface as S
-    from .plots.surface import plot_surface
+    from .reporting.plots.surface import plot_surface
     data = sets["surface"]
     wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
     quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
@@ -157,8 +157,8 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
 
 def _feature_runner(analysis: str) -> Callable[..., Any]:
     def run(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
-        from . import fourier, lesion, robustness, similarity, variance
-        from .plots import features as P
+        from .features import fourier, lesion, robustness, similarity, variance
+        from .reporting.plots import features as P
         data = sets["lesion"] if analysis == "lesion" else sets["feat"]
         bs = cfg.batch_size
         settings: Any = None
@@ -216,10 +216,10 @@ RUNNERS: dict[str, Callable[..., Any]] = {
 
 def joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
                    fig_dir: Path) -> dict[str, list[Path]]:
-    from .plots import features as P
+    from .reporting.plots import features as P
     files: dict[str, list[Path]] = {}
     if results.get("surface"):
-        from .plots.surface import plot_surface_comparison
+        from .reporting.plots.surface import plot_surface_comparison
         planes = {lab: ((r["planes"][0], r["quantity"]) if isinstance(r, dict) else
                         (r, "train_loss")) for lab, r in results["surface"].items()}
         labs = [lab for lab, (r, _) in planes.items() if r.ycoordinates is not None]
@@ -228,7 +228,7 @@ def joint_figures(results: dict[str, dict[str, Any]], labels: list[str],
                 [planes[lab][0].path for lab in labs], fig_dir / "landscape" / "comparison",
                 labels=labs, quantity=[planes[lab][1] for lab in labs])
     if results.get("hessian"):
-        from .plots.hessian import plot_spectrum
+        from .reporting.plots.hessian import plot_spectrum
         labs = list(results["hessian"])
         files["hessian"] = plot_spectrum([results["hessian"][lab]["spectrum_file"] for lab in labs],
                                          fig_dir / "hessian" / "spectra", labels=labs)

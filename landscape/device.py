@@ -1,9 +1,12 @@
 """Device selection: an explicit ``torch.device``, never a ``cuda=True`` flag."""
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
+import torch.nn as nn
 
 from .errors import LandscapeError
 
@@ -41,3 +44,24 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
                                  "use --device cpu or auto")
         return dev
     raise LandscapeError(f"unsupported device {str(device)!r}; {_HINT}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each module's own train/eval flag afterwards
+    (the one eval-mode helper: feature analyses, evaluation, Hessian products)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, t in modes:
+            m.training = t
+
+
+def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """``device`` when given, else the device of the model's first parameter (CPU if none)."""
+    if device is not None:
+        return torch.device(device)
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")

@@ -58,18 +58,11 @@ class TrainConfig:
 
 
 def evaluate(model: nn.Module, data: Any, batch_size: int = 512) -> dict[str, float]:
-    """Mean NLL (cross-entropy) and accuracy of ``model`` (eval mode) on ``data``."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct, n = 0.0, 0, 0
-    with torch.inference_mode():
-        for x, y in data.batches(batch_size):
-            out = model(x)
-            total_loss += F.cross_entropy(out, y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
-            n += len(y)
-    model.train(was_training)
-    return {"loss": total_loss / max(n, 1), "acc": correct / max(n, 1)}
+    """Mean NLL (cross-entropy) and accuracy of ``model`` (eval mode) on ``data``
+    (:func:`landscape.features.streaming.evaluate_images`, the one evaluation loop)."""
+    from .features.streaming import evaluate_images
+    acc, loss, _, _ = evaluate_images(model, data, None, batch_size)
+    return {"loss": loss, "acc": acc}
 
 
 def head_parameters(model: nn.Module) -> list[str]:

@@ -250,7 +250,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_buildup_plot_from_the_log(tmp_path):
-    from landscape.plots.alternet import plot_buildup
+    from landscape.reporting.plots.alternet import plot_buildup
     path = tmp_path / "s.json"
     run_search(FakeTrainer({(2, 1): -0.1}), baseline_pattern((2, 2, 2)),
                SearchConfig(seeds=(0, 1)), path)

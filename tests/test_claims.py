@@ -22,8 +22,8 @@ from landscape.claims import (
     matched_distance_pairs,
     verdict_rule,
 )
-from landscape.fourier import fourier_analysis
-from landscape.variance import variance_analysis
+from landscape.features.fourier import fourier_analysis
+from landscape.features.variance import variance_analysis
 
 torch.set_num_threads(1)
 BLUR, SHARPEN = [1 / 8, 6 / 8, 1 / 8], [-1 / 4, 6 / 4, -1 / 4]
@@ -330,7 +330,7 @@ def test_bootstrap_of_two_units_spans_them():
 
 
 def test_cka_stage_stat_matches_the_cka_matrix():
-    from landscape.similarity import cka_from_hsic
+    from landscape.features.similarity import cka_from_hsic
     rng = np.random.default_rng(5)
     hb = []
     for _ in range(3):

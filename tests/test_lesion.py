@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from landscape.lesion import LesionResult, lesion_study
+from landscape.features.lesion import LesionResult, lesion_study
 from models import Block
 
 torch.set_num_threads(1)

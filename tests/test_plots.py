@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from matplotlib.contour import ContourSet
 
-from landscape.plots import features as PF
-from landscape.plots import surface as PS
-from landscape.plots.figure import FigureFiles, panel_grid, result_labels
+from landscape.reporting.plots import features as PF
+from landscape.reporting.plots import surface as PS
+from landscape.reporting.plots.figure import FigureFiles, panel_grid, result_labels
 
 
 def _surface(path, curvature, offset=0.3, n=9):
@@ -78,8 +78,9 @@ def test_single_surface_figures_carry_labels_and_title(surfaces, tmp_path):
 
 def test_no_backend_chosen_at_import():
     import subprocess
-    code = ("import matplotlib, landscape.plots.surface, landscape.plots.features, "
-            "landscape.plots.hessian, landscape.plots.alternet; "
+    code = ("import matplotlib, landscape.reporting.plots.surface, "
+            "landscape.reporting.plots.features, landscape.reporting.plots.hessian, "
+            "landscape.reporting.plots.alternet; "
             "import sys; print('matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from landscape.report import (  # noqa: E402
+from landscape.reporting.report import (  # noqa: E402
     NOT_COMPUTED,
     PNG_SIGNATURE,
     SECTION_IDS,

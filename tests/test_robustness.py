@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from landscape.robustness import (
+from landscape.features.robustness import (
     PAPER_WIDTH,
     RobustnessResult,
     band_limited_noise,

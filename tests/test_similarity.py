@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import models
-from landscape.similarity import (
+from landscape.features.similarity import (
     CKAResult,
     MinibatchCKA,
     cka_analysis,
@@ -131,6 +131,6 @@ def test_cka_analysis_on_a_model(tmp_path):
     np.testing.assert_allclose(back.matrix, m)
     assert back.estimator == "unbiased"
     # the per-batch HSIC matrices average to the reported CKA
-    from landscape.similarity import cka_from_hsic
+    from landscape.features.similarity import cka_from_hsic
     assert np.asarray(back.hsic_batches).shape == (2, 3, 3)
     np.testing.assert_allclose(cka_from_hsic(np.mean(back.hsic_batches, axis=0)), m, rtol=1e-6)

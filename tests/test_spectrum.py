@@ -73,7 +73,7 @@ def test_spectrum_matches_direct_and_dense(tmp_path):
     assert summ["negative_share"] == pytest.approx(float((r.values() < 0).mean()))
     loaded = S.SpectrumResult.load(tmp_path / "s.h5")
     np.testing.assert_array_equal(loaded.eigenvalues, r.eigenvalues)
-    from landscape.plots.hessian import plot_spectrum
+    from landscape.reporting.plots.hessian import plot_spectrum
     paths = plot_spectrum([tmp_path / "s.h5"], tmp_path / "fig", labels=["cnn"])
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 

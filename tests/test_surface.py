@@ -164,7 +164,7 @@ def test_nan_points_do_not_crash(tmp_path):
     loss = r.arrays["test_loss"]
     assert np.isfinite(loss[2]) and np.isfinite(loss[0]) and not np.isfinite(loss[4])
     assert r.arrays["test_done"].all()
-    from landscape.plots import surface as P
+    from landscape.reporting.plots import surface as P
     files = P.plot_surface(tmp_path / "n.h5", tmp_path / "fig")
     assert files and all(Path(f).exists() for f in files)
 

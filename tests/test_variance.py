@@ -6,7 +6,7 @@ import torch.nn as nn
 from test_fourier import Chain  # the same two-layer wrapper
 
 import models
-from landscape.variance import VarianceResult, spatial_variance, variance_analysis
+from landscape.features.variance import VarianceResult, spatial_variance, variance_analysis
 
 torch.set_num_threads(1)
 

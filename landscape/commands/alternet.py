@@ -101,8 +101,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..alternet_search import run_buildup
-    from ..plots.alternet import plot_buildup, plot_comparison
     from ..provenance import output_dir
+    from ..reporting.plots.alternet import plot_buildup, plot_comparison
 
     settings = settings_from_args(args)
     out = output_dir(args.out)

@@ -150,8 +150,8 @@ def _run(args: argparse.Namespace, analysis: str, settings: dict[str, Any],
 
 
 def run_fourier(args: argparse.Namespace) -> int:
-    from ..fourier import FourierResult, fourier_analysis
-    from ..plots.features import plot_fourier_curves, plot_high_frequency
+    from ..features.fourier import FourierResult, fourier_analysis
+    from ..reporting.plots.features import plot_fourier_curves, plot_high_frequency
 
     def compute(model, data, progress):
         return fourier_analysis(model, data, batch_size=args.batch_size, eps=args.eps,
@@ -168,8 +168,8 @@ def run_fourier(args: argparse.Namespace) -> int:
 
 
 def run_variance(args: argparse.Namespace) -> int:
-    from ..plots.features import plot_variance
-    from ..variance import VarianceResult, variance_analysis
+    from ..features.variance import VarianceResult, variance_analysis
+    from ..reporting.plots.features import plot_variance
 
     def compute(model, data, progress):
         return variance_analysis(model, data, batch_size=args.batch_size, ddof=args.ddof,
@@ -181,8 +181,8 @@ def run_variance(args: argparse.Namespace) -> int:
 
 
 def run_robustness(args: argparse.Namespace) -> int:
-    from ..plots.features import plot_robustness
-    from ..robustness import RobustnessResult, noise_robustness
+    from ..features.robustness import RobustnessResult, noise_robustness
+    from ..reporting.plots.features import plot_robustness
 
     def compute(model, data, progress):
         try:
@@ -199,8 +199,8 @@ def run_robustness(args: argparse.Namespace) -> int:
 
 
 def run_cka(args: argparse.Namespace) -> int:
-    from ..plots.features import plot_cka
-    from ..similarity import CKAResult, cka_analysis
+    from ..features.similarity import CKAResult, cka_analysis
+    from ..reporting.plots.features import plot_cka
 
     def compute(model, data, progress):
         return cka_analysis(model, data, batch_size=args.batch_size, estimator=args.estimator,
@@ -215,8 +215,8 @@ def run_cka(args: argparse.Namespace) -> int:
 
 
 def run_lesion(args: argparse.Namespace) -> int:
-    from ..lesion import LesionResult, lesion_study
-    from ..plots.features import plot_lesion
+    from ..features.lesion import LesionResult, lesion_study
+    from ..reporting.plots.features import plot_lesion
 
     def compute(model, data, progress):
         try:

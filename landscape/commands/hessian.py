@@ -126,13 +126,13 @@ def run(args: argparse.Namespace) -> int:
             d = slq_density(op, args.slq_probes, args.slq_steps, seed=args.seed, sigma=args.sigma)
             if D.is_writer():
                 d.save(out / "density.h5", config=op.config(), **{"meta": meta})
-                from ..plots.hessian import plot_slq_density
+                from ..reporting.plots.hessian import plot_slq_density
                 plot_slq_density(out / "density.h5", out / "density")
             summary["density"] = {"sigma": d.sigma, "n_products": d.n_products, "steps": d.steps,
                                   "n_probes": args.slq_probes, "file": "density.h5"}
     if D.is_writer():
         write_json(out / "summary.json", run_metadata(**summary, **meta))
-        from ..plots.hessian import plot_spectrum
+        from ..reporting.plots.hessian import plot_spectrum
         plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
         s = summary["spectrum"]
         nan = float("nan")

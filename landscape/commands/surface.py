@@ -1,7 +1,7 @@
 """``landscape surface``: filter-normalized 1-D/2-D loss surfaces, resumable, distributable.
 
 Library code lives in :mod:`landscape.directions`, :mod:`landscape.surface` and
-:mod:`landscape.plots.surface`; this module only parses arguments and calls them.
+:mod:`landscape.reporting.plots.surface`; this module only parses arguments and calls them.
 """
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                                                  directions=dir_identity,
                                                  device=str(data.images.device)))
     if not args.no_plot:
-        from ..plots import surface as P
+        from ..reporting.plots import surface as P
         P.plot_surface(out / "surface.h5", out, vmax=args.vmax)
         if "trajectory_coords" in dattrs:
             coords = np.array(_loads(dattrs["trajectory_coords"]))

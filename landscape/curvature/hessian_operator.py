@@ -17,7 +17,6 @@ pass with ``is_grads_batched``); ``"forward_over_reverse"`` is ``torch.func.jvp`
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import eval_mode
 from ..errors import LandscapeError, NonFiniteLossError
 from .l2 import L2_KINDS, l2_hessian
 from .modes import MODES, ModeChoice, choose_mode
@@ -33,18 +33,6 @@ from .operators import LinearOperator, SumOperator
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ParamSelector = None | str | Sequence[str] | Callable[[str], bool]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Put every submodule in eval mode; restore each module's own flag afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in modes:
-            m.training = t
 
 
 def math_attention():

@@ -27,8 +27,7 @@ Streaming: running sums of the log amplitude per block (float64), never stored f
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,108 +36,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .streaming import data_description, normalized_depths, stream_block_outputs
+
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
-
-
-# ----------------------------------------------------------------------------- streaming
-def _image_batches(data: Any, samples: int | None, batch_size: int
-                   ) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int]:
-    """(iterator of (x, y) batches over the first ``samples`` images, number of images).
-
-    ``data`` is an ``ImageData`` (``.images``, ``.labels``), a tensor of images, or a tuple
-    ``(images, labels)``.
-    """
-    if hasattr(data, "images"):
-        images, labels = data.images, getattr(data, "labels", None)
-    elif isinstance(data, (tuple, list)):
-        images, labels = data[0], (data[1] if len(data) > 1 else None)
-    elif isinstance(data, torch.Tensor):
-        images, labels = data, None
-    else:
-        raise TypeError(f"data must be ImageData, a tensor or (images, labels), not {type(data)}")
-    n = len(images) if not samples else min(int(samples), len(images))
-    if samples and samples > len(images):
-        warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all",
-                      stacklevel=2)
-    if n == 0:
-        raise ValueError("no images to analyze")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-
-    def it():
-        for s in range(0, n, batch_size):
-            e = min(n, s + batch_size)
-            yield images[s:e], (labels[s:e] if labels is not None else None)
-    return it(), n
-
-
-class _eval_mode:
-    """Context manager: model in eval mode, previous train/eval flags restored afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.modes: list[tuple[nn.Module, bool]] = []
-
-    def __enter__(self) -> nn.Module:
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc: Any) -> None:
-        for m, t in self.modes:
-            m.training = t
-
-
-def _model_device(model: nn.Module, device: torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def stream_block_outputs(model: nn.Module, data: Any, block_list: Sequence | None = None,
-                         samples: int | None = None, batch_size: int = 128,
-                         device: torch.device | None = None, progress: bool = False,
-                         desc: str = "features"
-                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, dict]]:
-    """Yield ``(x, y, outputs)`` per batch, ``outputs[block.name]`` the block's output.
-
-    The model runs in eval mode without gradients; its train/eval flags are restored after.
-    Only one batch of outputs is alive at a time.
-    """
-    from tqdm import tqdm
-
-    import models
-
-    bl = models.blocks(model) if block_list is None else list(block_list)
-    dev = _model_device(model, device)
-    it, n = _image_batches(data, samples, batch_size)
-    with _eval_mode(model), torch.no_grad(), models.capture(bl) as out, \
-            tqdm(total=n, desc=desc, unit="img", disable=not progress, file=None) as bar:
-        for x, y in it:
-            x = x.to(dev)
-            out.clear()
-            model(x)
-            yield x, (y.to(dev) if y is not None else None), dict(out)
-            bar.update(len(x))
-
-
-def count_images(data: Any, samples: int | None) -> int:
-    """How many images a run over ``data`` with ``samples`` uses."""
-    return _image_batches(data, samples, 1)[1]
-
-
-def normalized_depths(n_blocks: int) -> np.ndarray:
-    """Depth of [input, block_0, ..., block_{L-1}]: ``j / L`` (input 0, last block 1)."""
-    return np.arange(n_blocks + 1, dtype=np.float64) / max(n_blocks, 1)
-
-
-def data_description(data: Any) -> dict[str, Any]:
-    """Name/split/seed of an ``ImageData`` (empty for plain tensors)."""
-    if not hasattr(data, "images"):
-        return {}
-    return {k: getattr(data, k) for k in ("name", "split", "seed")
-            if isinstance(getattr(data, k, None), (str, int, float))}
 
 
 def changes_from_previous(names: Sequence[str], kinds: Sequence[str], values: Sequence[float],
@@ -414,7 +314,7 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
         dep.append(float(depths[i + 1]))
         spectra.append(accs[b.name].mean_centered())
         per.append(accs[b.name].high_frequency_per_image())
-    from .provenance import run_metadata
+    from ..provenance import run_metadata
     cfg = {"analysis": "fourier", "eps": eps, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data), "readout": readout,
            "quantity": "mean over images and channels of log(|fft2(z)| + eps), fftshift-centred",

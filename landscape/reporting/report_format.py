@@ -1,6 +1,6 @@
 """HTML building blocks of the run report: escaping, number formats, tables, embedded figures.
 
-Used by :mod:`landscape.report`; formatting only, no numbers are computed here.
+Used by :mod:`landscape.reporting.report`; formatting only, no numbers are computed here.
 """
 from __future__ import annotations
 

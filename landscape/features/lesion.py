@@ -16,36 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .fourier import _eval_mode, _image_batches, _model_device, data_description, normalized_depths
-from .provenance import JsonResult
-
-
-def evaluate(model: nn.Module, data: Any, samples: int | None = None, batch_size: int = 256,
-             device: torch.device | None = None) -> tuple[float, float, int]:
-    """(accuracy, mean cross-entropy, number of images) of ``model`` in eval mode."""
-    return evaluate_per_image(model, data, samples, batch_size, device)[:3]
-
-
-def evaluate_per_image(model: nn.Module, data: Any, samples: int | None = None,
-                       batch_size: int = 256, device: torch.device | None = None
-                       ) -> tuple[float, float, int, list[int]]:
-    """(accuracy, mean cross-entropy, number of images, 0/1 correctness per image)."""
-    dev = _model_device(model, device)
-    it, n = _image_batches(data, samples, batch_size)
-    correct, loss, hits = 0.0, 0.0, []
-    with _eval_mode(model), torch.no_grad():
-        for x, y in it:
-            if y is None:
-                raise ValueError("evaluation needs labels")
-            x, y = x.to(dev), y.to(dev)
-            logits = model(x)
-            hit = logits.argmax(1) == y
-            hits.extend(int(v) for v in hit.tolist())
-            correct += float(hit.sum())
-            loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-    return correct / n, loss / n, n, hits
+from ..provenance import JsonResult
+from .streaming import data_description, evaluate_images, normalized_depths
 
 
 @dataclass
@@ -85,18 +58,18 @@ def lesion_study(model: nn.Module, data: Any, block_list: Sequence | None = None
     import models
     bl = models.blocks(model) if block_list is None else list(block_list)
     depths = normalized_depths(len(bl))
-    base_acc, base_loss, n, base_hits = evaluate_per_image(model, data, samples, batch_size, device)
+    base_acc, base_loss, n, base_hits = evaluate_images(model, data, samples, batch_size, device)
     res = [(i, b) for i, b in enumerate(bl) if b.branch is not None]
     if not res:
         raise ValueError("the block list has no residual block to lesion")
     acc, loss, hits = [], [], [base_hits]
     for _i, b in tqdm(res, desc="lesion", unit="block", disable=not progress):
         with models.lesioned(b):
-            a, lo, _, h = evaluate_per_image(model, data, samples, batch_size, device)
+            a, lo, _, h = evaluate_images(model, data, samples, batch_size, device)
         acc.append(a)
         loss.append(lo)
         hits.append(h)
-    from .provenance import run_metadata
+    from ..provenance import run_metadata
     cfg = {"analysis": "lesion", "samples": samples, "batch_size": batch_size,
            "data": data_description(data),
            "lesion": "residual branch output replaced by zeros (models.lesioned)"}

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
+from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
     _by_model_table,
     _cell,

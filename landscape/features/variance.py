@@ -22,14 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .fourier import (
-    _spatial,
-    changes_from_previous,
-    data_description,
-    normalized_depths,
-    stream_block_outputs,
-)
-from .provenance import JsonResult
+from ..provenance import JsonResult
+from .fourier import _spatial, changes_from_previous
+from .streaming import data_description, normalized_depths, stream_block_outputs
 
 
 def spatial_variance(x: torch.Tensor, ddof: int = 1) -> torch.Tensor:
@@ -152,7 +147,7 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
         var.append(accs[b.name].mean)
         se.append(accs[b.name].stderr)
         per.append(accs[b.name].per_image)
-    from .provenance import run_metadata
+    from ..provenance import run_metadata
     cfg = {"analysis": "variance", "ddof": ddof, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data),
            "quantity": "mean over images and channels of the spatial variance of the grid"}

@@ -33,19 +33,19 @@ def _load(obj: Any, cls_name: str) -> Any:
     if not isinstance(obj, (str, Path)):
         return obj
     if cls_name == "fourier":
-        from ..fourier import FourierResult
+        from ...features.fourier import FourierResult
         return FourierResult.load(obj)
     if cls_name == "variance":
-        from ..variance import VarianceResult
+        from ...features.variance import VarianceResult
         return VarianceResult.load(obj)
     if cls_name == "robustness":
-        from ..robustness import RobustnessResult
+        from ...features.robustness import RobustnessResult
         return RobustnessResult.load(obj)
     if cls_name == "cka":
-        from ..similarity import CKAResult
+        from ...features.similarity import CKAResult
         return CKAResult.load(obj)
     if cls_name == "lesion":
-        from ..lesion import LesionResult
+        from ...features.lesion import LesionResult
         return LesionResult.load(obj)
     raise ValueError(cls_name)
 

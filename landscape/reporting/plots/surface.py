@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import LogNorm
 
-from ..surface import load_surface
+from ...surface import load_surface
 from .figure import FigureFiles, new_figure, panel_grid, save
 
 Levels = int | Sequence[float]

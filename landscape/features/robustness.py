@@ -35,8 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fourier import _eval_mode, _image_batches, _model_device, data_description
-from .provenance import JsonResult
+from ..device import eval_mode, model_device
+from ..provenance import JsonResult
+from .streaming import data_description, image_batches
 
 PROTOCOLS = ("paper", "radial")
 PAPER_WIDTH = 0.2 / math.pi   # FreqAttack's default s = 0.2 (radians), in units of π
@@ -179,8 +180,8 @@ def noise_robustness(model: nn.Module, data: Any,
     paper = protocol == "paper"
     width = (PAPER_WIDTH if paper else 0.05) if width is None else float(width)
     base = ("sign" if paper else "gaussian") if base is None else base
-    dev = _model_device(model, device)
-    n = _image_batches(data, samples, batch_size)[1]
+    dev = model_device(model, device)
+    n = image_batches(data, samples, batch_size)[1]
     if getattr(data, "labels", None) is None and not isinstance(data, (tuple, list)):
         raise ValueError("robustness needs labels")
     freqs = [float(f) for f in freqs]
@@ -188,10 +189,10 @@ def noise_robustness(model: nn.Module, data: Any,
     loss = np.zeros(len(freqs) + 1)
     per_image: list[list[int]] = [[] for _ in range(len(freqs) + 1)]
     gens = [torch.Generator().manual_seed(int(seed) + 1000003 * i) for i in range(len(freqs))]
-    with _eval_mode(model), torch.no_grad(), \
+    with eval_mode(model), torch.no_grad(), \
             tqdm(total=n * (len(freqs) + 1), desc="robustness", unit="img",
                  disable=not progress) as bar:
-        it, _ = _image_batches(data, samples, batch_size)
+        it, _ = image_batches(data, samples, batch_size)
         for x, y in it:
             x, y = x.to(dev), y.to(dev)
             for j in range(len(freqs) + 1):
@@ -209,7 +210,7 @@ def noise_robustness(model: nn.Module, data: Any,
                 loss[j] += float(F.cross_entropy(logits.float(), y, reduction="sum"))
                 bar.update(len(x))
     acc, loss = correct / n, loss / n
-    from .provenance import run_metadata
+    from ..provenance import run_metadata
     cfg = {"analysis": "robustness", "protocol": protocol, "freqs": freqs, "width": width,
            "norm": norm if not paper else None, "eps": eps if paper else None, "base": base,
            "samples": samples, "batch_size": batch_size, "seed": seed,

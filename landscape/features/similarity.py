@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .fourier import data_description, normalized_depths, stream_block_outputs
-from .provenance import JsonResult
+from ..provenance import JsonResult
+from .streaming import data_description, normalized_depths, stream_block_outputs
 
 ESTIMATORS = ("unbiased", "biased")
 
@@ -166,7 +166,7 @@ def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None
     for _x, _y, outs in stream_block_outputs(model, data, bl, samples, batch_size, device,
                                              progress, desc="cka"):
         acc.update([outs[b.name] for b in bl])
-    from .provenance import run_metadata
+    from ..provenance import run_metadata
     cfg = {"analysis": "cka", "estimator": estimator, "samples": samples,
            "batch_size": batch_size, "data": data_description(data),
            "kernel": "linear on each block output flattened per image",
