@@ -314,7 +314,7 @@ def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
             for b, h in zip(out["blocks"], hits[1:], strict=True):
                 b["groups"] = group_means(h, g)
         return out
-    raise ValueError(analysis)
+    raise LandscapeError(analysis)
 
 
 def radii_of(cfg: AnalyzeConfig) -> list[float]:

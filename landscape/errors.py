@@ -1,8 +1,9 @@
 """User-facing errors: the CLI prints ``landscape: error: <message>`` on one line and exits 2."""
 
 
-class LandscapeError(Exception):
-    """Bad input from the user (missing file, wrong architecture, corrupt checkpoint, ...)."""
+class LandscapeError(ValueError):
+    """Bad input from the user (missing file, wrong architecture, corrupt checkpoint, ...).
+    A ValueError, so callers of the Python API may catch either."""
 
 
 class NonFiniteLossError(LandscapeError, FloatingPointError):

@@ -266,7 +266,7 @@ class JsonResult:
     def load(cls, path: str | Path) -> Any:
         d = read_json(path)
         if d.pop("kind", None) != cls.KIND:
-            raise ValueError(f"{path} is not a {cls.KIND} result")
+            raise LandscapeError(f"{path} is not a {cls.KIND} result")
         for k in cls.DERIVED:
             d.pop(k, None)
         return cls(**d)

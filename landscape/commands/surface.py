@@ -230,7 +230,7 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: a
             with h5py.File(path, "r") as f:
                 old = json.loads(f.attrs.get("identity", "{}"))
             if not isinstance(old, dict):
-                raise ValueError("its identity attribute is not a JSON object")
+                raise LandscapeError("its identity attribute is not a JSON object")
         bad = [k for k in sorted(set(old) | set(identity))
                if json.dumps(old.get(k), sort_keys=True)
                != json.dumps(identity.get(k), sort_keys=True)]

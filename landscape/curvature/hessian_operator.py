@@ -279,14 +279,15 @@ class LossHessian(LinearOperator):
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H @ v`` for a flat vector v of length n (torch in, torch out)."""
         if v.ndim != 1 or v.shape[0] != self.shape[0]:
-            raise ValueError(f"expected a vector of length {self.shape[0]}, got {tuple(v.shape)}")
+            raise LandscapeError(f"expected a vector of length {self.shape[0]}, "
+                                 f"got {tuple(v.shape)}")
         self.n_products += 1
         return self._apply(v, batched=False)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``H @ V`` for V of shape (n, m): all m vectors in one backward (or vmapped jvp) pass."""
         if V.ndim != 2 or V.shape[0] != self.shape[0]:
-            raise ValueError(f"expected shape ({self.shape[0]}, m), got {tuple(V.shape)}")
+            raise LandscapeError(f"expected shape ({self.shape[0]}, m), got {tuple(V.shape)}")
         self.n_products += V.shape[1]
         if V.shape[1] == 1:
             return self._apply(V[:, 0], batched=False)[:, None]

@@ -172,7 +172,7 @@ def as_operator(op: Any) -> LinearOperator:
         return DenseOperator(op)
     if hasattr(op, "matvec") and hasattr(op, "shape"):
         return _GenericOperator(op)
-    raise TypeError(f"not a linear operator: {type(op).__name__}")
+    raise LandscapeError(f"not a linear operator: {type(op).__name__}")
 
 
 def check_repeated_products(op: Any, n_vectors: int = 2, *, seed: int = 0,

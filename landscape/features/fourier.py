@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import LandscapeError
 from .streaming import data_description, normalized_depths, stream_block_outputs
 
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
@@ -61,7 +62,7 @@ def log_amplitude(x: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
 
 def _check_readout(readout: str) -> None:
     if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, not {readout!r}")
+        raise LandscapeError(f"readout must be one of {READOUTS}, not {readout!r}")
 
 
 def diagonal_steps(n: int, readout: str = "paper") -> np.ndarray:
@@ -90,7 +91,7 @@ def diagonal(spectrum_centered: np.ndarray, readout: str = "paper") -> np.ndarra
     """Values of a centred (fftshift-ed) square spectrum at ``(ω, ω)``, ``ω = 2πk/n``."""
     s = np.asarray(spectrum_centered)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
-        raise ValueError(f"diagonal sampling needs a square spectrum, got shape {s.shape}")
+        raise LandscapeError(f"diagonal sampling needs a square spectrum, got shape {s.shape}")
     n = s.shape[0]
     idx = (n // 2 + diagonal_steps(n, readout)) % n
     return s[idx, idx]
@@ -123,7 +124,7 @@ class LogAmplitudeAccumulator:
         if self.total is None:
             self.total = s
         elif self.total.shape != s.shape:
-            raise ValueError(f"feature map size changed from {tuple(self.total.shape)} to "
+            raise LandscapeError(f"feature map size changed from {tuple(self.total.shape)} to "
                              f"{tuple(s.shape)}")
         else:
             self.total += s
@@ -136,7 +137,7 @@ class LogAmplitudeAccumulator:
     def mean_centered(self) -> np.ndarray:
         """The mean log amplitude, fftshift-centred, as float64 (H, W)."""
         if self.total is None:
-            raise ValueError("no data accumulated")
+            raise LandscapeError("no data accumulated")
         return torch.fft.fftshift(self.total / self.count, dim=(-2, -1)).numpy()
 
     def high_frequency_per_image(self) -> np.ndarray:
@@ -233,7 +234,7 @@ class FourierResult:
         import h5py
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "fourier":
-                raise ValueError(f"{path} is not a Fourier result")
+                raise LandscapeError(f"{path} is not a Fourier result")
             keys = sorted(f["entries"].keys())
             ents = [f["entries"][k] for k in keys]
             seed = int(f.attrs["seed"])
@@ -291,7 +292,7 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
             if b.name in skipped:
                 continue
             if b.name not in outs:
-                raise RuntimeError(f"block {b.name!r} produced no output in the forward pass")
+                raise LandscapeError(f"block {b.name!r} produced no output in the forward pass")
             g = _spatial(outs[b.name], b.tokens)
             if g is None or g.shape[-1] != g.shape[-2]:
                 skipped.add(b.name)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import LandscapeError
 from ..provenance import JsonResult
 from .streaming import data_description, evaluate_images, normalized_depths
 
@@ -61,7 +62,7 @@ def lesion_study(model: nn.Module, data: Any, block_list: Sequence | None = None
     base_acc, base_loss, n, base_hits = evaluate_images(model, data, samples, batch_size, device)
     res = [(i, b) for i, b in enumerate(bl) if b.branch is not None]
     if not res:
-        raise ValueError("the block list has no residual block to lesion")
+        raise LandscapeError("the block list has no residual block to lesion")
     acc, loss, hits = [], [], [base_hits]
     for _i, b in tqdm(res, desc="lesion", unit="block", disable=not progress):
         with models.lesioned(b):

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..device import eval_mode, model_device
+from ..errors import LandscapeError
 from ..provenance import JsonResult
 from .streaming import data_description, image_batches
 
@@ -91,13 +92,13 @@ def paper_frequency_noise(shape: Sequence[int], f: float, s: float = PAPER_WIDTH
     """``FreqAttack(Random(eps), f, s)`` noise: ``Re ifft2(mask · fft2(eps · sign(N(0, 1))))``
     for (B, C, H, W) ``shape``, f and s in units of π. May be all zeros for an empty band."""
     if len(shape) != 4:
-        raise ValueError(f"shape must be (B, C, H, W), got {tuple(shape)}")
+        raise LandscapeError(f"shape must be (B, C, H, W), got {tuple(shape)}")
     _, _, h, w = shape
     z = torch.randn(tuple(shape), generator=generator, dtype=torch.float64)
     if base == "sign":
         z = torch.sign(z)
     elif base != "gaussian":
-        raise ValueError(f"base must be 'gaussian' or 'sign', not {base!r}")
+        raise LandscapeError(f"base must be 'gaussian' or 'sign', not {base!r}")
     mask = paper_band_mask(h, w, f, s)
     noise = torch.fft.ifft2(torch.fft.fft2(eps * z) * mask).real
     return noise.to(dtype=dtype, device=device)
@@ -110,21 +111,22 @@ def band_limited_noise(shape: Sequence[int], f: float, width: float, norm: float
     """Radial protocol: noise of ``shape`` (B, C, H, W) whose spectrum is confined to the band
     around ``f`` (half-width ``width``, units of π), each image scaled to L2 norm ``norm``."""
     if len(shape) != 4:
-        raise ValueError(f"shape must be (B, C, H, W), got {tuple(shape)}")
+        raise LandscapeError(f"shape must be (B, C, H, W), got {tuple(shape)}")
     b, c, h, w = shape
     mask = band_mask(h, w, f, width)
     if not bool(mask.any()):
-        raise ValueError(f"no frequency of a {h}x{w} grid lies within {f} ± {width} (units of pi)")
+        raise LandscapeError(f"no frequency of a {h}x{w} grid lies within {f} ± {width} "
+                             "(units of pi)")
     z = torch.randn(tuple(shape), generator=generator, dtype=torch.float64)
     if base == "sign":
         z = torch.sign(z)
     elif base != "gaussian":
-        raise ValueError(f"base must be 'gaussian' or 'sign', not {base!r}")
+        raise LandscapeError(f"base must be 'gaussian' or 'sign', not {base!r}")
     spec = torch.fft.fft2(z) * mask
     noise = torch.fft.ifft2(spec).real
     norms = noise.flatten(1).norm(dim=1)
     if bool((norms == 0).any()):
-        raise ValueError("band-limited noise vanished for some image (band too narrow)")
+        raise LandscapeError("band-limited noise vanished for some image (band too narrow)")
     noise = noise * (norm / norms).view(-1, 1, 1, 1)
     return noise.to(dtype=dtype, device=device)
 
@@ -176,14 +178,14 @@ def noise_robustness(model: nn.Module, data: Any,
     """
     from tqdm import tqdm
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        raise LandscapeError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     paper = protocol == "paper"
     width = (PAPER_WIDTH if paper else 0.05) if width is None else float(width)
     base = ("sign" if paper else "gaussian") if base is None else base
     dev = model_device(model, device)
     n = image_batches(data, samples, batch_size)[1]
     if getattr(data, "labels", None) is None and not isinstance(data, (tuple, list)):
-        raise ValueError("robustness needs labels")
+        raise LandscapeError("robustness needs labels")
     freqs = [float(f) for f in freqs]
     correct = np.zeros(len(freqs) + 1)
     loss = np.zeros(len(freqs) + 1)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import LandscapeError
 from ..provenance import JsonResult
 from .streaming import data_description, normalized_depths, stream_block_outputs
 
@@ -52,7 +53,7 @@ def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
     n = g.shape[-1]
     if estimator == "unbiased":
         if n < 4:
-            raise ValueError(f"the unbiased HSIC needs at least 4 samples, got {n}")
+            raise LandscapeError(f"the unbiased HSIC needs at least 4 samples, got {n}")
         gt = g.clone()
         gt.diagonal(dim1=-2, dim2=-1).zero_()
         flat = gt.reshape(gt.shape[0], -1)
@@ -63,12 +64,12 @@ def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
                 - 2.0 / (n - 2) * (r @ r.T)) / (n * (n - 3))
     if estimator == "biased":
         if n < 2:
-            raise ValueError(f"the biased HSIC needs at least 2 samples, got {n}")
+            raise LandscapeError(f"the biased HSIC needs at least 2 samples, got {n}")
         gc = g - g.mean(dim=-1, keepdim=True)
         gc = gc - gc.mean(dim=-2, keepdim=True)  # H K H
         flat = gc.reshape(gc.shape[0], -1)
         return (flat @ flat.T) / (n - 1) ** 2
-    raise ValueError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
+    raise LandscapeError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
 
 
 def hsic(k: torch.Tensor, l: torch.Tensor,  # noqa: E741 (the paper's K, L; public keyword)
@@ -101,7 +102,7 @@ class MinibatchCKA:
 
     def __init__(self, n_features: int, estimator: str = "unbiased"):
         if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
+            raise LandscapeError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
         self.estimator = estimator
         self.sum = torch.zeros(n_features, n_features, dtype=torch.float64)
         self.batches = 0
@@ -126,7 +127,7 @@ class MinibatchCKA:
     def value(self) -> np.ndarray:
         """(L, L) CKA matrix."""
         if self.batches == 0:
-            raise ValueError("no batch accumulated")
+            raise LandscapeError("no batch accumulated")
         return cka_from_hsic(self.sum / self.batches)
 
 

@@ -31,7 +31,8 @@ def image_batches(data: Any, samples: int | None, batch_size: int
     elif isinstance(data, torch.Tensor):
         images, labels = data, None
     else:
-        raise TypeError(f"data must be ImageData, a tensor or (images, labels), not {type(data)}")
+        raise LandscapeError(f"data must be ImageData, a tensor or (images, labels), "
+                             f"not {type(data)}")
     n = len(images) if not samples else min(int(samples), len(images))
     if samples and samples > len(images):
         warnings.warn(f"asked for {samples} images but the data has {len(images)}; using all",

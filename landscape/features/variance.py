@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import LandscapeError
 from ..provenance import JsonResult
 from .fourier import _spatial, changes_from_previous
 from .streaming import data_description, normalized_depths, stream_block_outputs
@@ -30,10 +31,10 @@ from .streaming import data_description, normalized_depths, stream_block_outputs
 def spatial_variance(x: torch.Tensor, ddof: int = 1) -> torch.Tensor:
     """Variance over the spatial axes of (B, C, H, W): a (B, C) tensor (float64)."""
     if x.dim() != 4:
-        raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")
+        raise LandscapeError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")
     n = x.shape[-1] * x.shape[-2]
     if n - ddof <= 0:
-        raise ValueError(f"{n} spatial positions are too few for ddof={ddof}")
+        raise LandscapeError(f"{n} spatial positions are too few for ddof={ddof}")
     return x.to(torch.float64).flatten(2).var(dim=-1, correction=ddof)
 
 

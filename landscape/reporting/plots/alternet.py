@@ -20,6 +20,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from ...errors import LandscapeError
 from .figure import FigureFiles, PathLike, legend_outside, new_figure, panel_grid, save
 
 
@@ -32,7 +33,7 @@ def plot_buildup(log_path: PathLike, out_stem: PathLike) -> FigureFiles:
     log = _read(log_path)
     cands = log["candidates"]
     if not cands:
-        raise ValueError(f"{log_path} holds no finished candidate yet")
+        raise LandscapeError(f"{log_path} holds no finished candidate yet")
     x = np.arange(len(cands))
     acc = np.array([c["acc_mean"] for c in cands]) * 100
     acc_e = np.array([c["acc_spread"]["std"] for c in cands]) * 100

@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import Normalize
 
+from ...errors import LandscapeError
 from .figure import (
     FigureFiles,
     PathLike,
@@ -47,7 +48,7 @@ def _load(obj: Any, cls_name: str) -> Any:
     if cls_name == "lesion":
         from ...features.lesion import LesionResult
         return LesionResult.load(obj)
-    raise ValueError(cls_name)
+    raise LandscapeError(cls_name)
 
 
 def _shade_msa(ax: Any, depth: Sequence[float], kinds: Sequence[str]) -> None:

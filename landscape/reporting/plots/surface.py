@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import LogNorm
 
+from ...errors import LandscapeError
 from ...surface import load_surface
 from .figure import FigureFiles, new_figure, panel_grid, save
 
@@ -151,9 +152,9 @@ def _increase(path: str | Path, quantity: str) -> tuple[Any, np.ma.MaskedArray, 
     """(surface, quantity minus its value at the grid point nearest the origin, that value)."""
     r = load_surface(path)
     if r.ycoordinates is None:
-        raise ValueError(f"{path}: a comparison needs 2-D surfaces")
+        raise LandscapeError(f"{path}: a comparison needs 2-D surfaces")
     if quantity not in r.arrays:
-        raise ValueError(f"{path} has no {quantity!r} dataset")
+        raise LandscapeError(f"{path} has no {quantity!r} dataset")
     z = _masked(np.asarray(r.arrays[quantity], dtype=float),
                 r.arrays.get(f"{quantity.split('_')[0]}_done"))
     xx, yy = np.meshgrid(r.xcoordinates, r.ycoordinates)
@@ -185,7 +186,7 @@ def plot_surface_comparison(paths: Sequence[str | Path], out_stem: str | Path,
     or one per file) over each model's centre on one shared set of contour levels and one colour
     bar."""
     if not paths:
-        raise ValueError("no surface file given")
+        raise LandscapeError("no surface file given")
     names = [quantity] * len(paths) if isinstance(quantity, str) else list(quantity)
     data = [_increase(p, q) for p, q in zip(paths, names, strict=False)]
     labels = [str(lab) for lab in labels] if labels else [Path(p).parent.name for p in paths]
@@ -216,7 +217,7 @@ def plot_trajectory(surface_path: str | Path, coords: np.ndarray, out_stem: str 
     """Training trajectory ``coords`` (T, 2) drawn over the contours of a 2-D surface."""
     r = load_surface(surface_path)
     if r.ycoordinates is None:
-        raise ValueError("trajectory overlay needs a 2-D surface")
+        raise LandscapeError("trajectory overlay needs a 2-D surface")
     quantity = quantity or next(k for k in sorted(r.arrays) if k.endswith("_loss"))
     split = quantity.split("_")[0]
     z = _masked(r.arrays[quantity], r.arrays.get(f"{split}_done"))
@@ -244,7 +245,7 @@ def export_vtp(path: str | Path, out: str | Path, quantity: str | None = None,
     (default: the finite maximum)."""
     r = load_surface(path)
     if r.ycoordinates is None:
-        raise ValueError("VTK export needs a 2-D surface")
+        raise LandscapeError("VTK export needs a 2-D surface")
     quantity = quantity or next(k for k in sorted(r.arrays) if k.endswith("_loss"))
     z = np.array(r.arrays[quantity], dtype=np.float64)
     fin = np.isfinite(z)
