@@ -32,6 +32,7 @@ from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noq
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
 from .errors import LandscapeError
 from .provenance import output_dir, read_json, run_metadata, write_json
+from .summary import SUMMARY_VERSION
 
 
 def family(arch: str, block_kinds: Sequence[str]) -> str:
@@ -250,8 +251,9 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
                                [info.extra.get("name") for _, info in loaded],
                                _taken_labels(raw_root))
     figs: dict[str, list[str]] = {}
-    summary: dict[str, Any] = {"models": [], "settings": {"budget": budget, "only": todo,
-                                                          "dataset": data_name, **cfg.to_dict()}}
+    summary: dict[str, Any] = {"schema_version": SUMMARY_VERSION, "models": [],
+                               "settings": {"budget": budget, "only": todo,
+                                            "dataset": data_name, **cfg.to_dict()}}
     results: dict[str, dict[str, Any]] = {a: {} for a in todo}
     fig_dir = out / "figures"
     from .train import evaluate

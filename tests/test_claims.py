@@ -24,6 +24,7 @@ from landscape.claims import (
 )
 from landscape.features.fourier import fourier_analysis
 from landscape.features.variance import variance_analysis
+from landscape.summary import SUMMARY_VERSION
 
 torch.set_num_threads(1)
 BLUR, SHARPEN = [1 / 8, 6 / 8, 1 / 8], [-1 / 4, 6 / 4, -1 / 4]
@@ -31,7 +32,8 @@ N_BOOT = 400
 
 
 def by_id(summary, **kw):
-    return {c.id: c for c in evaluate_claims(summary, n_boot=kw.pop("n_boot", N_BOOT), **kw)}
+    versioned = {"schema_version": SUMMARY_VERSION, **summary}
+    return {c.id: c for c in evaluate_claims(versioned, n_boot=kw.pop("n_boot", N_BOOT), **kw)}
 
 
 def entry(label, arch, seed, family):
@@ -160,7 +162,8 @@ def test_bootstrap_is_seeded_and_recorded():
     s["settings"] = {"seed": 7}
     assert by_id(s)["fourier-msa"].extra["bootstrap"] == {"seed": 7, "replicates": N_BOOT,
                                                          "level": 0.95}
-    json.dumps(claims_to_json(evaluate_claims(s, n_boot=50)))
+    json.dumps(claims_to_json(evaluate_claims({"schema_version": SUMMARY_VERSION, **s},
+                                              n_boot=50)))
 
 
 # ----------------------------------------------------------------------------- CKA
@@ -305,7 +308,7 @@ def test_stage_lesion_from_image_groups():
 
 
 def test_empty_summary_is_not_measured_everywhere():
-    cs = evaluate_claims({"models": []}, n_boot=10)
+    cs = evaluate_claims({"schema_version": SUMMARY_VERSION, "models": []}, n_boot=10)
     assert {c.id for c in cs} >= {"flatness", "flatness-surface", "negative-eigenvalues",
                                   "fourier-msa", "fourier-conv", "fourier-mlp", "variance-msa",
                                   "robustness", "stage-cka", "stage-lesion"}

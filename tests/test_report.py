@@ -22,6 +22,7 @@ from landscape.reporting.report import (  # noqa: E402
     format_summary_table,
     write_report,
 )
+from landscape.summary import SUMMARY_VERSION  # noqa: E402
 
 LABELS = ["resnet_tiny", "vit_tiny", "alternet_tiny"]
 FAMILIES = {"resnet_tiny": "cnn", "vit_tiny": "vit", "alternet_tiny": "hybrid"}
@@ -68,6 +69,7 @@ def make_run(out: Path, sections=None) -> dict:
     vit = ["embed", "msa", "mlp", "msa", "mlp", "head"]
     alt = ["embed", "conv", "msa", "conv", "msa", "pool"]
     summary = {
+        "schema_version": SUMMARY_VERSION,
         "models": [{"label": lab, "checkpoint": f"ckpt/{lab}.pt", "sha256": "ab" * 32,
                     "arch": lab, "family": FAMILIES[lab], "params": 10000 * (i + 1),
                     "dataset": "fashion-mnist", "test_acc": 0.9 - 0.02 * i,
@@ -245,7 +247,7 @@ def test_missing_figure_file_is_reported_not_fatal(tmp_path):
 def test_empty_summary_renders():
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        p = _parse(write_report(d, {}))
+        p = _parse(write_report(d, {"schema_version": SUMMARY_VERSION}))
     assert p.section_ids == list(SECTION_IDS)
     assert all(NOT_COMPUTED in p.text_by_section[s] for s in SECTION_IDS if s != "claims")
 
@@ -264,7 +266,7 @@ def test_format_summary_table(full_run):
     assert "flatness" in text and "12 min 34 s" in text
     assert lines[1].startswith("-----")
     # empty summary: still a table, every claim not measured
-    empty = format_summary_table({})
+    empty = format_summary_table({"schema_version": SUMMARY_VERSION})
     claim_rows = empty.split("claim ")[1].splitlines()[2:]
     assert len(claim_rows) >= 7 and all("not measured" in r for r in claim_rows)
 
@@ -325,6 +327,7 @@ def test_stageless_model_report_has_no_nan_none_or_question_mark(tmp_path):
     nan = float("nan")
     lab = "vit_tiny"
     summary = {
+        "schema_version": SUMMARY_VERSION,
         "models": [{"label": lab, "checkpoint": "ckpt/model.pt", "sha256": "cd" * 32,
                     "arch": "vit_tiny", "family": "vit", "params": 116938, "dataset": None,
                     "test_acc": 0.8, "test_nll": 0.5, "eval_samples": 2000}],

@@ -88,9 +88,10 @@ frequency]}}``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..summary import Summary, as_summary
 from .curvature import (
     MIN_PLANES,
     claim_flatness,
@@ -143,12 +144,15 @@ CLAIMS: tuple[Callable[..., Any], ...] = (
     claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion)
 
 
-def evaluate_claims(summary: dict, seed: int | None = None,
+def evaluate_claims(summary: Summary | Mapping[str, Any], seed: int | None = None,
                     n_boot: int | None = None) -> list[Claim]:
-    """One :class:`Claim` per claim row, in the paper's order. ``seed`` (default: the summary's
-    ``settings.seed``, else 0) seeds every bootstrap and is recorded in each claim."""
+    """One :class:`Claim` per claim row, in the paper's order, from a summary of the current
+    schema (:func:`landscape.summary.as_summary`; an older one is refused). ``seed`` (default:
+    the summary's ``settings.seed``, else 0) seeds every bootstrap and is recorded in each
+    claim."""
+    summary = as_summary(summary)
     if seed is None:
-        s = (summary.get("settings") or {}).get("seed") if isinstance(summary, dict) else None
+        s = summary.settings.get("seed")
         seed = int(s) if _finite(s) else 0
     n_boot = N_BOOT if n_boot is None else int(n_boot)
     out: list[Claim] = []

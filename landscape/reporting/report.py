@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
+from ..summary import Summary, as_summary
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
     _by_model_table,
     _cell,
@@ -375,10 +376,12 @@ def _settings_body(summary: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- entry points
-def render_html(out_dir: str | Path, summary: dict,
+def render_html(out_dir: str | Path, summary: Summary | Mapping[str, Any],
                 claims: Sequence[Claim] | None = None) -> str:
-    """The report as one HTML string (figures read from ``out_dir``)."""
+    """The report as one HTML string (figures read from ``out_dir``) from a summary of the
+    current schema (:func:`landscape.summary.as_summary`; an older one is refused)."""
     out_dir = Path(out_dir)
+    summary = as_summary(summary)
     claims = list(evaluate_claims(summary) if claims is None else claims)
     by_id = {c.id: c for c in claims}
     labels = _model_labels(summary)
@@ -426,7 +429,7 @@ def render_html(out_dir: str | Path, summary: dict,
             + "".join(sections) + "</main></body></html>\n")
 
 
-def write_report(out_dir: str | Path, summary: dict,
+def write_report(out_dir: str | Path, summary: Summary | Mapping[str, Any],
                  claims: Sequence[Claim] | None = None) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and return its path."""
     out_dir = Path(out_dir)
@@ -446,9 +449,10 @@ def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
-def format_summary_table(summary: dict, claims: Sequence[Claim] | None = None,
-                         max_detail: int = 60) -> str:
+def format_summary_table(summary: Summary | Mapping[str, Any],
+                         claims: Sequence[Claim] | None = None, max_detail: int = 60) -> str:
     """Fixed-width text: one row per model with the key numbers, then the claims' verdicts."""
+    summary = as_summary(summary)
     labels = _model_labels(summary)
     models = {str(m.get("label")): m for m in summary.get("models") or [] if isinstance(m, dict)}
 
