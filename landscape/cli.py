@@ -42,14 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(tests the claims of 'How Do Vision Transformers Work?').")
     parser.add_argument("--version", action="version", version=f"landscape {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in COMMAND_MODULES:
-        try:
-            m = importlib.import_module(f"landscape.commands.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name == f"landscape.commands.{mod}":
-                continue  # command not built yet
-            raise
-        m.add_parser(sub)
+    for mod in COMMAND_MODULES:  # a command that fails to import fails loudly
+        importlib.import_module(f"landscape.commands.{mod}").add_parser(sub)
     return parser
 
 
