@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from .streaming import data_description, normalized_depths, stream_block_outputs
+from .streaming import data_description, kept_rows, stream_block_outputs
 
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
 
@@ -278,7 +278,6 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
     import models
     _check_readout(readout)
     bl = models.blocks(model) if block_list is None else list(block_list)
-    depths = normalized_depths(len(bl))
     accs = {b.name: LogAmplitudeAccumulator(eps, readout) for b in bl}
     inp = LogAmplitudeAccumulator(eps, readout)
     skipped: set[str] = set()
@@ -298,23 +297,11 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
                 skipped.add(b.name)
                 continue
             accs[b.name].update(g)
-    names, kinds, stages, dep, spectra, per = [], [], [], [], [], []
-    if include_input:
-        names.append("input")
-        kinds.append("input")
-        stages.append(0)
-        dep.append(0.0)
-        spectra.append(inp.mean_centered())
-        per.append(inp.high_frequency_per_image())
-    for i, b in enumerate(bl):
-        if b.name in skipped:
-            continue
-        names.append(b.name)
-        kinds.append(b.kind)
-        stages.append(int(b.stage))
-        dep.append(float(depths[i + 1]))
-        spectra.append(accs[b.name].mean_centered())
-        per.append(accs[b.name].high_frequency_per_image())
+    rows = kept_rows(bl, skipped, include_input)
+    src = {**accs, "input": inp}
+    names, kinds, stages, dep = ([r[j] for r in rows] for j in range(4))
+    spectra = [src[name].mean_centered() for name in names]
+    per = [src[name].high_frequency_per_image() for name in names]
     from ..provenance import run_metadata
     cfg = {"analysis": "fourier", "eps": eps, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data), "readout": readout,

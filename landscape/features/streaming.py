@@ -108,6 +108,16 @@ def normalized_depths(n_blocks: int) -> np.ndarray:
     return np.arange(n_blocks + 1, dtype=np.float64) / max(n_blocks, 1)
 
 
+def kept_rows(block_list: Sequence, skipped: set[str], include_input: bool
+              ) -> list[tuple[str, str, int, float]]:
+    """(name, kind, stage, normalized depth) of the input (when ``include_input``) and of every
+    block not in ``skipped``, in forward order: the rows of a per-block result."""
+    depths = normalized_depths(len(block_list))
+    rows = [("input", "input", 0, 0.0)] if include_input else []
+    return rows + [(b.name, b.kind, int(b.stage), float(depths[i + 1]))
+                   for i, b in enumerate(block_list) if b.name not in skipped]
+
+
 def data_description(data: Any) -> dict[str, Any]:
     """Name/split/seed of an ``ImageData`` (empty for plain tensors)."""
     if not hasattr(data, "images"):

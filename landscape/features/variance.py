@@ -25,7 +25,7 @@ import torch.nn as nn
 from ..errors import LandscapeError
 from ..provenance import JsonResult
 from .fourier import _spatial, changes_from_previous
-from .streaming import data_description, normalized_depths, stream_block_outputs
+from .streaming import data_description, kept_rows, stream_block_outputs
 
 
 def spatial_variance(x: torch.Tensor, ddof: int = 1) -> torch.Tensor:
@@ -108,7 +108,6 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
     """
     import models
     bl = models.blocks(model) if block_list is None else list(block_list)
-    depths = normalized_depths(len(bl))
     accs = {b.name: VarianceAccumulator(ddof) for b in bl}
     inp = VarianceAccumulator(ddof)
     skipped: set[str] = set()
@@ -129,25 +128,12 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
                 continue
             accs[b.name].update(g)
             grids[b.name] = int(g.shape[-2])
-    names, kinds, stages, dep, var, se, per = [], [], [], [], [], [], []
-    if include_input:
-        names.append("input")
-        kinds.append("input")
-        stages.append(0)
-        dep.append(0.0)
-        var.append(inp.mean)
-        se.append(inp.stderr)
-        per.append(inp.per_image)
-    for i, b in enumerate(bl):
-        if b.name in skipped:
-            continue
-        names.append(b.name)
-        kinds.append(b.kind)
-        stages.append(int(b.stage))
-        dep.append(float(depths[i + 1]))
-        var.append(accs[b.name].mean)
-        se.append(accs[b.name].stderr)
-        per.append(accs[b.name].per_image)
+    rows = kept_rows(bl, skipped, include_input)
+    src = {**accs, "input": inp}
+    names, kinds, stages, dep = ([r[j] for r in rows] for j in range(4))
+    var = [src[name].mean for name in names]
+    se = [src[name].stderr for name in names]
+    per = [src[name].per_image for name in names]
     from ..provenance import run_metadata
     cfg = {"analysis": "variance", "ddof": ddof, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data),
