@@ -13,11 +13,9 @@ that claims success.
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noq
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
 from .errors import LandscapeError
 from .provenance import output_dir, read_json, run_metadata, write_json
+from .resume import ResultCache
 from .summary import SUMMARY_VERSION
 
 
@@ -122,36 +121,6 @@ def _taken_labels(raw: Path) -> dict[str, set[str]]:
         if d.is_dir() and lab and len(sha) == 10 and all(c in "0123456789abcdef" for c in sha):
             taken.setdefault(lab, set()).add(sha)
     return taken
-
-
-class _Cache:
-    """Raw results of one model: ``<dir>/<name>`` plus ``<name>.key.json`` (what defines it)."""
-
-    def __init__(self, folder: Path, force: bool):
-        self.folder = folder
-        self.force = force
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, name: str, key: dict[str, Any], compute: Callable[[Path], Any],
-            load: Callable[[Path], Any]) -> tuple[Any, bool]:
-        """(result, reused?) — reuses ``name`` when its key matches, else recomputes it."""
-        path = self.folder / name
-        key_path = self.folder / f"{name}.key.json"
-        key = json.loads(json.dumps(key, default=str))
-        if not self.force and path.exists() and key_path.exists():
-            try:
-                if read_json(key_path) == key:
-                    return load(path), True
-            except Exception:  # noqa: BLE001 - unreadable cache entry: recompute
-                pass
-        for p in (path, key_path):
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        result = compute(path)
-        write_json(key_path, key)
-        return result, False
 
 
 def _is_seconds(x: Any) -> bool:
@@ -265,7 +234,8 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     for i, ((net, info), label) in enumerate(zip(loaded, labels, strict=True)):
         tag = f"[model {i + 1} of {len(loaded)}: {label}]"
         _say(progress, f"model {i + 1} of {len(loaded)}: {label} ({info.path})")
-        cache = _Cache(raw_root / f"{label}-{info.sha256[:10]}", force)
+        cache = ResultCache(raw_root / f"{label}-{info.sha256[:10]}", force, info.sha256,
+                            log=(lambda t, tag=tag: _say(progress, f"{tag} {t}")))
         times_path = cache.folder / "timings.json"
         times = read_json(times_path) if times_path.is_file() else {}
         bl = models.blocks(net) if hasattr(net, "block_list") else []
@@ -275,7 +245,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             write_json(p, evaluate(net, eval_set, cfg.batch_size))
             return read_json(p)
 
-        ev, _ = cache.get("eval.json", {"sha": info.sha256, "n": len(eval_set), "seed": cfg.seed,
+        ev, _ = cache.get("eval.json", {"n": len(eval_set), "seed": cfg.seed,
                                         "data": data_name}, evaluate_to, read_json)
         summary["models"].append({
             "label": label, "checkpoint": str(info.path), "sha256": info.sha256, "arch": info.model,
@@ -285,7 +255,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             "eval_samples": len(eval_set)})
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
                        f"({len(eval_set)} images)")
-        base_key = {"sha": info.sha256, "data": data_name, "seed": cfg.seed}
+        base_key = {"data": data_name, "seed": cfg.seed}
         t_model, computed = time.perf_counter(), False
         for analysis in todo:
             t0 = time.perf_counter()

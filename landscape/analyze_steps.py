@@ -7,6 +7,7 @@ cache of :mod:`landscape.analyze`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -63,8 +64,19 @@ def _l2_and_augment(cfg_wd: float | None, augment: bool, info: Any, data: Any) -
     return wd, aug, recipe
 
 
+def curvature_settings(cfg: AnalyzeConfig, wd: float, l2: str = "paper") -> Any:
+    """The :class:`~landscape.curvature.estimates.CurvatureSettings` of ``cfg`` (one operator
+    averaged over ``curvature_samples`` images), with weight decay ``wd``."""
+    from .curvature.estimates import CurvatureSettings
+    return CurvatureSettings(
+        samples=cfg.curvature_samples, batch_size=cfg.curvature_batch_size, seed=cfg.seed, wd=wd,
+        l2=l2, mode=cfg.hessian_mode, top_k=cfg.top_k, lanczos_tol=cfg.lanczos_tol,
+        lanczos_max_iter=cfg.lanczos_max_iter, trace_products=cfg.trace_products,
+        density_probes=cfg.density_probes, density_steps=cfg.density_steps)
+
+
 def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
-    from .hessian import HessianOperator, hutchpp_trace, slq_density, top_eigenvalues
+    from .curvature.estimates import curvature_estimates
     from .reporting.plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
@@ -78,35 +90,18 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress),
         SpectrumResult.load)
 
-    n = min(cfg.curvature_samples, len(pool))
-    x, y = pool.images[:n], pool.labels[:n]
-    bs = cfg.curvature_batch_size
-    batches = [(x[s:s + bs], y[s:s + bs]) for s in range(0, n, bs)]
+    cs = curvature_settings(cfg, wd)
 
     def curvature(p: Path) -> dict[str, Any]:
-        op = HessianOperator(net, batches, wd=wd, l2="paper", augment=augment,
-                             augment_seed=cfg.seed, mode=cfg.hessian_mode)
-        kw = dict(seed=cfg.seed, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
-                  return_eigenvectors=False)
-        say = lambda what: _say(progress, f"{tag} curvature on {n} images: {what}")  # noqa: E731
-        say(f"top-{cfg.top_k} eigenvalues (Lanczos, <= {cfg.lanczos_max_iter} products)")
-        top = top_eigenvalues(op, cfg.top_k, "LM", **kw)
-        say(f"bottom-{cfg.top_k} eigenvalues (Lanczos, <= {cfg.lanczos_max_iter} products)")
-        bottom = top_eigenvalues(op, cfg.top_k, "SA", **kw)
-        say(f"trace (Hutch++, {cfg.trace_products} products)")
-        tr = hutchpp_trace(op, cfg.trace_products, seed=cfg.seed)
-        say(f"density (SLQ, {cfg.density_probes} probes × {cfg.density_steps} steps)")
-        dens = slq_density(op, cfg.density_probes, cfg.density_steps, seed=cfg.seed)
-        dens.save(p.with_name("density.h5"), config=json.dumps(op.config(), default=str))
-        res = {"top": top.to_dict(), "bottom": bottom.to_dict(), "trace": tr.to_dict(),
-               "n_samples": n, "n_params": op.shape[0], "wd": wd, "l2": "paper",
-               "augment": repr(augment)}
+        res, dens, op_config = curvature_estimates(
+            net, pool.images, pool.labels, cs, augment=augment,
+            say=lambda what: _say(progress, f"{tag} {what}"))
+        dens.save(p.with_name("density.h5"), config=json.dumps(op_config, default=str))
+        res.update(wd=wd, l2=cs.l2, augment=repr(augment))
         write_json(p, res)
         return res
 
-    ckey = {**key, "n": n, "bs": bs, "k": cfg.top_k, "lanczos": [cfg.lanczos_tol,
-            cfg.lanczos_max_iter], "wd": wd, "l2": "paper", "aug": repr(augment),
-            "trace": cfg.trace_products, "density": [cfg.density_probes, cfg.density_steps]}
+    ckey = {**key, "curvature": dataclasses.asdict(cs), "augment": repr(augment)}
     curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
     files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density",
                              title=label)

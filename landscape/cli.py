@@ -14,8 +14,36 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .commands.common import HelpFormatter
 from .errors import LandscapeError
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_fmt_default(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` once, only where the help does not state the default already and
+    the default says something (not None/False); descriptions written with line breaks keep
+    them, others are wrapped."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default == []
+                or default is argparse.SUPPRESS or not action.option_strings
+                or action.nargs == 0):
+            return text
+        return f"{text} (default: {_fmt_default(default).replace('%', '%%')})"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
 
 # Order here is the order in --help.
 COMMAND_MODULES = ["train", "hessian", "surface", "features", "analyze", "alternet", "blocks"]

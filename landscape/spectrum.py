@@ -23,14 +23,16 @@ batches' top-5 spaces overlap little).
 Raw results go to one HDF5 file (``eigenvalues`` [n_batches, k], NaN rows unfinished;
 ``residuals``, ``n_products``, ``converged``, ``min_eigenvalue``, ``min_residual``,
 ``sample_indices`` [n_batches, batch_size], ``batch_index``; attrs ``config``, ``seed``,
-``versions``, ``mode_chosen``, ``summary``), replaced atomically after every round. Re-running
-with the same settings continues where it stopped, with the product mode recorded by the first
-run (``mode="auto"`` is measured once and never re-timed). Under ``torchrun`` the work units
+``identity`` (:mod:`landscape.resume`), ``versions``, ``mode_chosen``, ``summary``), replaced
+atomically after every round. Re-running with the same settings continues where it stopped,
+with the product mode recorded by the first run (``mode="auto"`` is measured once and never
+re-timed). Under ``torchrun`` the work units
 (single batches, or warm-start chains) are sharded over ranks; each batch's problem depends only
 on (seed, batch index) and its chain, so the result is identical to the single-process run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -53,6 +55,7 @@ from .curvature import (
     top_eigenvalues,
 )
 from .errors import LandscapeError
+from .resume import check, identity
 
 PathLike = str | Path
 _ARRAYS = ("eigenvalues", "residuals", "n_products", "converged", "min_eigenvalue", "min_residual")
@@ -280,7 +283,11 @@ class _Store:
         self.arrays = _empty_arrays(sample_indices.shape[0], cfg.k)
         self.sample_indices = sample_indices
         from .provenance import versions
+        ident = identity({**cfg.to_dict(), "sample_indices_sha256": hashlib.sha256(
+            np.ascontiguousarray(sample_indices, dtype=np.int64).tobytes()).hexdigest()},
+            meta.get("checkpoint_sha256"))
         self.attrs: dict[str, Any] = {"config": self.cfg_json, "seed": cfg.seed,
+                                      "identity": json.dumps(ident, sort_keys=True),
                                       "versions": json.dumps(versions()),
                                       "meta": json.dumps(meta, default=str)}
         if path.exists():
@@ -303,14 +310,12 @@ class _Store:
             if missing:
                 raise LandscapeError(f"cannot resume from {self.path}: {', '.join(missing)} "
                                      "missing; delete it or use another --out")
-            old = json.loads(f.attrs.get("config", "{}"))
-            if old != json.loads(self.cfg_json) or not np.array_equal(
-                    f["sample_indices"][()], self.sample_indices) or "converged" not in f:
-                diff = sorted(k for k in set(old) | set(json.loads(self.cfg_json))
-                              if old.get(k) != json.loads(self.cfg_json).get(k))
-                raise LandscapeError(f"{self.path} holds a spectrum with different settings "
-                                     f"({', '.join(diff) or 'sample indices or format'}); use "
-                                     "another output folder or delete it")
+            if "converged" not in f:
+                raise LandscapeError(f"cannot resume from {self.path}: written by an older "
+                                     "version (no converged flags); delete it or use another "
+                                     "--out")
+            old = json.loads(f.attrs.get("identity", "null"))
+            check(self.path, "a spectrum", old, json.loads(self.attrs["identity"]))
             for k in _ARRAYS:
                 self.arrays[k][...] = f[k][()]
             for k in ("mode_chosen", "versions", "meta"):

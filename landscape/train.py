@@ -7,7 +7,6 @@ same command resumes at the last finished epoch. The final model is ``model.pt``
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .provenance import (
     run_metadata,
     write_json,
 )
+from .resume import check, differences, identity
 
 
 @dataclass
@@ -118,22 +118,25 @@ def _settings(meta: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """The result-store identity of a run's ``config.json`` (older files: rebuilt from it)."""
+    if isinstance(meta.get("identity"), dict):
+        return meta["identity"]
+    return {"settings": _settings(meta), "checkpoint_sha256": None,
+            "versions": meta.get("versions")}
+
+
 def _check_resume(out: Path, old_meta: dict[str, Any], meta: dict[str, Any]) -> None:
     """Refuse (one line naming what differs) to resume a run recorded with other settings."""
-    old, new = _settings(old_meta), _settings(meta)
-    diff = [k for k in new if k in old and json.dumps(old[k], sort_keys=True, default=str)
-            != json.dumps(new[k], sort_keys=True, default=str)]
-    if not diff:
-        return
-    if diff == ["epochs"]:
+    old, new = _identity(old_meta), meta["identity"]
+    diff = differences(old, new)
+    if [d.split(":")[0] for d in diff] == ["epochs"]:
         raise LandscapeError(
-            f"{out} holds a run of {old['epochs']} epochs and --epochs is {new['epochs']}: the "
-            "learning-rate schedule spans all epochs, so a longer run cannot continue this one; "
-            "use another --out (or --init " + str(out / "model.pt") + " to train further)")
-    shown = ", ".join(f"{k} ({old[k]} recorded, {new[k]} now)" if len(str(old[k])) < 40 else k
-                      for k in diff)
-    raise LandscapeError(f"{out} holds a run with other settings: {shown} differ; resume with "
-                         "the same ones, or use another --out")
+            f"{out} holds a run of {old['settings']['epochs']} epochs and --epochs is "
+            f"{new['settings']['epochs']}: the learning-rate schedule spans all epochs, so a "
+            "longer run cannot continue this one; use another --out (or --init "
+            + str(out / "model.pt") + " to train further)")
+    check(out, "a training run", old, new, "resume with the same ones, or use another --out")
 
 
 def _lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -160,6 +163,7 @@ def train(model: nn.Module, train_data: Any, test_data: Any | None, config: Trai
     meta = run_metadata(config=cfg, model=model.model_config, dataset=train_data.name,
                         train_size=len(train_data), subset_seed=train_data.seed, data=data_id,
                         **(info or {}))
+    meta["identity"] = identity(_settings(meta))
     cfg_path = out / "config.json"
     if cfg_path.exists() and (out / "last.pt").exists():
         old = read_resume_file(cfg_path, read_json, "training config (JSON)")
@@ -252,3 +256,39 @@ def train(model: nn.Module, train_data: Any, test_data: Any | None, config: Trai
     checkpoint.save(out / "model.pt", model, epoch=config.epochs, metrics=metrics, **ckpt_meta)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def train_run(options: Any) -> tuple[dict[str, float], list[str], Path]:
+    """``landscape train`` with ``options`` (its argparse namespace): load the data, create the
+    registry model (from ``options.init`` when given), train it into ``options.out``. Returns
+    (final metrics, tensors re-initialized from ``init``, output folder)."""
+    from .data import load_dataset
+    from .device import resolve_device
+
+    o = options
+    if o.init:
+        from .runs.inputs import check_checkpoints
+        check_checkpoints(o, [o.init])
+    device = resolve_device(o.device)
+    tr = load_dataset(o.data, "train", root=o.data_root, subset=o.subset, seed=o.seed,
+                      download=o.download)
+    te = load_dataset(o.data, "test", root=o.data_root, subset=o.test_samples or None,
+                      seed=o.seed, download=o.download)
+    torch.manual_seed(o.seed)
+    try:
+        model = models.create(o.model, num_classes=tr.num_classes, in_chans=tr.images.shape[1],
+                              img_size=tr.images.shape[-1])
+    except KeyError as e:
+        raise LandscapeError(str(e).strip("'\"")) from None
+    reinit = init_from(model, o.init) if o.init else []
+    out = output_dir(o.out)
+    cfg = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, optimizer=o.optimizer,
+                      weight_decay=o.weight_decay, warmup_epochs=o.warmup_epochs,
+                      label_smoothing=o.label_smoothing, augment=not o.no_augment,
+                      flip=not o.no_flip, mixup=o.mixup, cutmix=o.cutmix, seed=o.seed,
+                      save_every=o.save_every, freeze=o.freeze)
+    model.to(device)
+    metrics = train(model, tr.to(device), te.to(device), cfg, out, progress=not o.quiet,
+                    info={"init": o.init, "subset": o.subset})
+    return metrics, reinit, out
+

@@ -241,3 +241,35 @@ def _is_path(target: str) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def describe_checkpoint_blocks(checkpoint: str, model: str | None = None,
+                               model_def: str | None = None, blocks: str | None = None,
+                               data: str | None = None, input_shape: str | None = None) -> str:
+    """The block list of a checkpoint's model as a table (``landscape blocks``): names, kinds,
+    stages and, when an input shape is known (``input_shape`` "C,H,W", the dataset's, or the
+    registry model's), output shapes in forward order."""
+
+    x = None
+    if input_shape:
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise LandscapeError(f"--input-shape expects C,H,W (three positive integers), "
+                                 f"got {input_shape!r}")
+        x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    net, info = load_model(checkpoint, model=model, model_def=model_def, blocks=blocks,
+                           dataset=data, example=x)
+    if x is None:
+        x = example_input(data or info.dataset)
+    kw = info.model_kwargs
+    if x is None and kw.get("in_chans") and kw.get("img_size"):  # registry models know theirs
+        c, s = int(kw["in_chans"]), int(kw["img_size"])
+        x = torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(0))
+    source = info.extra.get("blocks", "block_list()")
+    probe = f"input {'x'.join(map(str, x.shape))}" if x is not None else \
+        "no input shape known: pass --data or --input-shape for shapes, order and stages"
+    return format_blocks(describe(net, models.blocks(net), x),
+                         f"{info.path}: {info.model}, blocks from {source}, {probe}")

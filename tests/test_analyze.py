@@ -101,7 +101,7 @@ def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
 
     # Second run: everything reused, nothing recomputed (any compute call would raise).
     import landscape.analyze as A
-    monkeypatch.setattr(A, "_Cache", _NoCompute(A._Cache))
+    monkeypatch.setattr(A, "ResultCache", _NoCompute(A.ResultCache))
     assert cli_main(args) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["hessian"] == summary["hessian"] and again["fourier"] == summary["fourier"]
@@ -111,8 +111,8 @@ class _NoCompute:
     def __init__(self, cls):
         self.cls = cls
 
-    def __call__(self, folder, force):
-        c = self.cls(folder, force)
+    def __call__(self, *args, **kwargs):
+        c = self.cls(*args, **kwargs)
         orig = c.get
 
         def get(name, key, compute, load):

@@ -125,7 +125,7 @@ def test_bad_option_values(argv, ckpt_dir, tmp_path, capsys):
 
 
 def test_argparse_types_share_the_rules():
-    from landscape.commands import common as C
+    from landscape.commands import argtypes as C
     assert C.positive_int("3") == 3 and C.nonneg_int("0") == 0
     assert C.subset_arg("3000") == 3000 and isinstance(C.subset_arg("3000"), int)
     assert C.subset_arg("0.5") == 0.5 and C.subset_arg("10%") == pytest.approx(0.1)

@@ -101,7 +101,7 @@ def test_resume_computes_only_unfinished(tmp_path, monkeypatch):
     calls.clear()
     S.max_eigenvalue_spectrum(m, x, y, cfg, out=path, augment=_aug, progress=False)
     assert calls == []  # finished: nothing recomputed
-    with pytest.raises(LandscapeError, match="different settings"):
+    with pytest.raises(LandscapeError, match=r"other settings \(k: 3 -> 2"):
         S.max_eigenvalue_spectrum(m, x, y, S.SpectrumConfig(**(CFG | {"k": 2})), out=path,
                                   augment=_aug, progress=False)
 

@@ -146,9 +146,9 @@ def test_resume_with_other_data_refused_naming_it(tmp_path, monkeypatch):
     with pytest.raises(LandscapeError, match=r"data indices_sha256") as e:
         T.train(_model(), other, None, cfg, tmp_path, progress=False)
     assert "\n" not in str(e.value) and "train_size" not in str(e.value)
-    with pytest.raises(LandscapeError, match=r"train_size \(64 recorded, 32 now\)"):
+    with pytest.raises(LandscapeError, match=r"train_size: 64 -> 32"):
         T.train(_model(), _sub(full, np.arange(0, 32)), None, cfg, tmp_path, progress=False)
-    with pytest.raises(LandscapeError, match=r"seed \(0 recorded, 1 now\)"):
+    with pytest.raises(LandscapeError, match=r"\(seed: 0 -> 1\)"):
         T.train(_model(), _sub(full, np.arange(0, 64)), None,
                 T.TrainConfig(**{**CFG, "seed": 1}), tmp_path, progress=False)
     assert (tmp_path / "config.json").read_text() == before  # provenance untouched

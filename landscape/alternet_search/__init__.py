@@ -47,7 +47,7 @@ so the logic is testable without training; :class:`RegistryTrainer` is the real 
 """
 from __future__ import annotations
 
-from .buildup import FAMILIES, BuildupSettings, run_buildup
+from .buildup import FAMILIES, BuildupSettings, buildup_run, run_buildup
 from .patterns import (
     Pattern,
     baseline_pattern,
@@ -62,7 +62,7 @@ from .search import METRICS, SCHEMA, SearchConfig, SearchResult, Trainer, better
 from .trainer import RegistryTrainer, compare_models, model_size, split_validation
 
 __all__ = ["FAMILIES", "METRICS", "SCHEMA", "BuildupSettings", "Pattern", "RegistryTrainer",
-           "SearchConfig", "SearchResult", "Trainer", "baseline_pattern", "better",
+           "SearchConfig", "SearchResult", "Trainer", "baseline_pattern", "better", "buildup_run",
            "compare_models", "heads_per_stage", "model_size", "next_slot", "parse_pattern",
            "pattern_str", "run_buildup", "run_search", "spread", "split_validation",
            "stage_slots", "with_msa"]

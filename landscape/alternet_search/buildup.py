@@ -108,3 +108,24 @@ def run_buildup(settings: BuildupSettings, out_dir: str | Path,
                                   sequence=result.sequence, models=cmp)
         write_json(out / "comparison.json", comparison)
     return result, comparison
+
+
+def buildup_run(settings: BuildupSettings, out_dir: str | Path,
+                runs_dir: str | Path | None = None, progress: bool = True) -> list[str]:
+    """``landscape alternet-search``: :func:`run_buildup` into the locked folder ``out_dir``,
+    then its figures (``buildup``, ``comparison``); returns the lines that report it."""
+    from ..reporting.plots.alternet import plot_buildup, plot_comparison
+    from ..provenance import output_dir
+
+    out = output_dir(out_dir)
+    result, comparison = run_buildup(settings, out, runs_dir, progress=progress)
+    plot_buildup(out / "search.json", out / "buildup")
+    lines = ["build-up sequence: " + " -> ".join(result.sequence),
+             f"final pattern: {','.join(result.final_pattern)} ({result.stop_reason})"]
+    if comparison is not None:
+        plot_comparison(out / "comparison.json", out / "comparison")
+        for label, r in comparison["models"].items():
+            a, n = r["test_acc_spread"], r["test_nll_spread"]
+            lines.append(f"  {label}: test acc {a['mean']:.4f} +- {a['std']:.4f}, "
+                         f"NLL {n['mean']:.4f} +- {n['std']:.4f} ({len(r['seeds'])} seeds)")
+    return lines

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..provenance import read_json, run_metadata, write_json
+from ..resume import check, identity
 from .patterns import Pattern, next_slot, parse_pattern, pattern_str, with_msa
 
 SCHEMA = "landscape.alternet_search/1"
@@ -106,6 +107,14 @@ def _run_key(pattern: Pattern, seed: int) -> str:
     return f"{pattern_str(pattern)}@{int(seed)}"
 
 
+def _identity(doc: dict[str, Any]) -> dict[str, Any]:
+    """The result-store identity of a log (older logs: rebuilt from its header)."""
+    if isinstance(doc.get("identity"), dict):
+        return doc["identity"]
+    return {"settings": {k: doc.get(k) for k in ("baseline", "search", "trainer")},
+            "checkpoint_sha256": None, "versions": (doc.get("meta") or {}).get("versions")}
+
+
 class _Log:
     """The JSON log: header, finished trainings (``runs``) and decided candidates."""
 
@@ -119,11 +128,7 @@ class _Log:
             old = read_json(path)
             if old.get("schema") != SCHEMA:
                 raise LandscapeError(f"{path} is not an AlterNet search log")
-            for key in ("baseline", "search", "trainer"):
-                if old.get(key) != header.get(key):
-                    raise LandscapeError(
-                        f"{path} holds a search with other settings ({key} differs: "
-                        f"{old.get(key)!r} vs {header.get(key)!r}); use another --out or delete it")
+            check(path, "a search", _identity(old), header["identity"])
             self.doc["meta"] = old.get("meta", header.get("meta"))
             self.old_runs = list(old.get("runs", []))
         self.cache = {r["key"]: r for r in self.old_runs}
@@ -164,6 +169,7 @@ def run_search(trainer: Trainer, baseline: Pattern | str, config: SearchConfig,
     header = {"meta": run_metadata(), "baseline": pattern_str(base),
               "search": json.loads(json.dumps(config.to_dict(), default=str)),
               "trainer": json.loads(json.dumps(trainer_info or {}, default=str))}
+    header["identity"] = identity({k: header[k] for k in ("baseline", "search", "trainer")})
     log = _Log(path, header)
     log.save()
     if log.resumed and progress:

@@ -14,58 +14,49 @@ def add_parser(sub: Any) -> None:
                     "candidate is logged to OUT/search.json (re-running the same command resumes); "
                     "the final AlterNet, the baseline and --compare models are then evaluated on "
                     "the test split (OUT/comparison.json) and plotted (OUT/buildup.png, .pdf).")
-    from .common import (
-        add_device_arg,
-        finite_float,
-        nonneg_float,
-        nonneg_int,
-        positive_float,
-        positive_int,
-        seed_int,
-        subset_arg,
-    )
+    from . import argtypes as T
+    from .common import add_device_arg
     p.add_argument("--baseline", default="resnet_tiny",
-                   help="baseline CNN: resnet_tiny (searched as alternet_tiny) or resnet50 "
-                        "(searched as alternet50)")
-    p.add_argument("--depths", type=positive_int, nargs="+", default=None,
+                   help="baseline CNN: resnet_tiny (as alternet_tiny) or resnet50 (as alternet50)")
+    p.add_argument("--depths", type=T.positive_int, nargs="+", default=None,
                    help="units per stage of the baseline (default 2 2 2 for resnet_tiny, "
                         "3 4 6 4 for resnet50)")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, cifar10, cifar100")
     p.add_argument("--data-root", default=None,
                    help="dataset folder (default: $LANDSCAPE_DATA or the standard location)")
-    p.add_argument("--subset", type=subset_arg, default=3000,
+    p.add_argument("--subset", type=T.subset_arg, default=3000,
                    help="training images per candidate: a count (integer >= 1), a fraction in "
                         "(0, 1] or a percentage (10%%)")
-    p.add_argument("--val-samples", type=positive_int, default=1000,
+    p.add_argument("--val-samples", type=T.positive_int, default=1000,
                    help="training images held out as the validation set the search decides on")
-    p.add_argument("--test-samples", type=nonneg_int, default=0,
+    p.add_argument("--test-samples", type=T.nonneg_int, default=0,
                    help="test images for the final comparison (0 = the whole test split)")
-    p.add_argument("--data-seed", type=seed_int, default=0, help="seed of the subset and the split")
-    p.add_argument("--epochs", type=positive_int, default=3, help="training epochs per candidate")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="mini-batch size")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--weight-decay", type=nonneg_float, default=5e-2, help="AdamW weight decay")
-    p.add_argument("--warmup-epochs", type=nonneg_float, default=1.0, help="linear warmup length")
+    p.add_argument("--data-seed", type=T.seed_int, default=0, help="seed of subset and split")
+    p.add_argument("--epochs", type=T.positive_int, default=3, help="training epochs per candidate")
+    p.add_argument("--batch-size", type=T.positive_int, default=128, help="mini-batch size")
+    p.add_argument("--lr", type=T.positive_float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=T.nonneg_float, default=5e-2, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=T.nonneg_float, default=1.0, help="linear warmup length")
     p.add_argument("--no-augment", action="store_true", help="disable pad-and-crop + flip")
     p.add_argument("--metric", choices=["nll", "acc"], default="nll",
                    help="what a step must improve: validation NLL (lower) or accuracy (higher)")
-    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1],
+    p.add_argument("--seeds", type=T.seed_int, nargs="+", default=[0, 1],
                    help="training seeds per candidate; the metric is their mean")
-    p.add_argument("--min-delta", type=finite_float, default=0.0,
+    p.add_argument("--min-delta", type=T.finite_float, default=0.0,
                    help="a step is kept only if it improves the metric by more than this")
-    p.add_argument("--patience", type=positive_int, default=None,
+    p.add_argument("--patience", type=T.positive_int, default=None,
                    help="stop after this many consecutive rejected steps (default: no limit)")
-    p.add_argument("--max-candidates", type=positive_int, default=None,
+    p.add_argument("--max-candidates", type=T.positive_int, default=None,
                    help="stop after this many candidates, baseline included (default: no limit)")
-    p.add_argument("--min-stage", type=nonneg_int, default=0,
+    p.add_argument("--min-stage", type=T.nonneg_int, default=0,
                    help="earliest stage (0-based) that may receive an MSA unit")
     p.add_argument("--allow-first", action="store_true",
                    help="let the first unit of a stage (the strided one) become MSA too")
-    p.add_argument("--heads-base", type=positive_int, default=1,
+    p.add_argument("--heads-base", type=T.positive_int, default=1,
                    help="MSA heads in the first stage")
-    p.add_argument("--heads-growth", type=positive_int, default=2,
+    p.add_argument("--heads-growth", type=T.positive_int, default=2,
                    help="factor by which MSA heads grow per stage (rule 3)")
-    p.add_argument("--dim-head", type=positive_int, default=None,
+    p.add_argument("--dim-head", type=T.positive_int, default=None,
                    help="channels per MSA head (default: the model's)")
     p.add_argument("--compare", nargs="*", default=["vit_tiny"],
                    help="registry models also trained and tested in the final comparison "
@@ -100,22 +91,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..alternet_search import run_buildup
-    from ..provenance import output_dir
-    from ..reporting.plots.alternet import plot_buildup, plot_comparison
-
-    settings = settings_from_args(args)
-    out = output_dir(args.out)
-    result, comparison = run_buildup(settings, out, args.runs_dir,
-                                     progress=not args.quiet)
-    plot_buildup(out / "search.json", out / "buildup")
-    if comparison is not None:
-        plot_comparison(out / "comparison.json", out / "comparison")
-    print("build-up sequence: " + " -> ".join(result.sequence))
-    print(f"final pattern: {','.join(result.final_pattern)} ({result.stop_reason})")
-    if comparison is not None:
-        for label, r in comparison["models"].items():
-            a, n = r["test_acc_spread"], r["test_nll_spread"]
-            print(f"  {label}: test acc {a['mean']:.4f} +- {a['std']:.4f}, "
-                  f"NLL {n['mean']:.4f} +- {n['std']:.4f} ({len(r['seeds'])} seeds)")
+    from ..alternet_search import buildup_run
+    for line in buildup_run(settings_from_args(args), args.out, args.runs_dir,
+                            progress=not args.quiet):
+        print(line)
     return 0

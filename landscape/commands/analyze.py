@@ -8,7 +8,8 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     from ..analyze_config import ANALYSES, BUDGETS, AnalyzeConfig
-    from .common import add_device_arg, add_nonfinite_arg, seed_int
+    from .argtypes import seed_int
+    from .common import add_device_arg, add_nonfinite_arg
     p = sub.add_parser(
         "analyze", help="all analyses on one or more checkpoints + HTML report",
         description="Run the Hessian spectrum and curvature, loss surface, Fourier, variance, "
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise LandscapeError("landscape analyze runs in one process (it does not shard its "
                              "work); under torchrun use landscape hessian or landscape surface")
     cfg = make_config(args.budget, args.config, overrides)
-    from .common import check_checkpoints
+    from ..runs.inputs import check_checkpoints
     check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,

@@ -1,4 +1,5 @@
-"""``landscape hessian``: max-eigenvalue spectrum (and optionally trace and SLQ density)."""
+"""``landscape hessian``: max-eigenvalue spectrum (and optionally trace and SLQ density); the
+work: :func:`landscape.runs.hessian.hessian_run`, defaults: ``analyze``'s quick budget."""
 from __future__ import annotations
 
 import argparse
@@ -15,17 +16,12 @@ def add_parser(sub: Any) -> None:
                     "add Hutchinson/Hutch++ trace and an SLQ spectral density of the loss averaged "
                     "over --curvature-samples images. Re-running continues unfinished batches. "
                     "Runs under torchrun (batches sharded over ranks).")
-    from .common import (
-        add_checkpoint_args,
-        add_data_args,
-        fraction,
-        nonneg_float,
-        positive_float,
-        positive_int,
-    )
+    from ..analyze_config import AnalyzeConfig as A  # one set of defaults with `analyze`
+    from .argtypes import fraction, nonneg_float, positive_float, positive_int
+    from .common import add_checkpoint_args, add_data_args
     add_checkpoint_args(p)
-    add_data_args(p, samples=0, batch_size=16, split="train")
-    p.add_argument("--top-k", type=positive_int, default=5, help="eigenvalues per mini-batch")
+    add_data_args(p, samples=0, batch_size=A.spectrum_batch_size, split="train")
+    p.add_argument("--top-k", type=positive_int, default=A.top_k, help="eigenvalues per mini-batch")
     p.add_argument("--which", choices=["LM", "LA", "SA"], default="LM",
                    help="LM largest magnitude (the paper's, from power iteration), LA largest, "
                         "SA smallest (most negative)")
@@ -33,7 +29,7 @@ def add_parser(sub: Any) -> None:
                    help="number of mini-batches (default: --subset of the data / --batch-size)")
     p.add_argument("--subset", type=fraction, default=0.1,
                    help="fraction of the data the batches cover when --batches is not given")
-    p.add_argument("--tol", type=positive_float, default=1e-3,
+    p.add_argument("--tol", type=positive_float, default=A.lanczos_tol,
                    help="Lanczos stopping tolerance on Ritz residuals ||Hv - lv|| <= tol |l|")
     p.add_argument("--max-iter", type=positive_int, default=None,
                    help="cap on Hessian-vector products per batch (default: the solver's own cap)")
@@ -55,19 +51,23 @@ def add_parser(sub: Any) -> None:
                         "(chains of 16 batches); off by default: measured no cheaper "
                         "(benchmarks/hessian.py)")
     p.add_argument("--mode", choices=["auto", "double_backward", "forward_over_reverse"],
-                   default="auto", help="Hessian-vector product mode (auto = measured default)")
+                   default=A.hessian_mode,
+                   help="Hessian-vector product mode (auto: measured once and recorded)")
     p.add_argument("--trace", action="store_true",
                    help="also estimate the trace (Hutchinson and Hutch++) of the averaged loss")
     p.add_argument("--density", action="store_true",
                    help="also compute the SLQ spectral density of the averaged loss")
-    p.add_argument("--curvature-samples", type=positive_int, default=512,
+    p.add_argument("--curvature-samples", type=positive_int, default=A.curvature_samples,
                    help="images averaged in the --trace/--density operator")
-    p.add_argument("--curvature-batch-size", type=positive_int, default=128,
+    p.add_argument("--curvature-batch-size", type=positive_int,
+                   default=A.curvature_batch_size,
                    help="batch size of the --trace/--density operator")
-    p.add_argument("--probes", type=positive_int, default=100,
+    p.add_argument("--probes", type=positive_int, default=A.trace_products,
                    help="trace probes (Hutch++: products)")
-    p.add_argument("--slq-probes", type=positive_int, default=4, help="SLQ probe vectors")
-    p.add_argument("--slq-steps", type=positive_int, default=80, help="Lanczos steps per SLQ probe")
+    p.add_argument("--slq-probes", type=positive_int, default=A.density_probes,
+                   help="SLQ probe vectors")
+    p.add_argument("--slq-steps", type=positive_int, default=A.density_steps,
+                   help="Lanczos steps per SLQ probe")
     p.add_argument("--sigma", type=positive_float, default=None,
                    help="SLQ Gaussian width (default: 1%% of the Ritz value range)")
     p.add_argument("--out", required=True, help="output folder")
@@ -76,72 +76,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .. import distributed as D
-    from ..hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density
-    from ..provenance import output_dir, run_metadata, write_json
-    from ..spectrum import SpectrumConfig, max_eigenvalue_spectrum
-    from .common import load_checkpoint_and_data
-
-    D.init_from_env()
-    model, info, data = load_checkpoint_and_data(args, args.checkpoint)
-    model.eval()
-    out = output_dir(args.out) if D.is_writer() else None
-    augment = None
-    if args.augment:
-        from ..data import Augment
-        augment = Augment(pad=4, flip=True, mean=data.mean, std=data.std)
-    cfg = SpectrumConfig(k=args.top_k, which=args.which, batch_size=args.batch_size,
-                         n_batches=args.batches, subset=args.subset, seed=args.seed, wd=args.wd,
-                         l2=args.l2, augment=args.augment, tol=args.tol, max_iter=args.max_iter,
-                         backend=args.backend, mode=args.mode, start=args.start,
-                         warm_start=args.warm_start)
-    meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
-            "dataset": data.name, "split": data.split, "n_data": len(data),
-            "data_indices_seed": data.seed}
-    res = max_eigenvalue_spectrum(model, data.images, data.labels, cfg,
-                                  out=(out / "spectrum.h5") if out else None, augment=augment,
-                                  progress=not args.quiet, meta=meta)
-    if D.is_writer():  # after the spectrum: a refused or unreadable spectrum.h5 changes nothing
-        write_json(out / "config.json", run_metadata(command="hessian", config=cfg.to_dict(),
-                                                      args=vars(args) | {"func": None}, **meta))
-    summary: dict[str, Any] = {"spectrum": res.summary()}
-    if args.trace or args.density:
-        n = min(args.curvature_samples, len(data))
-        idx = np.random.default_rng(args.seed + 1).permutation(len(data))[:n]
-        import torch
-        ii = torch.as_tensor(idx, device=data.images.device)
-        x, y = data.images[ii], data.labels[ii]
-        bs = args.curvature_batch_size
-        batches = [(x[s:s + bs], y[s:s + bs]) for s in range(0, n, bs)]
-        op = HessianOperator(model, batches, wd=args.wd, l2=args.l2, mode=args.mode,
-                             augment=augment, augment_seed=args.seed, distributed=True)
-        if args.trace:
-            h = hutchinson_trace(op, args.probes, seed=args.seed)
-            hp = hutchpp_trace(op, args.probes, seed=args.seed)
-            summary["trace"] = {"hutchinson": h.to_dict(), "hutch++": hp.to_dict(),
-                                "n_samples": n, "batch_size": bs}
-        if args.density:
-            d = slq_density(op, args.slq_probes, args.slq_steps, seed=args.seed, sigma=args.sigma)
-            if D.is_writer():
-                d.save(out / "density.h5", config=op.config(), **{"meta": meta})
-                from ..reporting.plots.hessian import plot_slq_density
-                plot_slq_density(out / "density.h5", out / "density")
-            summary["density"] = {"sigma": d.sigma, "n_products": d.n_products, "steps": d.steps,
-                                  "n_probes": args.slq_probes, "file": "density.h5"}
+    from ..runs.hessian import hessian_run, summary_line
+    summary = hessian_run(args)
     if D.is_writer():
-        write_json(out / "summary.json", run_metadata(**summary, **meta))
-        from ..reporting.plots.hessian import plot_spectrum
-        plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
-        s = summary["spectrum"]
-        nan = float("nan")
-        print(f"{info.model}: {s['n_batches_finished']}/{s['n_batches']} batches, "
-              f"negative share {s['negative_share']:.4f}, mean positive {s['mean_positive']:.4g}, "
-              f"lambda_min < 0 in {s.get('lambda_min_negative_share', nan):.3f} of batches, "
-              f"median |lambda_min|/lambda_max {s.get('median_abs_min_over_max', nan):.3g}"
-              + (f", trace {summary['trace']['hutch++']['trace']:.4g} "
-                 f"+- {summary['trace']['hutch++']['stderr']:.2g}" if "trace" in summary else "")
-              + f" -> {out}")
-    D.barrier()
+        print(summary_line(summary))
     return 0

@@ -21,6 +21,7 @@ import torch.nn as nn
 from .. import distributed as dist
 from ..directions import Direction
 from ..errors import LandscapeError
+from ..resume import mismatch_message
 from .evaluate import SurfaceEvaluator
 from .plan import PLAN_KEYS
 from .store import SurfaceFile, SurfaceResult, file_bytes, grid_points, load_surface, value_names
@@ -88,10 +89,10 @@ def compute_surface(model: nn.Module, directions: Sequence[Direction], images: t
             stored = sf.stored_plan(split)
             clash = [] if stored is None else _clash(requested, stored.key())
             if clash:
-                err = (f"{path} holds {split} results computed with "
-                       + ", ".join(f"{k} = {getattr(stored, k)}" for k in clash)
-                       + "; resume with the same values (or leave them automatic), "
-                         "or use another --out")
+                err = mismatch_message(
+                    path, f"{split} results", [f"{k}: {getattr(stored, k)} -> {requested[k]}"
+                                               for k in clash],
+                    "resume with the same values (or leave them automatic), or use another --out")
         except LandscapeError as e:
             err = str(e)
     err = dist.broadcast_object(err)

@@ -34,10 +34,12 @@ import torch.nn as nn
 
 from ..directions import Direction
 from ..errors import LandscapeError
+from ..resume import differences, mismatch_message
+from ..resume import identity as result_identity
 from .plan import Plan
 
 FORMAT = "landscape-surface"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the identity is the result store's
 
 
 def parse_grid(spec: str) -> np.ndarray:
@@ -75,8 +77,9 @@ def _json(obj: Any) -> str:
                       else str(o))
 
 
-def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    return [k for k in sorted(set(a) | set(b)) if _json(a.get(k)) != _json(b.get(k))]
+def _grid(v: np.ndarray | None) -> str:
+    """Coordinates as ``min:max:num`` (for messages)."""
+    return "none" if v is None or len(v) == 0 else f"{v[0]:.6g}:{v[-1]:.6g}:{len(v)}"
 
 
 def _crc(columns: Sequence[np.ndarray]) -> int:
@@ -172,8 +175,11 @@ class SurfaceFile:
     def open(self, identity: Mapping[str, Any], x: np.ndarray, y: np.ndarray | None,
              split: str, eval_identity: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
         """Load an existing file, refusing (LandscapeError) one made with other settings."""
+        ident = dict(identity)
         self._new = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                     "identity": _json(dict(identity)),
+                     "identity": _json(result_identity(
+                         {k: v for k, v in ident.items() if k != "checkpoint_sha256"},
+                         ident.get("checkpoint_sha256"))),
                      **{k: (v if isinstance(v, (int, float, str)) else _json(v))
                         for k, v in attrs.items()}}
         self._x, self._y, self._eval = x, y, _json(dict(eval_identity))
@@ -193,22 +199,19 @@ class SurfaceFile:
                                  "another --out")
         with resume_guard(self.path, "surface file"):
             old_identity = json.loads(old.attrs.get("identity", "{}"))
-        bad = _diff(old_identity, dict(identity))
+        bad = differences(old_identity, json.loads(self._new["identity"]))
         for k, v in (("xcoordinates", x), ("ycoordinates", y)):
             o = old.datasets.get(k)
             if (o is None) != (v is None) or (v is not None and not np.array_equal(o, v)):
-                bad.append(k)
+                bad.append(f"{k}: {_grid(o)} -> {_grid(v)}")
         if bad:
-            raise LandscapeError(f"{where} was computed with other settings ({', '.join(bad)} "
-                                 "differ); use another --out or delete the file")
+            raise LandscapeError(mismatch_message(where, "a surface", bad))
         key = f"{split}_loss"
         if key in old.datasets:
-            bad = _diff(json.loads(old.dataset_attrs[key].get("eval", "{}")),
-                        json.loads(self._eval))
+            bad = differences({"settings": json.loads(old.dataset_attrs[key].get("eval", "{}"))},
+                              {"settings": json.loads(self._eval)})
             if bad:
-                raise LandscapeError(f"{where} holds {split} results computed with other "
-                                     f"settings ({', '.join(bad)} differ); use another --out "
-                                     "or delete the file")
+                raise LandscapeError(mismatch_message(where, f"{split} results", bad))
         self.attrs, self.datasets, self.dataset_attrs = old.attrs, old.datasets, old.dataset_attrs
 
     def stored_plan(self, split: str) -> Plan | None:
