@@ -267,7 +267,7 @@ def train_run(options: Any) -> tuple[dict[str, float], list[str], Path]:
 
     o = options
     if o.init:
-        from .runs.inputs import check_checkpoints
+        from .workflows.inputs import check_checkpoints
         check_checkpoints(o, [o.init])
     device = resolve_device(o.device)
     tr = load_dataset(o.data, "train", root=o.data_root, subset=o.subset, seed=o.seed,

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise LandscapeError("landscape analyze runs in one process (it does not shard its "
                              "work); under torchrun use landscape hessian or landscape surface")
     cfg = make_config(args.budget, args.config, overrides)
-    from ..runs.inputs import check_checkpoints
+    from ..workflows.inputs import check_checkpoints
     check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,

@@ -2,7 +2,7 @@
 
 Nothing here imports torch or numpy: ``landscape --help`` and argument errors answer before the
 heavy imports. The argparse types live in :mod:`.argtypes`, the loading in
-:mod:`landscape.runs.inputs`.
+:mod:`landscape.workflows.inputs`.
 """
 from __future__ import annotations
 

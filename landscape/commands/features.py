@@ -1,5 +1,5 @@
 """``landscape fourier|variance|robustness|cka|lesion``: feature-map analyses of checkpoints
-(the work: :func:`landscape.runs.features.feature_run`)."""
+(the work: :func:`landscape.workflows.features.feature_run`)."""
 from __future__ import annotations
 
 import argparse
@@ -78,7 +78,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs.features import feature_run
+    from ..workflows.features import feature_run
     for label, file, reused in feature_run(args.analysis, args):
         print(f"{args.analysis}: {label}: {'reusing' if reused else 'wrote'} {file}")
     return 0

@@ -1,5 +1,5 @@
 """``landscape hessian``: max-eigenvalue spectrum (and optionally trace and SLQ density); the
-work: :func:`landscape.runs.hessian.hessian_run`, defaults: ``analyze``'s quick budget."""
+work: :func:`landscape.workflows.hessian.hessian_run`, defaults: ``analyze``'s quick budget."""
 from __future__ import annotations
 
 import argparse
@@ -77,7 +77,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import distributed as D
-    from ..runs.hessian import hessian_run, summary_line
+    from ..workflows.hessian import hessian_run, summary_line
     summary = hessian_run(args)
     if D.is_writer():
         print(summary_line(summary))

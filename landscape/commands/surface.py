@@ -1,6 +1,6 @@
 """``landscape surface``: filter-normalized 1-D/2-D loss surfaces, resumable, distributable.
 
-The work: :func:`landscape.runs.surface.surface_run`.
+The work: :func:`landscape.workflows.surface.surface_run`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from ..runs.surface import DESCRIPTION
+    from ..workflows.surface import DESCRIPTION
     from .argtypes import grid_spec, nonneg_float, nonneg_int, positive_float, seed_int
     from .common import add_checkpoint_args, add_data_args
 
@@ -91,7 +91,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs.surface import surface_run
+    from ..workflows.surface import surface_run
     line = surface_run(args)
     if line:
         print(line)
