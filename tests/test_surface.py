@@ -291,7 +291,7 @@ def test_workers_equal_loop_and_restore(tmp_path):
     assert S.SurfaceFile.read(tmp_path / "w.h5").stored_plan("test").workers == 2
     for ix, a in enumerate(xs):
         assert abs(r.arrays["test_loss"][ix] - direct(m, dirs, x, y, a, 0.0)[0]) < 1e-12
-    with pytest.raises(LandscapeError, match="workers = 2"):
+    with pytest.raises(LandscapeError, match="workers: 2 -> 1"):
         S.compute_surface(m, dirs, x, y, xs, None, tmp_path / "w.h5", workers=1, progress=False)
     with pytest.raises(LandscapeError, match="workers must be"):
         S.SurfaceEvaluator(m, dirs, x, y, workers=0)

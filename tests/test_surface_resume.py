@@ -171,7 +171,7 @@ def test_plan_choices_recorded_and_pinned(tmp_path):
     _run(m, x, y, p, xs, None, fold_bn=None, first_layer=True)
     plan = S.SurfaceFile.read(p).stored_plan("test")
     assert plan.key() == {**PINNED, "compile": False, "first_layer": True}  # fold_bn: no pairs
-    with pytest.raises(LandscapeError, match="first_layer = True"):
+    with pytest.raises(LandscapeError, match=r"\(first_layer: True -> False\)"):
         _run(m, x, y, p, xs, None, first_layer=False)
     with h5py.File(p) as f:  # settings in small attributes, coordinates in datasets
         sizes = [len(str(v)) for v in f.attrs.values()] + \

@@ -30,6 +30,7 @@ and quantity: about 17 bytes a point, 33 with --wd), then proceeds. Under
 `torchrun --nproc-per-node N -m landscape surface ...` the grid is shared among N ranks.
 --batch-size 0 (the default) measures the fastest batch size."""
 
+
 def surface_run(args: Any) -> str | None:
     """Run ``landscape surface`` with ``args`` (its argparse namespace); returns the line to
     print (None on ranks other than the writer)."""
