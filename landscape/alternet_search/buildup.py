@@ -114,8 +114,8 @@ def buildup_run(settings: BuildupSettings, out_dir: str | Path,
                 runs_dir: str | Path | None = None, progress: bool = True) -> list[str]:
     """``landscape alternet-search``: :func:`run_buildup` into the locked folder ``out_dir``,
     then its figures (``buildup``, ``comparison``); returns the lines that report it."""
-    from ..reporting.plots.alternet import plot_buildup, plot_comparison
     from ..provenance import output_dir
+    from ..reporting.plots.alternet import plot_buildup, plot_comparison
 
     out = output_dir(out_dir)
     result, comparison = run_buildup(settings, out, runs_dir, progress=progress)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LandscapeError
 from ..resume import check, identity
 
 
@@ -26,20 +25,9 @@ class FeatureAnalysis:
     plot: Callable[[list[Any], Path, list[str]], Any]
 
 
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with its ValueError (a band no grid frequency reaches, no residual block to
-    lesion) raised as the user error it is."""
-    def run(*a: Any) -> Any:
-        try:
-            return fn(*a)
-        except ValueError as e:
-            raise LandscapeError(str(e)) from e
-    return run
-
-
 def _fourier() -> FeatureAnalysis:
-    from ..fourier import FourierResult, fourier_analysis
-    from ..plots.features import plot_fourier_curves, plot_high_frequency
+    from ..features.fourier import FourierResult, fourier_analysis
+    from ..reporting.plots.features import plot_fourier_curves, plot_high_frequency
 
     def plot(rs: list[Any], out: Path, labels: list[str]) -> None:
         for r, lab in zip(rs, labels, strict=True):
@@ -55,8 +43,8 @@ def _fourier() -> FeatureAnalysis:
 
 
 def _variance() -> FeatureAnalysis:
-    from ..plots.features import plot_variance
-    from ..variance import VarianceResult, variance_analysis
+    from ..features.variance import VarianceResult, variance_analysis
+    from ..reporting.plots.features import plot_variance
     return FeatureAnalysis(
         lambda a: {"ddof": a.ddof, "include_input": not a.no_input},
         lambda a, m, d, pg: variance_analysis(m, d, batch_size=a.batch_size, ddof=a.ddof,
@@ -66,21 +54,21 @@ def _variance() -> FeatureAnalysis:
 
 
 def _robustness() -> FeatureAnalysis:
-    from ..plots.features import plot_robustness
-    from ..robustness import RobustnessResult, noise_robustness
+    from ..features.robustness import RobustnessResult, noise_robustness
+    from ..reporting.plots.features import plot_robustness
     return FeatureAnalysis(
         lambda a: {"freqs": list(a.freqs), "width": a.width, "noise_norm": a.noise_norm,
                    "base": a.base},
-        _user_errors(lambda a, m, d, pg: noise_robustness(
+        lambda a, m, d, pg: noise_robustness(
             m, d, freqs=a.freqs, width=a.width, norm=a.noise_norm, seed=a.seed, base=a.base,
-            batch_size=a.batch_size, progress=pg)),
+            batch_size=a.batch_size, progress=pg),
         RobustnessResult.load, "json",
         lambda rs, out, labs: plot_robustness(rs, out / "robustness", labs))
 
 
 def _cka() -> FeatureAnalysis:
-    from ..plots.features import plot_cka
-    from ..similarity import CKAResult, cka_analysis
+    from ..features.similarity import CKAResult, cka_analysis
+    from ..reporting.plots.features import plot_cka
 
     def plot(rs: list[Any], out: Path, labels: list[str]) -> None:
         for r, lab in zip(rs, labels, strict=True):
@@ -95,11 +83,11 @@ def _cka() -> FeatureAnalysis:
 
 
 def _lesion() -> FeatureAnalysis:
-    from ..lesion import LesionResult, lesion_study
-    from ..plots.features import plot_lesion
+    from ..features.lesion import LesionResult, lesion_study
+    from ..reporting.plots.features import plot_lesion
     return FeatureAnalysis(
-        lambda a: {}, _user_errors(lambda a, m, d, pg: lesion_study(
-            m, d, batch_size=a.batch_size, progress=pg)),
+        lambda a: {}, lambda a, m, d, pg: lesion_study(
+            m, d, batch_size=a.batch_size, progress=pg),
         LesionResult.load, "json", lambda rs, out, labs: plot_lesion(rs, out / "lesion", labs))
 
 

@@ -55,14 +55,14 @@ def hessian_run(options: Any) -> dict[str, Any]:
         if dens is not None:
             if D.is_writer():
                 dens.save(out / "density.h5", config=op_config, meta=meta)
-                from ..plots.hessian import plot_slq_density
+                from ..reporting.plots.hessian import plot_slq_density
                 plot_slq_density(out / "density.h5", out / "density")
             summary["density"] = {"sigma": dens.sigma, "n_products": dens.n_products,
                                   "steps": dens.steps, "n_probes": a.slq_probes,
                                   "file": "density.h5"}
     if D.is_writer():
         write_json(out / "summary.json", run_metadata(**summary, **meta))
-        from ..plots.hessian import plot_spectrum
+        from ..reporting.plots.hessian import plot_spectrum
         plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
     D.barrier()
     return {**summary, "model": info.model, "out": str(out) if out else None}

@@ -102,7 +102,7 @@ def surface_run(args: Any) -> str | None:
                                                  directions=dir_identity,
                                                  device=str(data.images.device)))
     if not args.no_plot:
-        from ..plots import surface as P
+        from ..reporting.plots import surface as P
         P.plot_surface(out / "surface.h5", out, vmax=args.vmax)
         if "trajectory_coords" in dattrs:
             coords = np.array(_loads(dattrs["trajectory_coords"]))
