@@ -142,6 +142,7 @@ def test_a_resume_with_one_changed_setting_names_it(run, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ one path for the trace
+@pytest.mark.slow
 def test_hessian_trace_equals_analyze_trace(tmp_path):
     root = tmp_path / "fm"
     write_fmnist(root, n_train=16, n_test=10)
