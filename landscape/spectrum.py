@@ -54,6 +54,7 @@ from .curvature import (
     start_vector,
     top_eigenvalues,
 )
+from .curvature.lanczos import CONFIRM_STEPS
 from .errors import LandscapeError
 from .resume import check, identity
 
@@ -83,6 +84,7 @@ class SpectrumConfig:
     negative: bool = True  # also the most negative eigenvalue of every batch
     warm_start: bool = False  # start from the previous batch's Ritz vectors (see module doc)
     segment: int = 16  # warm-start chain length
+    confirm: int = CONFIRM_STEPS  # Lanczos steps a converged top-k must survive
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,7 +244,7 @@ def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, i
     if cfg.negative and cfg.which != "SA":
         targets["SA"] = 1
     rs = lanczos_eigenpairs(op, targets, v0, tol=cfg.tol, max_iter=cfg.max_iter, seed=seed,
-                            return_eigenvectors=cfg.warm_start)
+                            return_eigenvectors=cfg.warm_start, confirm=cfg.confirm)
     op.free()
     r, lo = rs[cfg.which], rs.get("SA", rs[cfg.which] if cfg.which == "SA" else None)
     conv = all(x.converged for x in rs.values())

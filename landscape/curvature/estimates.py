@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .density import slq_density
 from .hessian_operator import HessianOperator
-from .lanczos import top_eigenvalues
+from .lanczos import CONFIRM_STEPS, top_eigenvalues
 from .results import DensityResult
 from .trace import hutchinson_trace, hutchpp_trace
 
@@ -35,6 +35,7 @@ class CurvatureSettings:
     top_k: int = 0               # top (LM) and bottom (SA) eigenvalues
     lanczos_tol: float = 1e-3
     lanczos_max_iter: int | None = 100
+    lanczos_confirm: int = CONFIRM_STEPS  # steps a converged top-k must survive
     trace_products: int = 12     # Hutch++ products
     hutchinson_probes: int = 0   # plain Hutchinson probes
     density_probes: int = 0      # SLQ probes
@@ -75,6 +76,7 @@ def curvature_estimates(model: nn.Module, images: torch.Tensor, labels: torch.Te
     tell = (lambda what: say(f"curvature on {n} images: {what}")) if say else (lambda _: None)
     out: dict[str, Any] = {}
     kw = dict(seed=s.seed, tol=s.lanczos_tol, max_iter=s.lanczos_max_iter,
+              confirm=s.lanczos_confirm,
               return_eigenvectors=False)
     if s.top_k:
         for key, which in (("top", "LM"), ("bottom", "SA")):
