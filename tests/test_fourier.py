@@ -191,7 +191,6 @@ def test_eval_mode_used_and_restored():
     assert model.training and model.layers[0].training
 
 
-@pytest.mark.skipif("vit_tiny" not in models.names(), reason="registry model not built yet")
 def test_cli_smoke_on_a_registry_model(tmp_path):
     from landscape import checkpoint
     from landscape.cli import main
@@ -208,5 +207,5 @@ def test_cli_smoke_on_a_registry_model(tmp_path):
     v = VarianceResult.load(out / "variance_vit.json")
     assert f.n_images == v.n_images == 8
     assert f.kinds[:3] == ["input", "embed", "msa"] and "head" in f.skipped
-    assert f.config["run"]["checkpoint_sha256"] == f.config["checkpoint"]["sha256"]
+    assert f.config["identity"]["checkpoint_sha256"] == f.config["checkpoint"]["sha256"]
     assert (out / "fourier_high_frequency.png").exists() and (out / "variance.pdf").exists()
