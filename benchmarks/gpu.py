@@ -42,7 +42,8 @@ def set_precision(name: str) -> torch.autocast | None:
 
 
 def bench_surface(args: argparse.Namespace, device: torch.device) -> dict:
-    import models
+    import landscape_models as models
+
     from landscape import directions as D
     from landscape import surface as S
     torch.manual_seed(0)

@@ -69,7 +69,7 @@ def load_fmnist(n: int = 60000):
 
 def get_model(name: str, x, y, steps: int, device, ckpt_dir: Path):
     """A trained model: ckpt_dir/<name>_s0.pt when present, else a brief Adam run (cached)."""
-    import models
+    import landscape_models as models
     p = ckpt_dir / f"{name}_s0.pt"
     if p.exists():
         from landscape.checkpoint import load

@@ -146,7 +146,7 @@ def storage_line(tmp: Path, grids: tuple[int, ...] = (11, 101)) -> str:
 
 
 def build(name: str) -> nn.Module:
-    import models
+    import landscape_models as models
     torch.manual_seed(0)
     return models.create(name, num_classes=10, in_chans=1, img_size=28)
 

@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import landscape_models as models
 import torch
 
-import models
 from landscape.alternet_search import model_size, spread
 from landscape.data import load_dataset
 from landscape.device import resolve_device

@@ -23,7 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import models  # noqa: E402
+import landscape_models as models  # noqa: E402
+
 from landscape.analyze import BUDGETS, AnalyzeConfig  # noqa: E402
 from landscape.hessian import HessianOperator  # noqa: E402
 

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import landscape_models as models
 import numpy as np
-
-import models
 
 from . import checkpoint as ckpt
 
@@ -145,7 +144,8 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             config: AnalyzeConfig | None = None, only: Sequence[str] | None = None,
             force: bool = False, model: str | None = None, progress: bool = True,
             budget: str = "custom", raw_dir: str | Path | None = None,
-            model_def: str | None = None, blocks: str | None = None) -> dict[str, Any]:
+            model_def: str | None = None, blocks: str | None = None,
+            code_root: str | Path | None = None) -> dict[str, Any]:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
@@ -178,7 +178,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     for p in checkpoints:
         log = (lambda t: print(t, file=sys.stderr)) if progress else None
         net, info = load_model(p, model=model, model_def=model_def, blocks=blocks, device=device,
-                               dataset=cfg.data, log=log)
+                               dataset=cfg.data, log=log, code_root=code_root)
         loaded.append((net, info))
     datasets = {(cfg.data or info.dataset) for _, info in loaded}
     if None in datasets:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import landscape_models as models
 import torch
 import torch.nn as nn
-
-import models
 
 from .errors import LandscapeError
 from .provenance import file_sha256
@@ -71,7 +70,7 @@ def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
     """Write ``model`` in our format, atomically (a killed save never leaves a torn file)."""
     cfg = getattr(model, "model_config", None)
     if cfg is None:
-        raise LandscapeError("model was not built by models.create(); "
+        raise LandscapeError("model was not built by landscape_models.create(); "
                              "cannot record how to rebuild it")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

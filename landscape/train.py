@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import landscape_models as models
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-
-import models
 
 from . import checkpoint
 from .errors import LandscapeError, NonFiniteLossError

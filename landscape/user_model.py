@@ -3,7 +3,8 @@
 The callable is called without arguments and returns an ``nn.Module``; the checkpoint is a plain
 state dict, a dict holding one under ``state_dict`` (our format, the paper's, most training
 scripts), ``model_state_dict`` or ``model``. Its blocks come, in this order of precedence, from
-``--blocks NAME=KIND,...``, the model's own ``block_list()``, or :func:`models.blocks.infer_blocks`
+``--blocks NAME=KIND,...``, the model's own ``block_list()``, or
+:func:`landscape_models.blocks.infer_blocks`
 (printed, so the user can check them). :func:`load_model` is the one loader every command uses,
 for registry models too.
 """
@@ -12,16 +13,17 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import site
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import landscape_models as models
 import torch
 import torch.nn as nn
-
-import models
-from models.blocks import KINDS, attach_blocks, blocks_from_spec, describe, infer_blocks
+from landscape_models.blocks import KINDS, attach_blocks, blocks_from_spec, describe, infer_blocks
 
 from . import checkpoint as ckpt
 from .errors import LandscapeError
@@ -30,38 +32,54 @@ from .provenance import file_sha256
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def import_callable(spec: str) -> Callable[..., Any]:
+def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[..., Any]:
     """The callable named by ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE`` (dots allowed
-    after the colon for attributes of attributes)."""
+    after the colon for attributes of attributes).
+
+    User code is imported as in its own repository: ``code_root`` (``--code-root``) and, for the
+    file form, the file's folder go first on ``sys.path`` and stay there (the callable may import
+    lazily). Research code often has top-level packages named ``models``, ``utils``, ``data`` or
+    ``ops``; the toolkit imports none of those names (its model zoo is ``landscape_models``), and a
+    same-named module imported earlier from elsewhere (another repository) is dropped so the
+    user's own one is found.
+    """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise LandscapeError(f"--model-def expects MODULE:CALLABLE or path/to/file.py:CALLABLE, "
                              f"got {spec!r}")
+    roots: list[Path] = []
+    if code_root is not None:
+        root = Path(code_root)
+        if not root.is_dir():
+            raise LandscapeError(f"--code-root {code_root}: not a folder")
+        roots.append(root.resolve())
     if _is_path(target):
         path = Path(target)
         if not path.is_file():
             raise LandscapeError(f"--model-def {spec}: file not found: {path}")
+        roots.append(path.resolve().parent)  # its sibling imports work as in a script
+    for root in reversed(roots):
+        use_code_root(root)
+    if _is_path(target):
         name = "landscape_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
         mspec = importlib.util.spec_from_file_location(name, path)
         if mspec is None or mspec.loader is None:
             raise LandscapeError(f"--model-def {spec}: cannot import {path} (not a Python file?)")
         module = importlib.util.module_from_spec(mspec)
         sys.modules[name] = module  # dataclasses and pickling look the module up by name
-        sys.path.insert(0, str(path.resolve().parent))  # its sibling imports work as in a script
         try:
             mspec.loader.exec_module(module)
         except Exception as e:  # noqa: BLE001 - any failure in user code becomes one line
             sys.modules.pop(name, None)
             raise LandscapeError(f"--model-def {spec}: importing {path} failed: "
                                  f"{type(e).__name__}: {_first_line(e)}") from None
-        finally:
-            sys.path.remove(str(path.resolve().parent))
     else:
         try:
             module = importlib.import_module(target)
         except Exception as e:  # noqa: BLE001
+            hint = "" if code_root is not None else " (pass --code-root DIR for a repository)"
             raise LandscapeError(f"--model-def {spec}: cannot import module {target!r}: "
-                                 f"{type(e).__name__}: {_first_line(e)}") from None
+                                 f"{type(e).__name__}: {_first_line(e)}{hint}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -76,9 +94,34 @@ def import_callable(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def build_model(spec: str) -> nn.Module:
+def use_code_root(root: str | Path) -> None:
+    """Put a user repository first on ``sys.path`` and forget modules named like its top-level
+    packages/modules that were imported from somewhere else (never the standard library's or an
+    installed package's: only other user folders, e.g. another repository's ``models``)."""
+    root = Path(root).resolve()
+    if str(root) in sys.path:
+        sys.path.remove(str(root))
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    protected = [Path(p).resolve() for p in {*site.getsitepackages(), site.getusersitepackages(),
+                                             sysconfig.get_paths()["stdlib"]}]
+    own = {c.stem if c.suffix == ".py" else c.name for c in root.iterdir()
+           if (c.is_dir() and (c / "__init__.py").is_file()) or c.suffix == ".py"}
+    for top in own - set(sys.stdlib_module_names) - {"landscape", "landscape_models"}:
+        mod = sys.modules.get(top)
+        origin = getattr(mod, "__file__", None) if mod is not None else None
+        if mod is None or origin is None:
+            continue
+        where = Path(origin).resolve()
+        if where.is_relative_to(root) or any(where.is_relative_to(p) for p in protected):
+            continue
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
+
+
+def build_model(spec: str, code_root: str | Path | None = None) -> nn.Module:
     """Call the ``--model-def`` callable with no arguments; it must return an ``nn.Module``."""
-    fn = import_callable(spec)
+    fn = import_callable(spec, code_root)
     try:
         net = fn()
     except Exception as e:  # noqa: BLE001
@@ -118,7 +161,8 @@ def example_input(dataset: str | None, batch: int = 2) -> torch.Tensor | None:
 
 
 def load_user_checkpoint(path: str | Path, model_def: str,
-                         device: str | torch.device = "cpu"
+                         device: str | torch.device = "cpu",
+                         code_root: str | Path | None = None
                          ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
     """Build the ``model_def`` model and load the checkpoint's weights into it (strict)."""
     path = Path(path)
@@ -143,7 +187,7 @@ def load_user_checkpoint(path: str | Path, model_def: str,
         raise LandscapeError(f"{path}: no state dict found (expected a dict of tensors, or one "
                              f"under {', '.join(STATE_DICT_KEYS)}; keys: {keys})")
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    net = build_model(model_def)
+    net = build_model(model_def, code_root)
     ckpt.load_state_dict_checked(net, sd, where=str(path))
     name = model_def.rpartition(":")[2].rsplit(".", 1)[-1]
     info = ckpt.CheckpointInfo(str(path), file_sha256(path), fmt, name, {},
@@ -155,15 +199,17 @@ def load_model(path: str | Path, *, model: str | None = None,
                model_def: str | None = None, blocks: str | None = None,
                device: str | torch.device = "cpu", dataset: str | None = None,
                log: Callable[[str], None] | None = None,
-               example: torch.Tensor | None = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
+               example: torch.Tensor | None = None,
+               code_root: str | Path | None = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
     """(model in eval mode on ``device``, CheckpointInfo) for a registry or ``model_def`` model.
 
     ``blocks`` (``NAME=KIND,...``) replaces the block list; a model without ``block_list()`` gets
     one inferred from its module types, and ``log`` receives it as a table to check. With
     ``model_def`` or ``blocks`` ``info.sha256`` also covers the model definition's source and the
     block list (results cached under it change with them); ``info.extra["checkpoint_sha256"]`` is
-    the file's own hash. ``example`` (default: a batch shaped like ``dataset``'s images, else the
-    checkpoint's dataset) is the probe batch that orders the blocks, assigns stages and checks
+    the file's own hash. ``code_root`` is the user repository ``model_def`` imports from
+    (:func:`import_callable`). ``example`` (default: a batch shaped like ``dataset``'s images,
+    else the checkpoint's dataset) is the probe batch that orders the blocks, assigns stages and checks
     that the model runs.
     """
     if model_def is not None and model is not None:
@@ -171,7 +217,7 @@ def load_model(path: str | Path, *, model: str | None = None,
     if model_def is None:
         net, info = ckpt.load(path, model=model, device=device)
     else:
-        net, info = load_user_checkpoint(path, model_def, device)
+        net, info = load_user_checkpoint(path, model_def, device, code_root)
     spec = parse_blocks_arg(blocks) if blocks is not None else None
     if model_def is None and spec is None:
         return net, info
@@ -245,7 +291,8 @@ def _first_line(e: BaseException) -> str:
 
 def describe_checkpoint_blocks(checkpoint: str, model: str | None = None,
                                model_def: str | None = None, blocks: str | None = None,
-                               data: str | None = None, input_shape: str | None = None) -> str:
+                               data: str | None = None, input_shape: str | None = None,
+                               code_root: str | None = None) -> str:
     """The block list of a checkpoint's model as a table (``landscape blocks``): names, kinds,
     stages and, when an input shape is known (``input_shape`` "C,H,W", the dataset's, or the
     registry model's), output shapes in forward order."""
@@ -261,7 +308,7 @@ def describe_checkpoint_blocks(checkpoint: str, model: str | None = None,
                                  f"got {input_shape!r}")
         x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     net, info = load_model(checkpoint, model=model, model_def=model_def, blocks=blocks,
-                           dataset=data, example=x)
+                           dataset=data, example=x, code_root=code_root)
     if x is None:
         x = example_input(data or info.dataset)
     kw = info.model_kwargs

@@ -139,7 +139,7 @@ def test_rule3_heads_grow_by_stage_and_reach_the_trainer(tmp_path):
         assert kw == {"heads": [1, 2, 4], "pattern": pat}
     assert res.model_kwargs == {"heads": [1, 2, 4], "pattern": "CM,CM,CM"}
     # the final kwargs build the registry AlterNet, whose MSA units get wider and more heads
-    import models
+    import landscape_models as models
     m = models.create("alternet_tiny", num_classes=10, in_chans=1, img_size=28,
                       **res.model_kwargs)
     msa = [b for b in models.blocks(m) if b.kind == "msa"]

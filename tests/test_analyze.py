@@ -2,11 +2,11 @@
 import json
 from html.parser import HTMLParser
 
+import landscape_models as models
 import pytest
 import torch
 from conftest import needs_fashion_mnist
 
-import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
 

@@ -2,11 +2,11 @@
 import json
 from pathlib import Path
 
+import landscape_models as models
 import pytest
 import torch
 from conftest import needs_fashion_mnist
 
-import models
 from landscape import checkpoint
 from landscape.analyze import checkpoint_labels, resolve_checkpoint
 from landscape.cli import main as cli_main

@@ -63,7 +63,8 @@ def run_bad(argv: list[str], capsys, out: Path | None = None) -> str:
 @pytest.fixture(scope="module")
 def ckpt_dir(tmp_path_factory) -> Path:
     """A tiny trained-format checkpoint (ok.pt) and copies with a NaN and an inf weight."""
-    import models
+    import landscape_models as models
+
     from landscape.data import dataset_spec
 
     d = tmp_path_factory.mktemp("ckpts")

@@ -1,10 +1,10 @@
 """Checkpoint formats and every error path of landscape.checkpoint.load."""
 import pickle
 
+import landscape_models as models
 import pytest
 import torch
 
-import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
@@ -125,7 +125,7 @@ def test_wrong_architecture(tmp_path, net):
 
 
 def test_save_refuses_unregistered_model(tmp_path):
-    with pytest.raises(LandscapeError, match="models.create"):
+    with pytest.raises(LandscapeError, match="landscape_models.create"):
         checkpoint.save(tmp_path / "x.pt", torch.nn.Linear(2, 2))
 
 

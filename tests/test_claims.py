@@ -1,13 +1,13 @@
 """Claim rules: effect, bootstrap interval, per-seed direction and verdict on synthetic evidence."""
 import json
 
+import landscape_models as models
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from test_fourier import Chain, DepthwiseCircular
 
-import models
 from landscape import claims as C
 from landscape.analyze import AnalyzeConfig
 from landscape.analyze_steps import summarize as _summarize

@@ -1,13 +1,13 @@
 """Fourier analysis: closed-form signals and fixed filters with known transfer functions."""
 import math
 
+import landscape_models as models
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import models
 from landscape.features.fourier import (
     FourierResult,
     diagonal,

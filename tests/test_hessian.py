@@ -438,7 +438,7 @@ def test_bad_input():
 
 
 def test_registry_model_smoke():
-    import models
+    import landscape_models as models
     torch.manual_seed(0)
     m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))

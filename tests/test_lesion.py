@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from landscape_models import Block
 
 from landscape.features.lesion import LesionResult, lesion_study
-from models import Block
 
 torch.set_num_threads(1)
 

@@ -1,15 +1,14 @@
 """Model zoo: registry, block lists (order, kinds, grids, lesions), attention, double backward."""
 from __future__ import annotations
 
+import landscape_models as models
 import pytest
 import torch
 import torch.nn as nn
+from landscape_models.alternet import parse_pattern
+from landscape_models.attention import attend, reference_attention
+from landscape_models.vit import neighbourhood_mask
 from torch.nn.attention import SDPBackend, sdpa_kernel
-
-import models
-from models.alternet import parse_pattern
-from models.attention import attend, reference_attention
-from models.vit import neighbourhood_mask
 
 TINY = dict(num_classes=10, in_chans=1, img_size=28)
 # Small configurations of the paper models so every registered model is exercised quickly.
@@ -245,7 +244,7 @@ def test_tiny_parameter_budget(name):
 def test_sdpa_close_to_manual_in_paper_vit(monkeypatch):
     """The paper models use SDPA; its output must agree with written-out attention far inside the
     1e-5 logit tolerance of the manifest tests."""
-    import models.attention as att
+    import landscape_models.attention as att
     torch.manual_seed(0)
     model = models.create("vit_ti", num_classes=7, in_chans=3, img_size=8, depth=2).eval()
     x = torch.randn(2, 3, 8, 8)

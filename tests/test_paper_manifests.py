@@ -12,10 +12,9 @@ import math
 import os
 from pathlib import Path
 
+import landscape_models as models
 import pytest
 import torch
-
-import models
 
 # A copy of ../shared/paper-checkpoints travels with the repo so a clean clone tests them too.
 MANIFEST_DIR = Path(os.environ.get(

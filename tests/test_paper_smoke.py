@@ -10,11 +10,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+import landscape_models as models
 import pytest
 import torch
 from test_data import cifar_batches
 
-import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
+import landscape_models as models
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from test_data import write_fmnist
 
-import models
 from landscape import checkpoint
 from landscape import resume as R
 from landscape.cli import main

@@ -2,12 +2,12 @@
 import itertools
 import math
 
+import landscape_models as models
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-import models
 from landscape.features.similarity import (
     CKAResult,
     MinibatchCKA,

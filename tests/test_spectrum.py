@@ -108,7 +108,8 @@ def test_resume_computes_only_unfinished(tmp_path, monkeypatch):
 
 def test_cli_hessian(tmp_path):
     """On the installed Fashion-MNIST, or on IDX files written here when it is absent."""
-    import models
+    import landscape_models as models
+
     from landscape.checkpoint import save
     from landscape.data import dataset_spec
     root = []

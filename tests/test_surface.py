@@ -205,7 +205,8 @@ def test_mismatched_files_refused(tmp_path):
     not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST not installed")
 def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
-    import models
+    import landscape_models as models
+
     from landscape import checkpoint
     from landscape.cli import main
     torch.manual_seed(0)

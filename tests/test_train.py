@@ -1,9 +1,9 @@
 """landscape.train: learning, resume after interruption, NaN loss, fine-tuning, freezing, CLI."""
+import landscape_models as models
 import numpy as np
 import pytest
 import torch
 
-import models
 from landscape import checkpoint
 from landscape import train as T
 from landscape.cli import main as cli_main

@@ -9,19 +9,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+import landscape_models as models
 import pytest
 import torch
 import torch.nn as nn
 from conftest import needs_fashion_mnist
+from landscape_models.blocks import blocks_from_spec, infer_blocks
 from test_analyze import TINY
 
-import models
 from landscape import checkpoint
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
 from landscape.provenance import file_sha256
 from landscape.user_model import import_callable, load_model, parse_blocks_arg
-from models.blocks import blocks_from_spec, infer_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,11 @@
 """Feature-map variance: known tensors and a scaling block."""
+import landscape_models as models
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from test_fourier import Chain  # the same two-layer wrapper
 
-import models
 from landscape.features.variance import VarianceResult, spatial_variance, variance_analysis
 
 torch.set_num_threads(1)

@@ -66,9 +66,8 @@ class RegistryTrainer:
 
     def fit(self, name: str, kwargs: dict[str, Any], seed: int, tag: str) -> tuple[Any, dict]:
         """Train (or reload) one model; returns (model in eval mode, info dict)."""
+        import landscape_models as models
         import torch
-
-        import models
 
         from ..train import evaluate, train
 

@@ -83,5 +83,5 @@ def run(args: argparse.Namespace) -> int:
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
             progress=not args.quiet, budget=args.budget, raw_dir=args.raw,
-            model_def=args.model_def, blocks=args.blocks)
+            model_def=args.model_def, blocks=args.blocks, code_root=args.code_root)
     return 0

@@ -20,7 +20,7 @@ def add_checkpoint_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--model", default=None,
                    help="architecture name for a bare state_dict or to override the recorded one "
                         "(default: the one recorded in the checkpoint; see "
-                        "`python -c 'import models; print(models.names())'`)")
+                        "`python -c 'import landscape_models; print(landscape_models.names())'`)")
     add_nonfinite_arg(p)
     add_model_def_args(p)
 
@@ -38,6 +38,10 @@ def add_model_def_args(p: argparse.ArgumentParser) -> None:
                    help="your own model: MODULE:CALLABLE or path/to/file.py:CALLABLE, a callable "
                         "without arguments returning the nn.Module the checkpoint (a plain "
                         "state_dict or our format) belongs to")
+    p.add_argument("--code-root", default=None, metavar="DIR",
+                   help="your repository's root, put first on the import path for --model-def "
+                        "(e.g. --model-def models.alternet:dnn_50 --code-root path/to/repo); "
+                        "its own `models`, `utils`, ... packages are the ones imported")
     p.add_argument("--blocks", default=None, metavar="NAME=KIND,...",
                    help="the block list as module names and kinds (embed, conv, msa, mlp, pool, "
                         "head); default: the model's block_list(), else inferred and printed")

@@ -255,7 +255,7 @@ class FourierResult:
 
 def _spatial(out: torch.Tensor, tokens: str | None) -> torch.Tensor | None:
     """Block output as (B, C, H, W), or None if it has no spatial layout (pooled, logits)."""
-    import models
+    import landscape_models as models
     if out.dim() not in (3, 4):
         return None
     try:
@@ -275,7 +275,7 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
     Blocks whose output has no square spatial layout (pooled features, logits) are skipped and
     listed in ``result.skipped``. Depth is ``j / L`` over ``[input] + block list``.
     """
-    import models
+    import landscape_models as models
     _check_readout(readout)
     bl = models.blocks(model) if block_list is None else list(block_list)
     accs = {b.name: LogAmplitudeAccumulator(eps, readout) for b in bl}

@@ -54,9 +54,8 @@ def lesion_study(model: nn.Module, data: Any, block_list: Sequence | None = None
                  samples: int | None = None, batch_size: int = 256,
                  device: torch.device | None = None, progress: bool = False) -> LesionResult:
     """Baseline accuracy, then accuracy with each residual block's branch zeroed in turn."""
+    import landscape_models as models
     from tqdm import tqdm
-
-    import models
     bl = models.blocks(model) if block_list is None else list(block_list)
     depths = normalized_depths(len(bl))
     base_acc, base_loss, n, base_hits = evaluate_images(model, data, samples, batch_size, device)

@@ -160,7 +160,7 @@ def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None
                  device: torch.device | None = None, estimator: str = "unbiased",
                  progress: bool = False) -> CKAResult:
     """Mini-batch linear CKA between every pair of block outputs (flattened per image)."""
-    import models
+    import landscape_models as models
     bl = models.blocks(model) if block_list is None else list(block_list)
     depths = normalized_depths(len(bl))
     acc = MinibatchCKA(len(bl), estimator)

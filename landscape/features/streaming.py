@@ -59,9 +59,8 @@ def stream_block_outputs(model: nn.Module, data: Any, block_list: Sequence | Non
     The model runs in eval mode without gradients; its train/eval flags are restored after.
     Only one batch of outputs is alive at a time.
     """
+    import landscape_models as models
     from tqdm import tqdm
-
-    import models
 
     bl = models.blocks(model) if block_list is None else list(block_list)
     dev = model_device(model, device)

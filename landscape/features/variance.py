@@ -106,7 +106,7 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
 
     Non-spatial outputs (pooled features, logits) are skipped and listed in ``skipped``.
     """
-    import models
+    import landscape_models as models
     bl = models.blocks(model) if block_list is None else list(block_list)
     accs = {b.name: VarianceAccumulator(ddof) for b in bl}
     inp = VarianceAccumulator(ddof)

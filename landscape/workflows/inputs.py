@@ -36,6 +36,7 @@ def load_model_for(args: argparse.Namespace, ckpt_path: str,
                       blocks=getattr(args, "blocks", None),
                       device=device or resolve_device(getattr(args, "device", None) or "auto"),
                       dataset=getattr(args, "data", None),
+                      code_root=getattr(args, "code_root", None),
                       log=lambda text: print(text, file=sys.stderr, flush=True))
 
 
