@@ -209,8 +209,8 @@ def load_model(path: str | Path, *, model: str | None = None,
     block list (results cached under it change with them); ``info.extra["checkpoint_sha256"]`` is
     the file's own hash. ``code_root`` is the user repository ``model_def`` imports from
     (:func:`import_callable`). ``example`` (default: a batch shaped like ``dataset``'s images,
-    else the checkpoint's dataset) is the probe batch that orders the blocks, assigns stages and checks
-    that the model runs.
+    else the checkpoint's dataset) is the probe batch that orders the blocks, assigns stages and
+    checks that the model runs.
     """
     if model_def is not None and model is not None:
         raise LandscapeError("give either --model (a registry name) or --model-def, not both")
