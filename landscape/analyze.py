@@ -140,46 +140,36 @@ def _rel(paths: Sequence[Path], out: Path) -> list[str]:
     return [str(Path(p).relative_to(out)) for p in paths if str(p).endswith(".png")]
 
 
-def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
-            config: AnalyzeConfig | None = None, only: Sequence[str] | None = None,
-            force: bool = False, model: str | None = None, progress: bool = True,
-            budget: str = "custom", raw_dir: str | Path | None = None,
-            model_def: str | None = None, blocks: str | None = None,
-            code_root: str | Path | None = None) -> dict[str, Any]:
-    """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
+#: Analyses whose heavy part is sharded over torchrun ranks (every rank takes part); the others
+#: run on the writer (rank 0) alone, while the other ranks wait.
+COLLECTIVE = ("hessian", "surface")
 
-    ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
-    other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
-    Bad input (missing checkpoint, wrong classes, a file as output folder) raises
-    ``LandscapeError`` before anything is computed.
-    """
+
+@dataclasses.dataclass
+class _Inputs:
+    """What every model of one run shares: the loaded models, the dataset name and the image
+    subsets (the same images for every model)."""
+
+    loaded: list[tuple[Any, Any]]
+    data_name: str
+    sets: dict[str, Any]
+    eval_set: Any
+
+
+def _load_inputs(checkpoints: Sequence[Path], cfg: AnalyzeConfig, todo: Sequence[str],
+                 model: str | None, model_def: str | None, blocks: str | None,
+                 code_root: str | Path | None, progress: bool) -> _Inputs:
+    """Load and validate every checkpoint and the data before anything is computed."""
     from .data import load_dataset
     from .device import resolve_device
     from .user_model import load_model
 
-    cfg = config or AnalyzeConfig()
-    todo = list(only) if only else list(ANALYSES)
-    bad = [a for a in todo if a not in ANALYSES]
-    if bad:
-        raise LandscapeError(f"unknown analysis {', '.join(bad)}; "
-                             f"choose from {', '.join(ANALYSES)}")
-    if not checkpoints:
-        raise LandscapeError("no checkpoint given")
-    checkpoints = [resolve_checkpoint(p) for p in checkpoints]
-    out = output_dir(out_dir)
-    for stale in ("report.html", "summary.json"):
-        if (out / stale).exists():
-            (out / stale).unlink()
-    t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-
-    # Load and validate everything first: no computation before all input is known good.
     loaded = []
     for p in checkpoints:
         log = (lambda t: print(t, file=sys.stderr)) if progress else None
-        net, info = load_model(p, model=model, model_def=model_def, blocks=blocks, device=device,
-                               dataset=cfg.data, log=log, code_root=code_root)
-        loaded.append((net, info))
+        loaded.append(load_model(p, model=model, model_def=model_def, blocks=blocks,
+                                 device=device, dataset=cfg.data, log=log, code_root=code_root))
     datasets = {(cfg.data or info.dataset) for _, info in loaded}
     if None in datasets:
         raise LandscapeError(f"{loaded[0][1].path} does not record its dataset; pass --data")
@@ -198,7 +188,6 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     train = (load_dataset(data_name, "train", root=cfg.data_root, normalize=norm, progress=progress)
              if {"hessian", "surface"} & set(todo) else None)
 
-    # The same images for every model.
     def subset(data: Any, n: int, seed: int) -> Any:
         if not n or n >= len(data):
             return data.to(device)
@@ -206,92 +195,88 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
         return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
                                    indices=idx, seed=seed).to(device)
 
-    eval_set = subset(test, cfg.eval_samples, cfg.seed)
-    feat_set = subset(test, cfg.samples, cfg.seed)
-    lesion_set = subset(test, cfg.lesion_samples, cfg.seed)
-    surf_set = subset(train, cfg.surface_samples, cfg.seed + 1) if train is not None else None
-    hess_pool = subset(train, max(cfg.curvature_samples,
-                                  cfg.spectrum_batches * cfg.spectrum_batch_size
-                                  if cfg.spectrum_batches else len(train)),
-                       cfg.seed + 2) if train is not None else None
+    sets: dict[str, Any] = {"feat": subset(test, cfg.samples, cfg.seed),
+                            "lesion": subset(test, cfg.lesion_samples, cfg.seed),
+                            "surface": None, "hessian": None}
+    if train is not None:
+        sets["surface"] = subset(train, cfg.surface_samples, cfg.seed + 1)
+        sets["hessian"] = subset(train, max(cfg.curvature_samples,
+                                            cfg.spectrum_batches * cfg.spectrum_batch_size
+                                            if cfg.spectrum_batches else len(train)), cfg.seed + 2)
+    return _Inputs(loaded, data_name, sets, subset(test, cfg.eval_samples, cfg.seed))
 
-    raw_root = Path(raw_dir or out / "raw")
-    labels = checkpoint_labels(checkpoints, [info.sha256 for _, info in loaded],
-                               [info.extra.get("name") for _, info in loaded],
-                               _taken_labels(raw_root))
-    figs: dict[str, list[str]] = {}
-    summary: dict[str, Any] = {"schema_version": SUMMARY_VERSION, "models": [],
-                               "settings": {"budget": budget, "only": todo,
-                                            "dataset": data_name, **cfg.to_dict()}}
-    results: dict[str, dict[str, Any]] = {a: {} for a in todo}
-    fig_dir = out / "figures"
+
+def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg: AnalyzeConfig,
+                   todo: Sequence[str], raw_root: Path, fig_dir: Path, out: Path, force: bool,
+                   progress: bool, results: dict[str, dict[str, Any]],
+                   figs: dict[str, list[str]]) -> tuple[dict[str, Any] | None, dict[str, Any],
+                                                        bool]:
+    """Every analysis of one model: (its summary entry (writer only), timings, computed?).
+    Collective analyses run on every rank; the rest on the writer alone."""
+    from . import distributed as D
     from .train import evaluate
 
-    timing: dict[str, dict[str, Any]] = {}
-    per_model: list[float] = []
-    _say(progress, f"analyze: {len(loaded)} checkpoint(s) × {len(todo)} analyses "
-                   f"({', '.join(todo)}) into {out}")
-    for i, ((net, info), label) in enumerate(zip(loaded, labels, strict=True)):
-        tag = f"[model {i + 1} of {len(loaded)}: {label}]"
-        _say(progress, f"model {i + 1} of {len(loaded)}: {label} ({info.path})")
-        cache = ResultCache(raw_root / f"{label}-{info.sha256[:10]}", force, info.sha256,
-                            log=(lambda t, tag=tag: _say(progress, f"{tag} {t}")))
-        times_path = cache.folder / "timings.json"
-        times = read_json(times_path) if times_path.is_file() else {}
+    writer, n = D.is_writer(), len(inputs.loaded)
+    tag = f"[model {i + 1} of {n}: {label}]"
+    _say(progress and writer, f"model {i + 1} of {n}: {label} ({info.path})")
+    cache = ResultCache(raw_root / f"{label}-{info.sha256[:10]}", force, info.sha256,
+                        log=(lambda t: _say(progress, f"{tag} {t}")), writer=writer)
+    times_path = cache.folder / "timings.json"
+    times = read_json(times_path) if writer and times_path.is_file() else {}
+    entry = None
+    if writer:
         bl = models.blocks(net) if hasattr(net, "block_list") else []
-        kinds = [b.kind for b in bl]
 
-        def evaluate_to(p: Path, net: Any = net) -> Any:
-            write_json(p, evaluate(net, eval_set, cfg.batch_size))
+        def evaluate_to(p: Path) -> Any:
+            write_json(p, evaluate(net, inputs.eval_set, cfg.batch_size))
             return read_json(p)
 
-        ev, _ = cache.get("eval.json", {"n": len(eval_set), "seed": cfg.seed,
-                                        "data": data_name}, evaluate_to, read_json)
-        summary["models"].append({
-            "label": label, "checkpoint": str(info.path), "sha256": info.sha256, "arch": info.model,
-            "seed": info.seed, "family": family(info.model, kinds),
-            "params": sum(p.numel() for p in net.parameters()),
-            "dataset": data_name, "test_acc": ev["acc"], "test_nll": ev["loss"],
-            "eval_samples": len(eval_set)})
+        ev, _ = cache.get("eval.json", {"n": len(inputs.eval_set), "seed": cfg.seed,
+                                        "data": inputs.data_name}, evaluate_to, read_json)
+        entry = {"label": label, "checkpoint": str(info.path), "sha256": info.sha256,
+                 "arch": info.model, "seed": info.seed,
+                 "family": family(info.model, [b.kind for b in bl]),
+                 "params": sum(p.numel() for p in net.parameters()),
+                 "dataset": inputs.data_name, "test_acc": ev["acc"], "test_nll": ev["loss"],
+                 "eval_samples": len(inputs.eval_set)}
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
-                       f"({len(eval_set)} images)")
-        base_key = {"data": data_name, "seed": cfg.seed}
-        t_model, computed = time.perf_counter(), False
-        for analysis in todo:
-            t0 = time.perf_counter()
-            _say(progress, f"{tag} {analysis} ...")
-            fn = RUNNERS[analysis]
-            res, reused, files = fn(net=net, label=label, cfg=cfg, cache=cache, key=base_key,
-                                    info=info,
-                                    sets={"feat": feat_set, "lesion": lesion_set,
-                                          "surface": surf_set, "hessian": hess_pool},
-                                    fig_dir=fig_dir, progress=progress, tag=tag)
-            results[analysis][label] = res
-            for section, paths in files.items():
-                figs.setdefault(section, []).extend(_rel(paths, out))
-            dt = time.perf_counter() - t0
-            if not reused:
-                times[analysis] = round(dt, 2)
-                write_json(times_path, times)
-            timing.setdefault(label, {})[analysis] = {"seconds": times.get(analysis),
-                                                      "reused": bool(reused)}
-            was = (f"reused (computed in {times[analysis]:.1f} s by an earlier run)"
-                   if reused and _is_seconds(times.get(analysis)) else
-                   "reused" if reused else "computed")
-            _say(progress, f"{tag} {analysis}: {was} ({dt:.1f} s)")
-            computed = computed or not reused
-        if computed:
-            per_model.append(time.perf_counter() - t_model)
-        left = len(loaded) - i - 1
-        if left and per_model:
-            _say(progress, f"model {i + 1} of {len(loaded)} done; about "
-                           f"{left * float(np.mean(per_model)) / 60:.0f} min left for {left} "
-                           "more (if none is cached)")
+                       f"({len(inputs.eval_set)} images)")
+    base_key = {"data": inputs.data_name, "seed": cfg.seed}
+    timing: dict[str, Any] = {}
+    computed = False
+    for analysis in todo:
+        if not writer and analysis not in COLLECTIVE:
+            continue
+        t0 = time.perf_counter()
+        _say(progress and writer, f"{tag} {analysis} ...")
+        res, reused, files = RUNNERS[analysis](
+            net=net, label=label, cfg=cfg, cache=cache, key=base_key, info=info, sets=inputs.sets,
+            fig_dir=fig_dir, progress=progress and writer, tag=tag)
+        computed = computed or not reused
+        if not writer:
+            continue
+        results[analysis][label] = res
+        for section, paths in files.items():
+            figs.setdefault(section, []).extend(_rel(paths, out))
+        dt = time.perf_counter() - t0
+        if not reused:
+            times[analysis] = round(dt, 2)
+            write_json(times_path, times)
+        timing[analysis] = {"seconds": times.get(analysis), "reused": bool(reused)}
+        was = (f"reused (computed in {times[analysis]:.1f} s by an earlier run)"
+               if reused and _is_seconds(times.get(analysis)) else
+               "reused" if reused else "computed")
+        _say(progress, f"{tag} {analysis}: {was} ({dt:.1f} s)")
+    return entry, timing, computed
 
-    # Figures that compare models.
+
+def _finish(summary: dict[str, Any], results: dict[str, dict[str, Any]], labels: list[str],
+            figs: dict[str, list[str]], cfg: AnalyzeConfig, todo: Sequence[str], out: Path,
+            fig_dir: Path, timing: dict[str, Any], t_start: float, progress: bool) -> None:
+    """The figures comparing models, the per-analysis summaries, the claims, ``config.json``,
+    ``report.html`` and ``summary.json`` (written last)."""
     _say(progress, f"figures comparing {len(labels)} model(s) ...")
-    figs_joint = joint_figures(results, labels, fig_dir)
-    for section, paths in figs_joint.items():
+    for section, paths in joint_figures(results, labels, fig_dir).items():
         figs.setdefault(section, []).extend(_rel(paths, out))
     for analysis in todo:
         summary[analysis] = {lab: summarize(analysis, r, cfg)
@@ -311,4 +296,83 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     if progress:
         print(format_summary_table(summary, claims))
         print(f"report: {out / 'report.html'} ({summary['wall_time_s']:.0f} s)")
-    return summary
+
+
+def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
+            config: AnalyzeConfig | None = None, only: Sequence[str] | None = None,
+            force: bool = False, model: str | None = None, progress: bool = True,
+            budget: str = "custom", raw_dir: str | Path | None = None,
+            model_def: str | None = None, blocks: str | None = None,
+            code_root: str | Path | None = None) -> dict[str, Any] | None:
+    """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
+
+    ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
+    other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
+    Bad input (missing checkpoint, wrong classes, a file as output folder) raises
+    ``LandscapeError`` before anything is computed.
+
+    Under torchrun (``torchrun --nproc-per-node N -m landscape analyze ...``) every rank calls
+    this: the Hessian spectrum's mini-batches, the curvature operator's batches and every
+    surface plane's grid points are sharded over the ranks (:mod:`landscape.distributed`);
+    the feature analyses run on rank 0, which alone writes the raw results, figures, summary
+    and report. Rank 0 returns the summary, the others None.
+    """
+    from . import distributed as D
+
+    D.init_from_env()
+    writer = D.is_writer()
+    cfg = config or AnalyzeConfig()
+    todo = list(only) if only else list(ANALYSES)
+    bad = [a for a in todo if a not in ANALYSES]
+    if bad:
+        raise LandscapeError(f"unknown analysis {', '.join(bad)}; "
+                             f"choose from {', '.join(ANALYSES)}")
+    if not checkpoints:
+        raise LandscapeError("no checkpoint given")
+    if "surface" in todo:
+        from .analyze_steps import surface_plan
+        surface_plan(cfg.surface_plan)  # a bad pinned plan: before anything is computed
+    checkpoints = [resolve_checkpoint(p) for p in checkpoints]
+    out = output_dir(out_dir) if writer else Path(out_dir)
+    if writer:
+        for stale in ("report.html", "summary.json"):
+            if (out / stale).exists():
+                (out / stale).unlink()
+    t_start = time.perf_counter()
+    inputs = _load_inputs(checkpoints, cfg, todo, model, model_def, blocks, code_root,
+                          progress and writer)
+    raw_root = Path(raw_dir or out / "raw")
+    labels = checkpoint_labels(checkpoints, [info.sha256 for _, info in inputs.loaded],
+                               [info.extra.get("name") for _, info in inputs.loaded],
+                               _taken_labels(raw_root))
+    labels = D.broadcast_object(labels)  # the writer's view of the raw folder names them
+    figs: dict[str, list[str]] = {}
+    summary: dict[str, Any] = {"schema_version": SUMMARY_VERSION, "models": [],
+                               "settings": {"budget": budget, "only": todo,
+                                            "dataset": inputs.data_name, **cfg.to_dict(),
+                                            "ranks": D.world_size()}}
+    results: dict[str, dict[str, Any]] = {a: {} for a in todo}
+    timing: dict[str, dict[str, Any]] = {}
+    per_model: list[float] = []
+    _say(progress and writer, f"analyze: {len(inputs.loaded)} checkpoint(s) × {len(todo)} "
+                              f"analyses ({', '.join(todo)}) into {out}"
+                              + (f" on {D.world_size()} ranks" if D.world_size() > 1 else ""))
+    for i, ((net, info), label) in enumerate(zip(inputs.loaded, labels, strict=True)):
+        t_model = time.perf_counter()
+        entry, timing[label], computed = _analyze_model(
+            i, net, info, label, inputs, cfg, todo, raw_root, out / "figures", out, force,
+            progress, results, figs)
+        if entry is not None:
+            summary["models"].append(entry)
+        if computed:
+            per_model.append(time.perf_counter() - t_model)
+        left = len(inputs.loaded) - i - 1
+        if left and per_model:
+            _say(progress and writer, f"model {i + 1} of {len(inputs.loaded)} done; about "
+                                      f"{left * float(np.mean(per_model)) / 60:.0f} min left "
+                                      f"for {left} more (if none is cached)")
+    if writer:
+        _finish(summary, results, labels, figs, cfg, todo, out, out / "figures", timing,
+                t_start, progress)
+    D.barrier()
+    return summary if writer else None

@@ -45,6 +45,7 @@ class AnalyzeConfig:
     surface_norm: str = "filter"        # Li et al. per filter; "hdvw": the paper code's dim-0
     surface_augment: bool = True
     surface_wd: float | None = None  # None: the checkpoint's training weight decay
+    surface_plan: str = ""              # "": measured per file; "batch_size=250,workers=1": pinned
     # Hessian (training images)
     spectrum_batches: int = 16
     spectrum_batch_size: int = 16

@@ -76,7 +76,11 @@ def curvature_settings(cfg: AnalyzeConfig, wd: float, l2: str = "paper") -> Any:
 
 
 def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
+    """Spectrum (mini-batches sharded over torchrun ranks) and curvature of the averaged loss
+    (its batches sharded); every rank calls this, the writer alone writes and plots."""
+    from . import distributed as D
     from .curvature.estimates import curvature_estimates
+    from .curvature.results import DensityResult
     from .reporting.plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
@@ -88,35 +92,72 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": repr(augment)}
     spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
         net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress),
-        SpectrumResult.load)
+        SpectrumResult.load, collective=True, resumable=True)
 
     cs = curvature_settings(cfg, wd)
+    with_density = cs.density_probes > 0
 
     def curvature(p: Path) -> dict[str, Any]:
         res, dens, op_config = curvature_estimates(
-            net, pool.images, pool.labels, cs, augment=augment,
-            say=lambda what: _say(progress, f"{tag} {what}"))
-        dens.save(p.with_name("density.h5"), config=json.dumps(op_config, default=str))
+            net, pool.images, pool.labels, cs, augment=augment, distributed=True,
+            say=lambda what: _say(progress and D.is_writer(), f"{tag} {what}"))
         res.update(wd=wd, l2=cs.l2, augment=repr(augment))
-        write_json(p, res)
+        if D.is_writer():
+            if dens is not None:
+                dens.save(p.with_name("density.h5"), config=json.dumps(op_config, default=str))
+            write_json(p, res)
         return res
 
+    def load_curvature(p: Path) -> dict[str, Any]:
+        if with_density:
+            DensityResult.load(p.with_name("density.h5"))  # a torn file fails here, named
+        return read_json(p)
+
     ckey = {**key, "curvature": dataclasses.asdict(cs), "augment": repr(augment)}
-    curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
-    files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density",
-                             title=label)
+    curv, r2 = cache.get("curvature.json", ckey, curvature, load_curvature,
+                         companions=("density.h5",) if with_density else (), collective=True)
+    files = []
+    if with_density and D.is_writer():
+        files = plot_slq_density(cache.folder / "density.h5",
+                                 fig_dir / "hessian" / label / "density", title=label)
     return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
             "wd": wd, "augment": repr(augment), "recipe_source": recipe["source"]}, \
         r1 and r2, {"hessian": files}
+
+
+def surface_plan(text: str) -> dict[str, Any]:
+    """``surface_plan`` ("" = measured once per file, or ``KEY=VALUE,...`` over the plan keys
+    of :data:`landscape.surface.plan.PLAN_KEYS`) as keyword arguments of ``compute_surface``.
+    A pinned plan makes runs on other machines or rank counts compute bitwise the same."""
+    from .surface.plan import PLAN_KEYS
+    out: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        k, sep, v = item.partition("=")
+        k, v = k.strip(), v.strip().lower()
+        if not sep or k not in PLAN_KEYS or k == "compile":
+            raise LandscapeError(f"setting surface_plan: expected KEY=VALUE,... with KEY one of "
+                                 f"{', '.join(x for x in PLAN_KEYS if x != 'compile')}; "
+                                 f"got {item!r}")
+        if v in ("true", "false"):
+            out[k] = v == "true"
+        else:
+            try:
+                out[k] = int(v)
+            except ValueError:
+                raise LandscapeError(f"setting surface_plan: {k} must be an integer or "
+                                     f"true/false, got {v!r}") from None
+    return out
 
 
 def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
     """``surface_planes`` random planes (direction seeds ``seed + 2i``, ``seed + 2i + 1``); the
     first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
     from . import directions as D
+    from . import distributed as dist
     from . import surface as S
     from .reporting.plots.surface import plot_surface
     data = sets["surface"]
+    plan = surface_plan(cfg.surface_plan)
     wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
     quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
     xs = S.parse_grid(cfg.surface_grid)
@@ -127,24 +168,28 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         name = "surface.h5" if i == 0 else f"surface_p{i}.h5"
         skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
                 "directions": f"{cfg.surface_norm}-normalized, weights, biasbn=False",
-                "seeds": list(seeds), "wd": wd, "augment": repr(augment)}
+                "seeds": list(seeds), "wd": wd, "augment": repr(augment),
+                **({"plan": cfg.surface_plan} if cfg.surface_plan else {})}
 
         def compute(p: Path, seeds=seeds, skey=skey) -> Any:
             dirs = [D.random_direction(net, seeds[0], norm=cfg.surface_norm)]
             if ys is not None:
                 dirs.append(D.random_direction(net, seeds[1], norm=cfg.surface_norm))
-            S.write_directions_file(p.with_name(p.stem + "_directions.h5"), dirs,
-                                    {"seed": seeds[0], "identity": json.dumps(skey, default=str)})
+            if dist.is_writer():
+                S.write_directions_file(p.with_name(p.stem + "_directions.h5"), dirs,
+                                        {"seed": seeds[0],
+                                         "identity": json.dumps(skey, default=str)})
             return S.compute_surface(net, dirs, data.images, data.labels, xs, ys, p,
                                      split="train", identity={"key": json.dumps(skey, default=str)},
                                      eval_identity={"n": len(data)}, wd=wd, augment=augment,
-                                     aug_seed=cfg.seed, progress=progress)
+                                     aug_seed=cfg.seed, progress=progress, **plan)
 
-        res, reused = cache.get(name, skey, compute, S.load_surface)
+        res, reused = cache.get(name, skey, compute, S.load_surface, collective=True,
+                                resumable=True)
         planes.append(res)
         reused_all = reused_all and reused
-    files = plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
-                         quantities=[quantity], label=label)
+    files = (plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
+                          quantities=[quantity], label=label) if dist.is_writer() else [])
     return {"planes": planes, "seeds": [cfg.seed + 2 * i for i in range(len(planes))],
             "quantity": quantity, "wd": wd, "augment": repr(augment),
             "recipe_source": recipe["source"]}, reused_all, {"landscape": files}

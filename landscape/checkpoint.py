@@ -12,7 +12,6 @@ Loading never unpickles code: ``torch.load(..., weights_only=True)`` always.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,9 +85,9 @@ def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
     }
     if optimizer is not None:
         obj["optimizer"] = optimizer
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from .provenance import atomic_write
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 

@@ -79,6 +79,15 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _peer_failure(e: BaseException) -> str:
+    """What a failed collective says, shortened to its gist."""
+    text = " ".join(str(e).split())
+    if any(w in text for w in ("Connection closed", "Connection reset", "Broken pipe",
+                               "closed by peer", "Timed out", "timed out")):
+        return f"another rank stopped ({text[:120]})"
+    return f"{type(e).__name__}: {text[:160]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``--help``/``--version`` exit through SystemExit(0))."""
     parser = build_parser()
@@ -107,6 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("landscape: interrupted; finished results are saved, re-run the same command "
               "to continue", file=sys.stderr)
         return 130
+    except Exception as e:
+        # Under torchrun a rank that dies makes the others' collectives fail: one line each,
+        # never a hang or a traceback (results finished so far are saved; a rerun resumes).
+        dist = sys.modules.get("landscape.distributed")
+        if dist is None or not dist.is_distributed():
+            raise
+        print(f"landscape: error: rank {dist.rank()}: {_peer_failure(e)}; finished results are "
+              "saved, re-run the same command to resume", file=sys.stderr)
+        return 1
     finally:
         if "landscape.provenance" in sys.modules:
             sys.modules["landscape.provenance"].release_locks()

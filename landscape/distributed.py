@@ -6,6 +6,7 @@ to a single process (rank 0 of 1). gloo on CPU, NCCL on GPU. Surfaces and Hessia
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -35,7 +36,24 @@ def init_from_env(backend: str | None = None) -> bool:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
+    _stop_on_sigterm()
     return True
+
+
+class PeerStopped(Exception):
+    """torchrun stopped this rank, because another rank ended (failed or was killed)."""
+
+
+def _stop_on_sigterm() -> None:
+    """torchrun ends the surviving ranks with SIGTERM when one rank dies: turn it into an
+    exception, so the CLI says so in one line and ``finally`` blocks (locks, temp files) run."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise PeerStopped("torchrun stopped this rank (another rank ended)")
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave the default
+        signal.signal(signal.SIGTERM, stop)
 
 
 def rank() -> int:

@@ -233,13 +233,38 @@ def read_resume_file(path: str | Path, read: Callable[[Path], T], what: str,
         return read(Path(path))
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename), NaN allowed, numpy/torch values converted."""
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, copy_existing: bool = False,
+                 fsync: bool = False) -> Iterator[Path]:
+    """The one atomic-write helper: yields ``<path>.tmp`` to write; when the block ends without
+    an exception the temp file replaces ``path`` (``os.replace``: readers see the old file or the
+    new one, never a torn one); on an exception it is deleted and ``path`` is unchanged.
+    ``copy_existing`` starts the temp file as a copy of ``path`` (for in-place HDF5 updates);
+    ``fsync`` flushes it to disk before the rename."""
+    import shutil
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default))
-    tmp.replace(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if copy_existing and path.exists():
+        shutil.copyfile(path, tmp)
+    try:
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (:func:`atomic_write`), NaN allowed, numpy/torch values converted."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_default))
 
 
 def read_json(path: str | Path) -> Any:

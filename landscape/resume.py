@@ -20,6 +20,7 @@ What is compared:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -102,38 +103,104 @@ class ResultCache:
     """Raw results in one folder: ``<folder>/<name>`` plus ``<name>.key.json`` holding its
     :func:`identity` (with the folder's checkpoint). A stored result is reused when its
     identity matches; otherwise it is recomputed (``landscape analyze`` shares one raw folder
-    between runs with other budgets) and ``log`` is told which settings differed."""
+    between runs with other budgets) and ``log`` is told which settings differed.
+
+    Nothing is swallowed: a result whose identity matches but whose file (or a companion file
+    the same computation wrote, such as ``density.h5`` beside ``curvature.json``) cannot be read
+    ends with one line naming it, and ``force`` recomputes it. The identity is written only after
+    the computation has finished writing, so an interrupted computation is never reused.
+
+    Under torchrun (``collective=True`` in :meth:`get`) the writer decides reuse-or-compute for
+    every rank, every rank calls ``compute`` (which must write files on the writer only), and
+    only the writer loads a reused result (the others get None).
+    """
 
     def __init__(self, folder: Path, force: bool = False, checkpoint_sha256: str | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, writer: bool = True):
         self.folder = Path(folder)
         self.force, self.checkpoint_sha256, self.log = force, checkpoint_sha256, log
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.writer = writer
+        if writer:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _stored(self, name: str, ident: Mapping[str, Any], load: Callable[[Path], Any],
+                companions: tuple[str, ...]) -> tuple[bool, Any]:
+        """(reusable?, loaded result) on the writer; raises LandscapeError (one line) for an
+        unreadable result whose identity matches."""
+        path = self.folder / name
+        key_path = self.folder / f"{name}.key.json"
+        if self.force or not (path.exists() and key_path.exists()):
+            return False, None
+        try:
+            stored = read_json(key_path)
+        except (OSError, ValueError) as e:
+            raise LandscapeError(f"{key_path}: unreadable cache key ({type(e).__name__}: "
+                                 f"{str(e)[:120]}); rerun with --force to recompute") from None
+        diff = differences(stored, ident) if isinstance(stored, Mapping) else ["not an identity"]
+        if diff:
+            if self.log:
+                self.log(mismatch_message(path, name, diff, "recomputing it"))
+            return False, None
+        for extra in (path, *(self.folder / c for c in companions)):
+            if not extra.exists():
+                raise LandscapeError(f"{extra}: missing beside its cache key {key_path.name}; "
+                                     "rerun with --force to recompute")
+        try:
+            return True, load(path)
+        except LandscapeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any reader failure becomes one named line
+            raise LandscapeError(f"{path}: cached result unreadable ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:120] if str(e) else ''}); "
+                                 "rerun with --force to recompute") from None
 
     def get(self, name: str, settings: Mapping[str, Any], compute: Callable[[Path], Any],
-            load: Callable[[Path], Any]) -> tuple[Any, bool]:
+            load: Callable[[Path], Any], companions: tuple[str, ...] = (),
+            collective: bool = False, resumable: bool = False) -> tuple[Any, bool]:
         """(result, reused?): ``load`` of the stored result when its identity matches, else
-        ``compute(path)`` (which writes ``path``) and the new identity stored beside it."""
+        ``compute(path)`` (which writes ``path`` and the ``companions``) and the new identity
+        stored beside it. ``load`` must validate what it reads (raise on a torn file).
+        ``resumable``: ``compute`` continues a partial ``path`` left by an interrupted run with
+        the same identity (recorded in ``<name>.pending.json`` while it runs)."""
         path = self.folder / name
         key_path = self.folder / f"{name}.key.json"
         ident = identity(settings, self.checkpoint_sha256)
-        if not self.force and path.exists() and key_path.exists():
-            try:
-                diff = differences(read_json(key_path), ident)
-                if not diff:
-                    return load(path), True
-                if self.log:
-                    self.log(mismatch_message(path, name, diff, "recomputing it"))
-            except Exception:  # noqa: BLE001 - an unreadable cache entry is recomputed
-                pass
-        for p in (path, key_path):
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        reuse, result = self._stored(name, ident, load, companions) if self.writer else (False,
+                                                                                          None)
+        if collective:
+            from . import distributed as D
+            reuse = bool(D.broadcast_object(reuse))
+        if reuse:
+            return result, True
+        pending = self.folder / f"{name}.pending.json"
+        if self.writer:
+            # An interrupted computation with the same identity left a partial file: kept, the
+            # computation continues it (spectrum and surface files resume); anything else goes.
+            keep = (resumable and not self.force and pending.is_file() and path.exists()
+                    and _same(pending, ident))
+            for p in (key_path, pending, *(() if keep else (path,)),
+                      *(self.folder / c for c in companions)):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+            if self.log and keep:
+                self.log(f"continuing the interrupted {path.name}")
+            write_json(pending, ident)
+        if collective:
+            from . import distributed as D
+            D.barrier()
         result = compute(path)
-        write_json(key_path, ident)
+        if self.writer:
+            os.replace(pending, key_path)
         return result, False
+
+
+def _same(path: Path, ident: Mapping[str, Any]) -> bool:
+    try:
+        return not differences(read_json(path), ident)
+    except (OSError, ValueError):
+        return False
 
 
 __all__ = ["COMPARED_VERSIONS", "RESUME_HINT", "ResultCache", "check", "differences",

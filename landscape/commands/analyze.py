@@ -17,7 +17,10 @@ def add_parser(sub: Any) -> None:
                     "direction and probe seeds for all), then write OUT/report.html, "
                     "OUT/summary.json, raw results under OUT/raw and figures under OUT/figures. "
                     "Re-running reuses finished raw results. Every budget setting can be "
-                    "overridden with --set KEY=VALUE or a TOML file (--config).")
+                    "overridden with --set KEY=VALUE or a TOML file (--config). Under torchrun "
+                    "(torchrun --nproc-per-node N -m landscape analyze ...) the Hessian "
+                    "mini-batches, curvature batches and surface grid points are sharded over "
+                    "the ranks; rank 0 writes everything.")
     p.add_argument("checkpoints", metavar="CKPT", nargs="+",
                    help="checkpoint files (our format, the paper's, "
                         "or bare state_dicts with --model)")
@@ -73,10 +76,6 @@ def run(args: argparse.Namespace) -> int:
             raise LandscapeError(f"--set expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         overrides[k.strip()] = _parse_value(v.strip())
-    import os
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        raise LandscapeError("landscape analyze runs in one process (it does not shard its "
-                             "work); under torchrun use landscape hessian or landscape surface")
     cfg = make_config(args.budget, args.config, overrides)
     from ..workflows.inputs import check_checkpoints
     check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output

@@ -73,13 +73,12 @@ class DensityResult:
                 for k, v in self.__dict__.items()}
 
     def save(self, path, **attrs: Any) -> None:
-        """Write to HDF5 (datasets grid/density/nodes/weights; attrs sigma, seed, ..., attrs)."""
-
-
+        """Write to HDF5 atomically (datasets grid/density/nodes/weights; attrs sigma, seed, ...,
+        attrs)."""
         import h5py
 
-        from ..provenance import versions
-        with h5py.File(path, "w") as f:
+        from ..provenance import atomic_write, versions
+        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
             for k in ("grid", "density", "nodes", "weights"):
                 f.create_dataset(k, data=getattr(self, k))
             f.attrs["sigma"] = self.sigma

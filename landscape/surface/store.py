@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
@@ -34,6 +33,7 @@ import torch.nn as nn
 
 from ..directions import Direction
 from ..errors import LandscapeError
+from ..provenance import atomic_write
 from ..resume import differences, mismatch_message
 from ..resume import identity as result_identity
 from .plan import Plan
@@ -87,15 +87,6 @@ def _crc(columns: Sequence[np.ndarray]) -> int:
     for c in columns:
         h = zlib.crc32(np.ascontiguousarray(c, dtype="<f8").tobytes(), h)
     return h
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _repair_truncated(path: Path) -> None:
@@ -238,26 +229,23 @@ class SurfaceFile:
         arrays[f"{split}_chunk_crc"] = np.zeros(-(-P // chunk), dtype=np.uint32)
         loss_attrs = {"eval": self._eval, "wd": float(wd), "plan": _json(plan.key()),
                       "plan_measurements": _json(plan.measured), "points_per_flush": int(chunk)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         exists = self.path.exists()
-        if exists:
-            shutil.copyfile(self.path, tmp)
-        with h5py.File(tmp, "r+" if exists else "w", track_order=True, locking=False) as f:
-            if not exists:
-                f.attrs.update(self._new)
-                self.attrs = dict(self._new)
-                for k, v in (("xcoordinates", self._x), ("ycoordinates", self._y)):
-                    if v is not None:
-                        f.create_dataset(k, data=np.asarray(v, np.float64), track_times=False)
-                        self.datasets[k] = np.asarray(v, np.float64)
-            for k, v in arrays.items():  # metadata first: storage is allocated at first write
-                f.create_dataset(k, shape=v.shape, dtype=v.dtype, track_times=False)
-            f[f"{split}_loss"].attrs.update(loss_attrs)
-        with h5py.File(tmp, "r+", locking=False) as f:
-            for k in reversed(list(arrays)):  # so the values are the last bytes of the file
-                f[k][...] = arrays[k]
-        _fsync_replace(tmp, self.path)
+        with atomic_write(self.path, copy_existing=True, fsync=True) as tmp:
+            with h5py.File(tmp, "r+" if exists else "w", track_order=True, locking=False) as f:
+                if not exists:
+                    f.attrs.update(self._new)
+                    self.attrs = dict(self._new)
+                    for k, v in (("xcoordinates", self._x), ("ycoordinates", self._y)):
+                        if v is not None:
+                            f.create_dataset(k, data=np.asarray(v, np.float64),
+                                             track_times=False)
+                            self.datasets[k] = np.asarray(v, np.float64)
+                for k, v in arrays.items():  # metadata first: storage is allocated at first write
+                    f.create_dataset(k, shape=v.shape, dtype=v.dtype, track_times=False)
+                f[f"{split}_loss"].attrs.update(loss_attrs)
+            with h5py.File(tmp, "r+", locking=False) as f:
+                for k in reversed(list(arrays)):  # so the values are the last bytes of the file
+                    f[k][...] = arrays[k]
         self.datasets.update(arrays)
         self.dataset_attrs[f"{split}_loss"] = loss_attrs
 
@@ -337,11 +325,9 @@ def write_directions_file(path: str | Path, directions: Sequence[Direction],
     from ..directions import save_directions
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         save_directions(f, directions, {k: (v if isinstance(v, (int, float, str)) else _json(v))
                                         for k, v in attrs.items()})
-    os.replace(tmp, path)
 
 
 def read_directions_file(path: str | Path, model: nn.Module
