@@ -321,7 +321,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
 
     D.init_from_env()
     writer = D.is_writer()
-    cfg = config or AnalyzeConfig()
+    cfg = config or make_config("quick")
     todo = list(only) if only else list(ANALYSES)
     bad = [a for a in todo if a not in ANALYSES]
     if bad:

@@ -5,17 +5,71 @@ CLI can list them in ``--help`` without the heavy imports (``landscape.analyze``
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import LandscapeError
+from .settings import (
+    SPECTRUM_PRESETS,
+    CKASettings,
+    CurvatureSettings,
+    FourierSettings,
+    LesionSettings,
+    RobustnessSettings,
+    SpectrumSettings,
+    SurfaceSettings,
+    check_value,
+    default_of,
+)
 
 ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")
 
 
+#: The keys of :class:`AnalyzeConfig` that are a field of one quantity's settings class
+#: (:mod:`landscape.settings`): their default and validation come from there, nowhere else.
+FROM_SETTINGS: dict[str, tuple[type, str]] = {
+    "fourier_readout": (FourierSettings, "readout"),
+    "robustness_freqs": (RobustnessSettings, "freqs"),
+    "robustness_protocol": (RobustnessSettings, "protocol"),
+    "robustness_eps": (RobustnessSettings, "eps"),
+    "robustness_norm": (RobustnessSettings, "norm"),
+    "robustness_width": (RobustnessSettings, "width"),
+    "cka_batch_size": (CKASettings, "batch_size"),
+    "lesion_samples": (LesionSettings, "samples"),
+    "surface_grid": (SurfaceSettings, "grid"),
+    "surface_ygrid": (SurfaceSettings, "ygrid"),
+    "surface_radii": (SurfaceSettings, "radii"),
+    "surface_planes": (SurfaceSettings, "planes"),
+    "surface_norm": (SurfaceSettings, "norm"),
+    "surface_augment": (SurfaceSettings, "augment"),
+    "surface_wd": (SurfaceSettings, "wd"),
+    "surface_plan": (SurfaceSettings, "plan"),
+    "spectrum_batch_size": (SpectrumSettings, "batch_size"),
+    "top_k": (SpectrumSettings, "k"),
+    "lanczos_tol": (SpectrumSettings, "tol"),
+    "lanczos_max_iter": (SpectrumSettings, "max_iter"),
+    "hessian_mode": (SpectrumSettings, "mode"),
+    "curvature_samples": (CurvatureSettings, "samples"),
+    "curvature_batch_size": (CurvatureSettings, "batch_size"),
+    "trace_products": (CurvatureSettings, "trace_products"),
+    "density_probes": (CurvatureSettings, "density_probes"),
+    "density_steps": (CurvatureSettings, "density_steps"),
+}
+
+
+def _d(key: str) -> Any:
+    cls, name = FROM_SETTINGS[key]
+    return default_of(cls, name)
+
+
 @dataclass
 class AnalyzeConfig:
-    """Every setting of an analysis run; ``BUDGETS`` gives the presets."""
+    """Every setting of an analysis run. Keys in :data:`FROM_SETTINGS` take their defaults from
+    the quantity's settings class; the rest (how many images, batches, groups) are the run's
+    budget, and ``BUDGETS`` gives the presets (quick: what ``make_config()`` builds). The
+    spectrum and curvature use the ``paper`` preset (:data:`landscape.settings.SPECTRUM_PRESETS`:
+    the paper's L2 with the training weight decay, on augmented images)."""
 
     data: str | None = None          # default: the checkpoint's dataset
     data_root: str | None = None
@@ -25,48 +79,49 @@ class AnalyzeConfig:
     # feature-map analyses (test images)
     samples: int = 500
     batch_size: int = 250
-    fourier_readout: str = "paper"      # diagonal read-out: "paper" (notebook) or "nyquist"
-    robustness_freqs: int = 6           # frequencies in [0, 1] (units of pi)
-    robustness_protocol: str = "paper"  # "paper" (FreqAttack square band) or "radial"
-    robustness_eps: float = 0.5         # paper protocol: sign-noise amplitude (normalized pixels)
-    robustness_norm: float = 5.0        # radial protocol: L2 norm of the noise per image
-    robustness_width: float = 0.0       # band half-width (units of pi); 0: the protocol's default
-    cka_batch_size: int = 50            # CKA mini-batches (the bootstrap resamples them)
+    fourier_readout: str = _d("fourier_readout")
+    robustness_freqs: int = _d("robustness_freqs")
+    robustness_protocol: str = _d("robustness_protocol")
+    robustness_eps: float = _d("robustness_eps")
+    robustness_norm: float = _d("robustness_norm")
+    robustness_width: float = _d("robustness_width")
+    cka_batch_size: int = _d("cka_batch_size")
     groups: int = 25                    # image groups kept per model for the claims' bootstrap
-    lesion_samples: int = 1000
+    lesion_samples: int = _d("lesion_samples")
     # loss surface (training images, BN in eval mode). The paper's losslandscape.ipynb: NLL +
     # wd * sum_p ||p||_2 on augmented training images; a fixed, seeded augmented copy here.
     surface_samples: int = 500
-    surface_grid: str = "-1:1:9"
-    surface_ygrid: str = "-1:1:9"
-    surface_radius: float = 1.0
-    surface_radii: str = "0.25,0.5,0.75,1.0"  # sharpness (loss increase) read at these radii
-    surface_planes: int = 3             # random planes per model (direction seeds differ)
-    surface_norm: str = "filter"        # Li et al. per filter; "hdvw": the paper code's dim-0
-    surface_augment: bool = True
-    surface_wd: float | None = None  # None: the checkpoint's training weight decay
-    surface_plan: str = ""              # "": measured per file; "batch_size=250,workers=1": pinned
+    surface_grid: str = _d("surface_grid")
+    surface_ygrid: str = _d("surface_ygrid")
+    surface_radius: float = 1.0         # the plotted half-width of the first plane
+    surface_radii: str = _d("surface_radii")
+    surface_planes: int = _d("surface_planes")
+    surface_norm: str = _d("surface_norm")
+    surface_augment: bool = _d("surface_augment")
+    surface_wd: float | None = _d("surface_wd")
+    surface_plan: str = _d("surface_plan")
     # Hessian (training images)
     spectrum_batches: int = 16
-    spectrum_batch_size: int = 16
-    top_k: int = 5
-    lanczos_tol: float = 1e-3           # Ritz residual <= tol * |eigenvalue|
-    lanczos_max_iter: int = 100         # cap on Hessian-vector products per eigen-problem
-    hessian_mode: str = "double_backward"  # measured fastest (benchmarks/hessian.py); or "auto"
+    spectrum_batch_size: int = _d("spectrum_batch_size")
+    top_k: int = _d("top_k")
+    lanczos_tol: float = _d("lanczos_tol")
+    lanczos_max_iter: int = _d("lanczos_max_iter")
+    hessian_mode: str = _d("hessian_mode")
     hessian_wd: float | None = None  # None: the checkpoint's training weight decay (paper L2)
-    hessian_augment: bool = True        # the paper: NLL + L2 on augmented training images
-    curvature_samples: int = 128        # one operator averaged over these images
-    curvature_batch_size: int = 256     # one batch keeps its graph between products (fastest)
-    trace_products: int = 12
-    density_probes: int = 1
-    density_steps: int = 30
+    hessian_augment: bool = SPECTRUM_PRESETS["paper"]["augment"]
+    curvature_samples: int = _d("curvature_samples")
+    curvature_batch_size: int = _d("curvature_batch_size")
+    trace_products: int = _d("trace_products")
+    density_probes: int = _d("density_probes")
+    density_steps: int = _d("density_steps")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+#: Budgets: what differs from the settings' defaults. quick is the CPU demo's.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "quick": {},
+    "quick": dict(surface_grid="-1:1:9", surface_ygrid="-1:1:9", robustness_freqs=6),
     "standard": dict(eval_samples=0, samples=2000, lesion_samples=5000, surface_samples=2000,
                      surface_grid="-1:1:21", surface_ygrid="-1:1:21", spectrum_batches=100,
                      curvature_samples=1024, trace_products=99, density_probes=4,
@@ -104,17 +159,26 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
     if bad:
         raise LandscapeError(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(known)}")
     cfg = AnalyzeConfig(**values)
-    for name in known:  # type-check TOML values
+    hints = typing.get_type_hints(AnalyzeConfig)
+    for name in known:  # type-check TOML and --set values
         v = getattr(cfg, name)
-        default = getattr(AnalyzeConfig(), name)
-        if default is not None and v is not None and not isinstance(v, type(default)) and not (
-                isinstance(default, float) and isinstance(v, int)):
-            raise LandscapeError(f"setting {name} must be {type(default).__name__}, got {v!r}")
-    for name, allowed in (("fourier_readout", ("paper", "nyquist")),
-                          ("robustness_protocol", ("paper", "radial"))):
-        if getattr(cfg, name) not in allowed:
-            raise LandscapeError(f"setting {name} must be one of {', '.join(allowed)}, "
-                                 f"got {getattr(cfg, name)!r}")
-    if cfg.groups < 2 or cfg.cka_batch_size < 4:
-        raise LandscapeError("settings groups must be >= 2 and cka_batch_size >= 4")
+        if name in FROM_SETTINGS:
+            cls, fname = FROM_SETTINGS[name]
+            check_value(cls, fname, v, f"setting {name}")
+            continue
+        allowed = _allowed(hints[name])
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+            raise LandscapeError(f"setting {name} must be "
+                                 f"{' or '.join(t.__name__ for t in allowed)}, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+            raise LandscapeError(f"setting {name} must be >= 0, got {v!r}")
+    if cfg.groups < 2:
+        raise LandscapeError(f"setting groups must be >= 2, got {cfg.groups}")
     return cfg
+
+
+def _allowed(hint: Any) -> tuple[type, ...]:
+    import types
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    out = tuple(a for a in args if isinstance(a, type))
+    return out + ((int,) if float in out else ())

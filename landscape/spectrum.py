@@ -38,7 +38,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,40 +54,17 @@ from .curvature import (
     start_vector,
     top_eigenvalues,
 )
-from .curvature.lanczos import CONFIRM_STEPS
 from .errors import LandscapeError
 from .resume import check, identity
+from .settings import SpectrumSettings
 
 PathLike = str | Path
 _ARRAYS = ("eigenvalues", "residuals", "n_products", "converged", "min_eigenvalue", "min_residual")
 
 
-@dataclass
-class SpectrumConfig:
-    """Settings of a max-eigenvalue spectrum (defaults: the paper's, except wd and augment)."""
-
-    k: int = 5
-    which: str = "LM"
-    batch_size: int = 16
-    n_batches: int | None = None  # default: subset * N / batch_size
-    subset: float = 0.1  # fraction of the data set the batches cover when n_batches is None
-    seed: int = 0
-    wd: float = 0.0
-    l2: str = "half"
-    augment: bool = False
-    tol: float = 1e-3
-    max_iter: int | None = None
-    method: str = "lanczos"
-    backend: str = "landscape"
-    mode: str = "auto"
-    start: str = "auto"  # Lanczos start vector (see curvature.top_eigenvalues)
-    negative: bool = True  # also the most negative eigenvalue of every batch
-    warm_start: bool = False  # start from the previous batch's Ritz vectors (see module doc)
-    segment: int = 16  # warm-start chain length
-    confirm: int = CONFIRM_STEPS  # Lanczos steps a converged top-k must survive
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: The spectrum's settings: :class:`landscape.settings.SpectrumSettings` (the one place its
+#: defaults and validation live); the old name stays for callers.
+SpectrumConfig = SpectrumSettings
 
 
 class BatchEigen(NamedTuple):

@@ -115,10 +115,10 @@ class _NoCompute:
         c = self.cls(*args, **kwargs)
         orig = c.get
 
-        def get(name, key, compute, load):
+        def get(name, key, compute, load, **kw):
             def fail(_p):
                 raise AssertionError(f"{name} recomputed although cached")
-            return orig(name, key, fail, load)
+            return orig(name, key, fail, load, **kw)
         c.get = get
         return c
 

@@ -160,7 +160,7 @@ def test_hessian_trace_equals_analyze_trace(tmp_path):
             "hessian_mode=\"double_backward\"", "eval_samples=10"]
     assert main(["analyze", str(ck), *common, "--only", "hessian", "--out", str(tmp_path / "a"),
                  *[a for s in sets for a in ("--set", s)]]) == 0
-    cli = json.loads((tmp_path / "h" / "summary.json").read_text())["trace"]
+    cli = json.loads((tmp_path / "h" / "hessian_summary.json").read_text())["trace"]
     raw = next((tmp_path / "a" / "raw").iterdir()) / "curvature.json"
     ana = json.loads(raw.read_text())
     assert cli["n_samples"] == ana["n_samples"] == 16

@@ -130,10 +130,11 @@ def test_cli_hessian(tmp_path):
             "--slq-steps", "6", "--curvature-samples", "16", "--curvature-batch-size", "8",
             "--wd", "5e-4", "--augment", "--device", "cpu", "--out", str(out), "--quiet", *root]
     assert main(["hessian", *argv]) == 0
-    for name in ("config.json", "summary.json", "spectrum.h5", "spectrum.png", "spectrum.pdf",
+    for name in ("config.json", "hessian_summary.json", "spectrum.h5", "spectrum.png", "spectrum.pdf",
                  "density.h5", "density.png"):
         assert (out / name).exists(), name
-    summ = json.loads((out / "summary.json").read_text())
+    summ = json.loads((out / "hessian_summary.json").read_text())
+    assert summ["schema_version"] == 1 and summ["kind"] == "landscape-hessian"
     assert summ["spectrum"]["n_batches_finished"] == 2 and "trace" in summ
     assert main(["hessian", *argv]) == 0  # resumed: nothing left to do
     assert main(["hessian", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2

@@ -7,40 +7,18 @@ the images are chosen, batched and turned into one :class:`HessianOperator`, and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..settings import CurvatureSettings
 from .density import slq_density
 from .hessian_operator import HessianOperator
-from .lanczos import CONFIRM_STEPS, top_eigenvalues
+from .lanczos import top_eigenvalues
 from .results import DensityResult
 from .trace import hutchinson_trace, hutchpp_trace
-
-
-@dataclass(frozen=True)
-class CurvatureSettings:
-    """What defines the estimates. 0 products/probes/k: that estimate is not taken. The
-    defaults are those of ``landscape analyze``'s quick budget (and the CLI's)."""
-
-    samples: int = 128           # images averaged in the operator (seeded permutation)
-    batch_size: int = 256        # images per batch of the operator
-    seed: int = 0                # images, augmentation, probes and start vectors
-    wd: float = 0.0              # L2 weight decay composed with the Hessian
-    l2: str = "half"             # "half" (wd/2 ||theta||^2) or "paper" (wd * sum_p ||p||_2)
-    mode: str = "double_backward"  # Hessian-vector product mode
-    top_k: int = 0               # top (LM) and bottom (SA) eigenvalues
-    lanczos_tol: float = 1e-3
-    lanczos_max_iter: int | None = 100
-    lanczos_confirm: int = CONFIRM_STEPS  # steps a converged top-k must survive
-    trace_products: int = 12     # Hutch++ products
-    hutchinson_probes: int = 0   # plain Hutchinson probes
-    density_probes: int = 0      # SLQ probes
-    density_steps: int = 30      # Lanczos steps per SLQ probe
-    sigma: float | None = None   # SLQ Gaussian width (None: 1% of the Ritz value range)
 
 
 def curvature_images(images: torch.Tensor, labels: torch.Tensor, n: int,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
+from ..settings import CONFIRM_STEPS  # steps a converged set must survive
 from .hessian_operator import loss_hessian_of
 from .operators import LinearOperator, as_operator
 from .random_vectors import generator, randn
@@ -114,7 +115,6 @@ class Lanczos:
         return self.Q[: self.m].T @ torch.as_tensor(S, dtype=torch.float64, device=self.work_device)
 
 
-CONFIRM_STEPS = 3  # Lanczos steps a converged set must survive (see lanczos_eigenpairs)
 
 
 def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3,

@@ -6,10 +6,32 @@ from __future__ import annotations
 
 from typing import Any
 
+HESSIAN_SUMMARY_VERSION = 1  # hessian_summary.json's layout
+
+
+def loss_preset(a: Any, info: Any, data: Any) -> tuple[float, str, Any]:
+    """(wd, l2, Augment or None) of ``--preset`` (:data:`landscape.settings.SPECTRUM_PRESETS`)
+    with ``--wd``/``--l2``/``--augment`` overriding it. ``paper``: the checkpoint's training
+    weight decay and augmentation (as ``landscape analyze``)."""
+    from ..analyze_steps import training_recipe
+    from ..data import Augment
+    from ..settings import SPECTRUM_PRESETS, SpectrumSettings, default_of
+    preset = SPECTRUM_PRESETS[getattr(a, "preset", "plain")]
+    recipe = training_recipe(info) if getattr(a, "preset", "plain") == "paper" else \
+        {"wd": None, "pad": 4, "flip": True}
+    wd = a.wd if a.wd is not None else float(recipe["wd"] or default_of(SpectrumSettings, "wd"))
+    l2 = a.l2 or preset.get("l2", default_of(SpectrumSettings, "l2"))
+    on = a.augment if a.augment is not None else preset.get(
+        "augment", default_of(SpectrumSettings, "augment"))
+    augment = Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean,
+                      std=data.std) if on else None
+    return wd, l2, augment
+
 
 def hessian_run(options: Any) -> dict[str, Any]:
     """Run ``landscape hessian`` with ``options`` (its argparse namespace); writes
-    ``spectrum.h5``, ``config.json``, ``summary.json``, the figures and, with ``density``,
+    ``spectrum.h5``, ``config.json``, ``hessian_summary.json`` (versioned; not analyze's
+    ``summary.json``), the figures and, with ``density``,
     ``density.h5`` into ``options.out``. Returns the summary (every rank does)."""
     from .. import distributed as D
     from ..curvature.estimates import CurvatureSettings, curvature_estimates
@@ -22,12 +44,9 @@ def hessian_run(options: Any) -> dict[str, Any]:
     model, info, data = load_checkpoint_and_data(a, a.checkpoint)
     model.eval()
     out = output_dir(a.out) if D.is_writer() else None
-    augment = None
-    if a.augment:
-        from ..data import Augment
-        augment = Augment(pad=4, flip=True, mean=data.mean, std=data.std)
+    wd, l2, augment = loss_preset(a, info, data)
     cfg = SpectrumConfig(k=a.top_k, which=a.which, batch_size=a.batch_size, n_batches=a.batches,
-                         subset=a.subset, seed=a.seed, wd=a.wd, l2=a.l2, augment=a.augment,
+                         subset=a.subset, seed=a.seed, wd=wd, l2=l2, augment=augment is not None,
                          tol=a.tol, max_iter=a.max_iter, backend=a.backend, mode=a.mode,
                          start=a.start, warm_start=a.warm_start)
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
@@ -42,8 +61,8 @@ def hessian_run(options: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"spectrum": res.summary()}
     if a.trace or a.density:
         cs = CurvatureSettings(
-            samples=a.curvature_samples, batch_size=a.curvature_batch_size, seed=a.seed, wd=a.wd,
-            l2=a.l2, mode=a.mode, trace_products=a.probes if a.trace else 0,
+            samples=a.curvature_samples, batch_size=a.curvature_batch_size, seed=a.seed, wd=wd,
+            l2=l2, mode=a.mode, trace_products=a.probes if a.trace else 0,
             hutchinson_probes=a.probes if a.trace else 0,
             density_probes=a.slq_probes if a.density else 0, density_steps=a.slq_steps,
             sigma=a.sigma)
@@ -61,7 +80,9 @@ def hessian_run(options: Any) -> dict[str, Any]:
                                   "steps": dens.steps, "n_probes": a.slq_probes,
                                   "file": "density.h5"}
     if D.is_writer():
-        write_json(out / "summary.json", run_metadata(**summary, **meta))
+        write_json(out / "hessian_summary.json",
+                   run_metadata(kind="landscape-hessian", schema_version=HESSIAN_SUMMARY_VERSION,
+                                **summary, **meta))
         from ..reporting.plots.hessian import plot_spectrum
         plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
     D.barrier()

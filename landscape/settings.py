@@ -1,0 +1,238 @@
+"""One frozen, typed settings object per quantity: the only place its defaults live.
+
+Each class holds the settings that define one quantity, each field with its type, default,
+allowed values and a one-line doc (``field.metadata["doc"]``); building one validates it and a
+bad value raises :class:`~landscape.errors.LandscapeError` in one line naming the field. The
+commands take their argparse defaults from these classes (``default_of``), ``landscape analyze``
+builds them from its budget (:mod:`landscape.analyze_config`), and result files record their
+``to_dict()``. Torch-free, so ``--help`` needs no heavy import.
+
+Where ``landscape hessian`` and ``landscape analyze`` compute a quantity differently it is one
+named preset (:data:`SPECTRUM_PRESETS`): ``plain`` (the Hessian of the NLL on the images as
+given) and ``paper`` (the paper's loss: NLL + wd * sum_p ||p||_2 with the checkpoint's training
+weight decay, on augmented images, as ``losslandscape.ipynb`` and the spectrum code of
+xxxnell/how-do-vits-work do).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import LandscapeError
+
+CONFIRM_STEPS = 3  # Lanczos steps a converged top-k must survive (see curvature.lanczos)
+
+
+def setting(default: Any, doc: str, *, choices: tuple[Any, ...] | None = None,
+            minimum: float | None = None) -> Any:
+    """A settings field: default, doc, optional allowed values and lower bound."""
+    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum})
+
+
+def _types(annotation: Any) -> tuple[type, ...]:
+    hint = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (
+        annotation,)
+    out: list[type] = []
+    for h in hint:
+        h = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}.get(h, h)
+        if isinstance(h, type):
+            out.append(h)
+    if float in out:
+        out.append(int)  # 1 for 1.0
+    return tuple(out)
+
+
+class Settings:
+    """Validation, docs and plain-dict export shared by every settings class."""
+
+    QUANTITY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            check_value(type(self), f.name, getattr(self, f.name),
+                        f"{self.QUANTITY} setting {f.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def docs(cls) -> dict[str, str]:
+        """{field: one-line doc}."""
+        return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}  # type: ignore
+
+
+def check_value(cls: type, name: str, v: Any, label: str | None = None) -> None:
+    """Raise LandscapeError (one line, naming ``label``) unless ``v`` suits field ``name`` of
+    settings class ``cls``: its type, allowed values and lower bound."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    label = label or f"{cls.QUANTITY} setting {name}"  # type: ignore[attr-defined]
+    allowed = _types(typing.get_type_hints(cls)[name])
+    if allowed and (not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)):
+        raise LandscapeError(f"{label} must be {' or '.join(t.__name__ for t in allowed)}, "
+                             f"got {v!r}")
+    choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+    if choices is not None and v not in choices:
+        raise LandscapeError(f"{label} must be one of {', '.join(map(str, choices))}, got {v!r}")
+    if minimum is not None and v is not None and not isinstance(v, (str, bool)) and v < minimum:
+        raise LandscapeError(f"{label} must be >= {minimum}, got {v!r}")
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of field ``name`` of settings class ``cls`` (for argparse defaults)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(f"{cls.__name__} has no field {name}")
+
+
+@dataclass(frozen=True)
+class SpectrumSettings(Settings):
+    """Top-k Hessian eigenvalues per mini-batch (the paper's max-eigenvalue spectrum, Fig. 4)."""
+
+    QUANTITY: ClassVar[str] = "spectrum"
+    k: int = setting(5, "eigenvalues per mini-batch (the paper: top-5)", minimum=1)
+    which: str = setting("LM", "LM largest magnitude (the paper's), LA largest, SA smallest",
+                         choices=("LM", "LA", "SA"))
+    batch_size: int = setting(16, "images per mini-batch (the paper: 16)", minimum=1)
+    n_batches: int | None = setting(None, "mini-batches (None: subset * N / batch_size)",
+                                    minimum=1)
+    subset: float = setting(0.1, "fraction of the data the batches cover when n_batches is None",
+                            minimum=0.0)
+    seed: int = setting(0, "batches, augmentation and start vectors", minimum=0)
+    wd: float = setting(0.0, "L2 weight decay added to the loss", minimum=0.0)
+    l2: str = setting("half", "L2 convention: half = wd/2 ||theta||^2, paper = wd * sum_p "
+                      "||p||_2 (the paper's code)", choices=("half", "paper"))
+    augment: bool = setting(False, "pad-and-crop + flip each batch (fixed seed per batch)")
+    tol: float = setting(1e-3, "Lanczos stop: Ritz residual <= tol * |eigenvalue|", minimum=0.0)
+    max_iter: int | None = setting(100, "cap on Hessian-vector products per batch", minimum=1)
+    method: str = setting("lanczos", "eigen solver method", choices=("lanczos",))
+    backend: str = setting("landscape", "ours (Lanczos) or pyhessian's power iteration",
+                           choices=("landscape", "pyhessian"))
+    mode: str = setting("double_backward", "Hessian-vector product mode",
+                        choices=("auto", "double_backward", "forward_over_reverse"))
+    start: str = setting("auto", "Lanczos start vector", choices=("auto", "gradient", "random"))
+    negative: bool = setting(True, "also the most negative eigenvalue of every batch")
+    warm_start: bool = setting(False, "start from the previous batch's Ritz vectors")
+    segment: int = setting(16, "warm-start chain length", minimum=1)
+    confirm: int = setting(CONFIRM_STEPS, "Lanczos steps a converged top-k must survive",
+                           minimum=0)
+
+
+#: The named presets of the spectrum (and curvature) loss; analyze uses ``paper``.
+SPECTRUM_PRESETS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "paper": {"l2": "paper", "augment": True},  # + wd: the checkpoint's training weight decay
+}
+
+
+@dataclass(frozen=True)
+class CurvatureSettings(Settings):
+    """Extreme eigenvalues, Hutch++/Hutchinson trace and SLQ density of the loss averaged over
+    ``samples`` images. 0 products/probes/k: that estimate is not taken."""
+
+    QUANTITY: ClassVar[str] = "curvature"
+    samples: int = setting(128, "images averaged in the operator (seeded permutation)", minimum=1)
+    batch_size: int = setting(256, "images per batch of the operator", minimum=1)
+    seed: int = setting(0, "images, augmentation, probes and start vectors", minimum=0)
+    wd: float = setting(0.0, "L2 weight decay composed with the Hessian", minimum=0.0)
+    l2: str = setting("half", "L2 convention (see SpectrumSettings.l2)", choices=("half", "paper"))
+    mode: str = setting("double_backward", "Hessian-vector product mode",
+                        choices=("auto", "double_backward", "forward_over_reverse"))
+    top_k: int = setting(0, "top (LM) and bottom (SA) eigenvalues (0: none)", minimum=0)
+    lanczos_tol: float = setting(1e-3, "Ritz residual <= tol * |eigenvalue|", minimum=0.0)
+    lanczos_max_iter: int | None = setting(100, "cap on products per eigen-problem", minimum=1)
+    lanczos_confirm: int = setting(CONFIRM_STEPS, "steps a converged top-k must survive",
+                                   minimum=0)
+    trace_products: int = setting(12, "Hutch++ products (0: no trace)", minimum=0)
+    hutchinson_probes: int = setting(0, "plain Hutchinson probes (0: none)", minimum=0)
+    density_probes: int = setting(1, "SLQ probes (0: no density)", minimum=0)
+    density_steps: int = setting(30, "Lanczos steps per SLQ probe", minimum=1)
+    sigma: float | None = setting(None, "SLQ Gaussian width (None: 1% of the Ritz range)",
+                                  minimum=0.0)
+
+
+@dataclass(frozen=True)
+class SurfaceSettings(Settings):
+    """A filter-normalized random-plane loss surface (Li et al.; the paper's Fig. 1)."""
+
+    QUANTITY: ClassVar[str] = "surface"
+    grid: str = setting("-1:1:21", "x coordinates MIN:MAX:NUM")
+    ygrid: str = setting("-1:1:21", "y coordinates MIN:MAX:NUM ('' for a 1-D curve)")
+    norm: str = setting("filter", "direction normalization (filter: Li et al.; hdvw: the paper "
+                        "code's dim-0)", choices=("filter", "hdvw", "layer", "model", "none"))
+    planes: int = setting(3, "random planes per model (direction seeds differ)", minimum=1)
+    radii: str = setting("0.25,0.5,0.75,1.0", "sharpness read at these radii")
+    augment: bool = setting(True, "the training transform (pad-crop + flip), fixed seed")
+    wd: float | None = setting(None, "L2 weight decay (None: the checkpoint's training wd)",
+                               minimum=0.0)
+    plan: str = setting("", "'' = measured per file, or KEY=VALUE,... pinned plan keys")
+
+
+@dataclass(frozen=True)
+class FourierSettings(Settings):
+    """Relative log amplitude of feature maps (fourier_analysis.ipynb)."""
+
+    QUANTITY: ClassVar[str] = "fourier"
+    readout: str = setting("paper", "diagonal read-out: paper (notebook) or nyquist",
+                           choices=("paper", "nyquist"))
+    eps: float = setting(1e-6, "added to |FFT| before the log (the notebook's 1e-6)",
+                         minimum=0.0)
+    include_input: bool = setting(True, "the input image as the depth-0 reference")
+
+
+@dataclass(frozen=True)
+class VarianceSettings(Settings):
+    """Feature-map variance per block (featuremap_variance.ipynb)."""
+
+    QUANTITY: ClassVar[str] = "variance"
+    ddof: int = setting(1, "1 = unbiased (torch default, as the paper), 0 = population",
+                        choices=(0, 1))
+    include_input: bool = setting(True, "the input image as the depth-0 reference")
+
+
+@dataclass(frozen=True)
+class RobustnessSettings(Settings):
+    """Accuracy under band-limited noise (ops/adversarial.py FreqAttack; Fig. 2b)."""
+
+    QUANTITY: ClassVar[str] = "robustness"
+    protocol: str = setting("paper", "paper: FreqAttack square band, eps * sign noise; radial: "
+                            "radial band, fixed L2 norm per image", choices=("paper", "radial"))
+    freqs: int = setting(11, "noise frequencies evenly in [0, 1] (units of pi)", minimum=1)
+    eps: float = setting(0.5, "paper protocol: sign-noise amplitude (normalized pixels)",
+                         minimum=0.0)
+    norm: float = setting(5.0, "radial protocol: L2 norm of the noise per image", minimum=0.0)
+    width: float = setting(0.0, "band half-width, units of pi (0: the protocol's default)",
+                           minimum=0.0)
+    base: str = setting("", "base noise: sign or gaussian ('' : the protocol's default)",
+                        choices=("", "sign", "gaussian"))
+
+
+@dataclass(frozen=True)
+class CKASettings(Settings):
+    """Mini-batch linear CKA between block outputs (Nguyen et al. 2021; Fig. 10)."""
+
+    QUANTITY: ClassVar[str] = "cka"
+    batch_size: int = setting(50, "images per CKA mini-batch", minimum=4)
+    estimator: str = setting("unbiased", "HSIC estimator per batch",
+                             choices=("unbiased", "biased"))
+
+
+@dataclass(frozen=True)
+class LesionSettings(Settings):
+    """Accuracy with one residual branch removed at a time (Fig. 10)."""
+
+    QUANTITY: ClassVar[str] = "lesion"
+    samples: int = setting(1000, "test images (0: all)", minimum=0)
+
+
+SETTINGS: dict[str, type] = {c.QUANTITY: c for c in (
+    SpectrumSettings, CurvatureSettings, SurfaceSettings, FourierSettings, VarianceSettings,
+    RobustnessSettings, CKASettings, LesionSettings)}
+
+__all__ = ["CKASettings", "CONFIRM_STEPS", "CurvatureSettings", "FourierSettings",
+           "LesionSettings", "RobustnessSettings", "SETTINGS", "SPECTRUM_PRESETS", "Settings",
+           "SpectrumSettings", "SurfaceSettings", "VarianceSettings", "check_value", "default_of",
+           "setting"]
