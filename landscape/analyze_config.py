@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import LandscapeError
 from .settings import (
-    SPECTRUM_PRESETS,
+    LOSS_PRESETS,
     CKASettings,
     CurvatureSettings,
     FourierSettings,
@@ -42,8 +42,6 @@ FROM_SETTINGS: dict[str, tuple[type, str]] = {
     "surface_radii": (SurfaceSettings, "radii"),
     "surface_planes": (SurfaceSettings, "planes"),
     "surface_norm": (SurfaceSettings, "norm"),
-    "surface_augment": (SurfaceSettings, "augment"),
-    "surface_wd": (SurfaceSettings, "wd"),
     "surface_plan": (SurfaceSettings, "plan"),
     "spectrum_batch_size": (SpectrumSettings, "batch_size"),
     "top_k": (SpectrumSettings, "k"),
@@ -97,8 +95,8 @@ class AnalyzeConfig:
     surface_radii: str = _d("surface_radii")
     surface_planes: int = _d("surface_planes")
     surface_norm: str = _d("surface_norm")
-    surface_augment: bool = _d("surface_augment")
-    surface_wd: float | None = _d("surface_wd")
+    surface_augment: bool = LOSS_PRESETS["paper"]["augment"]
+    surface_wd: float | None = LOSS_PRESETS["paper"]["wd"]  # None: the training weight decay
     surface_plan: str = _d("surface_plan")
     # Hessian (training images)
     spectrum_batches: int = 16
@@ -107,8 +105,8 @@ class AnalyzeConfig:
     lanczos_tol: float = _d("lanczos_tol")
     lanczos_max_iter: int = _d("lanczos_max_iter")
     hessian_mode: str = _d("hessian_mode")
-    hessian_wd: float | None = None  # None: the checkpoint's training weight decay (paper L2)
-    hessian_augment: bool = SPECTRUM_PRESETS["paper"]["augment"]
+    hessian_wd: float | None = LOSS_PRESETS["paper"]["wd"]  # None: the training weight decay
+    hessian_augment: bool = LOSS_PRESETS["paper"]["augment"]
     curvature_samples: int = _d("curvature_samples")
     curvature_batch_size: int = _d("curvature_batch_size")
     trace_products: int = _d("trace_products")

@@ -121,11 +121,13 @@ class SpectrumSettings(Settings):
                            minimum=0)
 
 
-#: The named presets of the spectrum (and curvature) loss; analyze uses ``paper``.
-SPECTRUM_PRESETS: dict[str, dict[str, Any]] = {
+#: The named presets of the loss (spectrum, curvature, surface); analyze uses ``paper``.
+#: ``wd`` None: the checkpoint's training weight decay.
+LOSS_PRESETS: dict[str, dict[str, Any]] = {
     "plain": {},
-    "paper": {"l2": "paper", "augment": True},  # + wd: the checkpoint's training weight decay
+    "paper": {"l2": "paper", "augment": True, "wd": None},
 }
+SPECTRUM_PRESETS = LOSS_PRESETS
 
 
 @dataclass(frozen=True)
@@ -160,13 +162,13 @@ class SurfaceSettings(Settings):
 
     QUANTITY: ClassVar[str] = "surface"
     grid: str = setting("-1:1:21", "x coordinates MIN:MAX:NUM")
-    ygrid: str = setting("-1:1:21", "y coordinates MIN:MAX:NUM ('' for a 1-D curve)")
+    ygrid: str = setting("", "y coordinates MIN:MAX:NUM ('': a 1-D curve)")
     norm: str = setting("filter", "direction normalization (filter: Li et al.; hdvw: the paper "
                         "code's dim-0)", choices=("filter", "hdvw", "layer", "model", "none"))
     planes: int = setting(3, "random planes per model (direction seeds differ)", minimum=1)
     radii: str = setting("0.25,0.5,0.75,1.0", "sharpness read at these radii")
-    augment: bool = setting(True, "the training transform (pad-crop + flip), fixed seed")
-    wd: float | None = setting(None, "L2 weight decay (None: the checkpoint's training wd)",
+    augment: bool = setting(False, "the training transform (pad-crop + flip), fixed seed")
+    wd: float | None = setting(0.0, "L2 weight decay (None: the checkpoint's training wd)",
                                minimum=0.0)
     plan: str = setting("", "'' = measured per file, or KEY=VALUE,... pinned plan keys")
 
@@ -232,7 +234,7 @@ SETTINGS: dict[str, type] = {c.QUANTITY: c for c in (
     SpectrumSettings, CurvatureSettings, SurfaceSettings, FourierSettings, VarianceSettings,
     RobustnessSettings, CKASettings, LesionSettings)}
 
-__all__ = ["CKASettings", "CONFIRM_STEPS", "CurvatureSettings", "FourierSettings",
+__all__ = ["CKASettings", "CONFIRM_STEPS", "LOSS_PRESETS", "CurvatureSettings", "FourierSettings",
            "LesionSettings", "RobustnessSettings", "SETTINGS", "SPECTRUM_PRESETS", "Settings",
            "SpectrumSettings", "SurfaceSettings", "VarianceSettings", "check_value", "default_of",
            "setting"]

@@ -10,6 +10,8 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    from ..settings import SurfaceSettings as SF
+    from ..settings import default_of as d
     from ..workflows.surface import DESCRIPTION
     from .argtypes import grid_spec, nonneg_float, nonneg_int, positive_float, seed_int
     from .common import add_checkpoint_args, add_data_args
@@ -21,16 +23,16 @@ def add_parser(sub: Any) -> None:
     p._negative_number_matcher = re.compile(r"^-\.?\d")
     add_checkpoint_args(p)
     add_data_args(p, samples=2000, batch_size=0)
-    p.add_argument("--grid", "--x", dest="grid", type=grid_spec, default="-1:1:21",
+    p.add_argument("--grid", "--x", dest="grid", type=grid_spec, default=d(SF, "grid"),
                    metavar="MIN:MAX:NUM",
-                   help="x coordinates (np.linspace(MIN, MAX, NUM); default -1:1:21)")
-    p.add_argument("--ygrid", "--y", dest="ygrid", type=grid_spec, default=None,
+                   help=f"x coordinates (np.linspace(MIN, MAX, NUM); default {d(SF, 'grid')})")
+    p.add_argument("--ygrid", "--y", dest="ygrid", type=grid_spec, default=d(SF, "ygrid") or None,
                    metavar="MIN:MAX:NUM",
                    help="y coordinates for a 2-D surface (default: 1-D curve)")
     p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
     g = p.add_argument_group("directions")
     g.add_argument("--norm", choices=["filter", "hdvw", "layer", "model", "none"],
-                   default="filter",
+                   default=d(SF, "norm"),
                    help="direction normalization (default filter, as Li et al.; hdvw: the paper "
                         "code's norm over dim 0)")
     g.add_argument("--dir-mode", choices=["weights", "states"], default="weights",
@@ -54,11 +56,11 @@ def add_parser(sub: Any) -> None:
                         "directions have unit norm, so the grid is in parameter-space distance "
                         "(e.g. --grid -5:5:21)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--wd", type=nonneg_float, default=0.0,
+    e.add_argument("--wd", type=nonneg_float, default=d(SF, "wd"),
                    help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
                         "(wd * sum of per-tensor norms) and <split>_loss_l2_half "
                         "(wd*0.5*||theta||^2)")
-    e.add_argument("--augment", action="store_true",
+    e.add_argument("--augment", action="store_true", default=d(SF, "augment"),
                    help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
                         "--aug-seed so every grid point sees the same images")
     e.add_argument("--aug-seed", type=seed_int, default=0,
