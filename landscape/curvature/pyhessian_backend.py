@@ -33,7 +33,11 @@ def pyhessian_session(op: Any, seed: int):
     lh = loss_hessian_of(op)
     if lh is None or (op is not lh and len(op.terms) > 1 and not hasattr(op, "wd")):
         raise LandscapeError("backend='pyhessian' needs a HessianOperator (model + data)")
-    from pyhessian import hessian as PyHessian
+    try:
+        from pyhessian import hessian as PyHessian
+    except ImportError:
+        raise LandscapeError("backend='pyhessian' needs the optional pyhessian package: "
+                             "pip install 'landscape[pyhessian]'") from None
 
     wd, l2 = float(getattr(op, "wd", 0.0)), getattr(op, "l2", "half")
     model, params = lh.model, lh.params
