@@ -130,8 +130,8 @@ def test_cli_hessian(tmp_path):
             "--slq-steps", "6", "--curvature-samples", "16", "--curvature-batch-size", "8",
             "--wd", "5e-4", "--augment", "--device", "cpu", "--out", str(out), "--quiet", *root]
     assert main(["hessian", *argv]) == 0
-    for name in ("config.json", "hessian_summary.json", "spectrum.h5", "spectrum.png", "spectrum.pdf",
-                 "density.h5", "density.png"):
+    for name in ("config.json", "hessian_summary.json", "spectrum.h5", "spectrum.png",
+                 "spectrum.pdf", "density.h5", "density.png"):
         assert (out / name).exists(), name
     summ = json.loads((out / "hessian_summary.json").read_text())
     assert summ["schema_version"] == 1 and summ["kind"] == "landscape-hessian"
