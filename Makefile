@@ -70,7 +70,7 @@ ifeq ($(SCALE),paper)
 else
   FIG_DATA   := fashion-mnist
   BUDGET     ?= quick
-  FIG_CKPTS  := $(foreach m,resnet_tiny vit_tiny alternet_tiny,$(foreach s,0 1 2,$(DEMO_CKPTS)/$(m)_s$(s).pt))
+  FIG_CKPTS  := $(foreach m,resnet_tiny vit_tiny alternet_tiny,$(foreach s,0 1 2 3 4,$(DEMO_CKPTS)/$(m)_s$(s).pt))
   FIG_PREREQ := demo-checkpoints
   FIG_RAW    := --raw runs/demo/raw
 endif

@@ -1,4 +1,4 @@
-"""Train the demo checkpoints (tiny ResNet, ViT, AlterNet; three seeds each) on Fashion-MNIST.
+"""Train the demo checkpoints (tiny ResNet, ViT, AlterNet; five seeds each) on Fashion-MNIST.
 
 Each model is trained through ``landscape.train`` by the recipe in ``RECIPES`` and written to
 ``OUT/<name>_s<seed>.pt`` (its run folder with per-epoch checkpoints goes to ``OUT/runs/``, which

@@ -28,13 +28,13 @@ def test_plan_names_every_model_and_uses_measured_times(tmp_path):
     raw.mkdir(parents=True)
     (raw / "timings.json").write_text(json.dumps({a: 1.0 for a in demo.ANALYSES}))
     text, seconds = demo.plan(ckpts, tmp_path / "out", "quick", reference=ref)
-    assert "train 8 of 9 demo checkpoints" in text
-    assert "model 1 of 9: resnet_tiny_s0     cached" in text
-    assert "model 5 of 9: vit_tiny_s1" in text and "model 9 of 9: alternet_tiny_s2" in text
+    assert "train 14 of 15 demo checkpoints" in text
+    assert "model 1 of 15: resnet_tiny_s0     cached" in text
+    assert "model 7 of 15: vit_tiny_s1" in text and "model 15 of 15: alternet_tiny_s4" in text
     assert "measured by the reference run" in text
-    # 2 resnet runs at the manifest's 10 s an epoch, 6 others at the fallback, then
-    # 8 uncached models x 7 analyses x 6 s
+    # 4 resnet runs at the manifest's 10 s an epoch, 10 others at the fallback, then
+    # 14 uncached models x 7 analyses x 6 s
     ep = {m: demo.RECIPES[m]["epochs"] for m in demo.DEMO_MODELS}
-    train = 2 * ep["resnet_tiny"] * 80.0 / 8 + 3 * ep["vit_tiny"] * demo.EPOCH_SECONDS["vit_tiny"] \
-        + 3 * ep["alternet_tiny"] * demo.EPOCH_SECONDS["alternet_tiny"]
-    assert seconds == train + 8 * 7 * 6.0
+    train = 4 * ep["resnet_tiny"] * 80.0 / 8 + 5 * ep["vit_tiny"] * demo.EPOCH_SECONDS["vit_tiny"] \
+        + 5 * ep["alternet_tiny"] * demo.EPOCH_SECONDS["alternet_tiny"]
+    assert seconds == train + 14 * 7 * 6.0
