@@ -116,4 +116,33 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
                                  f"got {getattr(cfg, name)!r}")
     if cfg.groups < 2 or cfg.cka_batch_size < 4:
         raise LandscapeError("settings groups must be >= 2 and cka_batch_size >= 4")
+    for name, (lo, strict, why) in LOWER_BOUNDS.items():
+        v = getattr(cfg, name)
+        if v is not None and (v <= lo if strict else v < lo):
+            raise LandscapeError(f"setting {name} must be {'>' if strict else '>='} {lo:g}, "
+                                 f"got {v!r}{why}")
     return cfg
+
+
+#: Lower bounds of the numeric settings: name -> (bound, strict?, hint). A 0 that means
+#: something ("all images", "not computed", "no L2") is allowed; a 0 that has no meaning is
+#: refused here, before any work (tests/test_set_zero.py runs every numeric key at 0).
+_ALL = " (0 = all images)"
+LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
+    "seed": (0, False, ""), "eval_samples": (0, False, _ALL), "samples": (0, False, _ALL),
+    "lesion_samples": (0, False, _ALL), "surface_samples": (0, False, _ALL),
+    "spectrum_batches": (0, False, " (0 = every batch of the subset)"),
+    "batch_size": (1, False, ""), "spectrum_batch_size": (1, False, ""),
+    "curvature_batch_size": (1, False, ""),
+    "curvature_samples": (1, False, " (the curvature operator averages over these images)"),
+    "robustness_freqs": (1, False, " (leave robustness out with --only)"),
+    "robustness_eps": (0, False, ""), "robustness_norm": (0, False, ""),
+    "robustness_width": (0, False, " (0 = the protocol's default)"),
+    "surface_radius": (0, True, ""), "surface_planes": (1, False, ""),
+    "surface_wd": (0, False, ""), "hessian_wd": (0, False, ""),
+    "top_k": (1, False, " (the spectrum and the extreme eigenvalues need one at least)"),
+    "lanczos_tol": (0, False, ""), "lanczos_max_iter": (1, False, ""),
+    "trace_products": (0, False, " (0 = no trace)"),
+    "density_probes": (0, False, " (0 = no density)"),
+    "density_steps": (1, False, " (density_probes = 0 leaves the density out)"),
+}

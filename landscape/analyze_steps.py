@@ -96,15 +96,20 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         res, dens, op_config = curvature_estimates(
             net, pool.images, pool.labels, cs, augment=augment,
             say=lambda what: _say(progress, f"{tag} {what}"))
-        dens.save(p.with_name("density.h5"), config=json.dumps(op_config, default=str))
-        res.update(wd=wd, l2=cs.l2, augment=repr(augment))
+        dens_file = p.with_name("density.h5")
+        if dens is not None:
+            dens.save(dens_file, config=json.dumps(op_config, default=str))
+        else:  # density_probes = 0: no density, and none of an earlier run left to be drawn
+            dens_file.unlink(missing_ok=True)
+        res.update(wd=wd, l2=cs.l2, augment=repr(augment), density=dens is not None)
         write_json(p, res)
         return res
 
     ckey = {**key, "curvature": dataclasses.asdict(cs), "augment": repr(augment)}
     curv, r2 = cache.get("curvature.json", ckey, curvature, read_json)
-    files = plot_slq_density(cache.folder / "density.h5", fig_dir / "hessian" / label / "density",
-                             title=label)
+    files = (plot_slq_density(cache.folder / "density.h5",
+                              fig_dir / "hessian" / label / "density", title=label)
+             if cs.density_probes else [])
     return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
             "wd": wd, "augment": repr(augment), "recipe_source": recipe["source"]}, \
         r1 and r2, {"hessian": files}
@@ -260,9 +265,13 @@ def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
     """The numbers the report and the claims table need, from one analysis result."""
     if analysis == "hessian":
         c = res["curvature"]
+        trace = c.get("trace") or {}  # absent with trace_products = 0
         return {"top_eigenvalues": c["top"]["eigenvalues"],
                 "bottom_eigenvalues": c["bottom"]["eigenvalues"],
-                "trace": c["trace"]["trace"], "trace_se": c["trace"]["stderr"],
+                "trace": trace.get("trace"), "trace_se": trace.get("stderr"),
+                "trace_note": None if trace else "not computed (trace_products = 0)",
+                "density": (f"SLQ, {cfg.density_probes} probes × {cfg.density_steps} steps"
+                            if cfg.density_probes else "not computed (density_probes = 0)"),
                 "n_samples": c["n_samples"], "n_params": c["n_params"],
                 "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL",
                 "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],
