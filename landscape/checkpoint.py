@@ -62,6 +62,19 @@ class CheckpointInfo:
         return {k: v for k, v in self.__dict__.items()}
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a run folder's ``model.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.pt").is_file():
+            return p / "model.pt"
+        raise LandscapeError(f"{p} is a folder without model.pt (a finished `landscape train` "
+                             "run has one); pass a checkpoint file")
+    if not p.is_file():
+        raise LandscapeError(f"checkpoint not found: {p}")
+    return p
+
+
 def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
          mean: list[float] | None = None, std: list[float] | None = None,
          seed: int | None = None, epoch: int | None = None,
