@@ -110,6 +110,9 @@ def check_robustness_options(args: argparse.Namespace) -> None:
     """Each protocol's options apply to it: an option of the other protocol is refused (one
     line), never silently ignored."""
     from ..errors import LandscapeError
+    if args.blocks is not None:
+        raise LandscapeError("--blocks: robustness measures the model's predictions only and "
+                             "uses no block list")
     other = {"paper": ("noise_norm", "--noise-norm", "radial"),
              "radial": ("eps", "--eps", "paper")}[args.protocol]
     if getattr(args, other[0]) is not None:
