@@ -121,6 +121,9 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
         if v is not None and (v <= lo if strict else v < lo):
             raise LandscapeError(f"setting {name} must be {'>' if strict else '>='} {lo:g}, "
                                  f"got {v!r}{why}")
+    if 0 < cfg.trace_products < 6:
+        raise LandscapeError(f"setting trace_products must be 0 (no trace) or >= 6 (Hutch++ "
+                             f"needs 6 products at least), got {cfg.trace_products}")
     return cfg
 
 
