@@ -121,6 +121,13 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
         if v is not None and (v <= lo if strict else v < lo):
             raise LandscapeError(f"setting {name} must be {'>' if strict else '>='} {lo:g}, "
                                  f"got {v!r}{why}")
+    # each robustness protocol has its own amplitude: the other one's is refused, not ignored
+    other = {"paper": "robustness_norm", "radial": "robustness_eps"}[cfg.robustness_protocol]
+    if getattr(cfg, other) != getattr(AnalyzeConfig(), other):
+        raise LandscapeError(f"setting {other} applies to the "
+                             f"{'radial' if other == 'robustness_norm' else 'paper'} robustness "
+                             f"protocol only, not to robustness_protocol = "
+                             f"{cfg.robustness_protocol!r}")
     if 0 < cfg.trace_products < 6:
         raise LandscapeError(f"setting trace_products must be 0 (no trace) or >= 6 (Hutch++ "
                              f"needs 6 products at least), got {cfg.trace_products}")

@@ -142,6 +142,15 @@ def test_zero_is_refused_by_make_config(key):
         make_config("quick", overrides={key: 0})
 
 
+def test_the_other_robustness_protocols_amplitude_is_refused():
+    with pytest.raises(LandscapeError, match="robustness_norm applies to the radial"):
+        make_config("quick", overrides={"robustness_norm": 0})
+    with pytest.raises(LandscapeError, match="robustness_eps applies to the paper"):
+        make_config("quick", overrides={"robustness_eps": 0, "robustness_protocol": "radial"})
+    assert make_config("quick", overrides={"robustness_norm": 0,
+                                           "robustness_protocol": "radial"}).robustness_norm == 0
+
+
 def test_too_few_trace_products_are_refused():
     with pytest.raises(LandscapeError, match="trace_products must be 0"):
         make_config("quick", overrides={"trace_products": 5})
@@ -149,7 +158,8 @@ def test_too_few_trace_products_are_refused():
 
 @pytest.mark.parametrize("key", WORK_KEYS)
 def test_zero_is_accepted_by_make_config(key):
-    assert getattr(make_config("quick", overrides={key: 0}), key) == 0
+    extra = {"robustness_protocol": "radial"} if key == "robustness_norm" else {}
+    assert getattr(make_config("quick", overrides={key: 0, **extra}), key) == 0
 
 
 @pytest.fixture(scope="module")
