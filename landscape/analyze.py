@@ -27,6 +27,7 @@ from . import checkpoint as ckpt
 # The settings live in a light module so that `landscape analyze --help` needs no torch.
 from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noqa: E402,F401
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
+from .checkpoint import resolve_checkpoint  # noqa: F401 - lives in checkpoint.py, kept importable
 from .errors import LandscapeError
 from .provenance import output_dir, read_json, run_metadata, write_json
 from .resume import ResultCache
@@ -45,19 +46,6 @@ def family(arch: str, block_kinds: Sequence[str]) -> str:
 
 #: File stems that name no model (``landscape train`` writes ``model.pt``, ``last.pt``).
 GENERIC_STEMS = ("model", "last", "best", "final", "checkpoint")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint file ``path`` names: the file itself, or a run folder's ``model.pt``."""
-    p = Path(path)
-    if p.is_dir():
-        if (p / "model.pt").is_file():
-            return p / "model.pt"
-        raise LandscapeError(f"{p} is a folder without model.pt (a finished `landscape train` "
-                             "run has one); pass a checkpoint file")
-    if not p.is_file():
-        raise LandscapeError(f"checkpoint not found: {p}")
-    return p
 
 
 def _own_name(path: Path, recorded: str | None) -> str:

@@ -168,10 +168,23 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
         if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
             raise LandscapeError(f"setting {name} must be "
                                  f"{' or '.join(t.__name__ for t in allowed)}, got {v!r}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-            raise LandscapeError(f"setting {name} must be >= 0, got {v!r}")
     if cfg.groups < 2:
         raise LandscapeError(f"setting groups must be >= 2, got {cfg.groups}")
+    for name, (lo, strict, why) in LOWER_BOUNDS.items():
+        v = getattr(cfg, name)
+        if v is not None and (v <= lo if strict else v < lo):
+            raise LandscapeError(f"setting {name} must be {'>' if strict else '>='} {lo:g}, "
+                                 f"got {v!r}{why}")
+    # each robustness protocol has its own amplitude: the other one's is refused, not ignored
+    other = {"paper": "robustness_norm", "radial": "robustness_eps"}[cfg.robustness_protocol]
+    if getattr(cfg, other) != getattr(AnalyzeConfig(), other):
+        raise LandscapeError(f"setting {other} applies to the "
+                             f"{'radial' if other == 'robustness_norm' else 'paper'} robustness "
+                             f"protocol only, not to robustness_protocol = "
+                             f"{cfg.robustness_protocol!r}")
+    if 0 < cfg.trace_products < 6:
+        raise LandscapeError(f"setting trace_products must be 0 (no trace) or >= 6 (Hutch++ "
+                             f"needs 6 products at least), got {cfg.trace_products}")
     return cfg
 
 
@@ -180,3 +193,17 @@ def _allowed(hint: Any) -> tuple[type, ...]:
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     out = tuple(a for a in args if isinstance(a, type))
     return out + ((int,) if float in out else ())
+
+
+#: Lower bounds of the budget settings (the keys not in FROM_SETTINGS, whose bounds live in
+#: their settings class): name -> (bound, strict?, hint). A 0 that means something ("all
+#: images", "no L2") is allowed; a 0 that has no meaning is refused here, before any work
+#: (tests/test_set_zero.py runs every numeric key at 0).
+_ALL = " (0 = all images)"
+LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
+    "seed": (0, False, ""), "eval_samples": (0, False, _ALL), "samples": (0, False, _ALL),
+    "surface_samples": (0, False, _ALL),
+    "spectrum_batches": (0, False, " (0 = every batch of the subset)"),
+    "batch_size": (1, False, ""), "surface_radius": (0, True, ""),
+    "surface_wd": (0, False, ""), "hessian_wd": (0, False, ""),
+}

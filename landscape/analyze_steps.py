@@ -101,10 +101,13 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         res, dens, op_config = curvature_estimates(
             net, pool.images, pool.labels, cs, augment=augment, distributed=True,
             say=lambda what: _say(progress and D.is_writer(), f"{tag} {what}"))
-        res.update(wd=wd, l2=cs.l2, augment=repr(augment))
+        res.update(wd=wd, l2=cs.l2, augment=repr(augment), density=dens is not None)
         if D.is_writer():
+            dens_file = p.with_name("density.h5")
             if dens is not None:
-                dens.save(p.with_name("density.h5"), config=json.dumps(op_config, default=str))
+                dens.save(dens_file, config=json.dumps(op_config, default=str))
+            else:  # density_probes = 0: no density, and none of an earlier run left to be drawn
+                dens_file.unlink(missing_ok=True)
             write_json(p, res)
         return res
 
@@ -305,9 +308,13 @@ def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
     """The numbers the report and the claims table need, from one analysis result."""
     if analysis == "hessian":
         c = res["curvature"]
+        trace = c.get("trace") or {}  # absent with trace_products = 0
         return {"top_eigenvalues": c["top"]["eigenvalues"],
                 "bottom_eigenvalues": c["bottom"]["eigenvalues"],
-                "trace": c["trace"]["trace"], "trace_se": c["trace"]["stderr"],
+                "trace": trace.get("trace"), "trace_se": trace.get("stderr"),
+                "trace_note": None if trace else "not computed (trace_products = 0)",
+                "density": (f"SLQ, {cfg.density_probes} probes × {cfg.density_steps} steps"
+                            if cfg.density_probes else "not computed (density_probes = 0)"),
                 "n_samples": c["n_samples"], "n_params": c["n_params"],
                 "loss": "NLL + wd * sum_p ||p||_2" if res["wd"] else "NLL",
                 "wd": res["wd"], "augment": res["augment"], "wd_source": res["recipe_source"],

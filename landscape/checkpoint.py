@@ -61,6 +61,19 @@ class CheckpointInfo:
         return {k: v for k, v in self.__dict__.items()}
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a run folder's ``model.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.pt").is_file():
+            return p / "model.pt"
+        raise LandscapeError(f"{p} is a folder without model.pt (a finished `landscape train` "
+                             "run has one); pass a checkpoint file")
+    if not p.is_file():
+        raise LandscapeError(f"checkpoint not found: {p}")
+    return p
+
+
 def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
          mean: list[float] | None = None, std: list[float] | None = None,
          seed: int | None = None, epoch: int | None = None,
@@ -136,11 +149,14 @@ def _paper_model_name(name: str) -> str | None:
 
 def load(path: str | Path, model: str | None = None,
          model_kwargs: dict[str, Any] | None = None,
-         device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
+         device: str | torch.device = "cpu",
+         bare_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the model a checkpoint describes and load its weights (strict).
 
     ``model`` names the architecture for bare state_dicts (and may override the paper's name);
     ``model_kwargs`` (e.g. ``num_classes``) complete or override the recorded constructor args.
+    ``bare_kwargs`` (the dataset's classes, channels and image size, from ``--data``) are the
+    constructor args of a bare state_dict's model, which records none.
     The model is returned in eval mode on ``device``.
     """
     path = Path(path)
@@ -172,7 +188,8 @@ def load(path: str | Path, model: str | None = None,
         if model is None:
             raise LandscapeError(f"{path} is a bare state_dict; pass --model NAME "
                                  f"(one of {', '.join(models.names())})")
-        info = CheckpointInfo(str(path), sha, "state_dict", model, dict(model_kwargs or {}))
+        info = CheckpointInfo(str(path), sha, "state_dict", model,
+                              {**(bare_kwargs or {}), **(model_kwargs or {})})
     else:
         keys = ", ".join(sorted(map(str, obj))[:8])
         raise LandscapeError(f"not a checkpoint: {path} has neither a state_dict nor tensors "
@@ -185,7 +202,13 @@ def load(path: str | Path, model: str | None = None,
                              f"{', '.join(models.names())}")
     net = models.create(info.model, **info.model_kwargs)
     info.model_kwargs = dict(net.model_config["kwargs"])
-    load_state_dict_checked(net, sd, where=str(path))
+    try:
+        load_state_dict_checked(net, sd, where=str(path))
+    except LandscapeError as e:
+        if info.format != "state_dict" or bare_kwargs:
+            raise
+        raise LandscapeError(f"{e} (a bare state_dict records no dataset: pass --data to size "
+                             "the model for it)") from None
     return net.to(device).eval(), info
 
 

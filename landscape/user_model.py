@@ -195,6 +195,16 @@ def load_user_checkpoint(path: str | Path, model_def: str,
     return net.to(device).eval(), info
 
 
+def _dataset_kwargs(dataset: str | None) -> dict[str, Any] | None:
+    """Constructor arguments (classes, channels, image size) a bare state_dict's model takes
+    from ``--data`` (a bare state_dict records none; without ``--data``: the defaults)."""
+    from .data import canonical_name, dataset_spec
+    if not dataset or canonical_name(dataset) == "imagefolder":
+        return None
+    s = dataset_spec(dataset)
+    return {"num_classes": s.num_classes, "in_chans": s.in_chans, "img_size": s.img_size}
+
+
 def load_model(path: str | Path, *, model: str | None = None,
                model_def: str | None = None, blocks: str | None = None,
                device: str | torch.device = "cpu", dataset: str | None = None,
@@ -214,8 +224,12 @@ def load_model(path: str | Path, *, model: str | None = None,
     """
     if model_def is not None and model is not None:
         raise LandscapeError("give either --model (a registry name) or --model-def, not both")
+    if code_root is not None and model_def is None:
+        raise LandscapeError("--code-root is the repository --model-def imports from; give "
+                             "--model-def MODULE:CALLABLE with it")
     if model_def is None:
-        net, info = ckpt.load(path, model=model, device=device)
+        net, info = ckpt.load(path, model=model, device=device,
+                              bare_kwargs=_dataset_kwargs(dataset))
     else:
         net, info = load_user_checkpoint(path, model_def, device, code_root)
     spec = parse_blocks_arg(blocks) if blocks is not None else None

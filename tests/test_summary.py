@@ -55,6 +55,18 @@ def test_malformed_summaries_are_refused():
 
 
 def test_claims_read_the_typed_summary_and_the_json_alike():
-    a = [c.to_dict() for c in evaluate_claims(RAW, n_boot=20)]
-    b = [c.to_dict() for c in evaluate_claims(Summary.from_json(RAW), n_boot=20)]
-    assert a == b and a[0]["extra"]["bootstrap"]["seed"] == 3
+    # Hessian evidence of a CNN and a ViT: the effects are known by hand (flatness: mean ViT
+    # lambda_max 2 minus mean CNN 5; negative eigenvalues: mean max(-lmin, 0) / lmax per batch,
+    # (0.5 + 0.5/3) / 2 - (1/4 + 1/6) / 2 = 0.125), so a claim that misread either form fails.
+    raw = {**RAW, "models": [*RAW["models"], {"label": "b", "arch": "vit_tiny", "seed": 0,
+                                              "family": "vit"}],
+           "hessian": {"a": {"per_batch": {"lambda_max": [4.0, 6.0], "lambda_min": [-1.0, -1.0]}},
+                       "b": {"per_batch": {"lambda_max": [1.0, 3.0],
+                                           "lambda_min": [-0.5, -0.5]}}}}
+    typed = Summary.from_json(raw)
+    for form in (raw, typed, json.loads(json.dumps(typed.to_json()))):
+        got = {c["id"]: c for c in (c.to_dict() for c in evaluate_claims(form, n_boot=20))}
+        assert got["flatness"]["effect"] == pytest.approx(-3.0) and got["flatness"]["n"] == 2
+        assert got["negative-eigenvalues"]["effect"] == pytest.approx(0.125)
+        assert got["flatness"]["extra"]["bootstrap"]["seed"] == 3
+        assert got["robustness"]["verdict"] == "not measured"

@@ -7,6 +7,14 @@ from typing import Any
 
 from .argtypes import nonneg_float, positive_float, unit_float
 
+# The robustness protocols and their defaults, for the help text only: the values used are
+# landscape.features.robustness's (not imported here: the parser is built without torch);
+# tests/test_feature_options.py checks that the two agree.
+ROBUSTNESS_PROTOCOLS = ("paper", "radial")
+PAPER_EPS = 0.5
+RADIAL_WIDTH = 0.05
+RADIAL_NORM = 5.0
+
 
 def _common(p: argparse.ArgumentParser, samples: int, batch_size: int) -> None:
     """Checkpoints, data, --out, --force, --quiet."""
@@ -45,19 +53,40 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "robustness",
         help="accuracy drop under band-limited noise against noise frequency",
-        description="Adds noise whose 2-D spectrum is confined to |r - f| <= width (r = |ω|/(√2π), "
-                    "units of π) at a fixed per-image L2 norm in normalized input space, and "
-                    "measures the accuracy drop per frequency f (Fig. 2b).")
+        description="Adds band-limited noise in normalized input space and measures the "
+                    "accuracy drop per noise\nfrequency f (units of π; Fig. 2b). Two protocols "
+                    "(--protocol):\n"
+                    "  paper (default): the paper code's FreqAttack(Random(eps)): noise eps * "
+                    "sign(N(0,1)) per pixel\n"
+                    "    (--base sign; gaussian: eps * N(0,1)), its 2-D spectrum confined to a "
+                    "square ring around f of\n"
+                    "    half-width --width (default 0.2/π, FreqAttack's s = 0.2 rad), not "
+                    "renormalized: the noise\n"
+                    "    keeps the energy of the band. --eps applies; --noise-norm is refused.\n"
+                    "  radial: base noise (--base gaussian, or sign) confined to the radial band "
+                    "|r - f| <= --width\n"
+                    f"    (r = |ω|/(√2π), default width {RADIAL_WIDTH:g}), each image's noise "
+                    "scaled to L2 norm\n"
+                    f"    --noise-norm (default {RADIAL_NORM:g}). --noise-norm applies; --eps is "
+                    "refused.\n")
     _common(p, 1000, 256)
+    p.add_argument("--protocol", choices=list(ROBUSTNESS_PROTOCOLS), default="paper",
+                   help="noise protocol (see above)")
     p.add_argument("--freqs", type=unit_float, nargs="+", default=[i / 10 for i in range(11)],
                    help="noise centre frequencies in units of π (0..1)")
-    p.add_argument("--width", type=positive_float, default=0.05,
-                   help="band half-width in units of π")
-    p.add_argument("--noise-norm", type=nonneg_float, default=5.0,
-                   help="L2 norm of the noise per image (normalized input space; "
-                        "RMS per pixel = norm / sqrt(C*H*W))")
-    p.add_argument("--base", choices=["gaussian", "sign"], default="gaussian",
-                   help="base noise before band-limiting: Gaussian or sign-Gaussian (±1)")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="band half-width in units of π "
+                        f"(default: paper 0.2/π, radial {RADIAL_WIDTH:g})")
+    p.add_argument("--eps", type=nonneg_float, default=None,
+                   help=f"paper protocol only: noise amplitude per pixel in normalized input "
+                        f"space (default {PAPER_EPS:g})")
+    p.add_argument("--noise-norm", type=nonneg_float, default=None,
+                   help=f"radial protocol only: L2 norm of the noise per image (normalized "
+                        f"input space; RMS per pixel = norm / sqrt(C*H*W); default "
+                        f"{RADIAL_NORM:g})")
+    p.add_argument("--base", choices=["gaussian", "sign"], default=None,
+                   help="base noise before band-limiting: Gaussian or sign-Gaussian (±1) "
+                        "(default: paper sign, radial gaussian)")
     p.set_defaults(func=run, analysis="robustness")
 
     p = sub.add_parser(
@@ -77,8 +106,24 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run, analysis="lesion")
 
 
+def check_robustness_options(args: argparse.Namespace) -> None:
+    """Each protocol's options apply to it: an option of the other protocol is refused (one
+    line), never silently ignored."""
+    from ..errors import LandscapeError
+    if args.blocks is not None:
+        raise LandscapeError("--blocks: robustness measures the model's predictions only and "
+                             "uses no block list")
+    other = {"paper": ("noise_norm", "--noise-norm", "radial"),
+             "radial": ("eps", "--eps", "paper")}[args.protocol]
+    if getattr(args, other[0]) is not None:
+        raise LandscapeError(f"{other[1]} applies to the {other[2]} protocol only, not to "
+                             f"--protocol {args.protocol}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..workflows.features import feature_run
+    if args.analysis == "robustness":
+        check_robustness_options(args)
     for label, file, reused in feature_run(args.analysis, args):
         print(f"{args.analysis}: {label}: {'reusing' if reused else 'wrote'} {file}")
     return 0

@@ -36,6 +36,11 @@ def load_dataset(name: str, split: str = "train", root: PathLike | None = None,
     canon = canonical_name(name)
     if split not in ("train", "test"):
         raise LandscapeError(f"unknown split {split!r}; use 'train' or 'test'")
+    if download and canon not in ("cifar10", "cifar100"):
+        raise LandscapeError(f"--download fetches the CIFAR archives only, not {canon} (install "
+                             "the IDX files, e.g. Debian's dataset-fashion-mnist, or point "
+                             "--data-root at them)" if canon == "fashion-mnist" else
+                             f"--download fetches the CIFAR archives only, not {canon}")
     if canon == "fashion-mnist":
         u8, labels = _fashion_mnist(split, root)
         num_classes, classes = 10, FASHION_MNIST_CLASSES

@@ -43,6 +43,8 @@ from .streaming import data_description, image_batches
 PROTOCOLS = ("paper", "radial")
 PAPER_WIDTH = 0.2 / math.pi   # FreqAttack's default s = 0.2 (radians), in units of π
 PAPER_EPS = 0.5               # sign-noise amplitude (normalized pixels); not fixed by the paper
+RADIAL_WIDTH = 0.05           # radial protocol: band half-width (units of π)
+RADIAL_NORM = 5.0             # radial protocol: the commands' L2 norm of the noise per image
 
 
 def normalized_radius(h: int, w: int) -> torch.Tensor:
@@ -131,6 +133,17 @@ def band_limited_noise(shape: Sequence[int], f: float, width: float, norm: float
     return noise.to(dtype=dtype, device=device)
 
 
+def noise_description(protocol: str, base: str) -> str:
+    """How the noise of ``protocol`` with base noise ``base`` is made (stored with a result)."""
+    z = "sign(N(0, 1))" if base == "sign" else "N(0, 1)"
+    if protocol == "paper":
+        return (f"FreqAttack(Random(eps)) of ops/adversarial.py with base noise eps * {z}: square "
+                "band of the shifted spectrum, sides 2*int((f +- s) n / 2) (s = width), not "
+                "renormalized, real part added to the normalized input")
+    return (f"FFT of base noise {z} masked to |r - f| <= width (r = |omega| / (sqrt2 pi)), "
+            "inverse FFT, per-image L2 norm = norm, added to the normalized input")
+
+
 @dataclass
 class RobustnessResult(JsonResult):
     """Accuracy on clean and noisy images for each noise frequency."""
@@ -180,7 +193,7 @@ def noise_robustness(model: nn.Module, data: Any,
     if protocol not in PROTOCOLS:
         raise LandscapeError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     paper = protocol == "paper"
-    width = (PAPER_WIDTH if paper else 0.05) if width is None else float(width)
+    width = (PAPER_WIDTH if paper else RADIAL_WIDTH) if width is None else float(width)
     base = ("sign" if paper else "gaussian") if base is None else base
     dev = model_device(model, device)
     n = image_batches(data, samples, batch_size)[1]
@@ -217,11 +230,7 @@ def noise_robustness(model: nn.Module, data: Any,
            "norm": norm if not paper else None, "eps": eps if paper else None, "base": base,
            "samples": samples, "batch_size": batch_size, "seed": seed,
            "data": data_description(data),
-           "noise": ("FreqAttack(Random(eps)) of ops/adversarial.py: square band of the shifted "
-                     "spectrum, sides 2*int((f +- s) n / 2), eps * sign noise, real part added"
-                     if paper else
-                     "FFT of base noise masked to |r - f| <= width (r = |omega| / (sqrt2 pi)), "
-                     "inverse FFT, per-image L2 norm = norm, added to the normalized input")}
+           "noise": noise_description(protocol, base)}
     return RobustnessResult(freqs, acc[1:].tolist(), loss[1:].tolist(), float(acc[0]),
                             float(loss[0]), width, norm if not paper else 0.0, base, n, cfg, seed,
                             run_metadata(), label, protocol, eps if paper else None, per_image)

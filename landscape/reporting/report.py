@@ -146,7 +146,7 @@ def _landscape_body(summary: dict) -> str:
 def _trace(e: dict) -> tuple[Any, str]:
     t, se = e.get("trace"), e.get("trace_se")
     if not _is_num(t):
-        return None, "num"
+        return (e["trace_note"], "text") if e.get("trace_note") else (None, "num")
     return (f"{fmt_number(t)} ± {fmt_number(se)}" if _is_num(se) else fmt_number(t)), "text"
 
 
@@ -172,6 +172,7 @@ def _hessian_body(summary: dict) -> str:
         ("bottom eigenvalues", lambda e: (fmt_number(list(e["bottom_eigenvalues"]))
                                           if e.get("bottom_eigenvalues") else None, "text")),
         ("trace ± s.e.", _trace),
+        ("spectral density", lambda e: (e.get("density"), "text")),
         ("negative share of the max-eigenvalue spectrum",
          lambda e: (fmt_percent((e.get("spectrum") or {}).get("negative_share")), "text")),
         ("mean positive eigenvalue", lambda e: ((e.get("spectrum") or {}).get("mean_positive"),

@@ -53,16 +53,36 @@ def _variance() -> FeatureAnalysis:
                                                                          labs))
 
 
+def robustness_settings(a: Any) -> dict[str, Any]:
+    """The effective noise settings of the command's options: the protocol, its band width and
+    base noise (the protocol's defaults where not given), and only the protocol's own amplitude
+    (``eps`` for paper, ``noise_norm`` for radial)."""
+    from ..features.robustness import PAPER_EPS, PAPER_WIDTH, RADIAL_NORM, RADIAL_WIDTH
+    paper = a.protocol == "paper"
+    out: dict[str, Any] = {
+        "protocol": a.protocol, "freqs": list(a.freqs),
+        "width": a.width if a.width is not None else (PAPER_WIDTH if paper else RADIAL_WIDTH),
+        "base": a.base or ("sign" if paper else "gaussian")}
+    if paper:
+        out["eps"] = PAPER_EPS if a.eps is None else a.eps
+    else:
+        out["noise_norm"] = RADIAL_NORM if a.noise_norm is None else a.noise_norm
+    return out
+
+
 def _robustness() -> FeatureAnalysis:
-    from ..features.robustness import RobustnessResult, noise_robustness
+    from ..features.robustness import PAPER_EPS, RobustnessResult, noise_robustness
     from ..reporting.plots.features import plot_robustness
+
+    def compute(a: Any, m: Any, d: Any, pg: bool) -> Any:
+        s = robustness_settings(a)
+        return noise_robustness(m, d, freqs=s["freqs"], width=s["width"],
+                                norm=s.get("noise_norm", 1.0), seed=a.seed, base=s["base"],
+                                batch_size=a.batch_size, progress=pg, protocol=s["protocol"],
+                                eps=s.get("eps", PAPER_EPS))
+
     return FeatureAnalysis(
-        lambda a: {"freqs": list(a.freqs), "width": a.width, "noise_norm": a.noise_norm,
-                   "base": a.base},
-        lambda a, m, d, pg: noise_robustness(
-            m, d, freqs=a.freqs, width=a.width, norm=a.noise_norm, seed=a.seed, base=a.base,
-            batch_size=a.batch_size, progress=pg),
-        RobustnessResult.load, "json",
+        robustness_settings, compute, RobustnessResult.load, "json",
         lambda rs, out, labs: plot_robustness(rs, out / "robustness", labs))
 
 

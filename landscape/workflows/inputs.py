@@ -14,7 +14,7 @@ def check_checkpoints(args: argparse.Namespace, paths: Sequence[str]) -> list[st
     """Refuse missing checkpoint files and (unless ``--allow-nonfinite``) ones holding NaN/inf
     values, before any output is written; returns the files (a run folder stands for its
     ``model.pt``)."""
-    from ..analyze import resolve_checkpoint
+    from ..checkpoint import resolve_checkpoint
     files = [str(resolve_checkpoint(f)) for f in paths]
     if not getattr(args, "allow_nonfinite", False):
         from ..checkpoint import check_finite_file
