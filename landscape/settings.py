@@ -16,6 +16,7 @@ xxxnell/how-do-vits-work do).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,13 +196,22 @@ class VarianceSettings(Settings):
     include_input: bool = setting(True, "the input image as the depth-0 reference")
 
 
+#: Each robustness protocol's own defaults: band half-width (units of pi) and base noise. paper:
+#: ops/adversarial.py's FreqAttack (s = 0.2 rad = 0.2/pi, sign noise); radial: ours.
+ROBUSTNESS_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "paper": {"width": 0.2 / math.pi, "base": "sign"},
+    "radial": {"width": 0.05, "base": "gaussian"},
+}
+
+
 @dataclass(frozen=True)
 class RobustnessSettings(Settings):
     """Accuracy under band-limited noise (ops/adversarial.py FreqAttack; Fig. 2b)."""
 
     QUANTITY: ClassVar[str] = "robustness"
     protocol: str = setting("paper", "paper: FreqAttack square band, eps * sign noise; radial: "
-                            "radial band, fixed L2 norm per image", choices=("paper", "radial"))
+                            "radial band, fixed L2 norm per image",
+                            choices=tuple(ROBUSTNESS_PROTOCOLS))
     freqs: int = setting(11, "noise frequencies evenly in [0, 1] (units of pi)", minimum=1)
     eps: float = setting(0.5, "paper protocol: sign-noise amplitude (normalized pixels)",
                          minimum=0.0)
@@ -234,7 +244,7 @@ SETTINGS: dict[str, type] = {c.QUANTITY: c for c in (
     SpectrumSettings, CurvatureSettings, SurfaceSettings, FourierSettings, VarianceSettings,
     RobustnessSettings, CKASettings, LesionSettings)}
 
-__all__ = ["CKASettings", "CONFIRM_STEPS", "LOSS_PRESETS", "CurvatureSettings", "FourierSettings",
-           "LesionSettings", "RobustnessSettings", "SETTINGS", "SPECTRUM_PRESETS", "Settings",
-           "SpectrumSettings", "SurfaceSettings", "VarianceSettings", "check_value", "default_of",
-           "setting"]
+__all__ = ["CKASettings", "CONFIRM_STEPS", "CurvatureSettings", "FourierSettings",
+           "LOSS_PRESETS", "LesionSettings", "ROBUSTNESS_PROTOCOLS", "RobustnessSettings",
+           "SETTINGS", "SPECTRUM_PRESETS", "Settings", "SpectrumSettings", "SurfaceSettings",
+           "VarianceSettings", "check_value", "default_of", "setting"]

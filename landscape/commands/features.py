@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..settings import (
+    ROBUSTNESS_PROTOCOLS,
+    CKASettings,
+    FourierSettings,
+    RobustnessSettings,
+    VarianceSettings,
+    default_of,
+)
 from .argtypes import nonneg_float, positive_float, unit_float
 
-# The robustness protocols and their defaults, for the help text only: the values used are
-# landscape.features.robustness's (not imported here: the parser is built without torch);
-# tests/test_feature_options.py checks that the two agree.
-ROBUSTNESS_PROTOCOLS = ("paper", "radial")
-PAPER_EPS = 0.5
-RADIAL_WIDTH = 0.05
-RADIAL_NORM = 5.0
+# The defaults come from landscape.settings (torch-free), the one place they live.
+PAPER_EPS = default_of(RobustnessSettings, "eps")
+RADIAL_WIDTH = ROBUSTNESS_PROTOCOLS["radial"]["width"]
+RADIAL_NORM = default_of(RobustnessSettings, "norm")
 
 
 def _common(p: argparse.ArgumentParser, samples: int, batch_size: int) -> None:
@@ -35,7 +40,8 @@ def add_parser(sub: Any) -> None:
                     "reshaped to the grid, class token dropped); ΔlogA along the diagonal from "
                     "0 to π, and the value at π against normalized depth (Fig. 2a, 8).")
     _common(p, 1000, 128)
-    p.add_argument("--eps", type=positive_float, default=1e-6, help="added to |FFT| before the log")
+    p.add_argument("--eps", type=positive_float, default=default_of(FourierSettings, "eps"),
+                   help="added to |FFT| before the log (the notebook's 1e-6)")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
     p.set_defaults(func=run, analysis="fourier")
 
@@ -44,7 +50,8 @@ def add_parser(sub: Any) -> None:
         description="Spatial variance of each block output per channel and image, averaged "
                     "(Fig. 9).")
     _common(p, 1000, 128)
-    p.add_argument("--ddof", type=int, default=1, choices=[0, 1],
+    p.add_argument("--ddof", type=int, default=default_of(VarianceSettings, "ddof"),
+                   choices=[0, 1],
                    help="variance estimator: 1 = unbiased (torch default, as the paper), "
                         "0 = population")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
@@ -70,10 +77,13 @@ def add_parser(sub: Any) -> None:
                     f"    --noise-norm (default {RADIAL_NORM:g}). --noise-norm applies; --eps is "
                     "refused.\n")
     _common(p, 1000, 256)
-    p.add_argument("--protocol", choices=list(ROBUSTNESS_PROTOCOLS), default="paper",
+    p.add_argument("--protocol", choices=list(ROBUSTNESS_PROTOCOLS),
+                   default=default_of(RobustnessSettings, "protocol"),
                    help="noise protocol (see above)")
-    p.add_argument("--freqs", type=unit_float, nargs="+", default=[i / 10 for i in range(11)],
-                   help="noise centre frequencies in units of π (0..1)")
+    nf = default_of(RobustnessSettings, "freqs")
+    p.add_argument("--freqs", type=unit_float, nargs="+",
+                   default=[round(i / (nf - 1), 12) for i in range(nf)],
+                   help=f"noise centre frequencies in units of π (0..1; default {nf} evenly)")
     p.add_argument("--width", type=positive_float, default=None,
                    help="band half-width in units of π "
                         f"(default: paper 0.2/π, radial {RADIAL_WIDTH:g})")
@@ -94,7 +104,8 @@ def add_parser(sub: Any) -> None:
         description="Linear CKA between every pair of block outputs, HSIC averaged over "
                     "mini-batches (Nguyen et al. 2021); heatmap (Fig. 10).")
     _common(p, 1000, 128)
-    p.add_argument("--estimator", choices=["unbiased", "biased"], default="unbiased",
+    p.add_argument("--estimator", choices=["unbiased", "biased"],
+                   default=default_of(CKASettings, "estimator"),
                    help="HSIC estimator per batch (biased = plain linear CKA on one batch)")
     p.set_defaults(func=run, analysis="cka")
 

@@ -38,13 +38,15 @@ import torch.nn.functional as F
 from ..device import eval_mode, model_device
 from ..errors import LandscapeError
 from ..provenance import JsonResult
+from ..settings import ROBUSTNESS_PROTOCOLS, RobustnessSettings, default_of
 from .streaming import data_description, image_batches
 
-PROTOCOLS = ("paper", "radial")
-PAPER_WIDTH = 0.2 / math.pi   # FreqAttack's default s = 0.2 (radians), in units of π
-PAPER_EPS = 0.5               # sign-noise amplitude (normalized pixels); not fixed by the paper
-RADIAL_WIDTH = 0.05           # radial protocol: band half-width (units of π)
-RADIAL_NORM = 5.0             # radial protocol: the commands' L2 norm of the noise per image
+# The protocols' defaults live in landscape.settings (RobustnessSettings, ROBUSTNESS_PROTOCOLS).
+PROTOCOLS = tuple(ROBUSTNESS_PROTOCOLS)
+PAPER_WIDTH = ROBUSTNESS_PROTOCOLS["paper"]["width"]  # FreqAttack's s = 0.2 rad, units of π
+PAPER_EPS = default_of(RobustnessSettings, "eps")  # sign-noise amplitude (normalized pixels)
+RADIAL_WIDTH = ROBUSTNESS_PROTOCOLS["radial"]["width"]  # radial band half-width (units of π)
+RADIAL_NORM = default_of(RobustnessSettings, "norm")  # radial: L2 norm of the noise per image
 
 
 def normalized_radius(h: int, w: int) -> torch.Tensor:
