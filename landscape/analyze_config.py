@@ -45,6 +45,9 @@ class AnalyzeConfig:
     surface_norm: str = "filter"        # Li et al. per filter; "hdvw": the paper code's dim-0
     surface_augment: bool = True
     surface_wd: float | None = None  # None: the checkpoint's training weight decay
+    # surface and Hessian on the paper's training transform: Mixup/CutMix + label smoothing,
+    # soft-target NLL (landscape.paper_loss); the paper budget also sets both wd to 0.05
+    paper_loss: bool = False
     # Hessian (training images)
     spectrum_batches: int = 16
     spectrum_batch_size: int = 16
@@ -76,7 +79,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                   surface_grid="-1:1:41", surface_ygrid="-1:1:41", spectrum_batches=0,
                   curvature_samples=2048,
                   trace_products=199, density_probes=8, density_steps=100,
-                  robustness_freqs=21),
+                  robustness_freqs=21, paper_loss=True, surface_wd=0.05, hessian_wd=0.05),
 }
 
 
