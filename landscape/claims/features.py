@@ -252,9 +252,9 @@ def claim_robustness(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[
         keep = {lab for lab, m in models.items() if m["family"] in (fam, "cnn")}
         return judge(f"robustness-{fam}",
                      f"ViTs are robust to high-frequency noise, CNNs vulnerable: {name}",
-                     "Δ accuracy drop (clean minus noisy, in accuracy points) at the highest "
-                     f"{int(HIGH_BAND_FRACTION * 100)}% of noise frequencies "
-                     f"({', '.join(f'{f:.2g}π' for f in band_f) or '—'}; {name} − CNN)",
+                     "Δ accuracy drop (clean minus noisy accuracy, as a fraction) at the "
+                     f"highest {int(HIGH_BAND_FRACTION * 100)}% of noise frequencies "
+                     f"({', '.join(pi_label(f) for f in band_f) or '—'}; {name} − CNN)",
                      f"{name} drop < CNN drop (effect < 0)", "robustness", evs, -1,
                      "image groups", _why(summary, "robustness", "groups", evs, missing), seed,
                      n_boot, dropped=[d for d in dropped if d.split(":", 1)[0] in keep]
