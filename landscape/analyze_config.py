@@ -26,6 +26,7 @@ class AnalyzeConfig:
     samples: int = 500
     batch_size: int = 250
     fourier_readout: str = "paper"      # diagonal read-out: "paper" (notebook) or "nyquist"
+    fourier_min_freq: float | None = None  # claims: lowest read-out (units of π); None: 3π/4
     robustness_freqs: int = 6           # frequencies in [0, 1] (units of pi)
     robustness_protocol: str = "paper"  # "paper" (FreqAttack square band) or "radial"
     robustness_eps: float = 0.5         # paper protocol: sign-noise amplitude (normalized pixels)

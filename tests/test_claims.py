@@ -459,3 +459,10 @@ def test_cka_stage_stat_matches_the_cka_matrix():
     got = C.cka_stage_stat(pairs, 4)(np.mean(hb, axis=0).reshape(1, -1))[0]
     m = cka_from_hsic(np.mean(hb, axis=0))
     assert got == pytest.approx((m[0, 1] + m[2, 3]) / 2 - m[1, 2], rel=1e-12)
+
+
+def test_fourier_min_freq_is_an_analyze_setting():
+    from landscape.analyze_config import make_config
+    assert make_config().fourier_min_freq is None  # the claims' FOURIER_MIN_FREQ, 3π/4
+    assert C.FOURIER_MIN_FREQ == 0.75
+    assert make_config(overrides={"fourier_min_freq": 0.5}).fourier_min_freq == 0.5

@@ -121,12 +121,14 @@ def grid_segments(grids: Sequence[int]) -> list[list[int]]:
 
 def plot_high_frequency(results: Sequence[Any], stem: PathLike,
                         labels: Sequence[str] | None = None,
-                        min_freq: float = 0.75) -> FigureFiles:
+                        min_freq: float | None = None) -> FigureFiles:
     """ΔlogA at the high read-out frequency per block vs normalized depth, MSA shaded (the paper
     notebook's Fig. 2a/8 style): one line per resolution segment, never across a grid change (the
     read-out frequency changes there), each segment labelled with its map size and frequency;
-    segments read below ``min_freq`` π (e.g. π/2 on a 4×4 map: no high frequency) are dashed
-    and grey. The y label names the frequency."""
+    segments read below ``min_freq`` π (default: the claims' ``FOURIER_MIN_FREQ``, 3π/4; e.g.
+    π/2 on a 4×4 map: no high frequency) are dashed and grey. The y label names the frequency."""
+    from ...claims.features import FOURIER_MIN_FREQ
+    min_freq = FOURIER_MIN_FREQ if min_freq is None else min_freq
     rs = [_load(r, "fourier") for r in results]
     labels = result_labels(rs, labels)
     freqs = sorted({lab for r in rs for lab in r.high_frequency_labels})
