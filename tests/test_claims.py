@@ -466,3 +466,13 @@ def test_fourier_min_freq_is_an_analyze_setting():
     assert make_config().fourier_min_freq is None  # the claims' FOURIER_MIN_FREQ, 3π/4
     assert C.FOURIER_MIN_FREQ == 0.75
     assert make_config(overrides={"fourier_min_freq": 0.5}).fourier_min_freq == 0.5
+
+
+def test_a_model_missing_from_a_section_is_named():
+    s = _blocks([-1.0, -1.0, -1.0])
+    s["models"].append(entry("vit_s9", "vit_tiny", 9, "vit"))
+    c = by_id(s)["fourier-msa-vit"]
+    assert "vit_s9: no fourier results" in c.dropped and c.n == 3
+    single = _cka_section(lambda: np.eye(3), [0, 0, 0], seeds=1)
+    c = by_id(single)["stage-cka"]
+    assert c.verdict == NOT_MEASURED and c.dropped == ["r_s0: single stage"]

@@ -116,3 +116,17 @@ def test_the_hessian_operator_takes_the_soft_targets_of_the_paper_transform():
     from landscape.curvature.l2 import l2_hessian
     l2 = l2_hessian(list(m.parameters()), 0.05, "paper").matmat(torch.eye(n, dtype=torch.float64))
     assert torch.allclose(got, ref + l2, atol=1e-10)
+
+
+def test_the_spectrum_runs_on_the_paper_transform(tmp_path):
+    from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
+
+    class Data:
+        images = torch.cat([X, X.flip(-1)])
+        labels = torch.tensor([0, 2, 1, 0])
+        num_classes = 3
+    imgs, targets, aug, _ = paper_loss_data(True, Data, None, 0, SPEC)
+    cfg = SpectrumConfig(k=1, batch_size=2, n_batches=2, wd=0.05, l2="paper", tol=1e-6,
+                         max_iter=20, mode="double_backward")
+    r = max_eigenvalue_spectrum(tiny(), imgs, targets, cfg, out=tmp_path / "s.h5")
+    assert r.finished.all() and np.isfinite(r.eigenvalues).all()

@@ -162,7 +162,8 @@ def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
         labs = [lab for lab in found if models.get(lab, {"family": ""})["family"] == fam]
         evs = [found[lab][0] for lab in labs if found[lab][0] is not None]
         per_model = {lab: found[lab][1] for lab in labs if found[lab][1] is not None}
-        dropped = [d for lab in labs for d in found[lab][2]]
+        dropped = [d for lab in labs for d in found[lab][2]] + (
+            missing_models(summary, section, models, (fam,)) if fam else [])
         freqs = sorted({f for lab in labs for f in found[lab][3]})
         fname = family_name(fam) if fam else ""
         where = f" in {fname} models" if fam else ""
@@ -318,7 +319,8 @@ def claim_stage_cka(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim
                  "stage", "mean CKA within stages minus across stages, at equal depth distance",
                  "within > across (effect > 0)", "cka", evs, +1, "batches",
                  "no multi-stage model with per-batch CKA" if _section(summary, "cka")
-                 else "no CKA results", seed, n_boot, per_model)
+                 else "no CKA results", seed, n_boot, per_model,
+                 dropped=[f"{k}: {v}" for k, v in per_model.items()])
 
 
 def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
@@ -347,6 +349,7 @@ def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Cl
             continue
         acc = np.array([b["groups"] for b in end + other], dtype=np.float64).T
         if len(acc) != len(base):
+            per_model[lab] = "block and baseline group counts differ"
             continue
         k = len(end)
         info = models.get(lab, {"arch": lab, "seed": None})
@@ -360,4 +363,5 @@ def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Cl
                  "accuracy loss removing the last MSA of each stage minus removing the other MSAs",
                  "end-of-stage loss > other loss (effect > 0)", "lesion", evs, +1,
                  "image groups", "no model with several MSAs in several stages"
-                 if _section(summary, "lesion") else "no lesion results", seed, n_boot, per_model)
+                 if _section(summary, "lesion") else "no lesion results", seed, n_boot, per_model,
+                 dropped=[f"{k}: {v}" for k, v in per_model.items()])
