@@ -444,9 +444,15 @@ def format_summary_table(summary: Summary | Mapping[str, Any],
     claims = list(evaluate_claims(summary) if claims is None else claims)
     crow = []
     for c in claims:
-        d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
-        crow.append([c.id, c.verdict, d])
-    out.append(_text_table(["claim", "verdict", "numbers"], crow))
+        if c.effect is not None and c.interval:
+            d = (f"{fmt_number(c.effect, 3)} [{fmt_number(c.interval[0], 3)}, "
+                 f"{fmt_number(c.interval[1], 3)}]")
+        else:
+            d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
+        crow.append([c.id, c.verdict, d, f"{c.pairs[0]}/{c.pairs[1]}" if c.pairs else "—",
+                     str(len(c.dropped)) if c.dropped else ""])
+    out.append(_text_table(["claim", "verdict", "effect [95% CI] or why", "pairs", "dropped"],
+                           crow))
     for lab in labels:
         why = cka_not_applicable(sec("cka", lab)) if sec("cka", lab) else ""
         if why:
