@@ -78,6 +78,7 @@ class AnalyzeConfig:
     samples: int = 500
     batch_size: int = 250
     fourier_readout: str = _d("fourier_readout")
+    fourier_min_freq: float | None = None  # claims: lowest read-out (units of π); None: 3π/4
     robustness_freqs: int = _d("robustness_freqs")
     robustness_protocol: str = _d("robustness_protocol")
     robustness_eps: float = _d("robustness_eps")
@@ -98,6 +99,9 @@ class AnalyzeConfig:
     surface_augment: bool = LOSS_PRESETS["paper"]["augment"]
     surface_wd: float | None = LOSS_PRESETS["paper"]["wd"]  # None: the training weight decay
     surface_plan: str = _d("surface_plan")
+    # surface and Hessian on the paper's training transform: Mixup/CutMix + label smoothing,
+    # soft-target NLL (landscape.paper_loss); the paper budget also sets both wd to 0.05
+    paper_loss: bool = False
     # Hessian (training images)
     spectrum_batches: int = 16
     spectrum_batch_size: int = _d("spectrum_batch_size")
@@ -130,7 +134,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                   surface_grid="-1:1:41", surface_ygrid="-1:1:41", spectrum_batches=0,
                   curvature_samples=2048,
                   trace_products=199, density_probes=8, density_steps=100,
-                  robustness_freqs=21),
+                  robustness_freqs=21, paper_loss=True, surface_wd=0.05, hessian_wd=0.05),
 }
 
 

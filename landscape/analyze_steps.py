@@ -81,17 +81,19 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     from . import distributed as D
     from .curvature.estimates import curvature_estimates
     from .curvature.results import DensityResult
+    from .paper_loss import paper_loss_data
     from .reporting.plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
     wd, augment, recipe = _l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
+    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, pool, augment, cfg.seed)
     scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
                           n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
                           wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
                           max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
-    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": repr(augment)}
+    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": transform}
     spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
-        net, pool.images, pool.labels, scfg, out=p, augment=augment, progress=progress),
+        net, images, labels, scfg, out=p, augment=augment, progress=progress),
         SpectrumResult.load, collective=True, resumable=True)
 
     cs = curvature_settings(cfg, wd)
@@ -99,9 +101,9 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
 
     def curvature(p: Path) -> dict[str, Any]:
         res, dens, op_config = curvature_estimates(
-            net, pool.images, pool.labels, cs, augment=augment, distributed=True,
+            net, images, labels, cs, augment=augment, distributed=True,
             say=lambda what: _say(progress and D.is_writer(), f"{tag} {what}"))
-        res.update(wd=wd, l2=cs.l2, augment=repr(augment), density=dens is not None)
+        res.update(wd=wd, l2=cs.l2, augment=transform, density=dens is not None)
         if D.is_writer():
             dens_file = p.with_name("density.h5")
             if dens is not None:
@@ -116,7 +118,7 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
             DensityResult.load(p.with_name("density.h5"))  # a torn file fails here, named
         return read_json(p)
 
-    ckey = {**key, "curvature": dataclasses.asdict(cs), "augment": repr(augment)}
+    ckey = {**key, "curvature": dataclasses.asdict(cs), "augment": transform}
     curv, r2 = cache.get("curvature.json", ckey, curvature, load_curvature,
                          companions=("density.h5",) if with_density else (), collective=True)
     files = []
@@ -124,7 +126,7 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         files = plot_slq_density(cache.folder / "density.h5",
                                  fig_dir / "hessian" / label / "density", title=label)
     return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
-            "wd": wd, "augment": repr(augment), "recipe_source": recipe["source"]}, \
+            "wd": wd, "augment": transform, "recipe_source": recipe["source"]}, \
         r1 and r2, {"hessian": files}
 
 
@@ -158,10 +160,12 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     from . import directions as D
     from . import distributed as dist
     from . import surface as S
+    from .paper_loss import paper_loss_data
     from .reporting.plots.surface import plot_surface
     data = sets["surface"]
     plan = surface_plan(cfg.surface_plan)
     wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
+    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, data, augment, cfg.seed)
     quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
     xs = S.parse_grid(cfg.surface_grid)
     ys = S.parse_grid(cfg.surface_ygrid) if cfg.surface_ygrid else None
@@ -171,7 +175,7 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
         name = "surface.h5" if i == 0 else f"surface_p{i}.h5"
         skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
                 "directions": f"{cfg.surface_norm}-normalized, weights, biasbn=False",
-                "seeds": list(seeds), "wd": wd, "augment": repr(augment),
+                "seeds": list(seeds), "wd": wd, "augment": transform,
                 **({"plan": cfg.surface_plan} if cfg.surface_plan else {})}
 
         def compute(p: Path, seeds=seeds, skey=skey) -> Any:
@@ -182,7 +186,7 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
                 S.write_directions_file(p.with_name(p.stem + "_directions.h5"), dirs,
                                         {"seed": seeds[0],
                                          "identity": json.dumps(skey, default=str)})
-            return S.compute_surface(net, dirs, data.images, data.labels, xs, ys, p,
+            return S.compute_surface(net, dirs, images, labels, xs, ys, p,
                                      split="train", identity={"key": json.dumps(skey, default=str)},
                                      eval_identity={"n": len(data)}, wd=wd, augment=augment,
                                      aug_seed=cfg.seed, progress=progress, **plan)
@@ -194,7 +198,7 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     files = (plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
                           quantities=[quantity], label=label) if dist.is_writer() else [])
     return {"planes": planes, "seeds": [cfg.seed + 2 * i for i in range(len(planes))],
-            "quantity": quantity, "wd": wd, "augment": repr(augment),
+            "quantity": quantity, "wd": wd, "augment": transform,
             "recipe_source": recipe["source"]}, reused_all, {"landscape": files}
 
 

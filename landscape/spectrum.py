@@ -104,14 +104,16 @@ class SpectrumResult:
         return self.eigenvalues[self.finished].reshape(-1)
 
     def per_batch(self) -> dict[str, list[float]]:
-        """Per finished batch: ``lambda_max`` (largest of its top-k) and ``lambda_min`` (its most
-        negative eigenvalue; NaN when not computed): the evidence format ``claims`` reads as
+        """Per finished batch: ``lambda_max`` (largest of its top-k), ``lambda_min`` (its most
+        negative eigenvalue; NaN when not computed) and ``negative_top_k`` (how many of its
+        ``top_k`` values are negative): the evidence format ``claims`` reads as
         ``summary["hessian"][label]["per_batch"]``."""
         fin = self.finished
         lmin = self.min_eigenvalue[fin] if self.min_eigenvalue is not None \
             else np.full(int(fin.sum()), np.nan)
-        return {"lambda_max": self.eigenvalues[fin].max(axis=1).tolist(),
-                "lambda_min": [float(v) for v in lmin]}
+        top = self.eigenvalues[fin]
+        return {"lambda_max": top.max(axis=1).tolist(), "lambda_min": [float(v) for v in lmin],
+                "negative_top_k": (top < 0).sum(axis=1).tolist(), "top_k": int(top.shape[1])}
 
     def summary(self) -> dict[str, Any]:
         """The paper's two numbers (share of negative top-k values, mean of the positive ones),

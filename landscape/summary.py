@@ -7,10 +7,19 @@ analysis (``hessian``, ``surface``, ``fourier``, ``variance``, ``robustness``, `
 ``lesion``: model label -> that analysis's summary numbers), ``figures`` (section -> relative
 PNG paths), ``claims``, ``timing``, ``versions``, ``created`` and ``wall_time_s``.
 
+Typed all the way down: every section is parsed on read into one frozen dataclass per model
+entry (:class:`HessianEntry`, :class:`SurfaceEntry`, :class:`BlocksEntry` for ``fourier`` and
+``variance``, :class:`RobustnessEntry`, :class:`CkaEntry`, :class:`LesionEntry`), reached by
+``summary.entries(section)``. Parsing validates the structure (an object where an object
+belongs, a list of numbers where numbers belong) and refuses a malformed file with one line
+naming the field; a field that is merely absent stays ``None`` and the claim that needs it says
+so (``Claim.dropped``). Keys a class does not name are kept in its ``extra``.
+
 A :class:`Summary` is also a read-only mapping over that JSON object, so code written against
 the file's keys reads it unchanged. :func:`as_summary` refuses a summary of another schema
-version with one line saying what to do; version 1 is the first versioned layout (a file without
-``schema_version`` predates it).
+version with one line saying what to do. Versions: 1, the first versioned layout (a file without
+``schema_version`` predates it); 2, typed sections and claim rows per family (``flatness-vit``,
+``fourier-msa-hybrid``, ...) with seed-level intervals, pair counts and dropped evidence.
 """
 from __future__ import annotations
 
@@ -22,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LandscapeError
+from .summary_sections import ENTRY_TYPES, parse_section
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 SECTIONS = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")
 
 
@@ -72,6 +82,13 @@ class Summary(Mapping):
     created: str | None = None
     wall_time_s: float | None = None
     schema_version: int = SUMMARY_VERSION
+    typed: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def entries(self, section: str) -> dict[str, Any]:
+        """label -> the typed entry of ``section`` (empty when the section is absent)."""
+        if section not in ENTRY_TYPES:
+            raise KeyError(section)
+        return self.typed.get(section, {})
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Summary:
@@ -88,9 +105,10 @@ class Summary(Mapping):
         for key in ("settings", "figures", "timing", "versions", *SECTIONS):
             if d.get(key) is not None and not isinstance(d[key], Mapping):
                 raise LandscapeError(f"summary: {key} must be a JSON object")
+        sections = {k: dict(d[k]) for k in SECTIONS if d.get(k) is not None}
         return cls(models=tuple(ModelSummary.from_json(m) for m in d.get("models") or ()),
-                   settings=dict(d.get("settings") or {}),
-                   sections={k: dict(d[k]) for k in SECTIONS if d.get(k) is not None},
+                   settings=dict(d.get("settings") or {}), sections=sections,
+                   typed={k: parse_section(k, v) for k, v in sections.items()},
                    figures=dict(d.get("figures") or {}), claims=list(d.get("claims") or []),
                    timing=dict(d.get("timing") or {}), versions=dict(d.get("versions") or {}),
                    created=d.get("created"), wall_time_s=d.get("wall_time_s"),

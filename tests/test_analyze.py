@@ -90,9 +90,12 @@ def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
     assert summary["cka"]["resnet_tiny"]["matched_distance"][0]["distance"] == 1
     assert len(summary["lesion"]["vit_tiny"]["baseline_groups"]) == 8
     cl = {c["id"]: c for c in summary["claims"]}
-    assert cl["fourier-msa"]["n"] == 1 and len(cl["fourier-msa"]["interval"]) == 2
-    assert cl["fourier-conv"]["n"] == 1  # resnet_tiny's second units keep the grid
-    assert cl["fourier-msa"]["extra"]["bootstrap"]["seed"] == 0
+    assert cl["fourier-msa-vit"]["n"] == 1 and len(cl["fourier-msa-vit"]["interval"]) == 2
+    assert cl["fourier-conv-cnn"]["n"] == 1  # resnet_tiny's second units keep the grid
+    assert cl["fourier-msa-vit"]["extra"]["bootstrap"]["seed"] == 0
+    assert cl["fourier-msa-vit"]["verdict"] != "agrees"  # one checkpoint: no seed-level interval
+    h = summary["hessian"]["vit_tiny"]["per_batch"]
+    assert h["top_k"] == 2 and len(h["negative_top_k"]) == len(h["lambda_max"])
     assert "effect [95% CI]" in (out / "report.html").read_text()
     p = _Imgs()
     p.feed((out / "report.html").read_text())

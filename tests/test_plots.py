@@ -121,3 +121,28 @@ def test_depth_panels_legend_outside_data(tmp_path):
         assert leg is not None
         lb, ab = leg.get_window_extent(), ax.get_window_extent()
         assert lb.x0 >= ab.x1 - 1, "legend overlaps the data area"
+
+
+def test_fourier_plot_has_one_line_per_resolution_segment(tmp_path):
+    from types import SimpleNamespace
+    grids = [28, 28, 14, 14, 14, 7, 4, 4]
+    labels = {28: "13π/14", 14: "13π/14", 7: "6π/7", 4: "π/2"}
+    at = {28: 13 / 14, 14: 13 / 14, 7: 6 / 7, 4: 0.5}
+    r = SimpleNamespace(names=[f"b{i}" for i in range(8)], n_images=10,
+                        kinds=["input", "embed", "conv", "msa", "mlp", "conv", "msa", "mlp"],
+                        depth=np.linspace(0, 1, 8), high_frequency=np.arange(8.0),
+                        high_frequency_at=np.array([at[g] for g in grids]),
+                        high_frequency_labels=[labels[g] for g in grids],
+                        grid=lambda i: grids[i])
+    assert PF.grid_segments(grids) == [[0, 1], [2, 3, 4], [5], [6, 7]]
+    files = PF.plot_high_frequency([r], tmp_path / "hf", ["m"])
+    ax = [a for a in files.axes if a.get_title().startswith("m")][0]
+    lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 0]
+    assert [len(ln.get_xdata()) for ln in lines] == [2, 3, 1, 2]  # no line across a grid change
+    assert lines[-1].get_linestyle() == "--"                        # 4x4: π/2, no high frequency
+    assert "ΔlogA" in ax.get_ylabel() and "frequency" in ax.get_ylabel()
+    assert ax.get_xlabel() == "normalized depth"
+    one = SimpleNamespace(**{**vars(r), "high_frequency_labels": ["6π/7"] * 8})
+    files = PF.plot_high_frequency([one], tmp_path / "hf1", ["m"])
+    ax = [a for a in files.axes if a.get_title().startswith("m")][0]
+    assert ax.get_ylabel() == "ΔlogA at 6π/7"

@@ -84,9 +84,9 @@ def make_run(out: Path, sections=None) -> dict:
         "surface": {lab: {"center_loss": 0.3, "mean_loss_increase": v, "radius": 1.0,
                           "grid": [11, 11]}
                     for lab, v in zip(LABELS, [3.0, 0.8, 1.2], strict=True)},
-        "fourier": {"resnet_tiny": {"blocks": _blocks(conv, "dlogA_pi", [0, .5, 1, 1.5, 2, 1])},
-                    "vit_tiny": {"blocks": _blocks(vit, "dlogA_pi", [0, -1, 0, -.5, 0, 0])},
-                    "alternet_tiny": {"blocks": _blocks(alt, "dlogA_pi", [0, 1, .2, 1, .1, 0])}},
+        "fourier": {"resnet_tiny": {"blocks": _blocks(conv, "dlogA_hf", [0, .5, 1, 1.5, 2, 1])},
+                    "vit_tiny": {"blocks": _blocks(vit, "dlogA_hf", [0, -1, 0, -.5, 0, 0])},
+                    "alternet_tiny": {"blocks": _blocks(alt, "dlogA_hf", [0, 1, .2, 1, .1, 0])}},
         "variance": {"resnet_tiny": {"blocks": _blocks(conv, "variance", [1, 2, 3, 4, 5, 1])},
                      "vit_tiny": {"blocks": _blocks(vit, "variance", [1, .5, 2, 1, 3, 1])},
                      "alternet_tiny": {"blocks": _blocks(alt, "variance", [1, 3, 2, 4, 1, 1])}},
@@ -395,3 +395,32 @@ def test_wide_figures_take_the_page_width(tmp_path):
     # per-model figures of a section with a shared figure are folded under it
     assert "figures per model (6)" in html_text  # landscape: contour + 3-D of three models
     assert html_text.count("figures per model") == 1
+
+
+def test_claim_rows_per_family_show_pairs_dropped_evidence_and_the_loss(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    fams = {"resnet_tiny": ("cnn", 50.0), "vit_tiny": ("vit", 5.0),
+            "alternet_tiny": ("hybrid", 400.0)}
+    models, hess, surf = [], {}, {}
+    for arch, (fam, lam) in fams.items():
+        for s in range(3):
+            lab = f"{arch}_s{s}"
+            models.append({"label": lab, "arch": arch, "seed": s, "family": fam})
+            lmax = (lam * (1 + 0.05 * rng.normal(size=8))).tolist()
+            hess[lab] = {"per_batch": {"lambda_max": lmax, "lambda_min": [-1.0] * 8},
+                         "loss": "NLL + wd * sum_p ||p||_2", "wd": 0.05, "wd_source": "paper"}
+            surf[lab] = {"loss": "soft-target NLL + wd * sum_p ||p||_2", "wd": 0.05,
+                         "transform": "mixup 0.8, cutmix 0.8, label smoothing 0.1"}
+    hess["vit_tiny_s1"]["per_batch"]["lambda_max"][2] = -3.0
+    summary = {"schema_version": SUMMARY_VERSION, "models": models, "hessian": hess,
+               "surface": surf}
+    p = _parse(write_report(tmp_path, summary))
+    claims = p.text_by_section["claims"]
+    for cid in ("flatness-vit", "flatness-hybrid", "lambda-ratio-vit"):
+        assert cid in claims
+    assert "9/9 pairs the paper's way" in claims and "0/9 pairs the paper's way" in claims
+    assert "vit_tiny_s1: 1 of 8 batches with λmax <= 0 or no λmin" in claims
+    assert "dropped" in claims
+    settings = p.text_by_section["settings"]
+    assert "NLL + 0.05·Σ‖p‖₂" in settings and "label smoothing 0.1" in settings

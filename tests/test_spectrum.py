@@ -276,7 +276,8 @@ def test_per_batch_evidence_for_claims():
     ev = np.array([[3.0, -1.0], [np.nan, np.nan], [5.0, 2.0]])
     r = S.SpectrumResult(ev, ev * 0, np.array([4, -1, 6]), np.zeros((3, 2), int), {},
                          min_eigenvalue=np.array([-1.5, np.nan, -0.5]))
-    assert r.per_batch() == {"lambda_max": [3.0, 5.0], "lambda_min": [-1.5, -0.5]}
+    assert r.per_batch() == {"lambda_max": [3.0, 5.0], "lambda_min": [-1.5, -0.5],
+                             "negative_top_k": [1, 0], "top_k": 2}
     s = r.summary()
     assert s["lambda_min_negative_share"] == 1.0
     assert s["median_abs_min_over_max"] == pytest.approx(np.median([1.5 / 3, 0.5 / 5]))

@@ -56,7 +56,7 @@ def test_malformed_summaries_are_refused():
 
 def test_claims_read_the_typed_summary_and_the_json_alike():
     # Hessian evidence of a CNN and a ViT: the effects are known by hand (flatness: mean ViT
-    # lambda_max 2 minus mean CNN 5; negative eigenvalues: mean max(-lmin, 0) / lmax per batch,
+    # lambda_max 2 minus mean CNN 5; lambda ratio: median per checkpoint of max(-lmin, 0) / lmax,
     # (0.5 + 0.5/3) / 2 - (1/4 + 1/6) / 2 = 0.125), so a claim that misread either form fails.
     raw = {**RAW, "models": [*RAW["models"], {"label": "b", "arch": "vit_tiny", "seed": 0,
                                               "family": "vit"}],
@@ -66,7 +66,47 @@ def test_claims_read_the_typed_summary_and_the_json_alike():
     typed = Summary.from_json(raw)
     for form in (raw, typed, json.loads(json.dumps(typed.to_json()))):
         got = {c["id"]: c for c in (c.to_dict() for c in evaluate_claims(form, n_boot=20))}
-        assert got["flatness"]["effect"] == pytest.approx(-3.0) and got["flatness"]["n"] == 2
-        assert got["negative-eigenvalues"]["effect"] == pytest.approx(0.125)
-        assert got["flatness"]["extra"]["bootstrap"]["seed"] == 3
-        assert got["robustness"]["verdict"] == "not measured"
+        assert got["flatness-vit"]["effect"] == pytest.approx(-3.0)
+        assert got["lambda-ratio-vit"]["effect"] == pytest.approx(0.125)
+        assert got["flatness-vit"]["extra"]["bootstrap"]["seed"] == 3
+        assert all(c["verdict"] == "not measured" for i, c in got.items()
+                   if i.startswith("robustness"))
+
+
+def test_sections_are_typed_all_the_way_down():
+    from landscape.summary_sections import Block, BlocksEntry, HessianEntry, PerBatch
+    raw = {**RAW, "hessian": {"a": {"top_eigenvalues": [2.0, 1.0],
+                                    "per_batch": {"lambda_max": [2.0, 3.0],
+                                                  "lambda_min": [-1.0, None],
+                                                  "negative_top_k": [1, 0], "top_k": 5}}},
+           "fourier": {"a": {"readout": "paper", "blocks": [
+               {"name": "input", "kind": "input", "depth": 0.0, "grid": 8, "freq": 0.75,
+                "freq_label": "3π/4", "groups": [1.0, 2.0], "dlogA_hf": 1.5}]}}}
+    s = Summary.from_json(raw)
+    h = s.entries("hessian")["a"]
+    assert isinstance(h, HessianEntry) and isinstance(h.per_batch, PerBatch)
+    assert h.per_batch.lambda_min == (-1.0, None) and h.per_batch.top_k == 5
+    f = s.entries("fourier")["a"]
+    assert isinstance(f, BlocksEntry) and isinstance(f.blocks[0], Block)
+    assert f.blocks[0].grid == 8 and f.blocks[0].extra == {"dlogA_hf": 1.5}
+    assert f.to_json() == raw["fourier"]["a"] and h.to_json() == raw["hessian"]["a"]
+    assert s.entries("surface") == {}
+
+
+@pytest.mark.parametrize("section, entry, field", [
+    ("hessian", {"per_batch": {"lambda_max": "big"}}, "hessian.a.per_batch.lambda_max"),
+    ("hessian", {"per_batch": [1]}, "hessian.a.per_batch"),
+    ("surface", {"planes": [{"increase": [1, "x"]}]}, r"surface.a.planes\[0\].increase\[1\]"),
+    ("fourier", {"blocks": {"x": 1}}, "fourier.a.blocks"),
+    ("robustness", {"groups": {"acc": [[0.5], 3]}}, r"robustness.a.groups.acc\[1\]"),
+    ("lesion", {"baseline_acc": "high"}, "lesion.a.baseline_acc"),
+])
+def test_malformed_entries_are_refused_naming_the_field(section, entry, field):
+    with pytest.raises(LandscapeError, match=f"summary: {field} must be"):
+        Summary.from_json({**RAW, section: {"a": entry}})
+
+
+def test_version_1_is_refused():
+    assert SUMMARY_VERSION == 2
+    with pytest.raises(LandscapeError, match="schema version 1; this landscape reads version 2"):
+        Summary.from_json({**RAW, "schema_version": 1})

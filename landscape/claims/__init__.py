@@ -4,59 +4,96 @@
 by ``landscape analyze`` and returns one :class:`Claim` per claim of "How Do Vision Transformers
 Work?" (Park & Kim, 2022) that the analyses can test.
 
-Evidence and effect
--------------------
+Rows
+----
+One row per family, never pooled across families (a pooled row hid a clean ViT result behind a
+hybrid that was not flatter): every between-family claim has one row per challenger family
+against the CNN (``flatness-vit``, ``flatness-hybrid``, ...; ViT and hybrid always, any other
+non-CNN family when present), every within-model claim one row per family that has the block kind
+(``fourier-msa-vit``, ``fourier-msa-hybrid``, ``fourier-conv-cnn``, ...). ``Claim.group`` names
+the claim a row belongs to, ``Claim.family`` the family. Families come from each model entry's
+``family`` (the model zoo's arch metadata: ``cnn``, ``vit``, ``hybrid``). No pooled row is
+emitted; the report groups the rows of one claim together.
+
+Evidence, effect and interval (seeds are the top level)
+-------------------------------------------------------
 Every claim is an *effect* with a predicted sign, measured on checkpoints (each model entry of
-``summary["models"]`` carries ``arch`` and ``seed``; several seeds of one architecture are
-independent replicates). Each checkpoint contributes resampling *units* (groups of images, Hessian
-mini-batches, CKA mini-batches, random surface planes) and a statistic of the mean over its units.
+``summary["models"]`` carries ``arch``, ``seed`` and ``family``; several seeds of one
+architecture are independent replicates). Each checkpoint contributes resampling *units* (groups
+of images, Hessian mini-batches, random surface planes) and a value: a statistic of its units.
 
-* within-model claims (Fourier, variance, CKA, lesion): effect = mean over checkpoints of the
-  checkpoint's value (e.g. the mean change of ΔlogA across its MSA blocks);
-* between-family claims (flatness, negative eigenvalues, robustness): effect = mean over the
-  challenger checkpoints (ViT, or ViT and hybrid) minus mean over the CNN checkpoints.
+* within-model claims (Fourier, variance, CKA, lesion): effect = mean over the family's
+  checkpoints of the checkpoint's value (e.g. the mean change of ΔlogA across its MSA blocks);
+* between-family claims (flatness, negative eigenvalues, λmin/λmax, robustness): effect = mean
+  over the challenger family's checkpoints minus mean over the CNN checkpoints.
 
-Interval: a two-level percentile bootstrap (``N_BOOT`` replicates, seeded; the seed is recorded
-in every claim's ``extra["bootstrap"]``): in each replicate the seeds of every architecture are
-resampled with replacement, then each drawn checkpoint's units with replacement. The 95% interval
-is the 2.5 / 97.5 percentiles of the replicated effect. (Models see the same images, but units are
-resampled independently per checkpoint, which can only widen the interval.)
+Interval: the hull (the wider of the two on each side) of
+
+1. the **t-interval over checkpoints** (the seed level): within a model ``mean ± t(n-1)·s/√n``
+   over the n checkpoint values; between families Welch's interval for the difference of the two
+   family means (Welch-Satterthwaite degrees of freedom); and
+2. the two-level percentile bootstrap (``N_BOOT`` replicates, seeded; the seed is recorded in
+   ``extra["bootstrap"]``): seeds of every architecture resampled, then each drawn checkpoint's
+   units. It adds the within-checkpoint noise where that is larger.
+
+So the interval is never narrower than the t-interval over per-seed effects. With only ONE
+checkpoint on a side there is no seed-level interval: the interval shown is the bootstrap over
+units alone and the verdict is at most ``inconclusive`` (``extra["seed_level"]`` is False).
+``extra`` keeps both intervals (``t_interval``, ``bootstrap_interval``).
 
 Rules (``direction`` is the sign the paper predicts for the effect)
 -------------------------------------------------------------------
 ``agrees``
-    the interval excludes 0 on the paper's side AND the effect computed on each seed alone (the
-    checkpoints with that seed) has the predicted sign, for every seed (for family comparisons
-    whose families share no seed: for every pair of a challenger and a CNN checkpoint);
+    the interval excludes 0 on the paper's side AND a majority of the checkpoint pairs point the
+    paper's way: between families all (challenger, CNN) pairs of checkpoints, whatever their
+    seed numbers (architectures trained with the same seed number are not paired); within a
+    model all checkpoints. ``Claim.pairs`` = [pointing the paper's way, all], e.g. 23/25;
 ``disagrees``
-    the interval excludes 0 on the other side;
+    the interval excludes 0 on the other side and a majority of the pairs point that way;
 ``inconclusive``
-    otherwise (the interval contains 0, or the seeds disagree in direction);
+    otherwise (the interval contains 0, the pairs are split, or no seed-level interval);
 ``not measured``
-    no valid comparison (no block compared at an unchanged grid, no model of a family, no evidence
-    field, fewer than ``MIN_PLANES`` surface planes).
+    no valid comparison (no block compared at an unchanged grid and a high enough frequency, no
+    model of a family, no evidence field, fewer than ``MIN_PLANES`` surface planes).
+
+Evidence a rule leaves out is named in ``Claim.dropped`` (and the report): a model without the
+field, a batch with λmax <= 0, a block not at an unchanged grid, a Fourier comparison read below
+the frequency threshold ("no high frequency on a 4×4 map").
 
 Claims and their quantities
 ---------------------------
-``flatness``               λmax per Hessian mini-batch; ViT/hybrid minus CNN, predicted < 0.
-``flatness-surface``       loss increase over the centre, per random plane, averaged over the
-                           reported radii; ViT/hybrid minus CNN, predicted < 0. Needs at least
-                           ``MIN_PLANES`` planes per model (no single plane decides).
-``negative-eigenvalues``   per batch ``max(-λmin, 0) / λmax`` (size of the negative curvature
-                           relative to the top one); ViT minus CNN, predicted > 0. The share of
-                           batches with λmin < 0 is reported beside it.
-``fourier-msa|conv|mlp``   change of the high-frequency ΔlogA across each block of the kind,
-                           block output minus the preceding output ON THE SAME GRID only;
-                           predicted < 0 for MSA (low-pass), > 0 for Conv and MLP.
-``variance-msa|conv|mlp``  log ratio of the feature-map variance across each block of the kind,
-                           same grid only; predicted < 0 for MSA, > 0 for Conv and MLP.
-``robustness``             accuracy drop (clean minus mean over the highest ``HIGH_BAND_FRACTION``
-                           of the noise frequencies), per image group; ViT minus CNN, < 0.
-``stage-cka``              multi-stage models: mean CKA of within-stage pairs minus across-stage
-                           pairs AT EQUAL DEPTH DISTANCE (averaged over the distances that have
-                           both), from per-batch HSIC; predicted > 0.
-``stage-lesion``           accuracy loss from removing the last MSA of each stage minus that from
-                           removing the other MSAs, per image group; predicted > 0.
+``flatness-<family>``              λmax per Hessian mini-batch; family minus CNN, predicted < 0.
+``flatness-surface-<family>``      loss increase over the centre, per random plane, averaged
+                                   over the reported radii; family minus CNN, predicted < 0.
+                                   Needs at least ``MIN_PLANES`` planes per model.
+``negative-eigenvalues-<family>``  the paper's Fig. 4 statistic: per batch the share of negative
+                                   values among the top-5 eigenvalues by magnitude
+                                   (``per_batch.negative_top_k / top_k``; without per-batch counts
+                                   the spectrum's overall ``negative_share``, one unit); family
+                                   minus CNN, predicted > 0.
+``lambda-ratio-<family>``          second view: per checkpoint the MEDIAN over batches of
+                                   ``max(-λmin, 0) / λmax`` (batches with λmax <= 0 dropped and
+                                   named); family minus CNN, predicted > 0.
+``fourier-<kind>-<family>``        change of ΔlogA across each block of the kind, block output
+                                   minus the preceding output ON THE SAME GRID, counted only where
+                                   the read-out frequency is >= ``fourier_min_freq`` (default
+                                   ``FOURIER_MIN_FREQ`` = 0.75, i.e. 3π/4; an evaluate_claims
+                                   argument or the summary setting ``fourier_min_freq``, units
+                                   of π); predicted < 0 for MSA (low-pass), > 0 for Conv and MLP.
+                                   The row names the frequencies it read.
+``variance-<kind>-<family>``       log ratio of the feature-map variance across each block of the
+                                   kind, same grid only; predicted < 0 for MSA, > 0 Conv and MLP.
+``robustness-<family>``            accuracy drop (clean minus mean over the highest
+                                   ``HIGH_BAND_FRACTION`` of the noise frequencies), per image
+                                   group; family minus CNN, predicted < 0.
+``stage-cka``                      multi-stage models: mean CKA of within-stage pairs minus
+                                   across-stage pairs AT EQUAL DEPTH DISTANCE, from per-batch
+                                   HSIC; predicted > 0.
+``stage-lesion``                   accuracy loss from removing the last MSA of each stage minus
+                                   that from removing the other MSAs, per image group; > 0.
+
+A within-model claim with no block of its kind in any model keeps one not-measured row without a
+family suffix (``fourier-mlp``).
 
 Evidence format in the summary (per model label; a missing field makes the claim not measured)
 ---------------------------------------------------------------------------------------------
@@ -64,7 +101,9 @@ Evidence format in the summary (per model label; a missing field makes the claim
 ``seed`` to None = its own seed).
 
 ``hessian[label]["per_batch"]``: ``{"lambda_max": [λmax of batch b], "lambda_min": [most negative
-(smallest algebraic) eigenvalue of batch b]}``, one entry per mini-batch, equal lengths.
+(smallest algebraic) eigenvalue of batch b], "negative_top_k": [negative values among batch b's
+top-k], "top_k": k}``, one entry per mini-batch, equal lengths; ``hessian[label]["spectrum"]
+["negative_share"]`` the share over all batches.
 
 ``surface[label]["planes"]``: ``[{"seed": int, "radii": [r_1, ...], "increase": [loss increase
 over the centre at radius r_j, ...]}, ...]``, one entry per random plane (direction seeds), the
@@ -75,8 +114,8 @@ resamples planes, and ``extra["effect_per_radius"]`` shows the effect at each ra
 
 ``fourier[label]`` / ``variance[label]``: ``{"blocks": [{"name", "kind", "stage", "depth",
 "grid", "groups": [mean over the images of group g]}, ...]}`` in depth order (the input first),
-value ``dlogA_hf`` (ΔlogA at the read-out frequency ``freq``, labelled ``freq_label``) resp.
-``variance``.
+value ``dlogA_hf`` (ΔlogA at the read-out frequency ``freq`` in units of π, labelled
+``freq_label``) resp. ``variance``.
 
 ``robustness[label]``: ``{"freqs", "acc", "clean_acc", "groups": {"clean": [G], "acc": [[G] per
 frequency]}}``.
@@ -96,7 +135,9 @@ from .curvature import (
     MIN_PLANES,
     claim_flatness,
     claim_flatness_surface,
+    claim_lambda_ratio,
     claim_negative_eigenvalues,
+    negative_top_k_share,
     top_eigenvalue,
 )
 from .evidence import (
@@ -112,13 +153,16 @@ from .evidence import (
     Evidence,
     _finite,
     bootstrap_effect,
+    challenger_families,
     group_means,
     judge,
-    per_seed_effects,
+    pair_count,
+    seed_interval,
     verdict_rule,
 )
 from .evidence import _mean_col as _mean_col  # re-exported for the tests
 from .features import (
+    FOURIER_MIN_FREQ,
     HIGH_BAND_FRACTION,
     cka_stage_stat,
     claim_fourier,
@@ -131,33 +175,42 @@ from .features import (
     same_grid_pairs,
 )
 
-__all__ = ["AGREES", "CLAIMS", "DISAGREES", "GROUPS", "HIGH_BAND_FRACTION", "INCONCLUSIVE",
-           "LEVEL", "MIN_PLANES", "NOT_MEASURED", "N_BOOT", "VERDICTS", "Claim", "Evidence",
-           "bootstrap_effect", "cka_stage_stat", "claim_flatness", "claim_flatness_surface",
-           "claim_fourier", "claim_negative_eigenvalues", "claim_robustness", "claim_stage_cka",
+__all__ = ["AGREES", "CLAIMS", "DISAGREES", "FOURIER_MIN_FREQ", "GROUPS", "HIGH_BAND_FRACTION",
+           "INCONCLUSIVE", "LEVEL", "MIN_PLANES", "NOT_MEASURED", "N_BOOT", "VERDICTS", "Claim",
+           "Evidence", "bootstrap_effect", "challenger_families", "cka_stage_stat",
+           "claim_flatness", "claim_flatness_surface", "claim_fourier", "claim_lambda_ratio",
+           "claim_negative_eigenvalues", "claim_robustness", "claim_stage_cka",
            "claim_stage_lesion", "claim_variance", "claims_to_json", "evaluate_claims",
            "group_means", "high_frequency_drop", "judge", "matched_distance_pairs",
-           "per_seed_effects", "same_grid_pairs", "top_eigenvalue", "verdict_rule"]
+           "negative_top_k_share", "pair_count", "same_grid_pairs", "seed_interval",
+           "top_eigenvalue", "verdict_rule"]
 
 CLAIMS: tuple[Callable[..., Any], ...] = (
-    claim_flatness, claim_flatness_surface, claim_negative_eigenvalues, claim_fourier,
-    claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion)
+    claim_flatness, claim_flatness_surface, claim_negative_eigenvalues, claim_lambda_ratio,
+    claim_fourier, claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion)
 
 
 def evaluate_claims(summary: Summary | Mapping[str, Any], seed: int | None = None,
-                    n_boot: int | None = None) -> list[Claim]:
+                    n_boot: int | None = None, fourier_min_freq: float | None = None
+                    ) -> list[Claim]:
     """One :class:`Claim` per claim row, in the paper's order, from a summary of the current
     schema (:func:`landscape.summary.as_summary`; an older one is refused). ``seed`` (default:
     the summary's ``settings.seed``, else 0) seeds every bootstrap and is recorded in each
-    claim."""
+    claim; ``fourier_min_freq`` (units of π; default the summary's ``settings.fourier_min_freq``,
+    else ``FOURIER_MIN_FREQ`` = 0.75) is the lowest read-out frequency a Fourier comparison
+    counts at."""
     summary = as_summary(summary)
     if seed is None:
         s = summary.settings.get("seed")
         seed = int(s) if _finite(s) else 0
     n_boot = N_BOOT if n_boot is None else int(n_boot)
+    if fourier_min_freq is None:
+        f = summary.settings.get("fourier_min_freq")
+        fourier_min_freq = float(f) if _finite(f) else FOURIER_MIN_FREQ
     out: list[Claim] = []
     for rule in CLAIMS:
-        r = rule(summary, seed, n_boot)
+        r = (rule(summary, seed, n_boot, fourier_min_freq) if rule is claim_fourier
+             else rule(summary, seed, n_boot))
         out.extend(r if isinstance(r, list) else [r])
     return out
 

@@ -1,10 +1,14 @@
-"""Curvature claims: flatness (Hessian λmax, loss surface) and negative eigenvalues."""
+"""Curvature claims, one row per challenger family against the CNN: flatness (Hessian λmax,
+loss surface), the share of negative eigenvalues (the paper's Fig. 4) and λmin/λmax."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..summary import Summary
+from ..summary_sections import HessianEntry
 from .evidence import (
     N_BOOT,
     Claim,
@@ -15,7 +19,10 @@ from .evidence import (
     _section,
     _units,
     _why,
+    challenger_families,
+    family_name,
     judge,
+    missing_models,
 )
 
 MIN_PLANES = 3           # surface planes a model needs before its sharpness counts
@@ -27,86 +34,197 @@ def top_eigenvalue(entry: dict) -> float | None:
     return max(vals) if vals else None
 
 
-def _per_batch(entry: Any, key: str) -> list | None:
-    pb = entry.get("per_batch") if isinstance(entry, dict) else None
-    return pb.get(key) if isinstance(pb, dict) else None
+def _hessian(summary: Summary) -> dict[str, HessianEntry]:
+    return summary.entries("hessian")
 
 
-def claim_flatness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """MSAs flatten the loss landscape: λmax per Hessian batch, ViT/hybrid below CNN."""
+def _rows(summary: Summary, build: Callable[[str], Claim]) -> list[Claim]:
+    return [build(fam) for fam in challenger_families(_models(summary))]
+
+
+# ----------------------------------------------------------------------------- λmax
+def _lambda_max(summary: Summary) -> tuple[dict[str, np.ndarray | None], list[str]]:
+    """Per model the per-batch λmax (finite values), and what was dropped."""
+    vals: dict[str, np.ndarray | None] = {}
+    dropped = []
+    for lab, e in _hessian(summary).items():
+        lmax = e.per_batch.lambda_max if e.per_batch else None
+        if not lmax:
+            dropped.append(f"{lab}: no hessian.per_batch.lambda_max")
+            continue
+        a = np.array([np.nan if v is None else v for v in lmax], dtype=np.float64)
+        bad = int((~np.isfinite(a)).sum())
+        if bad:
+            dropped.append(f"{lab}: {bad} of {len(a)} batches without a finite λmax")
+        vals[lab] = a[np.isfinite(a)][:, None] if np.isfinite(a).any() else None
+    return vals, dropped
+
+
+def claim_flatness(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+    """MSAs flatten the loss landscape: mean λmax per Hessian batch, one row per family."""
     models = _models(summary)
-    vals = {k: _units(_per_batch(v, "lambda_max")) for k, v in _section(summary, "hessian").items()}
-    evs, missing = _between(vals, models, ("vit", "hybrid"), _mean_col)
-    return judge("flatness", "MSAs flatten the loss landscape (Hessian)",
-                 "mean λmax per mini-batch Hessian: ViT/hybrid minus CNN",
-                 "ViT/hybrid λmax < CNN λmax (effect < 0)", "hessian", evs, -1, "batches",
-                 _why(summary, "hessian", "per_batch.lambda_max", evs, missing), seed, n_boot)
+    vals, dropped = _lambda_max(summary)
+
+    def row(fam: str) -> Claim:
+        evs, missing = _between(vals, models, fam, _mean_col)
+        name = family_name(fam)
+        return judge(f"flatness-{fam}", f"MSAs flatten the loss landscape: {name} (Hessian λmax)",
+                     f"Δ mean λmax per mini-batch Hessian ({name} − CNN)",
+                     f"{name} λmax < CNN λmax (effect < 0)", "hessian", evs, -1, "batches",
+                     _why(summary, "hessian", "per_batch.lambda_max", evs, missing), seed,
+                     n_boot, dropped=_for(dropped, models, fam)
+                     + missing_models(summary, "hessian", models, (fam, "cnn")),
+                     group="flatness", family=fam)
+    return _rows(summary, row)
 
 
-def claim_flatness_surface(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """MSAs flatten the loss landscape: loss increase per random plane, ViT/hybrid below CNN.
+def _for(dropped: list[str], models: dict[str, dict], fam: str) -> list[str]:
+    """The dropped notes of the models of ``fam`` and the CNN (notes start with the label)."""
+    keep = {lab for lab, m in models.items() if m["family"] in (fam, "cnn")}
+    return [d for d in dropped if d.split(":", 1)[0] in keep or d.split(":", 1)[0] not in models]
+
+
+# ----------------------------------------------------------------------------- surface
+def _surface_units(summary: Summary) -> tuple[dict[str, np.ndarray], list, list[str], list[str]]:
+    raw: dict[str, np.ndarray] = {}
+    radii: list | None = None
+    few, dropped = [], []
+    for lab, e in summary.entries("surface").items():
+        if not e.planes:
+            dropped.append(f"{lab}: no surface planes")
+            continue
+        rows = [[np.nan if v is None else v for v in p.increase or ()] for p in e.planes]
+        if len({len(r) for r in rows}) != 1 or not rows[0]:
+            dropped.append(f"{lab}: planes without a common set of radii")
+            continue
+        a = np.asarray(rows, dtype=np.float64)
+        if len(a) < MIN_PLANES:
+            few.append(f"{lab}: {len(a)} plane(s) < {MIN_PLANES}")
+            continue
+        radii = radii or list(e.planes[0].radii or [])
+        raw[lab] = a
+    width = min((a.shape[1] for a in raw.values()), default=0)
+    cols = [j for j in range(width) if all(np.isfinite(a[:, j]).all() for a in raw.values())]
+    skipped = [radii[j] if radii and len(radii) > j else j for j in range(width) if j not in cols]
+    if skipped:
+        dropped.append(f"radii {skipped}: no finite increase in every plane of every model")
+    vals = {k: a[:, cols] for k, a in raw.items()} if cols else {}
+    used = [radii[j] for j in cols] if radii and len(radii) >= width else cols
+    return vals, used, few, dropped + few
+
+
+def claim_flatness_surface(summary: Summary, seed: int = 0, n_boot: int = N_BOOT
+                           ) -> list[Claim]:
+    """MSAs flatten the loss landscape: loss increase per random plane, one row per family.
 
     Only the radii with a finite increase in every plane of every model are used (a radius
     smaller than the grid step has no point)."""
     models = _models(summary)
-    raw: dict[str, np.ndarray] = {}
-    radii: list | None = None
-    few = []
-    for lab, e in _section(summary, "surface").items():
-        planes = e.get("planes") if isinstance(e, dict) else None
-        if not isinstance(planes, list) or not planes:
-            continue
-        rows = [[np.nan if v is None else v for v in p.get("increase") or []]
-                for p in planes if isinstance(p, dict)]
-        try:
-            a = np.asarray(rows, dtype=np.float64)
-        except (TypeError, ValueError):
-            continue
-        if a.ndim != 2 or a.size == 0:
-            continue
-        if len(a) < MIN_PLANES:
-            few.append(f"{lab}: {len(a)} plane(s) < {MIN_PLANES}")
-            continue
-        radii = radii or list(planes[0].get("radii") or [])
-        raw[lab] = a
-    width = min((a.shape[1] for a in raw.values()), default=0)
-    cols = [j for j in range(width) if all(np.isfinite(a[:, j]).all() for a in raw.values())]
-    vals: dict[str, np.ndarray | None] = {k: a[:, cols] for k, a in raw.items()} if cols else {}
-    evs, missing = _between(vals, models, ("vit", "hybrid"), _mean_col)
-    used = [radii[j] for j in cols] if radii and len(radii) >= width else cols
-    extra: dict[str, Any] = {"radii": used}
-    if {"test", "ref"} <= {e.side for e in evs}:
-        # the effect at each radius alone, to show its spread
-        extra["effect_per_radius"] = [
-            float(np.mean([e.units[:, j].mean() for e in evs if e.side == "test"])
-                  - np.mean([e.units[:, j].mean() for e in evs if e.side == "ref"]))
-            for j in range(len(cols))]
-    return judge("flatness-surface", "MSAs flatten the loss landscape (surface)",
-                 "loss increase over the centre, mean over radii, per random plane: "
-                 "ViT/hybrid minus CNN", "ViT/hybrid increase < CNN increase (effect < 0)",
-                 "surface", evs, -1, "planes",
-                 _why(summary, "surface", f"planes (>= {MIN_PLANES})", evs, missing, few), seed,
-                 n_boot, extra=extra)
+    vals, used, few, dropped = _surface_units(summary)
+
+    def row(fam: str) -> Claim:
+        evs, missing = _between(vals, models, fam, _mean_col)
+        extra: dict[str, Any] = {"radii": used}
+        if {"test", "ref"} <= {e.side for e in evs}:
+            extra["effect_per_radius"] = [
+                float(np.mean([e.units[:, j].mean() for e in evs if e.side == "test"])
+                      - np.mean([e.units[:, j].mean() for e in evs if e.side == "ref"]))
+                for j in range(len(used))]
+        name = family_name(fam)
+        return judge(f"flatness-surface-{fam}",
+                     f"MSAs flatten the loss landscape: {name} (loss surface)",
+                     f"Δ loss increase over the centre, mean over radii {used}, per random "
+                     f"plane ({name} − CNN)", f"{name} increase < CNN increase (effect < 0)",
+                     "surface", evs, -1, "planes",
+                     _why(summary, "surface", f"planes (>= {MIN_PLANES})", evs, missing, few),
+                     seed, n_boot, extra=extra,
+                     dropped=_for(dropped, models, fam)
+                     + missing_models(summary, "surface", models, (fam, "cnn")),
+                     group="flatness-surface", family=fam)
+    return _rows(summary, row)
 
 
-def _neg_ratio(x: np.ndarray) -> np.ndarray:
-    return x.mean(axis=1)
+# ----------------------------------------------------------------------------- negative values
+def negative_top_k_share(entry: HessianEntry) -> tuple[np.ndarray | None, str]:
+    """Per batch the share of negative values among the top-k by magnitude (the paper's Fig. 4
+    quantity), from ``per_batch.negative_top_k`` / ``top_k``; without per-batch counts the
+    spectrum's overall ``negative_share`` (the same mean, one unit). (array (U, 1), source)."""
+    pb = entry.per_batch
+    if pb is not None and pb.negative_top_k and pb.top_k:
+        a = np.array([np.nan if v is None else v for v in pb.negative_top_k], dtype=np.float64)
+        a = a[np.isfinite(a)]
+        if a.size:
+            return (a / pb.top_k)[:, None], "per batch"
+    share = (entry.spectrum or {}).get("negative_share")
+    if _finite(share):
+        return np.array([[float(share)]]), "overall share only (no per-batch counts)"
+    return None, "no hessian.spectrum.negative_share"
 
 
-def claim_negative_eigenvalues(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """ViTs have more negative curvature: per batch max(-λmin, 0) / λmax, ViT above CNN."""
+def claim_negative_eigenvalues(summary: Summary, seed: int = 0, n_boot: int = N_BOOT
+                               ) -> list[Claim]:
+    """ViTs have many negative Hessian eigenvalues: the share of negative values among the
+    top-k by magnitude per batch (the paper's Fig. 4), one row per family against the CNN."""
     models = _models(summary)
     vals: dict[str, np.ndarray | None] = {}
-    share: dict[str, float] = {}
-    for lab, e in _section(summary, "hessian").items():
-        lmax, lmin = _units(_per_batch(e, "lambda_max")), _units(_per_batch(e, "lambda_min"))
-        if lmax is None or lmin is None or lmax.shape != lmin.shape or (lmax <= 0).any():
+    dropped, source = [], {}
+    for lab, e in _hessian(summary).items():
+        vals[lab], source[lab] = negative_top_k_share(e)
+        if vals[lab] is None or source[lab] != "per batch":
+            dropped.append(f"{lab}: {source[lab]}")
+
+    def row(fam: str) -> Claim:
+        evs, missing = _between(vals, models, fam, _mean_col)
+        name = family_name(fam)
+        return judge(f"negative-eigenvalues-{fam}",
+                     f"ViTs have many negative Hessian eigenvalues, CNNs few: {name}",
+                     f"Δ share of negative values among the top-5 by magnitude per mini-batch "
+                     f"(paper Fig. 4; {name} − CNN)", f"{name} share > CNN share (effect > 0)",
+                     "hessian", evs, +1, "batches",
+                     _why(summary, "hessian", "spectrum.negative_share", evs, missing), seed,
+                     n_boot, dropped=_for(dropped, models, fam)
+                     + missing_models(summary, "hessian", models, (fam, "cnn")),
+                     group="negative-eigenvalues", family=fam)
+    return _rows(summary, row)
+
+
+def claim_lambda_ratio(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+    """A second view of negative curvature: per checkpoint the median over batches of
+    max(-λmin, 0)/λmax; batches with λmax <= 0 or a missing λmin are dropped and named."""
+    models = _models(summary)
+    vals: dict[str, np.ndarray | None] = {}
+    dropped = []
+    for lab, e in _hessian(summary).items():
+        pb = e.per_batch
+        lmax = _units(list(pb.lambda_max or ())) if pb else None
+        lmin = _units([np.nan if v is None else v for v in pb.lambda_min or ()]) \
+            if pb and pb.lambda_min else None
+        if lmax is None or lmin is None or lmax.shape != lmin.shape:
+            dropped.append(f"{lab}: no matching hessian.per_batch.lambda_min / lambda_max")
             continue
-        vals[lab] = np.maximum(-lmin, 0.0) / lmax
-        share[lab] = float((lmin < 0).mean())
-    evs, missing = _between(vals, models, ("vit",), _neg_ratio)
-    return judge("negative-eigenvalues", "ViTs have many negative Hessian eigenvalues; CNNs few",
-                 "mean over batches of max(-λmin, 0)/λmax: ViT minus CNN",
-                 "ViT ratio > CNN ratio (effect > 0)", "hessian", evs, +1, "batches",
-                 _why(summary, "hessian", "per_batch.lambda_min and lambda_max", evs, missing),
-                 seed, n_boot, extra={"negative_share": share})
+        ok = (lmax[:, 0] > 0) & np.isfinite(lmin[:, 0])
+        if (~ok).any():
+            dropped.append(f"{lab}: {int((~ok).sum())} of {len(ok)} batches with λmax <= 0 or "
+                           "no λmin")
+        if ok.any():
+            r = np.maximum(-lmin[ok, 0], 0.0) / lmax[ok, 0]
+            vals[lab] = np.array([[float(np.median(r))]])
+
+    def row(fam: str) -> Claim:
+        evs, missing = _between(vals, models, fam, _mean_col)
+        name = family_name(fam)
+        return judge(f"lambda-ratio-{fam}",
+                     f"Negative curvature relative to the top curvature: {name} (λmin/λmax)",
+                     f"Δ median over batches of max(−λmin, 0)/λmax per checkpoint "
+                     f"({name} − CNN)", f"{name} ratio > CNN ratio (effect > 0)", "hessian",
+                     evs, +1, "checkpoint medians",
+                     _why(summary, "hessian", "per_batch.lambda_min and lambda_max", evs,
+                          missing), seed, n_boot,
+                     dropped=_for(dropped, models, fam)
+                     + missing_models(summary, "hessian", models, (fam, "cnn")),
+                     group="lambda-ratio", family=fam)
+    return _rows(summary, row)
+
+
+__all__ = ["MIN_PLANES", "claim_flatness", "claim_flatness_surface", "claim_lambda_ratio",
+           "claim_negative_eigenvalues", "negative_top_k_share", "top_eigenvalue", "_section"]

@@ -22,7 +22,11 @@ GROUPS = 25              # image groups kept per analysis for the bootstrap (see
 
 @dataclass
 class Claim:
-    """One paper claim: effect with its 95% interval and n, and the verdict by the rules."""
+    """One claim row: effect with its 95% interval, n, pair count and the verdict by the rules.
+
+    ``id`` is the row (``flatness-vit``), ``group`` the claim it is a part of (``flatness``),
+    ``family`` the family the row is about; ``dropped`` names every piece of evidence the rule
+    left out and why; ``per_seed`` is each checkpoint's value (seeds are the top level)."""
 
     id: str
     claim: str
@@ -38,6 +42,10 @@ class Claim:
     n: int = 0                       # checkpoints that contribute
     n_detail: str = ""               # what the units are and how many
     per_seed: dict[str, float] = field(default_factory=dict)
+    group: str = ""
+    family: str = ""
+    pairs: list[int] | None = None   # [pointing the paper's way, all]
+    dropped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (JSON-serializable)."""
@@ -147,34 +155,64 @@ def bootstrap_effect(evidence: Sequence[Evidence], seed: int = 0, n_boot: int = 
     return float(point), float(lo), float(hi)
 
 
-def per_seed_effects(evidence: Sequence[Evidence]) -> dict[str, float]:
-    """The effect computed on each seed's checkpoints alone (seeds lacking a side are left out;
-    a checkpoint without a recorded seed counts as its own seed). When the two families share no
-    seed, every (challenger, CNN) pair of checkpoints stands in for a seed."""
-    by: dict[str, list[Evidence]] = {}
+def checkpoint_values(evidence: Sequence[Evidence]) -> dict[str, dict[str, float]]:
+    """side -> {label: the checkpoint's value}: the seed-level observations of a claim."""
+    out: dict[str, dict[str, float]] = {}
     for ev in evidence:
-        by.setdefault(_seed_key(ev.seed, ev.label), []).append(ev)
-    out = {}
-    for k, evs in sorted(by.items()):
-        sides = {ev.side for ev in evs}
-        if "self" in sides or {"test", "ref"} <= sides:
-            out[k] = float(_combine({s: np.array([[e.value() for e in evs if e.side == s]])
-                                     for s in sides})[0])
-    if not out:  # families without a common seed: every (challenger, CNN) pair instead
-        for t in (e for e in evidence if e.side == "test"):
-            for r in (e for e in evidence if e.side == "ref"):
-                out[f"{t.label}-{r.label}"] = t.value() - r.value()
+        out.setdefault(ev.side, {})[ev.label] = ev.value()
     return out
 
 
-def verdict_rule(lo: float, hi: float, per_seed: dict[str, float], direction: int) -> str:
-    """The fixed rule (``landscape.claims``) for a predicted sign ``direction`` (+1 or -1)."""
-    if not (_finite(lo) and _finite(hi)):
+def seed_interval(evidence: Sequence[Evidence], level: float = LEVEL
+                  ) -> tuple[float, float] | None:
+    """The t-interval over checkpoints (seeds): within-model, mean ± t(n-1)·sd/√n; between
+    families, Welch's interval for the difference of the two means. None when a side has fewer
+    than two checkpoints (no seed-to-seed spread to estimate)."""
+    from scipy.stats import t as student_t
+    vals = {k: np.array(list(v.values())) for k, v in checkpoint_values(evidence).items()}
+    q = 0.5 + level / 2.0
+    if "self" in vals:
+        v = vals["self"]
+        if len(v) < 2:
+            return None
+        m, se = float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
+        h = float(student_t.ppf(q, len(v) - 1)) * se
+        return m - h, m + h
+    a, b = vals.get("test", np.zeros(0)), vals.get("ref", np.zeros(0))
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    d = float(a.mean() - b.mean())
+    if se == 0:
+        return d, d
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    h = float(student_t.ppf(q, df)) * se
+    return d - h, d + h
+
+
+def pair_count(evidence: Sequence[Evidence], direction: int) -> tuple[int, int]:
+    """(pointing the paper's way, all): between families every (challenger, CNN) pair of
+    checkpoints, whatever their seed numbers; within a model every checkpoint."""
+    vals = checkpoint_values(evidence)
+    if "self" in vals:
+        v = list(vals["self"].values())
+        return sum(direction * x > 0 for x in v), len(v)
+    t, r = vals.get("test", {}).values(), list(vals.get("ref", {}).values())
+    diffs = [a - b for a in t for b in r]
+    return sum(direction * d > 0 for d in diffs), len(diffs)
+
+
+def verdict_rule(lo: float, hi: float, favour: int, total: int, direction: int,
+                 seed_level: bool = True) -> str:
+    """The fixed rule (``landscape.claims``) for a predicted sign ``direction`` (+1 or -1):
+    ``favour`` of ``total`` checkpoint pairs point the paper's way."""
+    if not (seed_level and _finite(lo) and _finite(hi)):
         return INCONCLUSIVE
     lo_d, hi_d = sorted((direction * lo, direction * hi))
-    if lo_d > 0 and per_seed and all(direction * v > 0 for v in per_seed.values()):
+    if lo_d > 0 and total and 2 * favour > total:
         return AGREES
-    if hi_d < 0:
+    if hi_d < 0 and total and 2 * favour < total:
         return DISAGREES
     return INCONCLUSIVE
 
@@ -182,58 +220,97 @@ def verdict_rule(lo: float, hi: float, per_seed: dict[str, float], direction: in
 def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
           evidence: Sequence[Evidence], direction: int, unit_name: str, why_missing: str,
           seed: int, n_boot: int, per_model_extra: dict[str, Any] | None = None,
-          extra: dict[str, Any] | None = None) -> Claim:
-    """A claim from its evidence: bootstrap, per-seed effects and the verdict."""
+          extra: dict[str, Any] | None = None, dropped: Sequence[str] = (),
+          group: str = "", family: str = "") -> Claim:
+    """A claim row from its evidence: the seed-level interval (the hull of the t-interval over
+    checkpoints and the two-level bootstrap), the pair count and the verdict."""
     per_model: dict[str, Any] = dict(per_model_extra or {})
     boot = {"seed": seed, "replicates": n_boot, "level": LEVEL}
     sides = {ev.side for ev in evidence}
+    base = dict(section=section, group=group or cid, family=family, dropped=list(dropped))
     if not evidence or not ("self" in sides or {"test", "ref"} <= sides):
         for ev in evidence:
             per_model[ev.label] = ev.value()
         return Claim(cid, text, quantity, per_model, prediction, NOT_MEASURED, why_missing,
-                     section, {**(extra or {}), "bootstrap": boot})
+                     extra={**(extra or {}), "bootstrap": boot}, **base)
     for ev in evidence:
         per_model[ev.label] = ev.value()
-    effect, lo, hi = bootstrap_effect(evidence, seed, n_boot)
-    seeds = per_seed_effects(evidence)
-    verdict = verdict_rule(lo, hi, seeds, direction)
+    effect, b_lo, b_hi = bootstrap_effect(evidence, seed, n_boot)
+    tint = seed_interval(evidence)
+    lo, hi = (min(b_lo, tint[0]), max(b_hi, tint[1])) if tint else (b_lo, b_hi)
+    favour, total = pair_count(evidence, direction)
+    verdict = verdict_rule(lo, hi, favour, total, direction, tint is not None)
     units = sorted({len(ev.units) for ev in evidence})
     comps = sum(ev.comparisons for ev in evidence)
     archs = sorted({ev.arch for ev in evidence})
-    n_detail = (f"{len(evidence)} checkpoints ({', '.join(archs)}; {len(seeds)} seeds), "
-                f"{'/'.join(map(str, units))} {unit_name} each, {comps} comparisons")
-    wrong = [k for k, v in seeds.items() if direction * v <= 0]
-    detail = (f"effect {_fmt(effect)} [{_fmt(lo)}, {_fmt(hi)}]; per seed: "
-              + ", ".join(f"{k} {_fmt(v)}" for k, v in seeds.items())
-              + (f"; against the prediction in {', '.join(wrong)}" if wrong else ""))
+    what = "checkpoints" if "self" in sides else "challenger-CNN pairs"
+    n_detail = (f"{len(evidence)} checkpoints ({', '.join(archs)}), "
+                f"{'/'.join(map(str, units))} {unit_name} each, {comps} comparisons; "
+                f"{favour}/{total} {what} point the paper's way")
+    seeds = {ev.label: ev.value() for ev in evidence}
+    how = ("t-interval over checkpoints" if tint else
+           "ONE checkpoint on a side: no seed-level interval, the interval resamples "
+           f"{unit_name} only and the verdict is at most inconclusive")
+    detail = (f"effect {_fmt(effect)} [{_fmt(lo)}, {_fmt(hi)}] ({how}; bootstrap "
+              f"[{_fmt(b_lo)}, {_fmt(b_hi)}]); {favour}/{total} {what} point the paper's way")
+    if dropped:
+        detail += f"; dropped: {'; '.join(dropped)}"
     per_arch: dict[str, float] = {}
     for arch in archs:  # the mean model value per architecture and side, for the reader
         for side in sorted(sides):
             v = [ev.value() for ev in evidence if ev.arch == arch and ev.side == side]
             if v:
                 per_arch[arch] = float(np.mean(v))
-    return Claim(cid, text, quantity, per_model, prediction, verdict, detail, section,
-                 {**(extra or {}), "bootstrap": boot, "direction": direction,
-                  "per_arch": per_arch},
-                 effect, [lo, hi], len(evidence), n_detail, seeds)
+    return Claim(cid, text, quantity, per_model, prediction, verdict, detail,
+                 extra={**(extra or {}), "bootstrap": boot, "direction": direction,
+                        "per_arch": per_arch, "t_interval": list(tint) if tint else None,
+                        "bootstrap_interval": [b_lo, b_hi], "seed_level": tint is not None},
+                 effect=effect, interval=[lo, hi], n=len(evidence), n_detail=n_detail,
+                 per_seed=seeds, pairs=[favour, total], **base)
 
 
-def _between(values: dict[str, np.ndarray], models: dict[str, dict], challengers: Sequence[str],
+#: The families a between-family claim always has a row for (others get one when present).
+CHALLENGERS = ("vit", "hybrid")
+FAMILY_NAMES = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN"}
+
+
+def family_name(fam: str) -> str:
+    return FAMILY_NAMES.get(fam, fam or "unknown family")
+
+
+def challenger_families(models: dict[str, dict]) -> list[str]:
+    """ViT and hybrid, then every other non-CNN family present in ``summary["models"]``."""
+    present = [m["family"] for m in models.values()]
+    return [*CHALLENGERS, *sorted({f for f in present
+                                   if f and f != "cnn" and f not in CHALLENGERS})]
+
+
+def _between(values: dict[str, np.ndarray | None], models: dict[str, dict], family: str,
              stat: Callable[[np.ndarray], np.ndarray]) -> tuple[list[Evidence], list[str]]:
-    """Evidence for a challenger-vs-CNN claim from per-model unit arrays."""
+    """Evidence for a ``family``-vs-CNN claim from per-model unit arrays."""
     evs, missing = [], []
     for lab, units in values.items():
         info = models.get(lab, {"family": "", "arch": lab, "seed": None})
         fam = info["family"]
-        side = "test" if fam in challengers else "ref" if fam == "cnn" else None
+        side = "test" if fam == family else "ref" if fam == "cnn" else None
         if side is None or units is None or len(units) == 0:
             continue
         evs.append(Evidence(lab, info["arch"], info["seed"], side, units, stat))
     if not any(e.side == "ref" for e in evs):
         missing.append("no CNN model with this evidence")
     if not any(e.side == "test" for e in evs):
-        missing.append(f"no {'/'.join(challengers)} model with this evidence")
+        missing.append(f"no {family_name(family)} model with this evidence")
     return evs, missing
+
+
+def missing_models(summary: Any, section: str, models: dict[str, dict],
+                   families: Sequence[str]) -> list[str]:
+    """'label: no <section> results' for every model of ``families`` the section lacks."""
+    have = set(_section(summary, section))
+    if not have:
+        return []
+    return [f"{lab}: no {section} results" for lab, m in models.items()
+            if m["family"] in families and lab not in have]
 
 
 def _why(summary: dict, section: str, field: str, evs: Sequence[Evidence],

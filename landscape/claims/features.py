@@ -18,28 +18,47 @@ from .evidence import (
     _section,
     _units,
     _why,
+    challenger_families,
+    family_name,
     judge,
+    missing_models,
 )
 
 #: Fraction of the measured frequencies (the highest ones) that form the "high-frequency" band.
 HIGH_BAND_FRACTION = 0.25
 
 
+#: Fourier comparisons count only where the read-out frequency is at least this (units of π):
+#: the paper's "high frequency" is near π; on a 4×4 map the diagonal read-out is π/2, the middle
+#: of the spectrum, so such a map says nothing about high frequencies.
+FOURIER_MIN_FREQ = 0.75
+
+KIND_NAMES = {"msa": "MSA", "conv": "Conv", "mlp": "MLP"}
+
+
 # ----------------------------------------------------------------------------- feature claims
-def same_grid_pairs(blocks: Sequence[dict], kind: str) -> list[tuple[dict, dict]]:
+def _depth(b: Any) -> float:
+    d = b.get("depth") if isinstance(b, dict) else getattr(b, "depth", None)
+    return float(d) if _finite(d) else 0.0
+
+
+def _get(b: Any, key: str) -> Any:
+    return b.get(key) if isinstance(b, dict) else getattr(b, key, None)
+
+
+def same_grid_pairs(blocks: Sequence[Any], kind: str) -> list[tuple[Any, Any]]:
     """(previous, block) pairs for every block of ``kind`` whose preceding output (in depth order,
-    input included) has the same grid and both have per-group values; others are skipped."""
-    seq = sorted((b for b in blocks if isinstance(b, dict)),
-                 key=lambda b: float(b.get("depth", 0.0)) if _finite(b.get("depth")) else 0.0)
+    input included) has the same grid and both have per-group values; others are skipped.
+    Blocks are typed :class:`~landscape.summary_sections.Block` rows or their JSON objects."""
+    seq = sorted((b for b in blocks if b is not None), key=_depth)
     out = []
     for prev, cur in zip(seq, seq[1:], strict=False):
-        if cur.get("kind") != kind:
+        if _get(cur, "kind") != kind:
             continue
-        if prev.get("grid") is None or prev.get("grid") != cur.get("grid"):
+        if _get(prev, "grid") is None or _get(prev, "grid") != _get(cur, "grid"):
             continue
-        if _units(prev.get("groups")) is None or _units(cur.get("groups")) is None:
-            continue
-        if len(prev["groups"]) != len(cur["groups"]):
+        pg, cg = _units(_get(prev, "groups")), _units(_get(cur, "groups"))
+        if pg is None or cg is None or len(pg) != len(cg):
             continue
         out.append((prev, cur))
     return out
@@ -52,58 +71,137 @@ def _log_ratio_stat(k: int) -> Callable[[np.ndarray], np.ndarray]:
     return stat
 
 
-def _kind_claim(summary: dict, section: str, kind: str, seed: int, n_boot: int) -> Claim:
+def pi_label(x: float) -> str:
+    """``x`` (units of π) as a fraction of π when one with a denominator <= 32 fits."""
+    from fractions import Fraction
+    f = Fraction(x).limit_denominator(32)
+    if abs(float(f) - x) > 1e-9:
+        return f"{x:.3g}π"
+    if f == 0:
+        return "0"
+    num = "" if f.numerator == 1 else str(f.numerator)
+    return f"{num}π" if f.denominator == 1 else f"{num}π/{f.denominator}"
+
+
+def _pi(freq: float | None, label: str | None) -> str:
+    if label:
+        return label
+    return "?" if freq is None else pi_label(freq)
+
+
+def _kind_evidence(summary: Any, section: str, kind: str, min_freq: float
+                   ) -> dict[str, tuple[Evidence | None, Any, list[str], set[str]]]:
+    """label -> (evidence or None, per-model note, dropped notes, frequencies read)."""
     models = _models(summary)
-    up = kind != "msa"
-    name = {"msa": "MSA", "conv": "Conv", "mlp": "MLP"}[kind]
-    evs, per_model = [], {}
-    freq: dict[str, str] = {}
-    for lab, e in _section(summary, section).items():
-        if not isinstance(e, dict):
+    name = KIND_NAMES[kind]
+    out = {}
+    for lab, e in summary.entries(section).items():
+        blocks = e.blocks or ()
+        n_kind = sum(1 for b in blocks if b.kind == kind)
+        if not n_kind:
             continue
-        pairs = same_grid_pairs(e.get("blocks") or [], kind)
-        n_kind = sum(1 for b in e.get("blocks") or [] if isinstance(b, dict)
-                     and b.get("kind") == kind)
+        pairs = same_grid_pairs(blocks, kind)
+        dropped = []
+        if len(pairs) < n_kind:
+            dropped.append(f"{lab}: {n_kind - len(pairs)} {name} block(s) not at an unchanged "
+                           "grid or without per-group values")
+        freqs: set[str] = set()
+        n_same = len(pairs)
+        if section == "fourier":
+            keep = []
+            for p, c in pairs:
+                if c.freq is None or c.freq < min_freq - 1e-9:
+                    g = f"{c.grid}×{c.grid}" if c.grid else "this"
+                    dropped.append(f"{lab}: {c.name}: no high frequency on a {g} map (read at "
+                                   f"{_pi(c.freq, c.freq_label)} < {_pi(min_freq, None)})")
+                else:
+                    keep.append((p, c))
+                    freqs.add(_pi(c.freq, c.freq_label))
+            pairs = keep
+        info = models.get(lab, {"arch": lab, "seed": None, "family": ""})
         if not pairs:
-            if n_kind:
-                per_model[lab] = f"no {name} block at an unchanged grid ({n_kind} skipped)"
+            note = (f"no {name} block read at >= {_pi(min_freq, None)}" if n_same
+                    else f"no {name} block at an unchanged grid") + f" ({n_kind} skipped)"
+            out[lab] = (None, note, dropped, freqs)
             continue
-        info = models.get(lab, {"arch": lab, "seed": None})
-        cur = np.array([c["groups"] for _, c in pairs], dtype=np.float64).T   # (G, k)
-        prev = np.array([p["groups"] for p, _ in pairs], dtype=np.float64).T
+        cur = np.array([c.groups for _, c in pairs], dtype=np.float64).T   # (G, k)
+        prev = np.array([p.groups for p, _ in pairs], dtype=np.float64).T
         if section == "fourier":
             units, stat = cur - prev, _mean_col
-            freq[lab] = ", ".join(sorted({str(c.get("freq_label", "?")) for _, c in pairs}))
         else:
             units, stat = np.concatenate([cur, prev], axis=1), _log_ratio_stat(len(pairs))
-        evs.append(Evidence(lab, info["arch"], info["seed"], "self", units, stat, len(pairs)))
+        out[lab] = (Evidence(lab, info["arch"], info["seed"], "self", units, stat, len(pairs)),
+                    None, dropped, freqs)
+    return out
+
+
+_FAMILY_ORDER = ("cnn", "vit", "hybrid")
+
+
+def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
+                 min_freq: float = FOURIER_MIN_FREQ) -> list[Claim]:
+    """One row per family that has blocks of ``kind`` (one not-measured row when none has)."""
+    models = _models(summary)
+    up = kind != "msa"
+    name = KIND_NAMES[kind]
+    found = _kind_evidence(summary, section, kind, min_freq)
+    fams = sorted({models.get(lab, {"family": ""})["family"] for lab in found},
+                  key=lambda f: (_FAMILY_ORDER.index(f) if f in _FAMILY_ORDER else 9, f))
+    pi = _pi(min_freq, None)
     if section == "fourier":
         text = {"msa": "MSAs are low-pass filters (reduce high-frequency amplitude)",
                 "conv": "Convs are high-pass filters (raise high-frequency amplitude)",
                 "mlp": "MLPs raise high-frequency amplitude"}[kind]
-        quantity = (f"mean change of the high-frequency ΔlogA across {name} blocks "
-                    "(same grid only)")
     else:
         text = {"msa": "MSAs reduce feature-map variance",
                 "conv": "Convs increase feature-map variance",
                 "mlp": "MLPs increase feature-map variance"}[kind]
-        quantity = f"mean log ratio of the feature-map variance across {name} blocks (same grid)"
     pred = f"{name} blocks {'raise' if up else 'lower'} it (effect {'>' if up else '<'} 0)"
-    why = (f"no {name} block compared at an unchanged grid" if _section(summary, section)
-           else f"no {section} results")
-    return judge(f"{section}-{kind}", text, quantity, pred, section, evs, 1 if up else -1,
-                 "image groups", why, seed, n_boot, per_model,
-                 extra={"read_out_frequency": freq} if freq else None)
+    rows = []
+    for fam in fams or [""]:
+        labs = [lab for lab in found if models.get(lab, {"family": ""})["family"] == fam]
+        evs = [found[lab][0] for lab in labs if found[lab][0] is not None]
+        per_model = {lab: found[lab][1] for lab in labs if found[lab][1] is not None}
+        dropped = [d for lab in labs for d in found[lab][2]] + (
+            missing_models(summary, section, models, (fam,)) if fam else [])
+        freqs = sorted({f for lab in labs for f in found[lab][3]})
+        fname = family_name(fam) if fam else ""
+        where = f" in {fname} models" if fam else ""
+        if section == "fourier":
+            quantity = (f"ΔlogA at ≥ {pi} (read at {', '.join(freqs) or '—'}): change across "
+                        f"each {name} block (same grid), mean over blocks{where}")
+            why = (f"no {name} block compared at an unchanged grid with a read-out frequency "
+                   f">= {pi}")
+        else:
+            quantity = (f"log ratio of the feature-map variance across each {name} block "
+                        f"(same grid), mean over blocks{where}")
+            why = f"no {name} block compared at an unchanged grid"
+        if not _section(summary, section):
+            why = f"no {section} results"
+        cid = f"{section}-{kind}" + (f"-{fam}" if fam else "")
+        extra = {"read_out_frequency": {lab: ", ".join(sorted(found[lab][3]))
+                                        for lab in labs if found[lab][3]}} \
+            if section == "fourier" else {}
+        if section == "fourier":
+            extra["min_freq"] = min_freq
+        rows.append(judge(cid, text + (f": {fname}" if fam else ""), quantity, pred, section,
+                          evs, 1 if up else -1, "image groups", why, seed, n_boot, per_model,
+                          extra=extra, dropped=dropped, group=f"{section}-{kind}", family=fam))
+    return rows
 
 
-def claim_fourier(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
-    """MSAs lower, Convs and MLPs raise the high-frequency ΔlogA (one row per kind)."""
-    return [_kind_claim(summary, "fourier", k, seed, n_boot) for k in ("msa", "conv", "mlp")]
+def claim_fourier(summary: Any, seed: int = 0, n_boot: int = N_BOOT,
+                  min_freq: float = FOURIER_MIN_FREQ) -> list[Claim]:
+    """MSAs lower, Convs and MLPs raise the high-frequency ΔlogA: one row per kind and family,
+    counting only comparisons read at >= ``min_freq`` π."""
+    return [c for k in ("msa", "conv", "mlp")
+            for c in _kind_claims(summary, "fourier", k, seed, n_boot, min_freq)]
 
 
-def claim_variance(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
-    """MSAs lower, Convs and MLPs raise the feature-map variance (one row per kind)."""
-    return [_kind_claim(summary, "variance", k, seed, n_boot) for k in ("msa", "conv", "mlp")]
+def claim_variance(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+    """MSAs lower, Convs and MLPs raise the feature-map variance: one row per kind and family."""
+    return [c for k in ("msa", "conv", "mlp")
+            for c in _kind_claims(summary, "variance", k, seed, n_boot)]
 
 
 def high_frequency_drop(entry: dict) -> float | None:
@@ -125,27 +223,45 @@ def _high_band(freqs: Sequence[float]) -> list[int]:
     return [int(i) for i in order[-k:]]
 
 
-def claim_robustness(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """ViTs are robust to high-frequency noise: accuracy drop, ViT below CNN."""
+def claim_robustness(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+    """ViTs are robust to high-frequency noise: accuracy drop, one row per family vs the CNN."""
     models = _models(summary)
     vals: dict[str, np.ndarray | None] = {}
-    for lab, e in _section(summary, "robustness").items():
-        g = e.get("groups") if isinstance(e, dict) else None
-        if not isinstance(g, dict) or not e.get("freqs"):
+    dropped = []
+    for lab, e in summary.entries("robustness").items():
+        g = e.groups
+        if not g or not e.freqs or not g.get("acc"):
+            dropped.append(f"{lab}: no per-group robustness accuracies")
             continue
-        band = _high_band(e["freqs"])
-        clean, acc = _units(g.get("clean")), _units(np.asarray(g.get("acc"), dtype=float).T
-                                                     if g.get("acc") else None)
+        band = _high_band([np.nan if f is None else f for f in e.freqs])
+        clean = _units(list(g.get("clean") or ()))
+        try:
+            acc = _units(np.asarray(g["acc"], dtype=float).T)
+        except (TypeError, ValueError):
+            acc = None
         if clean is None or acc is None or len(clean) != len(acc):
+            dropped.append(f"{lab}: malformed per-group robustness accuracies")
             continue
         vals[lab] = np.concatenate([clean, acc[:, band]], axis=1)
-    evs, missing = _between(vals, models, ("vit",),
-                            lambda x: x[:, 0] - x[:, 1:].mean(axis=1))
-    return judge("robustness", "ViTs are robust to high-frequency noise; CNNs are vulnerable",
-                 "accuracy drop at the highest "
-                 f"{int(HIGH_BAND_FRACTION * 100)}% of noise frequencies: ViT minus CNN",
-                 "ViT drop < CNN drop (effect < 0)", "robustness", evs, -1, "image groups",
-                 _why(summary, "robustness", "groups", evs, missing), seed, n_boot)
+    freqs = sorted({f for e in summary.entries("robustness").values() for f in e.freqs or ()
+                    if f is not None})
+    band_f = [freqs[i] for i in _high_band(freqs)] if freqs else []
+
+    def row(fam: str) -> Claim:
+        evs, missing = _between(vals, models, fam, lambda x: x[:, 0] - x[:, 1:].mean(axis=1))
+        name = family_name(fam)
+        keep = {lab for lab, m in models.items() if m["family"] in (fam, "cnn")}
+        return judge(f"robustness-{fam}",
+                     f"ViTs are robust to high-frequency noise, CNNs vulnerable: {name}",
+                     "Δ accuracy drop (clean minus noisy accuracy, as a fraction) at the "
+                     f"highest {int(HIGH_BAND_FRACTION * 100)}% of noise frequencies "
+                     f"({', '.join(pi_label(f) for f in band_f) or '—'}; {name} − CNN)",
+                     f"{name} drop < CNN drop (effect < 0)", "robustness", evs, -1,
+                     "image groups", _why(summary, "robustness", "groups", evs, missing), seed,
+                     n_boot, dropped=[d for d in dropped if d.split(":", 1)[0] in keep]
+                     + missing_models(summary, "robustness", models, (fam, "cnn")),
+                     group="robustness", family=fam)
+    return [row(f) for f in challenger_families(models)]
 
 
 def matched_distance_pairs(stages: Sequence[Any]) -> dict[int, tuple[list, list]]:
@@ -203,7 +319,8 @@ def claim_stage_cka(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim
                  "stage", "mean CKA within stages minus across stages, at equal depth distance",
                  "within > across (effect > 0)", "cka", evs, +1, "batches",
                  "no multi-stage model with per-batch CKA" if _section(summary, "cka")
-                 else "no CKA results", seed, n_boot, per_model)
+                 else "no CKA results", seed, n_boot, per_model,
+                 dropped=[f"{k}: {v}" for k, v in per_model.items()])
 
 
 def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
@@ -232,6 +349,7 @@ def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Cl
             continue
         acc = np.array([b["groups"] for b in end + other], dtype=np.float64).T
         if len(acc) != len(base):
+            per_model[lab] = "block and baseline group counts differ"
             continue
         k = len(end)
         info = models.get(lab, {"arch": lab, "seed": None})
@@ -245,4 +363,5 @@ def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Cl
                  "accuracy loss removing the last MSA of each stage minus removing the other MSAs",
                  "end-of-stage loss > other loss (effect > 0)", "lesion", evs, +1,
                  "image groups", "no model with several MSAs in several stages"
-                 if _section(summary, "lesion") else "no lesion results", seed, n_boot, per_model)
+                 if _section(summary, "lesion") else "no lesion results", seed, n_boot, per_model,
+                 dropped=[f"{k}: {v}" for k, v in per_model.items()])

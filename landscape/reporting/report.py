@@ -20,6 +20,7 @@ from typing import Any
 
 from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
 from ..summary import Summary, as_summary
+from .report_claims import claims_body, loss_statement
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
     _by_model_table,
     _cell,
@@ -304,48 +305,6 @@ def _lesion_body(summary: dict, claim: Claim | None) -> str:
     return top + _blocks_details(summary, "lesion", "acc", "accuracy", claim, [drop])
 
 
-def _claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
-    """The claims table: effect ± 95% interval, n, verdict per claim; per-model values folded."""
-    rows = []
-    boot = None
-    for c in claims:
-        vcls = "v-" + c.verdict.replace(" ", "-")
-        boot = boot or (c.extra or {}).get("bootstrap")
-        if c.effect is not None and c.interval:
-            lo, hi = c.interval
-            eff = (f"{fmt_number(c.effect, 3)}<br><span class='note'>95% "
-                   f"[{_e(fmt_number(lo, 3))}, {_e(fmt_number(hi, 3))}]</span>")
-        else:
-            eff = "—"
-        seeds = ", ".join(f"{k}: {fmt_number(v, 3)}" for k, v in (c.per_seed or {}).items())
-        pm = "; ".join(f"{k}: {fmt_number(v, 3) if _is_num(v) else v}"
-                       for k, v in c.per_model.items() if k in labels or not labels)
-        arch = ", ".join(f"{k}: {fmt_number(v, 3)}"
-                         for k, v in ((c.extra or {}).get("per_arch") or {}).items())
-        lines = [t for t in (f"per seed: {seeds}" if seeds else "",
-                             f"per architecture: {arch}" if arch else "", pm) if t]
-        more = ("<details><summary>per seed, architecture, model</summary>"
-                + "<br>".join(_e(t) for t in lines) + "</details>") if lines else ""
-        rows.append([f"<td><b>{_e(c.claim)}</b><br><span class='note'>{_e(c.id)}</span></td>",
-                     f"<td>{_e(c.quantity)}</td>", f"<td>{_e(c.prediction)}</td>",
-                     f"<td class='num'>{eff}</td>",
-                     f"<td>{c.n}<br><span class='note'>{_e(c.n_detail)}</span></td>",
-                     f'<td class="verdict {_e(vcls)}">{_e(c.verdict)}</td>',
-                     f"<td class='note'>{_e(c.detail)}{more}</td>"])
-    b = (f" Bootstrap: {boot.get('replicates')} replicates, seed {boot.get('seed')}."
-         if isinstance(boot, dict) else "")
-    note = ('<p class="note">Each row: the effect (mean over checkpoints; for family comparisons '
-            "the ViT/hybrid mean minus the CNN mean), its 95% bootstrap interval (seeds of each "
-            "architecture, then images, batches or planes, resampled) and n (checkpoints). "
-            "Rules in <code>landscape.claims</code>: <i>agrees</i> when the interval excludes "
-            "0 on the paper's side and every seed alone points the paper's way; "
-            "<i>disagrees</i> when it excludes 0 on the other side; <i>inconclusive</i> "
-            "otherwise; <i>not measured</i> without a valid comparison (e.g. no block at an "
-            f"unchanged grid).{_e(b)}</p>")
-    return note + _table(["claim", "measured quantity", "paper predicts", "effect [95% CI]", "n",
-                          "verdict", "numbers"], rows, cls="claims")
-
-
 def timing_text(summary: dict) -> str:
     """Compute time of the results, this run's wall time, and how many came from the cache."""
     t = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
@@ -368,6 +327,7 @@ def _settings_body(summary: dict) -> str:
     parts = []
     if isinstance(summary.get("settings"), dict) and summary["settings"]:
         parts.append("<h3>Effective configuration</h3>" + _kv_table(summary["settings"]))
+    parts.append(loss_statement(summary))
     if isinstance(summary.get("versions"), dict) and summary["versions"]:
         parts.append("<h3>Versions</h3>" + _kv_table(summary["versions"]))
     timing = timing_text(summary)
@@ -390,14 +350,15 @@ def render_html(out_dir: str | Path, summary: Summary | Mapping[str, Any],
         "models": _models_body(summary),
         "landscape": _landscape_body(summary),
         "hessian": _hessian_body(summary),
-        "fourier": _blocks_details(summary, "fourier", "dlogA_pi", "ΔlogA(π)",
-                                   by_id.get("fourier")),
-        "variance": _blocks_details(summary, "variance", "variance", "variance",
-                                    by_id.get("variance")),
+        "fourier": _blocks_details(summary, "fourier", "dlogA_hf",
+                                   "ΔlogA at the read-out frequency", None,
+                                   [("read at", lambda e, b: (b.get("freq_label"), "text")),
+                                    ("grid", lambda e, b: (b.get("grid"), "text"))]),
+        "variance": _blocks_details(summary, "variance", "variance", "variance", None),
         "robustness": _robustness_body(summary),
         "cka": _cka_body(summary),
         "lesion": _lesion_body(summary, by_id.get("stage-lesion")),
-        "claims": _claims_body(claims, labels),
+        "claims": claims_body(claims, labels),
         "settings": _settings_body(summary),
     }
     sections = []
@@ -484,9 +445,15 @@ def format_summary_table(summary: Summary | Mapping[str, Any],
     claims = list(evaluate_claims(summary) if claims is None else claims)
     crow = []
     for c in claims:
-        d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
-        crow.append([c.id, c.verdict, d])
-    out.append(_text_table(["claim", "verdict", "numbers"], crow))
+        if c.effect is not None and c.interval:
+            d = (f"{fmt_number(c.effect, 3)} [{fmt_number(c.interval[0], 3)}, "
+                 f"{fmt_number(c.interval[1], 3)}]")
+        else:
+            d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
+        crow.append([c.id, c.verdict, d, f"{c.pairs[0]}/{c.pairs[1]}" if c.pairs else "—",
+                     str(len(c.dropped)) if c.dropped else ""])
+    out.append(_text_table(["claim", "verdict", "effect [95% CI] or why", "pairs", "dropped"],
+                           crow))
     for lab in labels:
         why = cka_not_applicable(sec("cka", lab)) if sec("cka", lab) else ""
         if why:

@@ -49,9 +49,9 @@ def vmap_sums(model: nn.Module, stacked: dict[str, torch.Tensor], fixed: dict[st
         B = logits.shape[1]
         flat = logits.reshape(K * B, -1)
         ce = F.cross_entropy(flat.float() if flat.dtype in (torch.float16, torch.bfloat16)
-                             else flat, yb.repeat(K), reduction="none")
-        loss += ce.view(K, B).double().sum(1)
-        correct += (logits.argmax(2) == yb).sum(1)
+                             else flat, yb.repeat(K, *[1] * (yb.dim() - 1)), reduction="none")
+        loss += ce.view(K, B).double().sum(1)  # yb: labels (B,) or soft targets (B, C)
+        correct += (logits.argmax(2) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum(1)
     return loss, correct
 
 

@@ -266,7 +266,7 @@ class SurfaceEvaluator:
             low = logits.dtype in (torch.float16, torch.bfloat16)
             loss += F.cross_entropy(logits.float() if low else logits, yb,
                                     reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
+            correct += (logits.argmax(1) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum()
         norms = [self._tensors[n].double().norm().view(1) for n in self._moving_params]
         l2 = l2_terms(norms, self._fixed_l2, 1, self.l2, self.device)
         return torch.cat([torch.stack([loss, correct]).unsqueeze(0), l2], 1)

@@ -108,15 +108,50 @@ def plot_fourier_curves(result: Any, stem: PathLike, title: str = "") -> FigureF
     return save(fig, stem)
 
 
+def grid_segments(grids: Sequence[int]) -> list[list[int]]:
+    """Runs of consecutive entries on the same grid (a resolution change starts a new run)."""
+    segs: list[list[int]] = []
+    for i, g in enumerate(grids):
+        if segs and grids[segs[-1][-1]] == g:
+            segs[-1].append(i)
+        else:
+            segs.append([i])
+    return segs
+
+
 def plot_high_frequency(results: Sequence[Any], stem: PathLike,
-                        labels: Sequence[str] | None = None) -> FigureFiles:
-    """ΔlogA at the highest frequency (π) per block vs normalized depth, MSA shaded (Fig. 8)."""
+                        labels: Sequence[str] | None = None,
+                        min_freq: float | None = None) -> FigureFiles:
+    """ΔlogA at the high read-out frequency per block vs normalized depth, MSA shaded (the paper
+    notebook's Fig. 2a/8 style): one line per resolution segment, never across a grid change (the
+    read-out frequency changes there), each segment labelled with its map size and frequency;
+    segments read below ``min_freq`` π (default: the claims' ``FOURIER_MIN_FREQ``, 3π/4; e.g.
+    π/2 on a 4×4 map: no high frequency) are dashed and grey. The y label names the frequency."""
+    from ...claims.features import FOURIER_MIN_FREQ
+    min_freq = FOURIER_MIN_FREQ if min_freq is None else min_freq
     rs = [_load(r, "fourier") for r in results]
     labels = result_labels(rs, labels)
-    fig, axes = _depth_panels(rs, labels, "Δ log amplitude at π")
+    freqs = sorted({lab for r in rs for lab in r.high_frequency_labels})
+    ylabel = (f"ΔlogA at {freqs[0]}" if len(freqs) == 1 else
+              "ΔlogA at each map's highest diagonal frequency")
+    fig, axes = _depth_panels(rs, labels, ylabel)
     for ax, r in zip(axes, rs, strict=False):
         _shade_msa(ax, r.depth, r.kinds)
-        _by_kind(ax, r.depth, r.high_frequency, r.kinds)
+        grids = [r.grid(i) for i in range(len(r.names))]
+        at, hf, flab = r.high_frequency_at, r.high_frequency, r.high_frequency_labels
+        for seg in grid_segments(grids):
+            low = float(at[seg[0]]) < min_freq - 1e-9
+            x = [r.depth[i] for i in seg]
+            y = [hf[i] for i in seg]
+            ax.plot(x, y, "--" if low else "-", color="0.65" if low else "0.3", lw=1, zorder=1)
+            for i in seg:
+                ax.scatter([r.depth[i]], [hf[i]], marker=KIND_MARKERS.get(r.kinds[i], "o"),
+                           color="0.65" if low else KIND_COLORS.get(r.kinds[i], "k"), s=28,
+                           zorder=2)
+            n = grids[seg[0]]
+            ax.annotate(f"{n}×{n}: {flab[seg[0]]}" + (" (no high freq.)" if low else ""),
+                        (x[0], y[0]), textcoords="offset points", xytext=(0, 6), fontsize=6,
+                        color="0.4")
         _kind_legend(ax, r.kinds)
     return save(fig, stem)
 
