@@ -210,7 +210,7 @@ def test_help_defaults_are_the_library_defaults():
     from landscape.features import robustness as R
     assert (C.PAPER_EPS, C.RADIAL_WIDTH, C.RADIAL_NORM) == (R.PAPER_EPS, R.RADIAL_WIDTH,
                                                             R.RADIAL_NORM)
-    assert C.ROBUSTNESS_PROTOCOLS == R.PROTOCOLS
+    assert tuple(C.ROBUSTNESS_PROTOCOLS) == R.PROTOCOLS
 
 # ------------------------------------------------------------------------------ common options
 

@@ -114,6 +114,10 @@ WORK_KEYS = {
     "lanczos_tol": ("hessian", lambda s, out: len(_hessian(s)["top_eigenvalues"]) == 1),
     "trace_products": ("hessian", _trace_off),
     "density_probes": ("hessian", _density_off),
+    # every read-out frequency counts: no Fourier comparison is dropped as low-frequency
+    "fourier_min_freq": ("fourier", lambda s, out: s["settings"]["fourier_min_freq"] == 0
+                         and not any("no high frequency" in str(d) for c in s["claims"]
+                                     for d in c.get("dropped") or [])),
 }
 _EXTRA = {"robustness_norm": ["--set", "robustness_protocol=radial"]}
 _SLOW = {"hessian", "surface"}

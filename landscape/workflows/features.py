@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..resume import check, identity
+from ..settings import CKASettings, FourierSettings, VarianceSettings
 
 
 @dataclass(frozen=True)
@@ -35,20 +36,26 @@ def _fourier() -> FeatureAnalysis:
                                 title=f"{lab}: ΔlogA ({r.n_images} images)")
         plot_high_frequency(rs, out / "fourier_high_frequency", labels)
 
+    def settings(a: Any) -> dict[str, Any]:
+        return FourierSettings(eps=a.eps, include_input=not a.no_input).to_dict()
+
     return FeatureAnalysis(
-        lambda a: {"eps": a.eps, "include_input": not a.no_input},
-        lambda a, m, d, pg: fourier_analysis(m, d, batch_size=a.batch_size, eps=a.eps,
-                                             include_input=not a.no_input, progress=pg),
+        settings,
+        lambda a, m, d, pg: fourier_analysis(m, d, batch_size=a.batch_size, progress=pg,
+                                             **settings(a)),
         FourierResult.load, "h5", plot)
 
 
 def _variance() -> FeatureAnalysis:
     from ..features.variance import VarianceResult, variance_analysis
     from ..reporting.plots.features import plot_variance
+    def settings(a: Any) -> dict[str, Any]:
+        return VarianceSettings(ddof=a.ddof, include_input=not a.no_input).to_dict()
+
     return FeatureAnalysis(
-        lambda a: {"ddof": a.ddof, "include_input": not a.no_input},
-        lambda a, m, d, pg: variance_analysis(m, d, batch_size=a.batch_size, ddof=a.ddof,
-                                              include_input=not a.no_input, progress=pg),
+        settings,
+        lambda a, m, d, pg: variance_analysis(m, d, batch_size=a.batch_size, progress=pg,
+                                              **settings(a)),
         VarianceResult.load, "json", lambda rs, out, labs: plot_variance(rs, out / "variance",
                                                                          labs))
 
@@ -57,16 +64,17 @@ def robustness_settings(a: Any) -> dict[str, Any]:
     """The effective noise settings of the command's options: the protocol, its band width and
     base noise (the protocol's defaults where not given), and only the protocol's own amplitude
     (``eps`` for paper, ``noise_norm`` for radial)."""
-    from ..features.robustness import PAPER_EPS, PAPER_WIDTH, RADIAL_NORM, RADIAL_WIDTH
-    paper = a.protocol == "paper"
-    out: dict[str, Any] = {
-        "protocol": a.protocol, "freqs": list(a.freqs),
-        "width": a.width if a.width is not None else (PAPER_WIDTH if paper else RADIAL_WIDTH),
-        "base": a.base or ("sign" if paper else "gaussian")}
-    if paper:
-        out["eps"] = PAPER_EPS if a.eps is None else a.eps
+    from ..settings import ROBUSTNESS_PROTOCOLS, RobustnessSettings
+    given = {k: v for k, v in (("eps", a.eps), ("norm", a.noise_norm), ("width", a.width),
+                               ("base", a.base)) if v is not None}
+    s = RobustnessSettings(protocol=a.protocol, freqs=len(a.freqs), **given)  # validated
+    own = ROBUSTNESS_PROTOCOLS[s.protocol]
+    out: dict[str, Any] = {"protocol": s.protocol, "freqs": list(a.freqs),
+                           "width": s.width or own["width"], "base": s.base or own["base"]}
+    if s.protocol == "paper":
+        out["eps"] = s.eps
     else:
-        out["noise_norm"] = RADIAL_NORM if a.noise_norm is None else a.noise_norm
+        out["noise_norm"] = s.norm
     return out
 
 
@@ -95,10 +103,14 @@ def _cka() -> FeatureAnalysis:
             plot_cka(r, out / f"cka_{lab}",
                      title=f"{lab}: CKA ({r.estimator}, {r.n_images} images)")
 
+    def settings(a: Any) -> dict[str, Any]:
+        return {"estimator": CKASettings(batch_size=a.batch_size,
+                                         estimator=a.estimator).estimator}
+
     return FeatureAnalysis(
-        lambda a: {"estimator": a.estimator},
-        lambda a, m, d, pg: cka_analysis(m, d, batch_size=a.batch_size, estimator=a.estimator,
-                                         progress=pg),
+        settings,
+        lambda a, m, d, pg: cka_analysis(m, d, batch_size=a.batch_size, progress=pg,
+                                         **settings(a)),
         CKAResult.load, "json", plot)
 
 
