@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train_run
+    from ..workflows.train import train_run
     metrics, reinit, out = train_run(args)
     if args.init:
         print(f"initialized from {args.init}; re-initialized: {', '.join(reinit) or 'nothing'}")
