@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -305,16 +304,15 @@ class _Store:
 
     def write(self) -> None:
         import h5py
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+
+        from .provenance import atomic_write
+        with atomic_write(self.path) as tmp, h5py.File(tmp, "w") as f:
             for k, v in self.arrays.items():
                 f.create_dataset(k, data=v)
             f.create_dataset("sample_indices", data=self.sample_indices)
             f.create_dataset("batch_index", data=np.arange(len(self.sample_indices)))
             for k, v in self.attrs.items():
                 f.attrs[k] = v
-        os.replace(tmp, self.path)
 
 
 def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_fn, device, store):

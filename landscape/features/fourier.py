@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
+from ..provenance import atomic_write
 from .streaming import data_description, kept_rows, stream_block_outputs
 
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
@@ -201,9 +202,7 @@ class FourierResult:
         """Write HDF5: one group per entry (spectrum, freqs, delta, per-image value) + attrs."""
         import h5py
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["kind"] = "fourier"
             f.attrs["n_images"] = self.n_images
             f.attrs["seed"] = -1 if self.seed is None else self.seed
@@ -226,7 +225,6 @@ class FourierResult:
                 g.create_dataset("delta", data=de)
                 if i < len(self.per_image):
                     g.create_dataset("per_image", data=np.asarray(self.per_image[i], np.float32))
-        tmp.replace(path)
         return path
 
     @classmethod

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
+from ..provenance import atomic_write
 from ..summary import Summary, as_summary
 from .report_claims import claims_body, loss_statement
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
@@ -398,9 +399,8 @@ def write_report(out_dir: str | Path, summary: Summary | Mapping[str, Any],
     out_dir.mkdir(parents=True, exist_ok=True)
     text = render_html(out_dir, summary, claims)
     path = out_dir / REPORT_NAME
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
