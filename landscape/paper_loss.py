@@ -20,7 +20,6 @@ takes as they are.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .curvature.l2 import l2_penalty
-from .data.augment import _beta
 from .errors import LandscapeError
 
 PAPER_WD = 0.05
@@ -105,29 +103,8 @@ def _mix_chunk(xb: torch.Tensor, t: torch.Tensor, spec: PaperLoss, g: torch.Gene
                ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, list[int], bool]]:
     """timm's batch-mode Mixup/CutMix of one chunk with a permutation of itself (the draws of
     :func:`landscape.data.augment.mix`); returns (images, targets, (lam, perm, cutmix))."""
-    b = len(xb)
-    if spec.mixup_alpha == 0 and spec.cutmix_alpha == 0:
-        return xb, t, (1.0, list(range(b)), False)
-    if spec.mixup_alpha > 0 and spec.cutmix_alpha > 0:
-        cut = bool(torch.rand((), generator=g) < 0.5)
-    else:
-        cut = spec.cutmix_alpha > 0
-    lam = _beta(spec.cutmix_alpha if cut else spec.mixup_alpha, g)
-    perm = torch.randperm(b, generator=g)
-    if cut:
-        h, w = xb.shape[-2:]
-        r = math.sqrt(1.0 - lam)
-        ch, cw = int(h * r), int(w * r)
-        cy = int(torch.randint(0, h, (), generator=g))
-        cx = int(torch.randint(0, w, (), generator=g))
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        out = xb.clone()
-        out[..., y0:y1, x0:x1] = xb[perm][..., y0:y1, x0:x1]
-        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
-    else:
-        out = lam * xb + (1.0 - lam) * xb[perm]
-    return out, lam * t + (1.0 - lam) * t[perm], (lam, perm.tolist(), cut)
+    from .data.augment import mix_targets
+    return mix_targets(xb, t, spec.mixup_alpha, spec.cutmix_alpha, g)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

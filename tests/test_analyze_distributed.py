@@ -13,33 +13,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_analyze import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPTS = [str(ROOT / "checkpoints" / "demo" / f"{m}_s0.pt") for m in ("resnet_tiny", "vit_tiny")]
 # A pinned surface plan: the same arithmetic in every process, whatever it would measure.
 PLAN = "batch_size=32,points_per_pass=1,channels_last=false,fold_bn=false,first_layer=false," \
        "workers=1"
-SMALL = f"""
-[analyze]
-eval_samples = 64
-samples = 32
-batch_size = 32
-lesion_samples = 32
-surface_samples = 32
-surface_grid = "-1:1:3"
-surface_ygrid = "-1:1:3"
-surface_planes = 2
-surface_plan = "{PLAN}"
-spectrum_batches = 4
-spectrum_batch_size = 8
-top_k = 2
-lanczos_max_iter = 12
-curvature_samples = 16
-trace_products = 6
-density_probes = 1
-density_steps = 6
-groups = 8
-"""
+SMALL = TINY.replace("spectrum_batches = 2", "spectrum_batches = 4") + \
+    f'surface_planes = 2\nsurface_plan = "{PLAN}"\n'
 ONLY = "hessian,surface,fourier"
 SKIP = {"wall_time_s", "timing", "created", "versions", "settings", "host", "figures"}
 

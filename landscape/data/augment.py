@@ -103,8 +103,21 @@ def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup_alpha: float =
         target = y.to(x.dtype)
     if mixup_alpha == 0 and cutmix_alpha == 0:
         return x, target
+    out, mixed, _ = mix_targets(x, target, mixup_alpha, cutmix_alpha, generator)
+    return out, mixed
+
+
+def mix_targets(x: torch.Tensor, target: torch.Tensor, mixup_alpha: float, cutmix_alpha: float,
+                generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, list[int], bool]]:
+    """timm's batch-mode Mixup or CutMix of ``x`` with a permutation of itself, soft
+    ``target`` (B, K) mixed alike; returns (images, targets, (lam, permutation, cutmix?)). The
+    draws, in order: the Mixup-or-CutMix coin (both alphas > 0), lam ~ Beta(alpha, alpha), the
+    permutation, the box centre (CutMix; lam becomes the kept area)."""
     gdev = generator.device if generator is not None else torch.device("cpu")
     b = x.shape[0]
+    if mixup_alpha == 0 and cutmix_alpha == 0:
+        return x, target, (1.0, list(range(b)), False)
     if mixup_alpha > 0 and cutmix_alpha > 0:
         use_cutmix = bool(torch.rand((), generator=generator, device=gdev) < 0.5)
     else:
@@ -124,4 +137,4 @@ def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup_alpha: float =
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
     else:
         out = lam * x + (1.0 - lam) * x[perm]
-    return out, lam * target + (1.0 - lam) * target[perm]
+    return out, lam * target + (1.0 - lam) * target[perm], (lam, perm.tolist(), use_cutmix)
