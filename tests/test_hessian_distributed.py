@@ -9,6 +9,13 @@ import textwrap
 import numpy as np
 import pytest
 
+
+@pytest.fixture(autouse=True)
+def _private_mode_cache(tmp_path, monkeypatch):
+    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 

@@ -38,6 +38,7 @@ from .operators import (
                                DenseOperator,
                                LinearOperator,
                                ScaledIdentity,
+                               ScaledOperator,
                                SumOperator,
                                as_operator,
                                check_repeated_products,
@@ -50,7 +51,8 @@ from .trace import hutchinson_trace, hutchpp_trace
 __all__ = [
     "DEFAULT_MODE", "L2_KINDS", "MODES", "WHICH", "DenseOperator", "DensityResult", "EigenResult",
     "HessianOperator", "Lanczos", "LinearOperator", "LossHessian", "ModeChoice",
-    "PaperL2Hessian", "ScaledIdentity", "SumOperator", "TraceResult", "as_operator",
+    "PaperL2Hessian", "ScaledIdentity", "ScaledOperator", "SumOperator", "TraceResult",
+    "as_operator",
     "check_repeated_products", "choose_mode", "dense_hessian", "eval_mode", "hutchinson_trace",
     "hutchpp_trace", "l2_hessian", "l2_penalty", "lanczos_eigenpairs", "lanczos_quadrature",
     "loss_hessian_of",

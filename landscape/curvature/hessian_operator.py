@@ -13,7 +13,9 @@ use ``torch.autograd.grad`` so nothing is ever written to ``.grad``.
 Product modes (``mode=``): ``"double_backward"`` computes the gradient with ``create_graph=True``
 once per batch, keeps that graph, and differentiates ``g . v`` per product (several vectors per
 pass with ``is_grads_batched``); ``"forward_over_reverse"`` is ``torch.func.jvp`` of
-``torch.func.grad`` (``vmap`` for several vectors); ``"auto"`` measures (``curvature.modes``).
+``torch.func.grad`` (``vmap`` for several vectors); ``"auto"`` takes the choice recorded for the
+same setting or measures inside the operator's first products, which are used as real products
+(``curvature.modes``). ``n_products`` counts every product computed, measurement included.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ import torch.nn.functional as F
 
 from ..device import eval_mode
 from ..errors import LandscapeError, NonFiniteLossError
+from . import mode_cache
 from .l2 import L2_KINDS, l2_hessian
-from .modes import MODES, ModeChoice, choose_mode
+from .modes import MODES, ModeChoice, ModeProbe, choose_mode, timed_call
 from .operators import LinearOperator, SumOperator
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -119,8 +122,9 @@ class LossHessian(LinearOperator):
         self.device = torch.device(device) if device is not None else self.params[0].device
         self.augment = augment
         self.augment_seed = int(augment_seed)
-        self.mode = mode  # "auto" is resolved by measurement at the first product
+        self.mode = mode  # "auto" is resolved at the first product (cache or measurement)
         self.mode_choice = ModeChoice(mode) if mode != "auto" else None
+        self._probe: ModeProbe | None = None
         self.retain_graph = (len(batches) == 1) if retain_graph is None else bool(retain_graph)
         self.distributed = bool(distributed)
         self.n_products = 0
@@ -140,7 +144,18 @@ class LossHessian(LinearOperator):
                 f"{len(self.names)} tensors",
                 "augment": repr(self.augment) if self.augment is not None else None,
                 "augment_seed": self.augment_seed, "mode": self.mode,
+                "mode_choice": self.mode_choice.to_dict() if self.mode_choice else None,
                 "dtype": str(self.dtype), "distributed": self.distributed}
+
+    def mode_cache_key(self) -> dict[str, Any]:
+        """The key of this operator's product-mode choice in the persistent cache
+        (:mod:`landscape.curvature.mode_cache`)."""
+        shapes = sorted({tuple(int(d) for d in b[0].shape) for b in self.batches})
+        loss = getattr(self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        extra = (f"loss={loss};batches={len(self.batches)};retain={self.retain_graph};"
+                 f"augment={self.augment is not None};distributed={self.distributed}")
+        return mode_cache.mode_key(self.model, self.shape[0], self.dtype, self.device, shapes,
+                                   extra)
 
     def split(self, v: torch.Tensor) -> list[torch.Tensor]:
         """Flat (n,) or (m, n) -> per-parameter tensors (with the leading m kept)."""
@@ -240,21 +255,80 @@ class LossHessian(LinearOperator):
     def _apply(self, V: torch.Tensor, batched: bool) -> torch.Tensor:
         V = V.to(self.device, self.dtype)
         vs = self.split(V.T.contiguous() if batched else V)
-        local = self._local_indices()
-        if self.mode == "auto" and local:
-            self.mode_choice = choose_mode(self, local[0], vs, batched)
-            self.mode = self.mode_choice.mode
-        hvp = self.product_function(self.mode if self.mode != "auto" else "double_backward")
-        out = self._batch_mean(lambda i: hvp(i, vs, batched), (V.shape[1],) if batched else ())
+        lead = (V.shape[1],) if batched else ()
+        if self.mode == "auto":
+            self._mode_from_cache()
+        if self.mode == "auto":
+            out = self._apply_probing(vs, batched, lead)
+        else:
+            hvp = self.product_function(self.mode)
+            out = self._batch_mean(lambda i: hvp(i, vs, batched), lead)
         return out.T if batched else out
 
+    def _mode_from_cache(self) -> None:
+        """Take the recorded choice for this setting, if any (once; rank 0's under torchrun)."""
+        if self._probe is not None:
+            return
+        hit = mode_cache.lookup(self.mode_cache_key())
+        if self.distributed:
+            from .. import distributed as D
+            hit = D.broadcast_object(hit)
+        if hit is not None:
+            self.mode_choice = ModeChoice.from_dict(hit, source="cache")
+            self.mode = self.mode_choice.mode
+        else:
+            self._probe = ModeProbe()
+
+    def _apply_probing(self, vs: list[torch.Tensor], batched: bool,
+                       lead: tuple) -> torch.Tensor:
+        """One real product while "auto" is measuring: the mode the probe schedule names, timed;
+        after the last probe product the faster mode is kept and recorded (module doc)."""
+        probe = self._probe
+        assert probe is not None
+        n_vec = lead[0] if lead else 1
+        out = None
+        while out is None:
+            mode = probe.next_mode()
+            fn = self.product_function(mode)
+            if mode == "double_backward" and self.retain_graph:
+                for b in self._local_indices():  # the graph is needed anyway: not timed
+                    self._grad_graph(b)
+            try:
+                out, dt = timed_call(self.device, lambda fn=fn: self._batch_mean(
+                    lambda i: fn(i, vs, batched), lead))
+            except Exception as e:  # noqa: BLE001 - e.g. a model torch.func cannot trace
+                if probe.done:
+                    raise
+                probe.fail(mode, e, stacklevel=6)
+                continue
+            if not probe.done:
+                probe.record(mode, dt, n_vec)
+        if probe.done:
+            choice = probe.choice()
+            if self.distributed:
+                from .. import distributed as D
+                choice = D.broadcast_object(choice)
+            self.mode_choice, self.mode, self._probe = choice, choice.mode, None
+            if choice.mode != "double_backward":
+                self.release_graphs()
+            if not probe.failed:
+                mode_cache.store(self.mode_cache_key(), choice.to_dict())
+        return out
+
     def resolved_mode(self) -> str:
-        """The product mode (measuring now if it is still "auto")."""
+        """The product mode, resolving "auto" now (the cache, else the probe schedule on a seeded
+        vector: those products are discarded but counted in ``n_products``)."""
+        if self.mode == "auto":
+            self._mode_from_cache()
         if self.mode == "auto":
             local = self._local_indices()
-            zero = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
-            self.mode_choice = choose_mode(self, local[0] if local else 0, self.split(zero), False)
-            self.mode = self.mode_choice.mode
+            g = torch.Generator(device="cpu").manual_seed(0)
+            v = torch.randn(self.shape[0], generator=g, dtype=torch.float64)
+            self.mode_choice = choose_mode(self, local[0] if local else 0,
+                                           self.split(v.to(self.device, self.dtype)), False)
+            self.mode, self._probe = self.mode_choice.mode, None
+            if not self.distributed:
+                mode_cache.store(self.mode_cache_key(), self.mode_choice.to_dict())
         return self.mode
 
     def gradient(self) -> torch.Tensor:
