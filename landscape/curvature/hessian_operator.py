@@ -93,6 +93,8 @@ class LossHessian(LinearOperator):
         device: where the batches go; default the parameters' device.
     """
 
+    curvature = "hessian"  # the GGN and empirical-Fisher subclasses say "ggn" / "ef"
+
     def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  params: ParamSelector = None,
@@ -139,7 +141,8 @@ class LossHessian(LinearOperator):
 
     def config(self) -> dict[str, Any]:
         """Settings that define this operator (for result files)."""
-        return {"n_params": self.shape[0], "n_batches": len(self.batches),
+        return {"curvature": self.curvature, "n_params": self.shape[0],
+                "n_batches": len(self.batches),
                 "n_samples": self.n_samples, "params": self.names if len(self.names) < 50 else
                 f"{len(self.names)} tensors",
                 "augment": repr(self.augment) if self.augment is not None else None,
@@ -378,7 +381,7 @@ class LossHessian(LinearOperator):
 
     def free(self) -> None:
         """Drop the retained graphs and cached batches."""
-        self._graphs.clear()
+        self.release_graphs()
         self._xcache.clear()
 
 
@@ -403,16 +406,37 @@ def forward_over_reverse(op: LossHessian, i: int, vs: list[torch.Tensor],
         return list(vmap(hvp)(tuple(vs))) if batched else list(hvp(tuple(vs)))
 
 
+CURVATURES = ("hessian", "ggn", "ef")
+
+
+def data_term(model: nn.Module, data: Batch | Sequence[Batch], curvature: str = "hessian",
+              **kw: Any) -> LossHessian:
+    """The loss's curvature operator of kind ``curvature``: "hessian" (:class:`LossHessian`),
+    "ggn" (:class:`~landscape.curvature.ggn.GGNOperator`) or "ef"
+    (:class:`~landscape.curvature.fisher.EmpiricalFisherOperator`)."""
+    if curvature == "hessian":
+        return LossHessian(model, data, **kw)
+    if curvature == "ggn":
+        from .ggn import GGNOperator
+        return GGNOperator(model, data, **kw)
+    if curvature == "ef":
+        from .fisher import EmpiricalFisherOperator
+        return EmpiricalFisherOperator(model, data, **kw)
+    raise LandscapeError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+
+
 class HessianOperator(SumOperator):
     """``LossHessian(model, data, **kw)`` plus, when ``wd`` is non-zero, the Hessian of the L2
     term ``l2`` ("half": ``+ wd I``; "paper": of ``wd * sum_p ||p||_2``), composed as a sum of
-    operators. Attributes of the loss Hessian (``model``, ``gradient``, ``free``...) are exposed."""
+    operators. Attributes of the loss Hessian (``model``, ``gradient``, ``free``...) are exposed.
+    ``curvature="ggn"`` or ``"ef"`` puts the GGN or the empirical Fisher of the loss in place of
+    its Hessian (``mode`` is then ignored); the L2 term is added the same way."""
 
     def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *, wd: float = 0.0,
-                 l2: str = "half", **kw: Any):
+                 l2: str = "half", curvature: str = "hessian", **kw: Any):
         if l2 not in L2_KINDS:
             raise LandscapeError(f"l2 must be one of {L2_KINDS}, got {l2!r}")
-        loss = LossHessian(model, data, **kw)
+        loss = data_term(model, data, curvature, **kw)
         self.wd, self.l2 = float(wd), l2
         terms = [loss] + ([l2_hessian(loss.params, self.wd, l2)] if self.wd else [])
         self.terms = terms
