@@ -19,6 +19,7 @@ Modules (each one quantity or piece, curvlinops style):
 - ``trace``: Hutchinson and Hutch++; ``density``: SLQ spectral density;
 - ``results``: the result dataclasses; ``pyhessian_backend``: the pyhessian package as a backend.
 """
+from . import mode_cache
 from .block_size import probe_block_size
 from .density import slq_density
 from .fisher import EmpiricalFisherOperator
@@ -58,7 +59,7 @@ from .subspace import subspace_eigenpairs
 from .trace import hutchinson_trace, hutchpp_trace
 
 __all__ = [
-    "CURVATURES", "EmpiricalFisherOperator", "GGNOperator", "probe_block_size",
+    "CURVATURES", "EmpiricalFisherOperator", "GGNOperator", "mode_cache", "probe_block_size",
     "DEFAULT_MODE", "L2_KINDS", "MODES", "WHICH", "DenseOperator", "DensityResult", "EigenResult",
     "HessianOperator", "Lanczos", "LinearOperator", "LossHessian", "ModeChoice",
     "PaperL2Hessian", "ScaledIdentity", "ScaledOperator", "SumOperator", "TraceResult",
