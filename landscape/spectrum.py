@@ -26,7 +26,8 @@ Raw results go to one HDF5 file (``eigenvalues`` [n_batches, k], NaN rows unfini
 ``identity`` (:mod:`landscape.resume`), ``versions``, ``mode_chosen``, ``summary``), replaced
 atomically after every round. Re-running with the same settings continues where it stopped,
 with the product mode recorded by the first run (``mode="auto"`` is resolved once and never
-re-timed: from the persistent mode cache when the setting was seen before, else measured inside
+re-timed: from the persistent mode cache when the setting was seen before, else by the measured
+rule for the device (the CPU: double backward), else measured inside
 the first batch's own Lanczos products, which count in that batch's ``n_products``; under
 torchrun without a cached choice it is measured on rank 0 before the work, and those products
 are recorded in ``mode_chosen["probe_products"]``). Under ``torchrun`` the work units
@@ -59,7 +60,7 @@ from .curvature import (
     top_eigenvalues,
 )
 from .curvature.lanczos import CONFIRM_STEPS
-from .curvature.modes import ModeChoice
+from .curvature.modes import ModeChoice, rule_for
 from .errors import LandscapeError
 from .resume import check, identity
 
@@ -350,7 +351,8 @@ class _Store:
 
 def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_fn, device, store):
     """The product mode and its record: the given one; the one a previous run recorded (pinned on
-    resume); the persistent cache's choice for this setting; else, in one process, ("auto",
+    resume); the persistent cache's choice for this setting; the measured rule's for the device
+    (``curvature.modes.RULES``); else, in one process, ("auto",
     None): the first batch's operator measures inside its own Lanczos products. Under torchrun
     without a cached choice rank 0 measures on the first unfinished batch (products recorded)."""
     if cfg.mode != "auto" or cfg.backend != "landscape":
@@ -364,8 +366,11 @@ def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_f
             probe = LossHessian(model, (images[ii].to(device), labels[ii].to(device)),
                                 loss_fn=loss_fn)
             hit = mode_cache.lookup(probe.mode_cache_key())
+            rule = rule_for(probe.device)
             if hit is not None:
                 chosen = ModeChoice.from_dict(hit, source="cache").to_dict()
+            elif rule is not None:
+                chosen = rule.to_dict()
             elif D.world_size() > 1:
                 probe.resolved_mode()
                 chosen = probe.mode_choice.to_dict()

@@ -459,8 +459,19 @@ def test_registry_model_smoke():
     assert all(p.grad is None for p in m.parameters())
 
 
+def test_auto_mode_on_the_cpu_follows_the_measured_rule(cases):
+    m, x, y, H, _ = cases["mlp"]
+    op = HessianOperator(m, (x, y))
+    e = torch.zeros(op.shape[0], dtype=torch.float64)
+    e[2] = 1
+    torch.testing.assert_close(op.matvec(e), H[:, 2], rtol=1e-10, atol=1e-12)
+    assert op.mode == "double_backward" and op.mode_choice.source == "rule"
+    assert op.n_products == 1 and op.mode_choice.probe_products == 0
+
+
 def test_auto_mode_measures_and_survives_a_failing_mode(cases, monkeypatch):
-    from landscape.curvature import LossHessian
+    from landscape.curvature import LossHessian, modes
+    monkeypatch.setattr(modes, "RULES", {})  # measure, as on an accelerator
     m, x, y, H, _ = cases["mlp"]
     op = HessianOperator(m, (x, y))
     assert op.mode == "auto" and op.resolved_mode() in ("double_backward", "forward_over_reverse")

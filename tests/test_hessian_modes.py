@@ -31,7 +31,10 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _private_mode_cache(tmp_path, monkeypatch):
+    """An empty cache per test, and no CPU rule: "auto" measures, as on an accelerator."""
+    from landscape.curvature import modes
     monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
+    monkeypatch.setattr(modes, "RULES", {})
 
 
 @pytest.fixture

@@ -188,6 +188,8 @@ def test_warm_start_gives_cold_values():
 
 
 def test_auto_mode_recorded_and_reused(tmp_path, monkeypatch):
+    from landscape.curvature import modes
+    monkeypatch.setattr(modes, "RULES", {})  # measure, as on an accelerator
     m, x, y = _data()
     cfg = S.SpectrumConfig(**(CFG | {"mode": "auto"}))
     path = tmp_path / "s.h5"
@@ -218,6 +220,13 @@ def test_auto_mode_recorded_and_reused(tmp_path, monkeypatch):
                                       progress=False)
     assert other.extra["mode_choice"]["source"] == "cache"
     assert other.extra["mode_chosen"] == rec["mode"]
+    # on the CPU with its rule: nothing measured, recorded as the rule's
+    monkeypatch.setattr(modes, "RULES", {"cpu": "double_backward"})
+    monkeypatch.setenv("LANDSCAPE_CACHE", "off")
+    ruled = S.max_eigenvalue_spectrum(m, x, y, cfg, out=tmp_path / "u.h5", augment=_aug,
+                                      progress=False)
+    assert ruled.extra["mode_choice"]["source"] == "rule"
+    assert ruled.extra["mode_chosen"] == "double_backward"
 
 
 KILL_CHILD = """

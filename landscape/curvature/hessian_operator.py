@@ -31,7 +31,7 @@ from ..device import eval_mode
 from ..errors import LandscapeError, NonFiniteLossError
 from . import mode_cache
 from .l2 import L2_KINDS, l2_hessian
-from .modes import MODES, ModeChoice, ModeProbe, choose_mode, timed_call
+from .modes import MODES, ModeChoice, ModeProbe, choose_mode, rule_for, timed_call
 from .operators import LinearOperator, SumOperator
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -269,7 +269,8 @@ class LossHessian(LinearOperator):
         return out.T if batched else out
 
     def _mode_from_cache(self) -> None:
-        """Take the recorded choice for this setting, if any (once; rank 0's under torchrun)."""
+        """Take the recorded choice for this setting (rank 0's under torchrun), else the measured
+        rule's for this device, else start measuring (once)."""
         if self._probe is not None:
             return
         hit = mode_cache.lookup(self.mode_cache_key())
@@ -278,6 +279,9 @@ class LossHessian(LinearOperator):
             hit = D.broadcast_object(hit)
         if hit is not None:
             self.mode_choice = ModeChoice.from_dict(hit, source="cache")
+        else:
+            self.mode_choice = rule_for(self.device)
+        if self.mode_choice is not None:
             self.mode = self.mode_choice.mode
         else:
             self._probe = ModeProbe()

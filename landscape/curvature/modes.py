@@ -6,21 +6,30 @@ first product:
 1. **cache**: a choice recorded for the same setting (model class, parameter count, dtype,
    device and threads, batch shapes, torch version; :mod:`landscape.curvature.mode_cache`) is
    used at once: nothing is measured, nothing is spent;
-2. **probe inside the work**: otherwise the operator's first :data:`PROBE_SCHEDULE` products
-   alternate the two modes and are timed (double backward's gradient graph is built before its
-   timing, as it is needed anyway). Every one of them is a real product of the vector the caller
-   asked for, so Lanczos, Hutchinson or SLQ use it as one of its steps: the measurement costs
-   only the difference between the slower and the faster mode on two products, never extra
-   products. The faster mode is then kept for the operator's life and written to the cache.
+2. **measured rule** (:data:`RULES`): on the CPU, double backward. Every CPU measurement of
+   this project found it faster, by 1.7x to 2.6x per product (table below; one thread on a
+   loaded machine, resnet_tiny batch 16: 68 vs 175 ms), and the probe's first
+   forward-over-reverse product pays torch.func's one-time set-up (about 2 s in a fresh
+   process, more than a whole top-5 solve);
+3. **probe inside the work** (other devices, no cached choice): the operator's first
+   :data:`PROBE_SCHEDULE` products alternate the two modes and are timed (double backward's
+   gradient graph is built before its timing, as it is needed anyway). Every one of them is a
+   real product of the vector the caller asked for, so Lanczos, Hutchinson or SLQ use it as one
+   of its steps: the measurement costs only the difference between the slower and the faster
+   mode on two products, never extra products. The faster mode is then kept for the operator's
+   life and written to the cache.
 
-Every product, probes included, is counted in ``n_products``. The choice is a :class:`ModeChoice`
-on the operator (``source`` "given", "cache" or "probe"; ``probe_products``; ``overhead_s``: the
-seconds the probe products took beyond what the chosen mode would have taken).
+Every product, probes included, is counted in ``n_products``. The choice is a
+:class:`ModeChoice` on the operator (``source`` "given", "cache", "rule" or "probe";
+``probe_products``; ``overhead_s``: the seconds the probe products took beyond what the chosen
+mode would have taken).
 
-Measured by benchmarks/hessian.py (batch 16, ms per product, double backward vs
-forward-over-reverse): H100 resnet_tiny 8.6 vs 30.4, vit_tiny 27.3 vs 68.1; two quiet CPU cores
-resnet_tiny 23 vs 44, vit_tiny 31 vs 66; so double backward is the default where nothing is
-measured, but on a loaded shared CPU single timings flipped, hence the measurement.
+Measured by benchmarks/hessian.py (ms per product, double backward vs forward-over-reverse):
+H100 batch 16 resnet_tiny 8.6 vs 30.4, vit_tiny 27.3 vs 68.1; two quiet CPU cores, batch 16
+resnet_tiny 23 vs 44, vit_tiny 31 vs 66; two CPU threads (2026-12-01) batch 16 resnet_tiny 14 vs
+36, vit_tiny 33 vs 69, batch 128 resnet_tiny 61 vs 106, vit_tiny 178 vs 325. Single timings on a
+loaded shared CPU once flipped the order, which a rule does not risk; on accelerators the gap is
+as large but unmeasured on other models and cards, so there the probe decides.
 """
 from __future__ import annotations
 
@@ -36,12 +45,11 @@ MODES = ("auto", "double_backward", "forward_over_reverse")
 # the products of an unresolved "auto" operator, in order: each is a real, used product
 PROBE_SCHEDULE = ("double_backward", "forward_over_reverse", "double_backward",
                   "forward_over_reverse")
-
-
 @dataclass(frozen=True)
 class ModeChoice:
     """The product mode chosen and how: ``source`` "given", "cache" (recorded earlier for the
-    same setting) or "probe" (measured on this operator's first products); the best seconds per
+    same setting), "rule" (:data:`RULES`) or "probe" (measured on this operator's first
+    products); the best seconds per
     product of each mode measured; ``measure_s`` the wall time of the probe products (they are
     real products); ``overhead_s`` the part of it the chosen mode would not have spent;
     ``probe_products`` products taken while measuring (all counted and used)."""
@@ -63,6 +71,17 @@ class ModeChoice:
         return cls(d["mode"], dict(d.get("seconds_per_product", {})),
                    float(d.get("measure_s", 0.0)), source or d.get("source", "given"),
                    int(d.get("probe_products", 0)), float(d.get("overhead_s", 0.0)))
+
+
+# device type -> the mode chosen without measuring (module doc); tests clear it to probe on CPU
+RULES: dict[str, str] = {"cpu": "double_backward"}
+
+
+def rule_for(device: torch.device) -> ModeChoice | None:
+    """The measured rule's choice for ``device`` (None: no rule, measure)."""
+    mode = RULES.get(torch.device(device).type)
+    return ModeChoice(mode, source="rule") if mode else None
+
 
 
 class ModeProbe:
