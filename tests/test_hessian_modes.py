@@ -140,3 +140,24 @@ def test_cache_key_and_invalidation(tmp_path, monkeypatch):
     off = HessianOperator(m, (x, y))
     off.resolved_mode()
     assert not path.exists() and off.loss.mode_choice.source == "probe"
+
+
+def test_probe_block_measured_on_real_probes_then_cached(hvp_calls):
+    from landscape.curvature import hutchinson_trace, probe_block_size
+    from landscape.curvature.block_size import CANDIDATE, BlockedProducts
+    m, x, y = make("cnn")
+    op = HessianOperator(m, (x, y))
+    t = hutchinson_trace(op, 16, seed=0)  # block "auto": measured on its own probes
+    assert t.block in (1, CANDIDATE)
+    assert sum(hvp_calls.values()) == op.n_products == t.n_products == 16
+    assert probe_block_size(op) == t.block  # recorded for this setting
+    fresh = HessianOperator(m, (x, y))
+    apply = BlockedProducts(fresh)
+    assert apply.block == t.block and not apply.measure  # the next estimate measures nothing
+    ref = hutchinson_trace(HessianOperator(m, (x, y), mode="double_backward"), 16, seed=0,
+                           block=1)
+    np.testing.assert_allclose(t.samples, ref.samples, rtol=1e-9)
+    # too few probes to measure: the rule (or the cache), nothing timed
+    small = BlockedProducts(HessianOperator(m, (x[:5], y[:5])))
+    small(torch.randn(small.op.shape[0], 3, dtype=torch.float64))
+    assert small.seconds == {}
