@@ -91,9 +91,15 @@ class SpectrumConfig:
     warm_start: bool = False  # start from the previous batch's Ritz vectors (see module doc)
     segment: int = 16  # warm-start chain length
     confirm: int = CONFIRM_STEPS  # Lanczos steps a converged top-k must survive
+    curvature: str = "hessian"  # "ggn" / "ef": the GGN or empirical Fisher in place of the Hessian
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings; ``curvature`` only when it is not the Hessian (so files written before
+        the GGN/EF existed keep their identity and resume)."""
+        d = asdict(self)
+        if d["curvature"] == "hessian":
+            del d["curvature"]
+        return d
 
 
 class BatchEigen(NamedTuple):
@@ -222,7 +228,8 @@ def _batch_operator(model, images, labels, idx, i, cfg, augment, loss_fn, device
     ii = torch.as_tensor(idx, dtype=torch.long, device=images.device)
     return HessianOperator(model, (images[ii].to(device), labels[ii].to(device)), loss_fn=loss_fn,
                            wd=cfg.wd, l2=cfg.l2, augment=augment if cfg.augment else None,
-                           augment_seed=_augment_seed(cfg.seed, i), mode=mode)
+                           augment_seed=_augment_seed(cfg.seed, i), mode=mode,
+                           curvature=cfg.curvature)
 
 
 def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: np.ndarray,
@@ -355,7 +362,7 @@ def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_f
     (``curvature.modes.RULES``); else, in one process, ("auto",
     None): the first batch's operator measures inside its own Lanczos products. Under torchrun
     without a cached choice rank 0 measures on the first unfinished batch (products recorded)."""
-    if cfg.mode != "auto" or cfg.backend != "landscape":
+    if cfg.mode != "auto" or cfg.backend != "landscape" or cfg.curvature != "hessian":
         return cfg.mode, None
     chosen = None
     if D.is_writer():

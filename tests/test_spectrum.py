@@ -146,6 +146,31 @@ def test_cli_hessian(tmp_path):
     assert main(["hessian", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
 
 
+@pytest.mark.parametrize("kind", ["ggn", "ef"])
+def test_spectrum_of_the_ggn_and_ef_against_dense(tmp_path, kind):
+    from test_ggn import dense_ef, dense_ggn
+    m, x, y = _data()
+    cfg = S.SpectrumConfig(**(CFG | {"curvature": kind, "augment": False, "negative": False,
+                                     "which": "LA"}))
+    r = S.max_eigenvalue_spectrum(m, x, y, cfg, out=tmp_path / "s.h5", progress=False)
+    assert r.converged.all() and r.config["curvature"] == kind
+    for i in range(cfg.n_batches):
+        ii = torch.as_tensor(r.sample_indices[i])
+        ref = (dense_ggn if kind == "ggn" else dense_ef)(m, x[ii], y[ii])
+        ev = np.linalg.eigvalsh(ref.numpy())[::-1][:3] + 0.01  # + the L2 term (wd I)
+        np.testing.assert_allclose(r.eigenvalues[i], ev, rtol=1e-7)
+    # the Hessian's settings omit the key (older files keep their identity)
+    assert "curvature" not in S.SpectrumConfig().to_dict()
+
+
+def test_cli_hessian_curvature_option(tmp_path, capsys):
+    from landscape.cli import main
+    with pytest.raises(SystemExit):
+        main(["hessian", "--help"])
+    out = capsys.readouterr().out
+    assert "--curvature {hessian,ggn,ef}" in out and "Gauss-Newton" in out
+
+
 def test_lambda_min_recorded_against_dense(tmp_path):
     m, x, y = _data()
     cfg = S.SpectrumConfig(**(CFG | {"l2": "paper"}))
