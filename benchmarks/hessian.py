@@ -118,8 +118,12 @@ def rel_err(vals, ref) -> np.ndarray:
 
 
 def timed(fn):
+    """(fn(), wall seconds), CUDA synchronized around it."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     r = fn()
+    sync()
     return r, time.perf_counter() - t0
 
 
@@ -341,9 +345,9 @@ def true_residuals(model, x, y, values, vectors) -> np.ndarray:
     """||H v - lambda v|| / |lambda| for unit v, by our double-backward product on the float32
     model (one common yardstick for every side)."""
     op = HessianOperator(model, (x, y), mode="double_backward")
-    V = vectors.to(torch.float64)
+    V = vectors.detach().to("cpu", torch.float64)
     V = V / V.norm(dim=0, keepdim=True)
-    HV = op.matmat(V.to(op.dtype)).to(torch.float64)
+    HV = op.matmat(V.to(op.device, op.dtype)).to("cpu", torch.float64)
     lam = torch.as_tensor(np.asarray(values, dtype=np.float64))
     res = ((HV - V * lam).norm(dim=0) / lam.abs()).numpy()
     op.free()
@@ -411,14 +415,17 @@ def per_product_seconds(model, x, y, versions: dict, reps: int = 5) -> dict:
     from landscape.curvature import math_attention
     params = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
-    v = torch.randn(sum(p.numel() for p in params), generator=g)
+    v = torch.randn(sum(p.numel() for p in params), generator=g).to(x.device)
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
 
     def med(fn):
         fn()
         ts = []
         for _ in range(reps):
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             ts.append(time.perf_counter() - t0)
         return float(np.median(ts))
 
@@ -460,7 +467,8 @@ def bench_peers_case(model, x, y, ref, repeats: int, versions: dict, cache_dir: 
         r = top_eigenvalues(op, 5, "LM", tol=1e-3, seed=0)
         choice = op.loss.mode_choice.to_dict() if op.loss.mode_choice else None
         op.free()
-        return r.eigenvalues, r.eigenvectors.detach().to(torch.float64), r.n_products, choice
+        return r.eigenvalues, r.eigenvectors.detach().to("cpu", torch.float64), r.n_products, \
+            choice
 
     rows = {"peers": versions}
     (vals, vecs, n, choice), t_first = timed(ours)
