@@ -47,7 +47,12 @@ demo-checkpoints: install
 demo: install
 	$(PY) experiments/demo.py --checkpoints $(DEMO_CKPTS) --out runs/demo
 
+# The peers (hessian-eigenthings, curvlinops) come from the `bench` extra, pinned; torch is held at
+# the installed build so the extra cannot replace it. A peer that fails to install is skipped.
 bench: install
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(PIP) install -q -c $(VENV)/torch-pin.txt -e '.[bench]' \
+	  || echo "warning: the bench extra did not install; missing peers are skipped"
 	$(PY) benchmarks/run_all.py
 
 clean:

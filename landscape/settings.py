@@ -112,7 +112,8 @@ class SpectrumSettings(Settings):
     method: str = setting("lanczos", "eigen solver method", choices=("lanczos",))
     backend: str = setting("landscape", "ours (Lanczos) or pyhessian's power iteration",
                            choices=("landscape", "pyhessian"))
-    mode: str = setting("double_backward", "Hessian-vector product mode",
+    mode: str = setting("auto", "Hessian-vector product mode (auto: cached choice, else the "
+                        "measured rule, else measured in the first products)",
                         choices=("auto", "double_backward", "forward_over_reverse"))
     start: str = setting("auto", "Lanczos start vector", choices=("auto", "gradient", "random"))
     negative: bool = setting(True, "also the most negative eigenvalue of every batch")
@@ -120,6 +121,16 @@ class SpectrumSettings(Settings):
     segment: int = setting(16, "warm-start chain length", minimum=1)
     confirm: int = setting(CONFIRM_STEPS, "Lanczos steps a converged top-k must survive",
                            minimum=0)
+    curvature: str = setting("hessian", "the Hessian, or the GGN / empirical Fisher in its place",
+                             choices=("hessian", "ggn", "ef"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings; ``curvature`` only when it is not the Hessian (files written before the
+        GGN/EF existed keep their identity and resume)."""
+        d = dataclasses.asdict(self)
+        if d["curvature"] == "hessian":
+            del d["curvature"]
+        return d
 
 
 #: The named presets of the loss (spectrum, curvature, surface); analyze uses ``paper``.

@@ -25,8 +25,12 @@ Raw results go to one HDF5 file (``eigenvalues`` [n_batches, k], NaN rows unfini
 ``sample_indices`` [n_batches, batch_size], ``batch_index``; attrs ``config``, ``seed``,
 ``identity`` (:mod:`landscape.resume`), ``versions``, ``mode_chosen``, ``summary``), replaced
 atomically after every round. Re-running with the same settings continues where it stopped,
-with the product mode recorded by the first run (``mode="auto"`` is measured once and never
-re-timed). Under ``torchrun`` the work units
+with the product mode recorded by the first run (``mode="auto"`` is resolved once and never
+re-timed: from the persistent mode cache when the setting was seen before, else by the measured
+rule for the device (the CPU: double backward), else measured inside
+the first batch's own Lanczos products, which count in that batch's ``n_products``; under
+torchrun without a cached choice it is measured on rank 0 before the work, and those products
+are recorded in ``mode_chosen["probe_products"]``). Under ``torchrun`` the work units
 (single batches, or warm-start chains) are sharded over ranks; each batch's problem depends only
 on (seed, batch index) and its chain, so the result is identical to the single-process run.
 """
@@ -50,9 +54,11 @@ from .curvature import (
     HessianOperator,
     LossHessian,
     lanczos_eigenpairs,
+    mode_cache,
     start_vector,
     top_eigenvalues,
 )
+from .curvature.modes import ModeChoice, rule_for
 from .errors import LandscapeError
 from .resume import check, identity
 from .settings import SpectrumSettings
@@ -77,6 +83,7 @@ class BatchEigen(NamedTuple):
     min_residual: float
     converged: bool
     vectors: torch.Tensor | None = None
+    mode_choice: dict[str, Any] | None = None  # set when this batch's operator chose the mode
 
 
 @dataclass
@@ -193,7 +200,8 @@ def _batch_operator(model, images, labels, idx, i, cfg, augment, loss_fn, device
     ii = torch.as_tensor(idx, dtype=torch.long, device=images.device)
     return HessianOperator(model, (images[ii].to(device), labels[ii].to(device)), loss_fn=loss_fn,
                            wd=cfg.wd, l2=cfg.l2, augment=augment if cfg.augment else None,
-                           augment_seed=_augment_seed(cfg.seed, i), mode=mode)
+                           augment_seed=_augment_seed(cfg.seed, i), mode=mode,
+                           curvature=cfg.curvature)
 
 
 def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: np.ndarray,
@@ -223,6 +231,7 @@ def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, i
         targets["SA"] = 1
     rs = lanczos_eigenpairs(op, targets, v0, tol=cfg.tol, max_iter=cfg.max_iter, seed=seed,
                             return_eigenvectors=cfg.warm_start, confirm=cfg.confirm)
+    choice = op.loss.mode_choice.to_dict() if cfg.mode == "auto" and op.loss.mode_choice else None
     op.free()
     r, lo = rs[cfg.which], rs.get("SA", rs[cfg.which] if cfg.which == "SA" else None)
     conv = all(x.converged for x in rs.values())
@@ -233,16 +242,19 @@ def _batch_eigen(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, i
         if cfg.warm_start else None
     return BatchEigen(r.eigenvalues, r.residuals, r.n_products,
                       float(lo.eigenvalues[0]) if lo is not None else nan,
-                      float(lo.residuals[0]) if lo is not None else nan, conv, vecs)
+                      float(lo.residuals[0]) if lo is not None else nan, conv, vecs, choice)
 
 
 def _chain(model, images, labels, sample_indices, chain, cfg, augment, loss_fn, device):
-    """Solve the batches of one work unit in order (warm-starting each from the previous)."""
+    """Solve the batches of one work unit in order (warm-starting each from the previous); a
+    mode still "auto" is resolved by the first batch and kept for the rest."""
     out, prev = [], None
     for i in chain:
         r = _batch_eigen(model, images, labels, sample_indices[i], i, cfg, augment, loss_fn,
                          device, prev if cfg.warm_start else None)
         prev = r.vectors
+        if cfg.mode == "auto" and r.mode_choice is not None:
+            cfg = replace(cfg, mode=r.mode_choice["mode"])
         out.append((i, r._replace(vectors=None)))
     return out
 
@@ -316,9 +328,12 @@ class _Store:
 
 
 def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_fn, device, store):
-    """The product mode: the given one, the one a previous run recorded, or measured once now on
-    the first unfinished batch (writer) and recorded; broadcast to every rank."""
-    if cfg.mode != "auto" or cfg.backend != "landscape":
+    """The product mode and its record: the given one; the one a previous run recorded (pinned on
+    resume); the persistent cache's choice for this setting; the measured rule's for the device
+    (``curvature.modes.RULES``); else, in one process, ("auto",
+    None): the first batch's operator measures inside its own Lanczos products. Under torchrun
+    without a cached choice rank 0 measures on the first unfinished batch (products recorded)."""
+    if cfg.mode != "auto" or cfg.backend != "landscape" or cfg.curvature != "hessian":
         return cfg.mode, None
     chosen = None
     if D.is_writer():
@@ -328,15 +343,22 @@ def _resolve_mode(model, images, labels, sample_indices, todo_first, cfg, loss_f
             ii = torch.as_tensor(sample_indices[todo_first], dtype=torch.long, device=images.device)
             probe = LossHessian(model, (images[ii].to(device), labels[ii].to(device)),
                                 loss_fn=loss_fn)
-            probe.resolved_mode()
-            chosen = probe.mode_choice.to_dict()
+            hit = mode_cache.lookup(probe.mode_cache_key())
+            rule = rule_for(probe.device)
+            if hit is not None:
+                chosen = ModeChoice.from_dict(hit, source="cache").to_dict()
+            elif rule is not None:
+                chosen = rule.to_dict()
+            elif D.world_size() > 1:
+                probe.resolved_mode()
+                chosen = probe.mode_choice.to_dict()
             probe.free()
             del probe
-            if store is not None:
+            if store is not None and chosen is not None:
                 store.attrs["mode_chosen"] = json.dumps(chosen)
                 store.write()
     chosen = D.broadcast_object(chosen)
-    return chosen["mode"], chosen
+    return (chosen["mode"], chosen) if chosen is not None else ("auto", None)
 
 
 def max_eigenvalue_spectrum(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -392,6 +414,13 @@ def max_eigenvalue_spectrum(model: nn.Module, images: torch.Tensor, labels: torc
             done = [item for u in D.shard(part) for item in _chain(
                 model, images, labels, sample_indices, u, run_cfg, augment, loss_fn, device)]
             gathered = D.gather_to_writer(done)
+            if run_cfg.mode == "auto":  # one process: the first batch measured (module doc)
+                first = next((r.mode_choice for _, r in done if r.mode_choice), None)
+                if first is not None:
+                    mode, chosen = first["mode"], first
+                    run_cfg = replace(cfg, mode=mode)
+                    if store is not None:
+                        store.attrs["mode_chosen"] = json.dumps(chosen)
             if D.is_writer():
                 for rank_items in gathered:
                     for i, r in rank_items:

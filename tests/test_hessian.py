@@ -24,6 +24,13 @@ from landscape.hessian import (
 )
 
 torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _private_mode_cache(tmp_path, monkeypatch):
+    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
+
+
 MODELS = ["mlp", "cnn", "attn"]
 
 
@@ -376,10 +383,12 @@ def test_augmentation_fixed_seed(cases):
         return xb.flip(-1) if flip else xb
 
     v = torch.randn(HessianOperator(m, (x, y)).shape[0], dtype=torch.float64)
-    a = HessianOperator(m, (x, y), augment=aug, augment_seed=3)
-    b = HessianOperator(m, (x, y), augment=aug, augment_seed=3)
-    c = HessianOperator(m, (x, y), augment=aug, augment_seed=4)
-    plain = HessianOperator(m, (x, y)).matvec(v)
+    # one mode pinned: an "auto" operator's first products alternate two modes (equal to rounding)
+    kw = dict(mode="double_backward")
+    a = HessianOperator(m, (x, y), augment=aug, augment_seed=3, **kw)
+    b = HessianOperator(m, (x, y), augment=aug, augment_seed=3, **kw)
+    c = HessianOperator(m, (x, y), augment=aug, augment_seed=4, **kw)
+    plain = HessianOperator(m, (x, y), **kw).matvec(v)
     av = a.matvec(v)
     torch.testing.assert_close(av, a.matvec(v), rtol=0, atol=0)  # one operator, one function
     torch.testing.assert_close(av, b.matvec(v), rtol=0, atol=0)
@@ -457,27 +466,45 @@ def test_registry_model_smoke():
     assert all(p.grad is None for p in m.parameters())
 
 
+def test_auto_mode_on_the_cpu_follows_the_measured_rule(cases):
+    m, x, y, H, _ = cases["mlp"]
+    op = HessianOperator(m, (x, y))
+    e = torch.zeros(op.shape[0], dtype=torch.float64)
+    e[2] = 1
+    torch.testing.assert_close(op.matvec(e), H[:, 2], rtol=1e-10, atol=1e-12)
+    assert op.mode == "double_backward" and op.mode_choice.source == "rule"
+    assert op.n_products == 1 and op.mode_choice.probe_products == 0
+
+
 def test_auto_mode_measures_and_survives_a_failing_mode(cases, monkeypatch):
-    from landscape.curvature import LossHessian
+    from landscape.curvature import LossHessian, modes
+    monkeypatch.setattr(modes, "RULES", {})  # measure, as on an accelerator
     m, x, y, H, _ = cases["mlp"]
     op = HessianOperator(m, (x, y))
     assert op.mode == "auto" and op.resolved_mode() in ("double_backward", "forward_over_reverse")
     assert set(op.mode_timings) == {"double_backward", "forward_over_reverse"}
-    assert op.mode_choice.measure_s > 0
-    # the choice lives on the operator: a new operator on the same model measures again
-    assert HessianOperator(m, (x, y)).mode == "auto"
+    assert op.mode_choice.measure_s > 0 and op.mode_choice.source == "probe"
+    assert op.n_products == op.mode_choice.probe_products == 4  # discarded here, but counted
+    # the choice lives on the operator; a new operator of the same setting takes it from the
+    # persistent cache (each test has its own, see _private_mode_cache)
+    again = HessianOperator(m, (x, y))
+    assert again.mode == "auto" and again.resolved_mode() == op.mode
+    assert again.mode_choice.source == "cache" and again.n_products == 0
 
     def boom(self, *a):
         raise RuntimeError("cannot trace this model")
 
+    monkeypatch.setenv("LANDSCAPE_CACHE", "off")
     monkeypatch.setattr(LossHessian, "_hvp_forward_over_reverse", boom)
     op = HessianOperator(m, (x, y))
-    e = torch.zeros(op.shape[0], dtype=torch.float64)
-    e[1] = 1
+    cols = []
     with pytest.warns(UserWarning, match="unavailable"):
-        col = op.matvec(e)
-    assert op.mode == "double_backward"
-    torch.testing.assert_close(col, H[:, 1], rtol=1e-10, atol=1e-12)
+        for j in range(3):  # the probe's second product would be forward-over-reverse
+            e = torch.zeros(op.shape[0], dtype=torch.float64)
+            e[j] = 1
+            cols.append(op.matvec(e))
+    assert op.mode == "double_backward" and op.n_products == 3
+    torch.testing.assert_close(torch.stack(cols, 1), H[:, :3], rtol=1e-10, atol=1e-12)
 
 
 def test_lanczos_confirming_steps_find_an_eigenvalue_the_first_converged_step_misses():

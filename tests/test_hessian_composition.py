@@ -28,6 +28,13 @@ from landscape.errors import LandscapeError  # noqa: E402
 torch.set_num_threads(1)
 
 
+
+@pytest.fixture(autouse=True)
+def _private_mode_cache(tmp_path, monkeypatch):
+    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
+
+
 def _dense_l2(params, wd, kind):
     """The L2 term's Hessian by autograd on the penalty itself (independent of l2_hessian)."""
     prim = tuple(p.detach() for p in params)

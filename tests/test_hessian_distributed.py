@@ -9,6 +9,13 @@ import textwrap
 import numpy as np
 import pytest
 
+
+@pytest.fixture(autouse=True)
+def _private_mode_cache(tmp_path, monkeypatch):
+    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
@@ -74,6 +81,10 @@ def test_two_ranks_identical(tmp_path):
     a, b = np.load(tmp_path / "single.npz"), np.load(tmp_path / "multi.npz")
     assert int(a["world"]) == 1 and int(b["world"]) == 2
     assert np.isfinite(b["ev"]).all()
-    np.testing.assert_array_equal(a["ev"], b["ev"])  # per-batch problems: bit-identical
+    # per-batch problems: bit-identical, except the first batch, whose products in one process
+    # include the "auto" mode measurement (two modes, equal to rounding) while under torchrun
+    # rank 0 measured before the work
+    np.testing.assert_array_equal(a["ev"][1:], b["ev"][1:])
+    np.testing.assert_allclose(a["ev"][:1], b["ev"][:1], rtol=1e-12)
     np.testing.assert_allclose(a["hv"], b["hv"], rtol=1e-12, atol=1e-14)  # sum order differs
     np.testing.assert_allclose(a["one"], b["one"], rtol=1e-12, atol=1e-14)

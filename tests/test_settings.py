@@ -69,7 +69,7 @@ def test_analyze_defaults_come_from_the_settings():
 @pytest.mark.parametrize("cls", list(S.SETTINGS.values()), ids=list(S.SETTINGS))
 def test_settings_are_frozen_documented_and_validated(cls):
     s = cls()
-    assert s.to_dict() == dataclasses.asdict(s)
+    assert s.to_dict().items() <= dataclasses.asdict(s).items()
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(s, dataclasses.fields(cls)[0].name, None)
     docs = cls.docs()

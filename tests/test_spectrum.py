@@ -21,6 +21,13 @@ from landscape.hessian import HessianOperator, dense_hessian, top_eigenvalues  #
 torch.set_num_threads(1)
 
 
+
+@pytest.fixture(autouse=True)
+def _private_mode_cache(tmp_path, monkeypatch):
+    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
+
+
 def _data(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -140,6 +147,31 @@ def test_cli_hessian(tmp_path):
     assert main(["hessian", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
 
 
+@pytest.mark.parametrize("kind", ["ggn", "ef"])
+def test_spectrum_of_the_ggn_and_ef_against_dense(tmp_path, kind):
+    from test_ggn import dense_ef, dense_ggn
+    m, x, y = _data()
+    cfg = S.SpectrumConfig(**(CFG | {"curvature": kind, "augment": False, "negative": False,
+                                     "which": "LA"}))
+    r = S.max_eigenvalue_spectrum(m, x, y, cfg, out=tmp_path / "s.h5", progress=False)
+    assert r.converged.all() and r.config["curvature"] == kind
+    for i in range(cfg.n_batches):
+        ii = torch.as_tensor(r.sample_indices[i])
+        ref = (dense_ggn if kind == "ggn" else dense_ef)(m, x[ii], y[ii])
+        ev = np.linalg.eigvalsh(ref.numpy())[::-1][:3] + 0.01  # + the L2 term (wd I)
+        np.testing.assert_allclose(r.eigenvalues[i], ev, rtol=1e-7)
+    # the Hessian's settings omit the key (older files keep their identity)
+    assert "curvature" not in S.SpectrumConfig().to_dict()
+
+
+def test_cli_hessian_curvature_option(tmp_path, capsys):
+    from landscape.cli import main
+    with pytest.raises(SystemExit):
+        main(["hessian", "--help"])
+    out = capsys.readouterr().out
+    assert "--curvature {hessian,ggn,ef}" in out and "Gauss-Newton" in out
+
+
 def test_lambda_min_recorded_against_dense(tmp_path):
     m, x, y = _data()
     cfg = S.SpectrumConfig(**(CFG | {"l2": "paper"}))
@@ -182,6 +214,8 @@ def test_warm_start_gives_cold_values():
 
 
 def test_auto_mode_recorded_and_reused(tmp_path, monkeypatch):
+    from landscape.curvature import modes
+    monkeypatch.setattr(modes, "RULES", {})  # measure, as on an accelerator
     m, x, y = _data()
     cfg = S.SpectrumConfig(**(CFG | {"mode": "auto"}))
     path = tmp_path / "s.h5"
@@ -189,21 +223,36 @@ def test_auto_mode_recorded_and_reused(tmp_path, monkeypatch):
     with h5py.File(path, "r") as f:
         rec = json.loads(f.attrs["mode_chosen"])
     assert rec["mode"] in ("double_backward", "forward_over_reverse") and rec["measure_s"] > 0
+    # measured inside the first batch's own Lanczos products (no separate probe)
+    assert rec["source"] == "probe" and rec["probe_products"] == 4
+    assert full.n_products[0] >= rec["probe_products"]
     with h5py.File(path, "a") as f:  # as if interrupted
         ev = f["eigenvalues"][()]
         ev[3:] = np.nan
         f["eigenvalues"][...] = ev
-    from landscape.curvature import hessian_operator
+    from landscape.curvature import modes
 
     def no_timing(*a, **k):
-        raise AssertionError("the product mode was re-timed on resume")
+        raise AssertionError("the product mode was re-timed")
 
-    monkeypatch.setattr(hessian_operator, "choose_mode", no_timing)
+    monkeypatch.setattr(modes.ModeProbe, "__init__", no_timing)
     again = S.max_eigenvalue_spectrum(m, x, y, cfg, out=path, augment=_aug, progress=False)
     assert again.extra["mode_chosen"] == rec["mode"]
     np.testing.assert_array_equal(again.eigenvalues, full.eigenvalues)
     with h5py.File(path, "r") as f:
         assert json.loads(f.attrs["mode_chosen"]) == rec
+    # a new spectrum of the same setting takes the persistent cache's choice: nothing measured
+    other = S.max_eigenvalue_spectrum(m, x, y, cfg, out=tmp_path / "t.h5", augment=_aug,
+                                      progress=False)
+    assert other.extra["mode_choice"]["source"] == "cache"
+    assert other.extra["mode_chosen"] == rec["mode"]
+    # on the CPU with its rule: nothing measured, recorded as the rule's
+    monkeypatch.setattr(modes, "RULES", {"cpu": "double_backward"})
+    monkeypatch.setenv("LANDSCAPE_CACHE", "off")
+    ruled = S.max_eigenvalue_spectrum(m, x, y, cfg, out=tmp_path / "u.h5", augment=_aug,
+                                      progress=False)
+    assert ruled.extra["mode_choice"]["source"] == "rule"
+    assert ruled.extra["mode_chosen"] == "double_backward"
 
 
 KILL_CHILD = """
@@ -231,7 +280,9 @@ S.max_eigenvalue_spectrum(m, x, y, cfg, out=sys.argv[1], loss_fn=loss, progress=
 def test_sigkill_resume_with_auto_mode_is_bitwise_identical(tmp_path, warm):
     """Killed mid-run (the child hangs inside a batch once some rows are on disk; the test waits
     on the file's contents, then SIGKILLs), resumed with mode auto: bitwise equal to an
-    uninterrupted run in the recorded mode, which the resume reused (not re-timed)."""
+    uninterrupted run in the recorded mode, which the resume reused (not re-timed), except the
+    rows whose products included the measurement (the first batch, and with warm starts its
+    chain): the measuring products alternate the two modes, equal to rounding."""
     import signal
     import subprocess
     here = os.path.dirname(os.path.abspath(__file__))
@@ -268,8 +319,12 @@ def test_sigkill_resume_with_auto_mode_is_bitwise_identical(tmp_path, warm):
     assert a.finished.all() and b.finished.all()
     with h5py.File(paths["killed"], "r") as f:
         assert json.loads(f.attrs["mode_chosen"])["mode"] == mode  # not re-timed
+    probed = 3 if warm else 1
+    for k in ("eigenvalues", "min_eigenvalue"):
+        np.testing.assert_allclose(getattr(a, k)[:probed], getattr(b, k)[:probed], rtol=1e-9,
+                                   err_msg=k)
     for k in ("eigenvalues", "residuals", "n_products", "min_eigenvalue", "min_residual"):
-        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+        np.testing.assert_array_equal(getattr(a, k)[probed:], getattr(b, k)[probed:], err_msg=k)
 
 
 def test_per_batch_evidence_for_claims():

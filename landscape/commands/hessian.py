@@ -62,6 +62,11 @@ def add_parser(sub: Any) -> None:
                    help="start each batch's Lanczos from the previous batch's Ritz vectors "
                         "(chains of 16 batches); off by default: measured no cheaper "
                         "(benchmarks/hessian.py)")
+    p.add_argument("--curvature", choices=["hessian", "ggn", "ef"], default="hessian",
+                   help="the curvature matrix: hessian (of the loss), ggn (generalized "
+                        "Gauss-Newton J^T H_out J: positive semi-definite for cross-entropy, the "
+                        "Hessian without its residual term) or ef (empirical Fisher, the mean of "
+                        "per-sample gradient outer products); the L2 term is added to each")
     p.add_argument("--mode", choices=["auto", "double_backward", "forward_over_reverse"],
                    default=d(S, "mode"),
                    help="Hessian-vector product mode (auto: measured once and recorded)")

@@ -5,17 +5,27 @@ Modules (each one quantity or piece, curvlinops style):
 - ``operators``: the :class:`LinearOperator` interface, dense/generic wrappers, sums, ``c * I``,
   and :func:`check_repeated_products`;
 - ``hessian_operator``: :class:`LossHessian` (the data term) and :class:`HessianOperator`
-  (``LossHessian`` + an L2 term), :func:`dense_hessian` (reference);
+  (``LossHessian`` + an L2 term; ``curvature="ggn"``/``"ef"`` for the GGN or empirical Fisher in
+  place of the Hessian), :func:`dense_hessian` (reference);
+- ``ggn``: :class:`GGNOperator` (``J^T H_out J``); ``fisher``: :class:`EmpiricalFisherOperator`
+  (``mean_n g_n g_n^T``); both take every estimator below and the same operator algebra;
 - ``l2``: the L2 terms ("half": ``wd/2 ||theta||^2``; "paper": ``wd * sum_p ||p||_2``) and
   their Hessians as operators;
-- ``modes``: the product mode measured once ("auto"), kept on the operator;
+- ``modes``: the product mode ("auto": a cached choice, else measured inside the first real
+  products); ``mode_cache``: the persistent cache of those choices;
+- ``block_size``: the one rule for how many probe vectors go through one product call;
 - ``lanczos``: :func:`top_eigenvalues` (Lanczos / eigsh / pyhessian) and Gauss quadrature;
 - ``subspace``: :func:`subspace_eigenpairs`, block-started Rayleigh-Ritz (warm starts);
 - ``trace``: Hutchinson and Hutch++; ``density``: SLQ spectral density;
 - ``results``: the result dataclasses; ``pyhessian_backend``: the pyhessian package as a backend.
 """
+from . import mode_cache
+from .block_size import probe_block_size
 from .density import slq_density
+from .fisher import EmpiricalFisherOperator
+from .ggn import GGNOperator
 from .hessian_operator import (
+                               CURVATURES,
                                HessianOperator,
                                LossHessian,
                                dense_hessian,
@@ -38,6 +48,7 @@ from .operators import (
                                DenseOperator,
                                LinearOperator,
                                ScaledIdentity,
+                               ScaledOperator,
                                SumOperator,
                                as_operator,
                                check_repeated_products,
@@ -48,9 +59,11 @@ from .subspace import subspace_eigenpairs
 from .trace import hutchinson_trace, hutchpp_trace
 
 __all__ = [
+    "CURVATURES", "EmpiricalFisherOperator", "GGNOperator", "mode_cache", "probe_block_size",
     "DEFAULT_MODE", "L2_KINDS", "MODES", "WHICH", "DenseOperator", "DensityResult", "EigenResult",
     "HessianOperator", "Lanczos", "LinearOperator", "LossHessian", "ModeChoice",
-    "PaperL2Hessian", "ScaledIdentity", "SumOperator", "TraceResult", "as_operator",
+    "PaperL2Hessian", "ScaledIdentity", "ScaledOperator", "SumOperator", "TraceResult",
+    "as_operator",
     "check_repeated_products", "choose_mode", "dense_hessian", "eval_mode", "hutchinson_trace",
     "hutchpp_trace", "l2_hessian", "l2_penalty", "lanczos_eigenpairs", "lanczos_quadrature",
     "loss_hessian_of",

@@ -32,24 +32,26 @@ def curvature_images(images: torch.Tensor, labels: torch.Tensor, n: int,
 
 def curvature_operator(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                        s: CurvatureSettings, augment: Any = None,
-                       distributed: bool = False) -> HessianOperator:
+                       distributed: bool = False, curvature: str = "hessian") -> HessianOperator:
     """The Hessian of the loss averaged over :func:`curvature_images`, in batches of
-    ``s.batch_size``, with the L2 term of ``s.wd``/``s.l2`` composed."""
+    ``s.batch_size``, with the L2 term of ``s.wd``/``s.l2`` composed; ``curvature="ggn"`` or
+    ``"ef"``: the GGN or empirical Fisher in place of the Hessian."""
     x, y = curvature_images(images, labels, s.samples, s.seed)
     bs = s.batch_size
     batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
     return HessianOperator(model, batches, wd=s.wd, l2=s.l2, mode=s.mode, augment=augment,
-                           augment_seed=s.seed, distributed=distributed)
+                           augment_seed=s.seed, distributed=distributed, curvature=curvature)
 
 
 def curvature_estimates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         s: CurvatureSettings, *, augment: Any = None, distributed: bool = False,
-                        say: Callable[[str], None] | None = None
+                        say: Callable[[str], None] | None = None, curvature: str = "hessian"
                         ) -> tuple[dict[str, Any], DensityResult | None, dict[str, Any]]:
     """(numbers, SLQ density or None, operator config). Numbers: ``top``/``bottom``
     eigenvalues (``s.top_k``), ``trace`` (Hutch++), ``hutchinson``, each a result dict or
-    absent, plus ``n_samples``, ``batch_size`` and ``n_params``."""
-    op = curvature_operator(model, images, labels, s, augment, distributed)
+    absent, plus ``n_samples``, ``batch_size`` and ``n_params``. ``curvature``: "hessian",
+    "ggn" or "ef" (the operator's config says which)."""
+    op = curvature_operator(model, images, labels, s, augment, distributed, curvature)
     n = min(s.samples, len(labels))
     tell = (lambda what: say(f"curvature on {n} images: {what}")) if say else (lambda _: None)
     out: dict[str, Any] = {}

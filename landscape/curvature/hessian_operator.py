@@ -13,7 +13,9 @@ use ``torch.autograd.grad`` so nothing is ever written to ``.grad``.
 Product modes (``mode=``): ``"double_backward"`` computes the gradient with ``create_graph=True``
 once per batch, keeps that graph, and differentiates ``g . v`` per product (several vectors per
 pass with ``is_grads_batched``); ``"forward_over_reverse"`` is ``torch.func.jvp`` of
-``torch.func.grad`` (``vmap`` for several vectors); ``"auto"`` measures (``curvature.modes``).
+``torch.func.grad`` (``vmap`` for several vectors); ``"auto"`` takes the choice recorded for the
+same setting or measures inside the operator's first products, which are used as real products
+(``curvature.modes``). ``n_products`` counts every product computed, measurement included.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ import torch.nn.functional as F
 
 from ..device import eval_mode
 from ..errors import LandscapeError, NonFiniteLossError
+from . import mode_cache
 from .l2 import L2_KINDS, l2_hessian
-from .modes import MODES, ModeChoice, choose_mode
+from .modes import MODES, ModeChoice, ModeProbe, choose_mode, rule_for, timed_call
 from .operators import LinearOperator, SumOperator
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -90,6 +93,8 @@ class LossHessian(LinearOperator):
         device: where the batches go; default the parameters' device.
     """
 
+    curvature = "hessian"  # the GGN and empirical-Fisher subclasses say "ggn" / "ef"
+
     def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  params: ParamSelector = None,
@@ -119,8 +124,9 @@ class LossHessian(LinearOperator):
         self.device = torch.device(device) if device is not None else self.params[0].device
         self.augment = augment
         self.augment_seed = int(augment_seed)
-        self.mode = mode  # "auto" is resolved by measurement at the first product
+        self.mode = mode  # "auto" is resolved at the first product (cache or measurement)
         self.mode_choice = ModeChoice(mode) if mode != "auto" else None
+        self._probe: ModeProbe | None = None
         self.retain_graph = (len(batches) == 1) if retain_graph is None else bool(retain_graph)
         self.distributed = bool(distributed)
         self.n_products = 0
@@ -135,12 +141,24 @@ class LossHessian(LinearOperator):
 
     def config(self) -> dict[str, Any]:
         """Settings that define this operator (for result files)."""
-        return {"n_params": self.shape[0], "n_batches": len(self.batches),
+        return {"curvature": self.curvature, "n_params": self.shape[0],
+                "n_batches": len(self.batches),
                 "n_samples": self.n_samples, "params": self.names if len(self.names) < 50 else
                 f"{len(self.names)} tensors",
                 "augment": repr(self.augment) if self.augment is not None else None,
                 "augment_seed": self.augment_seed, "mode": self.mode,
+                "mode_choice": self.mode_choice.to_dict() if self.mode_choice else None,
                 "dtype": str(self.dtype), "distributed": self.distributed}
+
+    def mode_cache_key(self) -> dict[str, Any]:
+        """The key of this operator's product-mode choice in the persistent cache
+        (:mod:`landscape.curvature.mode_cache`)."""
+        shapes = sorted({tuple(int(d) for d in b[0].shape) for b in self.batches})
+        loss = getattr(self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        extra = (f"loss={loss};batches={len(self.batches)};retain={self.retain_graph};"
+                 f"augment={self.augment is not None};distributed={self.distributed}")
+        return mode_cache.mode_key(self.model, self.shape[0], self.dtype, self.device, shapes,
+                                   extra)
 
     def split(self, v: torch.Tensor) -> list[torch.Tensor]:
         """Flat (n,) or (m, n) -> per-parameter tensors (with the leading m kept)."""
@@ -240,21 +258,84 @@ class LossHessian(LinearOperator):
     def _apply(self, V: torch.Tensor, batched: bool) -> torch.Tensor:
         V = V.to(self.device, self.dtype)
         vs = self.split(V.T.contiguous() if batched else V)
-        local = self._local_indices()
-        if self.mode == "auto" and local:
-            self.mode_choice = choose_mode(self, local[0], vs, batched)
-            self.mode = self.mode_choice.mode
-        hvp = self.product_function(self.mode if self.mode != "auto" else "double_backward")
-        out = self._batch_mean(lambda i: hvp(i, vs, batched), (V.shape[1],) if batched else ())
+        lead = (V.shape[1],) if batched else ()
+        if self.mode == "auto":
+            self._mode_from_cache()
+        if self.mode == "auto":
+            out = self._apply_probing(vs, batched, lead)
+        else:
+            hvp = self.product_function(self.mode)
+            out = self._batch_mean(lambda i: hvp(i, vs, batched), lead)
         return out.T if batched else out
 
+    def _mode_from_cache(self) -> None:
+        """Take the recorded choice for this setting (rank 0's under torchrun), else the measured
+        rule's for this device, else start measuring (once)."""
+        if self._probe is not None:
+            return
+        hit = mode_cache.lookup(self.mode_cache_key())
+        if self.distributed:
+            from .. import distributed as D
+            hit = D.broadcast_object(hit)
+        if hit is not None:
+            self.mode_choice = ModeChoice.from_dict(hit, source="cache")
+        else:
+            self.mode_choice = rule_for(self.device)
+        if self.mode_choice is not None:
+            self.mode = self.mode_choice.mode
+        else:
+            self._probe = ModeProbe()
+
+    def _apply_probing(self, vs: list[torch.Tensor], batched: bool,
+                       lead: tuple) -> torch.Tensor:
+        """One real product while "auto" is measuring: the mode the probe schedule names, timed;
+        after the last probe product the faster mode is kept and recorded (module doc)."""
+        probe = self._probe
+        assert probe is not None
+        n_vec = lead[0] if lead else 1
+        out = None
+        while out is None:
+            mode = probe.next_mode()
+            fn = self.product_function(mode)
+            if mode == "double_backward" and self.retain_graph:
+                for b in self._local_indices():  # the graph is needed anyway: not timed
+                    self._grad_graph(b)
+            try:
+                out, dt = timed_call(self.device, lambda fn=fn: self._batch_mean(
+                    lambda i: fn(i, vs, batched), lead))
+            except Exception as e:  # noqa: BLE001 - e.g. a model torch.func cannot trace
+                if probe.done:
+                    raise
+                probe.fail(mode, e, stacklevel=6)
+                continue
+            if not probe.done:
+                probe.record(mode, dt, n_vec)
+        if probe.done:
+            choice = probe.choice()
+            if self.distributed:
+                from .. import distributed as D
+                choice = D.broadcast_object(choice)
+            self.mode_choice, self.mode, self._probe = choice, choice.mode, None
+            if choice.mode != "double_backward":
+                self.release_graphs()
+            if not probe.failed:
+                mode_cache.store(self.mode_cache_key(), choice.to_dict())
+        return out
+
     def resolved_mode(self) -> str:
-        """The product mode (measuring now if it is still "auto")."""
+        """The product mode, resolving "auto" now (the cache, else the probe schedule on a seeded
+        vector: those products are discarded but counted in ``n_products``)."""
+        if self.mode == "auto":
+            self._mode_from_cache()
         if self.mode == "auto":
             local = self._local_indices()
-            zero = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
-            self.mode_choice = choose_mode(self, local[0] if local else 0, self.split(zero), False)
-            self.mode = self.mode_choice.mode
+            g = torch.Generator(device="cpu").manual_seed(0)
+            v = torch.randn(self.shape[0], generator=g, dtype=torch.float64)
+            self.mode_choice = choose_mode(self, local[0] if local else 0,
+                                           self.split(v.to(self.device, self.dtype)), False)
+            self.mode, self._probe = self.mode_choice.mode, None
+            if not self.distributed:
+                mode_cache.store(self.mode_cache_key(), self.mode_choice.to_dict())
         return self.mode
 
     def gradient(self) -> torch.Tensor:
@@ -304,7 +385,7 @@ class LossHessian(LinearOperator):
 
     def free(self) -> None:
         """Drop the retained graphs and cached batches."""
-        self._graphs.clear()
+        self.release_graphs()
         self._xcache.clear()
 
 
@@ -329,16 +410,37 @@ def forward_over_reverse(op: LossHessian, i: int, vs: list[torch.Tensor],
         return list(vmap(hvp)(tuple(vs))) if batched else list(hvp(tuple(vs)))
 
 
+CURVATURES = ("hessian", "ggn", "ef")
+
+
+def data_term(model: nn.Module, data: Batch | Sequence[Batch], curvature: str = "hessian",
+              **kw: Any) -> LossHessian:
+    """The loss's curvature operator of kind ``curvature``: "hessian" (:class:`LossHessian`),
+    "ggn" (:class:`~landscape.curvature.ggn.GGNOperator`) or "ef"
+    (:class:`~landscape.curvature.fisher.EmpiricalFisherOperator`)."""
+    if curvature == "hessian":
+        return LossHessian(model, data, **kw)
+    if curvature == "ggn":
+        from .ggn import GGNOperator
+        return GGNOperator(model, data, **kw)
+    if curvature == "ef":
+        from .fisher import EmpiricalFisherOperator
+        return EmpiricalFisherOperator(model, data, **kw)
+    raise LandscapeError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+
+
 class HessianOperator(SumOperator):
     """``LossHessian(model, data, **kw)`` plus, when ``wd`` is non-zero, the Hessian of the L2
     term ``l2`` ("half": ``+ wd I``; "paper": of ``wd * sum_p ||p||_2``), composed as a sum of
-    operators. Attributes of the loss Hessian (``model``, ``gradient``, ``free``...) are exposed."""
+    operators. Attributes of the loss Hessian (``model``, ``gradient``, ``free``...) are exposed.
+    ``curvature="ggn"`` or ``"ef"`` puts the GGN or the empirical Fisher of the loss in place of
+    its Hessian (``mode`` is then ignored); the L2 term is added the same way."""
 
     def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *, wd: float = 0.0,
-                 l2: str = "half", **kw: Any):
+                 l2: str = "half", curvature: str = "hessian", **kw: Any):
         if l2 not in L2_KINDS:
             raise LandscapeError(f"l2 must be one of {L2_KINDS}, got {l2!r}")
-        loss = LossHessian(model, data, **kw)
+        loss = data_term(model, data, curvature, **kw)
         self.wd, self.l2 = float(wd), l2
         terms = [loss] + ([l2_hessian(loss.params, self.wd, l2)] if self.wd else [])
         self.terms = terms

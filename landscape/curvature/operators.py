@@ -1,12 +1,28 @@
 """Linear operators on flat float vectors, and their composition (the curvlinops style).
 
 What every curvature estimator needs is ``matvec``/``matmat`` on torch tensors and ``shape``:
-:class:`LinearOperator` is that interface (plus ``@``, ``+``, scalar ``*`` and ``to_scipy``).
-:class:`DenseOperator` wraps a matrix, :func:`as_operator` wraps anything with ``matvec``/``shape``,
-:class:`SumOperator` is ``A + B`` and :class:`ScaledIdentity` is ``c * I``; so an L2 term is an
-operator added to the Hessian (see ``landscape.curvature.l2``), never a flag inside it.
+:class:`LinearOperator` is that interface (plus ``@``, ``+``, ``-``, scalar ``*`` on either side
+and ``to_scipy``). :class:`DenseOperator` wraps a matrix, :func:`as_operator` wraps anything with
+``matvec``/``shape``, :class:`SumOperator` is ``A + B``, :class:`ScaledOperator` is ``c * A`` and
+:class:`ScaledIdentity` is ``c * I``; so an L2 term is an operator added to the Hessian (see
+``landscape.curvature.l2``), never a flag inside it, and the Hessian, the GGN and the empirical
+Fisher (``landscape.curvature.ggn``/``fisher``) combine the same way (``H - G`` is the residual
+term of the Hessian).
+
 :func:`check_repeated_products` verifies that an operator is one fixed function (the same vector
 twice gives the same product).
+
+>>> import torch
+>>> A = DenseOperator(torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64)))
+>>> B = DenseOperator(torch.eye(2, dtype=torch.float64))
+>>> v = torch.tensor([1.0, 1.0], dtype=torch.float64)
+>>> (2 * A + B).matvec(v).tolist(), (A * 0.5 - B).matvec(v).tolist()
+([7.0, 3.0], [0.5, -0.5])
+>>> S = A + B
+>>> before = S.n_products
+>>> _ = S.matvec(v)
+>>> S.n_products - before  # every product of every term is counted
+2
 """
 from __future__ import annotations
 
@@ -16,6 +32,14 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
+
+
+def _is_scalar(c: Any) -> bool:
+    """A real number (a Python/numpy number or a one-element tensor; not a bool)."""
+    if isinstance(c, bool):
+        return False
+    return isinstance(c, (int, float, np.integer, np.floating)) or \
+        (isinstance(c, torch.Tensor) and c.numel() == 1 and not c.is_complex())
 
 
 class LinearOperator:
@@ -43,6 +67,21 @@ class LinearOperator:
 
     def __add__(self, other: LinearOperator) -> SumOperator:
         return SumOperator(self, other)
+
+    def __sub__(self, other: LinearOperator) -> SumOperator:
+        return SumOperator(self, ScaledOperator(as_operator(other), -1.0))
+
+    def __neg__(self) -> ScaledOperator:
+        return ScaledOperator(self, -1.0)
+
+    def __mul__(self, c: float) -> ScaledOperator:
+        """``A * c``: the operator scaled by a real number (``c * A`` is the same)."""
+        return ScaledOperator(self, float(c)) if _is_scalar(c) else NotImplemented
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, c: float) -> ScaledOperator:
+        return self.__mul__(1.0 / float(c)) if _is_scalar(c) else NotImplemented
 
     def dense(self) -> torch.Tensor:
         """The full matrix by n products (small problems only)."""
@@ -118,10 +157,42 @@ class ScaledIdentity(LinearOperator):
         return self.c * V.to(self.device, self.dtype)
 
 
+class ScaledOperator(LinearOperator):
+    """``c * A`` for a real number c: products are ``c`` times A's; ``n_products`` is A's count
+    and attributes not found here are looked up on A (``(2 * H).model`` is ``H.model``)."""
+
+    def __init__(self, op: LinearOperator, c: float):
+        op = as_operator(op)
+        if isinstance(op, ScaledOperator):  # c * (d * A) = (c d) * A
+            c, op = c * op.c, op.op
+        self.op, self.c = op, float(c)
+        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
+
+    @property
+    def n_products(self) -> int:  # type: ignore[override]
+        return self.op.n_products
+
+    @n_products.setter
+    def n_products(self, value: int) -> None:
+        self.op.n_products = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "op":  # not yet set (during unpickling)
+            raise AttributeError(name)
+        return getattr(self.op, name)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.c * self.op.matvec(v)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.c * self.op.matmat(V)
+
+
 class SumOperator(LinearOperator):
     """``A + B + ...``: every product is the sum of the terms' products. ``n_products`` is the
-    first term's count (the expensive one, e.g. the Hessian); attributes not found here are
-    looked up on the first term (so a Hessian plus an L2 term still exposes ``model`` ...)."""
+    sum of the terms' counts (an L2 term's products are free and count 0, so a Hessian plus an
+    L2 term counts the Hessian's; ``H - G`` counts both); attributes not found here are looked up
+    on the first term (so a Hessian plus an L2 term still exposes ``model`` ...)."""
 
     def __init__(self, *terms: LinearOperator):
         if len(terms) < 2:
@@ -139,11 +210,11 @@ class SumOperator(LinearOperator):
 
     @property
     def n_products(self) -> int:  # type: ignore[override]
-        return self.terms[0].n_products
+        return sum(t.n_products for t in self.terms)
 
     @n_products.setter
-    def n_products(self, value: int) -> None:
-        self.terms[0].n_products = value
+    def n_products(self, value: int) -> None:  # the first term takes the difference
+        self.terms[0].n_products = value - sum(t.n_products for t in self.terms[1:])
 
     def __getattr__(self, name: str) -> Any:
         if name == "terms":  # not yet set (during unpickling)
@@ -180,8 +251,13 @@ def check_repeated_products(op: Any, n_vectors: int = 2, *, seed: int = 0,
     """Apply ``op`` twice to the same seeded Gaussian vectors (single products and one matmat) and
     return the largest relative difference between repeats; raise :class:`LandscapeError` when it
     exceeds ``rtol`` (default 0: bitwise equal). Detects an operator that is not one fixed function
-    (an augmentation re-drawn per product, BN statistics updated, dropout left on)."""
+    (an augmentation re-drawn per product, BN statistics updated, dropout left on). An operator
+    still choosing its product mode ("auto", whose measuring products alternate two modes that
+    agree only to rounding) resolves it first."""
     op = as_operator(op)
+    resolve = getattr(op, "resolved_mode", None)
+    if callable(resolve):
+        resolve()
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     V = torch.randn(op.shape[0], n_vectors, generator=g, dtype=torch.float64)
     V = V.to(op.device, op.dtype)

@@ -44,10 +44,12 @@ class TraceResult:
     seed: int
     method: str
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    block: int = 1  # probe vectors per product call
 
     def to_dict(self) -> dict[str, Any]:
         return {"trace": self.trace, "stderr": self.stderr, "n_products": self.n_products,
-                "seed": self.seed, "method": self.method, "samples": self.samples.tolist()}
+                "seed": self.seed, "method": self.method, "samples": self.samples.tolist(),
+                "block": self.block}
 
 
 @dataclass
@@ -63,6 +65,7 @@ class DensityResult:
     n_products: int
     seed: int
     steps: int
+    block: int = 1  # probes whose Lanczos runs share one product call
 
     def moment(self, p: int) -> float:
         """Estimate of ``tr(H^p) / n`` from the quadrature (mean over probes)."""

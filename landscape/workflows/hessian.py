@@ -48,7 +48,8 @@ def hessian_run(options: Any) -> dict[str, Any]:
     cfg = SpectrumConfig(k=a.top_k, which=a.which, batch_size=a.batch_size, n_batches=a.batches,
                          subset=a.subset, seed=a.seed, wd=wd, l2=l2, augment=augment is not None,
                          tol=a.tol, max_iter=a.max_iter, backend=a.backend, mode=a.mode,
-                         start=a.start, warm_start=a.warm_start)
+                         start=a.start, warm_start=a.warm_start,
+                         curvature=getattr(a, "curvature", "hessian"))
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
             "dataset": data.name, "split": data.split, "n_data": len(data),
             "data_indices_seed": data.seed}
@@ -67,7 +68,8 @@ def hessian_run(options: Any) -> dict[str, Any]:
             density_probes=a.slq_probes if a.density else 0, density_steps=a.slq_steps,
             sigma=a.sigma)
         curv, dens, op_config = curvature_estimates(model, data.images, data.labels, cs,
-                                                    augment=augment, distributed=True)
+                                                    augment=augment, distributed=True,
+                                                    curvature=getattr(a, "curvature", "hessian"))
         if a.trace:
             summary["trace"] = {"hutchinson": curv["hutchinson"], "hutch++": curv["trace"],
                                 "n_samples": curv["n_samples"], "batch_size": cs.batch_size}
