@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..device import eval_mode
 from ..errors import NonFiniteLossError
-from .hessian_operator import LossHessian, math_attention
+from .hessian_operator import CURVATURE_CLASSES, LossHessian, math_attention
 
 
 def per_sample_losses(loss_fn: Callable | None,
@@ -109,3 +109,6 @@ class EmpiricalFisherOperator(LossHessian):
     def release_graphs(self) -> None:
         super().release_graphs()
         self._ef.clear()
+
+
+CURVATURE_CLASSES["ef"] = EmpiricalFisherOperator

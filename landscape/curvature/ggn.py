@@ -36,7 +36,7 @@ import torch
 
 from ..device import eval_mode
 from ..errors import NonFiniteLossError
-from .hessian_operator import LossHessian, math_attention
+from .hessian_operator import CURVATURE_CLASSES, LossHessian, math_attention
 
 
 class GGNOperator(LossHessian):
@@ -105,3 +105,6 @@ class GGNOperator(LossHessian):
     def release_graphs(self) -> None:
         super().release_graphs()
         self._ggn.clear()
+
+
+CURVATURE_CLASSES["ggn"] = GGNOperator

@@ -411,6 +411,9 @@ def forward_over_reverse(op: LossHessian, i: int, vs: list[torch.Tensor],
 
 
 CURVATURES = ("hessian", "ggn", "ef")
+#: The curvature kinds' operator classes; ``ggn.py`` and ``fisher.py`` add theirs when imported
+#: (``landscape.curvature`` imports both), so this module imports neither (no import circle).
+CURVATURE_CLASSES: dict[str, type] = {}
 
 
 def data_term(model: nn.Module, data: Batch | Sequence[Batch], curvature: str = "hessian",
@@ -418,14 +421,9 @@ def data_term(model: nn.Module, data: Batch | Sequence[Batch], curvature: str = 
     """The loss's curvature operator of kind ``curvature``: "hessian" (:class:`LossHessian`),
     "ggn" (:class:`~landscape.curvature.ggn.GGNOperator`) or "ef"
     (:class:`~landscape.curvature.fisher.EmpiricalFisherOperator`)."""
-    if curvature == "hessian":
-        return LossHessian(model, data, **kw)
-    if curvature == "ggn":
-        from .ggn import GGNOperator
-        return GGNOperator(model, data, **kw)
-    if curvature == "ef":
-        from .fisher import EmpiricalFisherOperator
-        return EmpiricalFisherOperator(model, data, **kw)
+    cls = {"hessian": LossHessian, **CURVATURE_CLASSES}.get(curvature)
+    if cls is not None:
+        return cls(model, data, **kw)
     raise LandscapeError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
 
 
