@@ -131,6 +131,7 @@ def test_killed_rank_ends_the_job_with_one_line_and_a_rerun_resumes(tmp_path):
     os.kill(ranks[1], signal.SIGKILL)
     t_kill = time.time()
     _, err = p.communicate(timeout=60)
+    print(f"killed rank 1: the job ended {time.time() - t_kill:.1f} s later")
     assert time.time() - t_kill < 30
     assert p.returncode != 0
     ours = [line for line in err.splitlines() if line.startswith("landscape:")]
