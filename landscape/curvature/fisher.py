@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from ..device import eval_mode
 from ..errors import NonFiniteLossError
-from .hessian_operator import CURVATURE_CLASSES, LossHessian, math_attention
+from .hessian_operator import CURVATURE_CLASSES, math_attention
+from .jacobian_operator import JacobianGraphOperator
 
 
 def per_sample_losses(loss_fn: Callable | None,
@@ -49,7 +50,7 @@ def per_sample_losses(loss_fn: Callable | None,
                                        for n in range(out.shape[0])])
 
 
-class EmpiricalFisherOperator(LossHessian):
+class EmpiricalFisherOperator(JacobianGraphOperator):
     """``(1/N) sum_n g_n g_n^T`` (see module doc). Arguments as for
     :class:`~landscape.curvature.hessian_operator.LossHessian` without ``mode``, plus
     ``per_sample_loss(out, y) -> (N,)`` (default: cross-entropy without reduction, or
@@ -59,16 +60,10 @@ class EmpiricalFisherOperator(LossHessian):
 
     def __init__(self, model: Any, data: Any, *, per_sample_loss: Callable | None = None,
                  **kw: Any):
-        kw.pop("mode", None)
-        user_loss = kw.get("loss_fn")
-        super().__init__(model, data, mode="double_backward", **kw)
-        self.mode, self.mode_choice = "ef", None
-        self.per_sample_loss = per_sample_losses(user_loss, per_sample_loss)
-        self._ef: dict[int, tuple] = {}
+        self.per_sample_loss = per_sample_losses(kw.get("loss_fn"), per_sample_loss)
+        super().__init__(model, data, **kw)
 
-    def _ef_graph(self, i: int) -> tuple:
-        if i in self._ef:
-            return self._ef[i]
+    def _build(self, i: int) -> tuple[tuple, torch.Tensor, list[torch.Tensor]]:
         x, y = self._batch(i)
         with torch.enable_grad():
             with eval_mode(self.model), math_attention():
@@ -78,37 +73,14 @@ class EmpiricalFisherOperator(LossHessian):
             u = torch.zeros_like(losses, requires_grad=True)
             ju = torch.autograd.grad(losses, self.params, grad_outputs=u, create_graph=True,
                                      allow_unused=True)
-        keep = [j for j, g in enumerate(ju) if g is not None and g.requires_grad]
-        entry = (losses, u, [ju[j] for j in keep], keep)
-        if self.retain_graph:
-            self._ef[i] = entry
-        return entry
+        return (losses,), u, list(ju)
 
-    def _ef_product(self, i: int, vs: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-        losses, u, ju, keep = self._ef_graph(i)
-        if not ju:
-            return [torch.zeros_like(v) for v in vs]
-        with torch.enable_grad(), math_attention():
-            (jv,) = torch.autograd.grad(ju, u, grad_outputs=[vs[j] for j in keep],
-                                        retain_graph=True, is_grads_batched=batched)
-            fv = torch.autograd.grad(losses, self.params, grad_outputs=jv / losses.shape[0],
-                                     retain_graph=True, allow_unused=True,
-                                     is_grads_batched=batched)
-        return [torch.zeros_like(v) if h is None else h for h, v in zip(fv, vs, strict=True)]
-
-    def _apply(self, V: torch.Tensor, batched: bool) -> torch.Tensor:
-        V = V.to(self.device, self.dtype)
-        vs = self.split(V.T.contiguous() if batched else V)
-        out = self._batch_mean(lambda i: self._ef_product(i, vs, batched),
-                               (V.shape[1],) if batched else ())
-        return out.T if batched else out
-
-    def resolved_mode(self) -> str:
-        return self.mode
-
-    def release_graphs(self) -> None:
-        super().release_graphs()
-        self._ef.clear()
+    def _product(self, state: tuple, jv: torch.Tensor,
+                 batched: bool) -> tuple[torch.Tensor | None, ...]:
+        (losses,) = state
+        return torch.autograd.grad(losses, self.params, grad_outputs=jv / losses.shape[0],
+                                   retain_graph=True, allow_unused=True,
+                                   is_grads_batched=batched)
 
 
 CURVATURE_CLASSES["ef"] = EmpiricalFisherOperator

@@ -30,33 +30,24 @@ True
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..device import eval_mode
 from ..errors import NonFiniteLossError
-from .hessian_operator import CURVATURE_CLASSES, LossHessian, math_attention
+from .hessian_operator import CURVATURE_CLASSES, math_attention
+from .jacobian_operator import JacobianGraphOperator
 
 
-class GGNOperator(LossHessian):
+class GGNOperator(JacobianGraphOperator):
     """``G = J^T H_out J`` of ``loss_fn(model(x), y)`` (see module doc). Arguments as for
     :class:`~landscape.curvature.hessian_operator.LossHessian`, without ``mode`` (one way of
     computing products: no choice to measure)."""
 
     curvature = "ggn"
 
-    def __init__(self, model: Any, data: Any, **kw: Any):
-        kw.pop("mode", None)
-        super().__init__(model, data, mode="double_backward", **kw)
-        self.mode, self.mode_choice = "ggn", None
-        self._ggn: dict[int, tuple] = {}
-
-    def _ggn_graph(self, i: int) -> tuple:
+    def _build(self, i: int) -> tuple[tuple, torch.Tensor, list[torch.Tensor]]:
         """Batch i's outputs (with their graph), the output leaf and the loss gradient at it
-        (with graph), the dummy u and ``J^T u`` (kept pieces and their parameter indices)."""
-        if i in self._ggn:
-            return self._ggn[i]
+        (with graph); the dummy u; ``J^T u``."""
         x, y = self._batch(i)
         with torch.enable_grad():
             with eval_mode(self.model), math_attention():
@@ -69,42 +60,19 @@ class GGNOperator(LossHessian):
             u = torch.zeros_like(out, requires_grad=True)
             ju = torch.autograd.grad(out, self.params, grad_outputs=u, create_graph=True,
                                      allow_unused=True)
-        keep = [j for j, g in enumerate(ju) if g is not None and g.requires_grad]
-        entry = (out, o, gl, u, [ju[j] for j in keep], keep)
-        if self.retain_graph:
-            self._ggn[i] = entry
-        return entry
+        return (out, o, gl), u, list(ju)
 
-    def _ggn_product(self, i: int, vs: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-        out, o, gl, u, ju, keep = self._ggn_graph(i)
-        if not ju:
-            return [torch.zeros_like(v) for v in vs]
-        with torch.enable_grad(), math_attention():
-            (jv,) = torch.autograd.grad(ju, u, grad_outputs=[vs[j] for j in keep],
-                                        retain_graph=True, is_grads_batched=batched)
-            hjv = None
-            if gl.requires_grad:
-                (hjv,) = torch.autograd.grad(gl, o, grad_outputs=jv, retain_graph=True,
-                                             allow_unused=True, is_grads_batched=batched)
-            if hjv is None:  # a loss linear in the outputs: H_out = 0
-                hjv = torch.zeros_like(jv)
-            gv = torch.autograd.grad(out, self.params, grad_outputs=hjv, retain_graph=True,
-                                     allow_unused=True, is_grads_batched=batched)
-        return [torch.zeros_like(v) if h is None else h for h, v in zip(gv, vs, strict=True)]
-
-    def _apply(self, V: torch.Tensor, batched: bool) -> torch.Tensor:
-        V = V.to(self.device, self.dtype)
-        vs = self.split(V.T.contiguous() if batched else V)
-        out = self._batch_mean(lambda i: self._ggn_product(i, vs, batched),
-                               (V.shape[1],) if batched else ())
-        return out.T if batched else out
-
-    def resolved_mode(self) -> str:
-        return self.mode
-
-    def release_graphs(self) -> None:
-        super().release_graphs()
-        self._ggn.clear()
+    def _product(self, state: tuple, jv: torch.Tensor,
+                 batched: bool) -> tuple[torch.Tensor | None, ...]:
+        out, o, gl = state
+        hjv = None
+        if gl.requires_grad:
+            (hjv,) = torch.autograd.grad(gl, o, grad_outputs=jv, retain_graph=True,
+                                         allow_unused=True, is_grads_batched=batched)
+        if hjv is None:  # a loss linear in the outputs: H_out = 0
+            hjv = torch.zeros_like(jv)
+        return torch.autograd.grad(out, self.params, grad_outputs=hjv, retain_graph=True,
+                                   allow_unused=True, is_grads_batched=batched)
 
 
 CURVATURE_CLASSES["ggn"] = GGNOperator
