@@ -131,8 +131,9 @@ def test_killed_rank_ends_the_job_with_one_line_and_a_rerun_resumes(tmp_path):
     os.kill(ranks[1], signal.SIGKILL)
     t_kill = time.time()
     _, err = p.communicate(timeout=60)
-    print(f"killed rank 1: the job ended {time.time() - t_kill:.1f} s later")
-    assert time.time() - t_kill < 30
+    waited = time.time() - t_kill
+    print(f"killed rank 1: the job ended {waited:.1f} s later")
+    assert waited < 30  # the bound on a hang, not a speed target (measured: 1.0 s)
     assert p.returncode != 0
     ours = [line for line in err.splitlines() if line.startswith("landscape:")]
     assert len(ours) == 1 and ours[0].startswith("landscape: error: rank 0:"), ours

@@ -2,10 +2,15 @@
 through a per-batch graph of ``J^T u`` (``J`` the Jacobian of some per-batch outputs, ``u`` a
 dummy leaf, built with ``create_graph``), so ``J v`` is one backward pass (the double-vjp trick)
 and ``J^T w`` one more. Subclasses build the graph (:meth:`_build`) and turn ``J v`` into the
-product (:meth:`_product`); graphs are kept per batch when ``retain_graph`` (the default for one
-batch) and dropped by :meth:`release_graphs`."""
+product (:meth:`_product`). The rest is :class:`LossHessian`'s: its ``_apply`` calls
+:meth:`product_function` (here always the double-vjp product), the graphs live in its per-batch
+graph store (kept when ``retain_graph``, the default for one batch; dropped by
+``release_graphs``; the Hessian's own gradient graphs never enter it, as they are built only in
+the modes "auto" and "double_backward"), and the mode is the curvature's name, so nothing is
+probed."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,7 +28,6 @@ class JacobianGraphOperator(LossHessian):
         kw.pop("mode", None)
         super().__init__(model, data, mode="double_backward", **kw)
         self.mode, self.mode_choice = self.curvature, None
-        self._graphs: dict[int, tuple] = {}
 
     def _build(self, i: int) -> tuple[tuple, torch.Tensor, list[torch.Tensor]]:
         """Batch i's subclass state, the dummy leaf ``u`` and ``J^T u`` per parameter (None
@@ -55,16 +59,6 @@ class JacobianGraphOperator(LossHessian):
             cv = self._product(state, jv, batched)
         return [torch.zeros_like(v) if h is None else h for h, v in zip(cv, vs, strict=True)]
 
-    def _apply(self, V: torch.Tensor, batched: bool) -> torch.Tensor:
-        V = V.to(self.device, self.dtype)
-        vs = self.split(V.T.contiguous() if batched else V)
-        out = self._batch_mean(lambda i: self._batch_product(i, vs, batched),
-                               (V.shape[1],) if batched else ())
-        return out.T if batched else out
-
-    def resolved_mode(self) -> str:
-        return self.mode
-
-    def release_graphs(self) -> None:
-        super().release_graphs()
-        self._graphs.clear()
+    def product_function(self, mode: str) -> Callable[[int, list[torch.Tensor], bool], list]:
+        """The per-batch product: one for every mode (there is no choice to make)."""
+        return self._batch_product
