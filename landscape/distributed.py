@@ -6,6 +6,7 @@ to a single process (rank 0 of 1). gloo on CPU, NCCL on GPU. Surfaces and Hessia
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Sequence
@@ -37,7 +38,20 @@ def init_from_env(backend: str | None = None) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
     _stop_on_sigterm()
+    atexit.register(finish)
     return True
+
+
+def finish() -> None:
+    """Destroy the process group (idempotent; a no-op in one process).
+
+    Leaving it to interpreter teardown lets a gloo rank abort at exit ("terminate called without
+    an active exception", exit -6) after its work is done, which torchrun reports as a failed
+    job. :func:`init_from_env` registers this with :mod:`atexit`, so every entry point (CLI, API,
+    scripts) leaves through it.
+    """
+    if is_distributed():
+        dist.destroy_process_group()
 
 
 class PeerStopped(Exception):
