@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 WORKER = textwrap.dedent("""
-    import os, sys, json
+    import atexit, os, sys, json
     import numpy as np, torch
     sys.path.insert(0, {here!r})
     torch.set_num_threads(1)
@@ -64,7 +64,6 @@ WORKER = textwrap.dedent("""
             f.write(str(torch.distributed.is_initialized()))
 
     if __name__ == "__main__":
-        import atexit
         atexit.register(report_teardown, sys.argv[1])
         distributed = D.init_from_env()
         run(sys.argv[1], distributed)
