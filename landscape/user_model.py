@@ -271,11 +271,12 @@ def load_model(path: str | Path, *, model: str | None = None,
 
 
 def format_blocks(rows: list[dict[str, Any]], title: str = "") -> str:
-    """The block list as a text table: name, kind, stage, output shape, module type, residual."""
-    head = ("name", "kind", "stage", "output shape", "module", "residual")
+    """The block list as a text table: name, kind, stage, feature-map shape, module type,
+    residual, where the feature map is read (module output, residual stream, or refused: why)."""
+    head = ("name", "kind", "stage", "output shape", "module", "residual", "read at")
     table = [head] + [(r["name"], r["kind"], str(r["stage"]),
                        "x".join(map(str, r["shape"])) if r["shape"] else "?",
-                       r["type"], "yes" if r["residual"] else "no") for r in rows]
+                       r["type"], "yes" if r["residual"] else "no", r["read"]) for r in rows]
     width = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, width, strict=True)).rstrip()
              for row in table]

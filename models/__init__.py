@@ -15,9 +15,10 @@ from .blocks import (
     infer_blocks,
     lesioned,
     named_blocks,
+    readable,
     to_grid,
 )
 from .registry import create, names, register
 
 __all__ = ["Block", "KINDS", "blocks", "block_outputs", "capture", "lesioned", "named_blocks",
-           "infer_blocks", "attach_blocks", "to_grid", "create", "names", "register"]
+           "infer_blocks", "attach_blocks", "readable", "to_grid", "create", "names", "register"]

@@ -24,10 +24,24 @@ import torch.nn as nn
 KINDS = ("embed", "conv", "msa", "mlp", "pool", "head")
 
 
+@dataclass(frozen=True)
+class Tap:
+    """One tensor observed during a forward pass: ``module``'s output (``where="output"``, the
+    first element of a tuple) or its first positional input (``where="input"``)."""
+
+    module: nn.Module = field(repr=False)
+    where: str = "output"
+
+
 @dataclass
 class Block:
-    """One block of a model: ``module``'s output is the feature map after the block.
+    """One block of a model; its feature map is the residual stream after the block.
 
+    The feature map is read at ``readout``: the sum of the tapped tensors (one tap in practice,
+    two where only the skip and the branch can be observed); empty means ``module``'s output.
+    ``module`` is the module that runs the block (its completion orders blocks and gives shapes).
+    ``refused`` names why the stream after the block cannot be found: such a block is kept in
+    the list (order, depth, lesion) but feature analyses never read it.
     ``branch`` is the module whose output is the residual branch (``None`` if the block is not
     residual); zeroing its output removes the block from a residual network (lesion study).
     ``tokens`` says how a 3-D (B, N, C) output maps to a grid: ``"cls"`` if the first token is a
@@ -40,10 +54,22 @@ class Block:
     module: nn.Module = field(repr=False)
     branch: nn.Module | None = field(default=None, repr=False)
     tokens: str | None = None
+    readout: tuple[Tap, ...] = field(default=(), repr=False)
+    refused: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"block {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+
+    @property
+    def taps(self) -> tuple[Tap, ...]:
+        """Where the feature map is read: ``readout``, or ``module``'s output."""
+        return self.readout or (Tap(self.module),)
+
+    def with_stage(self, stage: int) -> Block:
+        """A copy of this block in ``stage``."""
+        return Block(self.name, self.kind, stage, self.module, self.branch, self.tokens,
+                     self.readout, self.refused)
 
 
 def blocks(model: nn.Module) -> list[Block]:
@@ -87,16 +113,42 @@ def to_grid(x: torch.Tensor, tokens: str | None = None) -> torch.Tensor:
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
 
 
+def readable(block_list: Sequence[Block]) -> list[Block]:
+    """The blocks whose feature map can be read (``refused`` unset)."""
+    return [b for b in block_list if b.refused is None]
+
+
 @contextlib.contextmanager
 def capture(block_list: Sequence[Block], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
-    """Context manager: during forward passes, ``out[block.name]`` holds each block's output."""
+    """Context manager: during forward passes, ``out[block.name]`` holds each block's feature
+    map (the residual stream after the block, read at its taps). Refused blocks are not read."""
     out: dict[str, torch.Tensor] = {}
+    parts: dict[str, list[torch.Tensor]] = {}
     handles = []
-    for b in block_list:
-        def hook(m, _i, o, name=b.name):
-            o = _batch_first(m, o)
-            out[name] = o.detach() if detach else o
-        handles.append(b.module.register_forward_hook(hook))
+
+    def record(name: str, n_taps: int, value: Any, module: nn.Module) -> None:
+        t = _batch_first(module, value)
+        t = t.detach() if detach else t
+        if n_taps == 1:
+            out[name] = t
+            return
+        got = parts.setdefault(name, [])
+        got.append(t)
+        if len(got) == n_taps:  # every tap of this forward seen: the stream is their sum
+            out[name] = torch.stack(got).sum(0) if len(got) > 2 else got[0] + got[1]
+            parts[name] = []
+
+    for b in readable(block_list):
+        n_taps = len(b.taps)
+        for tap in b.taps:
+            if tap.where == "input":
+                def pre(m, args, name=b.name, k=n_taps):
+                    record(name, k, args[0], m)
+                handles.append(tap.module.register_forward_pre_hook(pre))
+            else:
+                def hook(m, _i, o, name=b.name, k=n_taps):
+                    record(name, k, o, m)
+                handles.append(tap.module.register_forward_hook(hook))
     try:
         yield out
     finally:
@@ -161,11 +213,23 @@ def _is_torch_builtin(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.")
 
 
-def _residual_adds(module: nn.Module) -> list[str | None] | None:
-    """For each add in ``module.forward`` whose two operands both depend on the inputs (a
-    residual connection), the name (relative to ``module``) of the submodule whose output is the
-    branch, or None when the branch does not end in a submodule. None if ``module`` cannot be
-    traced by ``torch.fx`` (data-dependent control flow)."""
+@dataclass(frozen=True)
+class ResidualAdd:
+    """One residual addition in a unit's ``forward``: ``branch`` the submodule whose output is
+    the residual branch (None: it does not end in a submodule), ``stream`` where the sum can be
+    observed as ``(where, submodule name)`` pairs ("" the unit itself; the sum of the pairs), or
+    None with ``why`` when it cannot be observed."""
+
+    branch: str | None
+    stream: tuple[tuple[str, str], ...] | None
+    why: str = ""
+
+
+def _residual_adds(module: nn.Module) -> list[ResidualAdd] | None:
+    """Every add in ``module.forward`` whose two operands both depend on the inputs (a residual
+    connection), found with ``torch.fx`` (children as leaves), with the residual branch and where
+    the stream after the addition can be read (:func:`_stream_taps`). None if ``module`` cannot be
+    traced (data-dependent control flow)."""
     import torch.fx as fx
 
     class ChildrenAsLeaves(fx.Tracer):
@@ -177,7 +241,7 @@ def _residual_adds(module: nn.Module) -> list[str | None] | None:
     except Exception:  # noqa: BLE001 - untraceable forward: no residual information
         return None
     depth: dict[fx.Node, int | None] = {}  # longest path from an input, None: no input
-    out: list[str | None] = []
+    out: list[ResidualAdd] = []
     for node in graph.nodes:
         if node.op == "placeholder":
             depth[node] = 0
@@ -192,9 +256,65 @@ def _residual_adds(module: nn.Module) -> list[str | None] | None:
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) \
                 or depth.get(a) is None or depth.get(b) is None:
             continue
-        branch = _unwrap(a if depth[a] >= depth[b] else b, module)
-        out.append(str(branch.target) if branch.op == "call_module" else None)
+        skip, br = (b, a) if depth[a] >= depth[b] else (a, b)
+        if depth[a] == depth[b] and _unwrap(br, module).op != "call_module":
+            skip, br = br, skip  # equally deep: the branch is the operand a submodule computes
+        branch = _unwrap(br, module)
+        stream, why = _stream_taps(graph, node, skip, br)
+        out.append(ResidualAdd(str(branch.target) if branch.op == "call_module" else None,
+                               stream, why))
     return out
+
+
+def _stream_taps(graph: torch.fx.Graph, add: torch.fx.Node, skip: torch.fx.Node,
+                 branch: torch.fx.Node) -> tuple[tuple[tuple[str, str], ...] | None, str]:
+    """Where the value of the residual sum ``add`` can be observed by hooks, in this order:
+
+    1. it is the unit's output (``("output", "")``): ``return x + f(x)``;
+    2. it is the first input of a submodule called once (``("input", name)``): the next norm of
+       a pre-norm transformer, the norm of a post-norm block, a tap ``nn.Identity``;
+    3. both operands are observable (the unit's input, a submodule's output or a submodule's
+       first input): their sum.
+
+    Otherwise ``(None, reason)``: the stream is never replaced by the branch's output.
+    """
+    calls: dict[str, int] = {}
+    for n in graph.nodes:
+        if n.op == "call_module":
+            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for user in add.users:
+        if user.op == "output":
+            res = user.args[0]
+            if res is add or (isinstance(res, (tuple, list)) and res and res[0] is add):
+                return (("output", ""),), ""
+    for n in graph.nodes:  # graph order: the first submodule that receives the sum
+        if n in add.users and n.op == "call_module" and n.args and n.args[0] is add \
+                and calls[str(n.target)] == 1:
+            return (("input", str(n.target)),), ""
+
+    def observe(n: torch.fx.Node) -> tuple[str, str] | None:
+        if placeholders and n is placeholders[0]:
+            return ("input", "")
+        if n.op == "call_module" and calls[str(n.target)] == 1:
+            return ("output", str(n.target))
+        if n.op == "call_function" and n.target is operator.getitem and n.args[1] == 0 \
+                and isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "call_module" \
+                and calls[str(n.args[0].target)] == 1:
+            return ("output", str(n.args[0].target))
+        for u in graph.nodes:  # the first input of a submodule: t + attn(t, t, t)
+            if u in n.users and u.op == "call_module" and u.args and u.args[0] is n \
+                    and calls[str(u.target)] == 1:
+                return ("input", str(u.target))
+        return None
+
+    parts = [observe(skip), observe(branch)]
+    if parts[0] is not None and parts[1] is not None:
+        return (parts[0], parts[1]), ""
+    bad = skip if parts[0] is None else branch
+    return None, (f"the residual sum {add.name} is neither the unit's output nor a submodule's "
+                  f"input, and its operand {bad.name} ({bad.op} {bad.target}) is not a module "
+                  "output")
 
 
 def _unwrap(node: torch.fx.Node, module: nn.Module) -> torch.fx.Node:
@@ -222,12 +342,16 @@ def infer_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[
       holding an ``nn.Conv2d`` -> conv, the branch's last submodule as ``branch``;
     * in a residual unit holding attention, the other residual branches (the transformer's MLP,
       or children named mlp/ffn) -> mlp;
-    * the last ``nn.Linear`` -> head.
+    * the input of the first such unit -> embed; the last ``nn.Linear`` -> head.
 
-    msa and mlp blocks hook the attention/MLP module itself (the residual branch, before the
-    addition). With ``example`` (one input batch) blocks are put in forward order, get stages
-    from where the spatial resolution falls, and the head is the module that produces the output;
-    without it they keep registration order and stage 0. Check the result (:func:`describe`).
+    Every block is read where the built-in block lists read it, the residual stream the next
+    block receives: a conv unit's output; for msa and mlp blocks the residual sum after the
+    block's addition (:func:`_stream_taps`: the unit's output, the input of the submodule that
+    receives the sum, or skip + branch). A block whose stream cannot be observed gets
+    ``refused`` (its reason) and is never read at its branch. With ``example`` (one input batch)
+    blocks are put in forward order, get stages from where the spatial resolution falls, and
+    the head is the module that produces the output; without it they keep registration order
+    and stage 0. Check the result (:func:`describe`).
     """
     mods = dict(model.named_modules())
     attn = [n for n, m in mods.items() if n and _is_attention(n, m)]
@@ -240,35 +364,57 @@ def infer_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[
         return any(pred(m) for m in mods[name].modules())
 
     found: dict[str, Block] = {}
+    units: list[nn.Module] = []  # the unit of each found block, in registration order
     for uname, unit in mods.items():
         if _is_torch_builtin(unit) or (uname and inside(uname, attn)):
             continue
         adds = _residual_adds(unit)
         unit_attn = [a for a in attn if uname == "" or a.startswith(uname + ".")]
         prefix = f"{uname}." if uname else ""
-        for rel in adds or []:
-            bname = prefix + rel if rel is not None else None
+
+        def taps(add: ResidualAdd, unit: nn.Module = unit, prefix: str = prefix
+                 ) -> tuple[tuple[Tap, ...], str | None]:
+            if add.stream is None:
+                return (), f"residual stream not observable: {add.why}"
+            return tuple(Tap(mods[prefix + rel] if rel else unit, where)
+                         for where, rel in add.stream), None
+
+        n_found = len(found)
+        for add in adds or []:
+            bname = prefix + add.branch if add.branch is not None else None
             if bname is not None and any(inside(a, [bname]) or inside(bname, [a]) for a in attn):
                 a = next(a for a in attn if inside(a, [bname]) or inside(bname, [a]))
-                found[a] = Block(a, "msa", 0, mods[a], mods[bname])
+                readout, why = taps(add)
+                found[a] = Block(a, "msa", 0, mods[a], mods[bname], None, readout, why)
             elif unit_attn and uname and bname is not None \
                     and not holds(bname, lambda m: isinstance(m, nn.Conv2d)):
-                found[bname] = Block(bname, "mlp", 0, mods[bname], mods[bname])
+                readout, why = taps(add)
+                found[bname] = Block(bname, "mlp", 0, mods[bname], mods[bname], None, readout,
+                                     why)
             elif holds(uname, lambda m: isinstance(m, nn.Conv2d)) and uname not in found:
-                if uname:
+                if uname:  # the unit's output: what the next unit receives
                     found[uname] = Block(uname, "conv", 0, unit, mods[bname] if bname else None)
                 elif bname is not None:  # residual add in the top-level forward
-                    found[bname] = Block(bname, "conv", 0, mods[bname], mods[bname])
+                    readout, why = taps(add)
+                    found[bname] = Block(bname, "conv", 0, mods[bname], mods[bname], None,
+                                         readout, why)
         if unit_attn and uname:  # MLPs named as such next to the attention of a transformer
             for cname, child in unit.named_children():
                 full = prefix + cname
                 if cname.lower().endswith(_MLP_NAMES) and full not in found \
                         and _has_parameters(child):
-                    found[full] = Block(full, "mlp", 0, child)
+                    found[full] = Block(full, "mlp", 0, child, refused=(
+                        f"no residual addition around {full} found in {uname}"))
+        if len(found) > n_found and uname:
+            units.append(unit)
     for a in attn:
-        found.setdefault(a, Block(a, "msa", 0, mods[a]))
+        found.setdefault(a, Block(a, "msa", 0, mods[a], refused=(
+            f"no residual addition around {a} found (its unit adds no branch or cannot be "
+            "traced by torch.fx)")))
     order = {n: i for i, n in enumerate(mods)}
     out = sorted(found.values(), key=lambda b: order[b.name])
+    if units and "embed" not in found:  # the stream entering the first unit (after the stem)
+        out.insert(0, Block("embed", "embed", 0, units[0], readout=(Tap(units[0], "input"),)))
     linear = [n for n, m in mods.items() if isinstance(m, nn.Linear) and not inside(n, attn)
               and n not in found and not any(inside(n, [b.name]) for b in out)]
     if example is None:
@@ -322,7 +468,7 @@ def _order_and_stage(model: nn.Module, block_list: Sequence[Block], example: tor
         if cands:
             last = max(cands, key=lambda m: rec[id(m)][0])
             bl.append(Block(names[id(last)], "head", 0, last))
-    bl.sort(key=lambda b: rec[id(b.module)][0])
+    bl.sort(key=lambda b: (b.kind != "embed", rec[id(b.module)][0]))
     stage, prev, out = 0, None, []
     for b in bl:
         r = _resolution(rec[id(b.module)][1])
@@ -330,7 +476,7 @@ def _order_and_stage(model: nn.Module, block_list: Sequence[Block], example: tor
             if prev is not None and r < prev:
                 stage += 1
             prev = r
-        out.append(Block(b.name, b.kind, stage, b.module, b.branch, b.tokens))
+        out.append(b.with_stage(stage))
     missing = [b.name for b in block_list if id(b.module) not in rec]
     if missing:
         raise ValueError(f"blocks {', '.join(missing)} are not called by the model's forward")
@@ -339,8 +485,10 @@ def _order_and_stage(model: nn.Module, block_list: Sequence[Block], example: tor
 
 def blocks_from_spec(model: nn.Module, spec: dict[str, str],
                      example: torch.Tensor | None = None) -> list[Block]:
-    """Blocks named by the user (``{module name: kind}``); a residual branch and the stage are
-    taken from inference and the forward pass where they can be found."""
+    """Blocks named by the user (``{module name: kind}``); a residual branch, the read-out point
+    (the residual stream after the block, :func:`infer_blocks`) and the stage are taken from
+    inference and the forward pass where they can be found; a module inference does not know is
+    read at its output."""
     mods = dict(model.named_modules())
     unknown = [n for n in spec if n not in mods]
     if unknown:
@@ -349,8 +497,14 @@ def blocks_from_spec(model: nn.Module, spec: dict[str, str],
         close = f" (close: {', '.join(hints)})" if hints else ""
         raise KeyError(f"no module named {', '.join(map(repr, unknown))} in "
                        f"{type(model).__name__}{close}")
-    branches = {id(b.module): b.branch for b in infer_blocks(model)}
-    bl = [Block(n, k, 0, mods[n], branches.get(id(mods[n]))) for n, k in spec.items()]
+    known = {id(b.module): b for b in infer_blocks(model) if b.kind != "embed"}
+
+    def block(n: str, k: str) -> Block:
+        b = known.get(id(mods[n]))
+        if b is None:
+            return Block(n, k, 0, mods[n])
+        return Block(n, k, 0, mods[n], b.branch, None, b.readout, b.refused)
+    bl = [block(n, k) for n, k in spec.items()]
     return _order_and_stage(model, bl, example) if example is not None else bl
 
 
@@ -359,12 +513,16 @@ def attach_blocks(model: nn.Module, block_list: Sequence[Block]) -> nn.Module:
     kept by module name, so a ``copy.deepcopy`` of the model lists its own modules."""
     names = {id(m): n for n, m in model.named_modules()}
     spec = [(b.name, b.kind, b.stage, names[id(b.module)],
-             names[id(b.branch)] if b.branch is not None else None, b.tokens) for b in block_list]
+             names[id(b.branch)] if b.branch is not None else None, b.tokens,
+             tuple((names[id(t.module)], t.where) for t in b.readout), b.refused)
+            for b in block_list]
     model.__dict__["_block_spec"] = spec
 
     def block_list_method(self: nn.Module) -> list[Block]:
-        return [Block(n, k, s, self.get_submodule(m), self.get_submodule(br) if br else None, t)
-                for n, k, s, m, br, t in self.__dict__["_block_spec"]]
+        get = self.get_submodule
+        return [Block(n, k, s, get(m), get(br) if br else None, t,
+                      tuple(Tap(get(tm), w) for tm, w in ro), why)
+                for n, k, s, m, br, t, ro, why in self.__dict__["_block_spec"]]
 
     model.__dict__["block_list"] = types.MethodType(block_list_method, model)
     return model
@@ -372,12 +530,32 @@ def attach_blocks(model: nn.Module, block_list: Sequence[Block]) -> nn.Module:
 
 def describe(model: nn.Module, block_list: Sequence[Block],
              example: torch.Tensor | None = None) -> list[dict[str, Any]]:
-    """Rows ``{name, kind, stage, module, residual, shape}`` (shape of one output, or None)."""
+    """Rows ``{name, kind, stage, module, type, residual, read, shape}``: ``read`` is where the
+    feature map is read (``"output"`` of the module, ``"stream"`` after a residual addition, or
+    ``"refused: <why>"``), ``shape`` the shape of one feature map (the module's output for a
+    refused block), None without ``example``."""
     rec: dict[int, tuple[int, torch.Size]] = {}
+    feats: dict[str, torch.Tensor] = {}
     if example is not None:
         _, rec = _forward_record(model, example, [b.module for b in block_list])
+        was = model.training
+        model.eval()
+        try:
+            feats = block_outputs(model, example, block_list)
+        finally:
+            model.train(was)
     names = {id(m): n for n, m in model.named_modules()}
+
+    def read(b: Block) -> str:
+        if b.refused is not None:
+            return f"refused: {b.refused}"
+        return "stream" if b.readout else "output"
+
+    def shape(b: Block) -> tuple[int, ...] | None:
+        if b.name in feats:
+            return tuple(feats[b.name].shape)
+        return tuple(rec[id(b.module)][1]) if id(b.module) in rec else None
+
     return [{"name": b.name, "kind": b.kind, "stage": int(b.stage), "module": names[id(b.module)],
-             "type": type(b.module).__name__, "residual": b.branch is not None,
-             "shape": tuple(rec[id(b.module)][1]) if id(b.module) in rec else None}
-            for b in block_list]
+             "type": type(b.module).__name__, "residual": b.branch is not None, "read": read(b),
+             "shape": shape(b)} for b in block_list]

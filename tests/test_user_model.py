@@ -80,22 +80,25 @@ def _kinds(bl):
 def test_infer_blocks_user_cnn_with_attention(user_model):
     _f, _ck, net = user_model
     bl = infer_blocks(net, torch.randn(2, 1, 28, 28))
-    assert _kinds(bl) == [("unit1", "conv", 0, True), ("unit2", "conv", 1, True),
-                          ("mixer", "msa", 1, True), ("fc", "head", 1, False)]
-    assert bl[0].branch is net.unit1.bn2 and bl[2].branch is net.mixer
+    assert _kinds(bl) == [("embed", "embed", 0, False), ("unit1", "conv", 0, True),
+                          ("unit2", "conv", 1, True), ("mixer", "msa", 1, True),
+                          ("fc", "head", 1, False)]
+    assert bl[1].branch is net.unit1.bn2 and bl[3].branch is net.mixer
     # Without an example: registration order, stage 0, last Linear as head.
-    assert _kinds(infer_blocks(net)) == [("unit1", "conv", 0, True), ("unit2", "conv", 0, True),
-                                         ("mixer", "msa", 0, True), ("fc", "head", 0, False)]
+    assert _kinds(infer_blocks(net)) == [("embed", "embed", 0, False), ("unit1", "conv", 0, True),
+                                         ("unit2", "conv", 0, True), ("mixer", "msa", 0, True),
+                                         ("fc", "head", 0, False)]
 
 
 def test_infer_blocks_matches_our_models_kinds():
     x = torch.randn(2, 1, 28, 28)
     for name in ("resnet_tiny", "vit_tiny", "alternet_tiny"):
         net = models.create(name, num_classes=10, in_chans=1, img_size=28)
-        ref = [(b.kind, b.stage) for b in models.blocks(net) if b.kind != "embed"]
+        ref = [(b.kind, b.stage) for b in models.blocks(net)]
         got = [(b.kind, b.stage) for b in infer_blocks(net, x)]
         assert got == ref, name
-        assert all(b.branch is not None for b in infer_blocks(net, x) if b.kind != "head")
+        assert all(b.branch is not None for b in infer_blocks(net, x)
+                   if b.kind not in ("head", "embed"))
 
 
 def test_capture_and_lesion_of_sequence_first_attention(user_model):
@@ -110,9 +113,11 @@ def test_capture_and_lesion_of_sequence_first_attention(user_model):
     t = net.unit2(t).flatten(2).permute(2, 0, 1)
     with torch.no_grad():
         attn = net.mixer(t, t, t)[0]
-        assert torch.allclose(out["mixer"], attn.transpose(0, 1))
+        # read after the residual addition: t + attn(t), batch first
+        assert torch.allclose(out["mixer"], (t + attn).transpose(0, 1), atol=1e-6)
         assert out["mixer"].shape == (3, 49, 8)
-        with models.lesioned(bl[2]):
+        assert bl[3].name == "mixer"
+        with models.lesioned(bl[3]):
             y = net(x)
         assert torch.allclose(y, net.fc(t.mean(0)), atol=1e-6)
 
@@ -204,7 +209,8 @@ def test_blocks_command_registry_and_user_model(user_model, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "SmallNet, blocks from inferred, input 2x1x28x28" in out[0]
     rows = [line.split() for line in out[2:]]
-    assert [r[:4] for r in rows] == [["unit1", "conv", "0", "2x8x28x28"],
+    assert [r[:4] for r in rows] == [["embed", "embed", "0", "2x8x28x28"],
+                                     ["unit1", "conv", "0", "2x8x28x28"],
                                      ["unit2", "conv", "1", "2x8x7x7"],
                                      ["mixer", "msa", "1", "2x49x8"],
                                      ["fc", "head", "1", "2x10"]]
@@ -227,7 +233,8 @@ def test_analyze_user_model_through_model_def(user_model, tmp_path, capsys):
     assert cli_main(argv) == 0
     err = capsys.readouterr().err
     assert "SmallNet: blocks inferred from module types" in err
-    assert re.search(r"^mixer\s+msa\s+1\s+2x49x8\s+MultiheadAttention\s+yes$", err, re.M), err
+    row = r"^mixer\s+msa\s+1\s+2x49x8\s+MultiheadAttention\s+yes\s+stream$"
+    assert re.search(row, err, re.M), err
     assert (out / "report.html").stat().st_size > 10_000
     summary = json.loads((out / "summary.json").read_text())
     (m,) = summary["models"]
@@ -317,12 +324,13 @@ def test_infer_blocks_timm_style_transformer_and_exact_lesion():
     net = _TinyViT().eval()
     x = torch.randn(2, 1, 28, 28)
     bl = infer_blocks(net, x)
-    assert _kinds(bl) == [("blocks.0.attn", "msa", 0, True), ("blocks.0.mlp", "mlp", 0, True),
+    assert _kinds(bl) == [("embed", "embed", 0, False),
+                          ("blocks.0.attn", "msa", 0, True), ("blocks.0.mlp", "mlp", 0, True),
                           ("blocks.1.attn", "msa", 0, True), ("blocks.1.mlp", "mlp", 0, True),
                           ("head", "head", 0, False)]
-    assert bl[0].branch is net.blocks[0].attn  # through DropPath and LayerScale wrappers
+    assert bl[1].branch is net.blocks[0].attn  # through DropPath and LayerScale wrappers
     b1 = net.blocks[1]
-    with torch.no_grad(), models.lesioned(bl[2]):
+    with torch.no_grad(), models.lesioned(bl[3]):
         t = net.blocks[0](net.patch(x).flatten(2).transpose(1, 2))
         ref = net.head((t + b1.mlp(b1.norm2(t))).mean(1))  # block 1 without its attention
         assert torch.allclose(net(x), ref, atol=1e-6)

@@ -288,6 +288,9 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
         for b in bl:
             if b.name in skipped:
                 continue
+            if b.refused is not None:  # stream not observable: never read at the branch
+                skipped.add(b.name)
+                continue
             if b.name not in outs:
                 raise LandscapeError(f"block {b.name!r} produced no output in the forward pass")
             g = _spatial(outs[b.name], b.tokens)

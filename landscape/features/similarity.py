@@ -161,8 +161,10 @@ def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None
                  progress: bool = False) -> CKAResult:
     """Mini-batch linear CKA between every pair of block outputs (flattened per image)."""
     import landscape_models as models
-    bl = models.blocks(model) if block_list is None else list(block_list)
-    depths = normalized_depths(len(bl))
+    full = models.blocks(model) if block_list is None else list(block_list)
+    depths = normalized_depths(len(full))[1:]
+    depths = [d for d, b in zip(depths, full, strict=True) if b.refused is None]
+    bl = models.readable(full)  # blocks whose stream cannot be observed are not compared
     acc = MinibatchCKA(len(bl), estimator)
     for _x, _y, outs in stream_block_outputs(model, data, bl, samples, batch_size, device,
                                              progress, desc="cka"):
@@ -173,7 +175,7 @@ def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None
            "kernel": "linear on each block output flattened per image",
            "skipped_images": acc.skipped_images}
     return CKAResult([b.name for b in bl], [b.kind for b in bl], [int(b.stage) for b in bl],
-                     [float(d) for d in depths[1:]], acc.value().tolist(), estimator,
+                     [float(d) for d in depths], acc.value().tolist(), estimator,
                      acc.images, acc.batches, cfg, None, run_metadata(),
                      [[[float(f"{v:.7g}") for v in row] for row in h.tolist()]
                       for h in acc.per_batch])

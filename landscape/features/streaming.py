@@ -54,7 +54,8 @@ def stream_block_outputs(model: nn.Module, data: Any, block_list: Sequence | Non
                          device: torch.device | None = None, progress: bool = False,
                          desc: str = "features"
                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, dict]]:
-    """Yield ``(x, y, outputs)`` per batch, ``outputs[block.name]`` the block's output.
+    """Yield ``(x, y, outputs)`` per batch, ``outputs[block.name]`` the block's feature map (the
+    residual stream after it, read at the block's taps); refused blocks are absent, with a warning.
 
     The model runs in eval mode without gradients; its train/eval flags are restored after.
     Only one batch of outputs is alive at a time.
@@ -63,6 +64,9 @@ def stream_block_outputs(model: nn.Module, data: Any, block_list: Sequence | Non
     from tqdm import tqdm
 
     bl = models.blocks(model) if block_list is None else list(block_list)
+    for b in bl:
+        if b.refused is not None:
+            warnings.warn(f"block {b.name} ({b.kind}) is not read: {b.refused}", stacklevel=2)
     dev = model_device(model, device)
     it, n = image_batches(data, samples, batch_size)
     with eval_mode(model), torch.no_grad(), models.capture(bl) as out, \

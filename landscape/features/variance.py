@@ -122,6 +122,9 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
         for b in bl:
             if b.name in skipped:
                 continue
+            if b.refused is not None:  # stream not observable: never read at the branch
+                skipped.add(b.name)
+                continue
             g = _spatial(outs[b.name], b.tokens)
             if g is None or g.shape[-1] * g.shape[-2] <= ddof:
                 skipped.add(b.name)
