@@ -286,6 +286,43 @@ def _finish(summary: dict[str, Any], results: dict[str, dict[str, Any]], labels:
         print(f"report: {out / 'report.html'} ({summary['wall_time_s']:.0f} s)")
 
 
+def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig,
+                      todo: Sequence[str], budget: str, say: bool
+                      ) -> tuple[AnalyzeConfig, dict[str, list[Any]]]:
+    """Time a probe on every model, print the estimate per model and analysis, and under the
+    quick budget shrink the Hessian/surface work for all models alike when the most expensive
+    model would exceed :data:`~landscape.analyze_cost.QUICK_TARGET_S` (settings that differ
+    from the preset were set by the user and are kept). Under torchrun the writer decides."""
+    from . import analyze_cost as C
+    from . import distributed as D
+    decided: Any = None
+    if D.is_writer():
+        pool = inputs.sets.get("hessian") or inputs.sets["feat"]
+        costs = []
+        for net, _info in inputs.loaded:
+            n_res = sum(b.branch is not None for b in models.blocks(net)) \
+                if hasattr(net, "block_list") else 0
+            p = C.probe(net, pool.images, pool.labels)
+            costs.append(lambda c, p=p, n_res=n_res: C.estimate(
+                p, c, todo, len(pool), len(inputs.sets["feat"]), len(inputs.sets["lesion"]),
+                n_res))
+        new, adapted = cfg, {}
+        if budget == "quick":
+            preset = make_config("quick")
+            fixed = {a for a in C.ADAPTABLE if getattr(cfg, a) != getattr(preset, a)}
+            new, adapted = C.adapt_quick(cfg, lambda c: max(
+                (f(c) for f in costs), key=C.heavy_seconds), fixed)
+        if say:
+            _say(True, "cost estimate (timed probe; this machine, now):")
+            for lab, f in zip(labels, costs, strict=True):
+                _say(True, "  " + C.format_estimate(lab, f(new)))
+            if adapted:
+                _say(True, "  quick budget reduced for the largest model, every model alike: "
+                     + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in adapted.items()))
+        decided = (new, adapted)
+    return D.broadcast_object(decided)
+
+
 def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             config: AnalyzeConfig | None = None, only: Sequence[str] | None = None,
             force: bool = False, model: str | None = None, progress: bool = True,
@@ -339,6 +376,10 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
                                "settings": {"budget": budget, "only": todo,
                                             "dataset": inputs.data_name, **cfg.to_dict(),
                                             "ranks": D.world_size()}}
+    cfg, adapted = _cost_before_work(inputs, labels, cfg, todo, budget, progress and writer)
+    summary["settings"].update(cfg.to_dict())
+    if adapted:
+        summary["settings"]["adapted"] = adapted
     results: dict[str, dict[str, Any]] = {a: {} for a in todo}
     timing: dict[str, dict[str, Any]] = {}
     per_model: list[float] = []

@@ -324,8 +324,22 @@ def timing_text(summary: dict) -> str:
     return text
 
 
+def adapted_text(summary: dict) -> str:
+    """The quick budget's adaptation to large models (``settings["adapted"]``), one sentence."""
+    st = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    adapted = st.get("adapted") if isinstance(st.get("adapted"), dict) else {}
+    if not adapted:
+        return ""
+    what = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in adapted.items()
+                     if isinstance(v, (list, tuple)) and len(v) == 2)
+    return (f"The quick budget was reduced for the largest model's estimated cost (every model "
+            f"alike): {what}.")
+
+
 def _settings_body(summary: dict) -> str:
     parts = []
+    if adapted_text(summary):
+        parts.append(f"<p><b>{_e(adapted_text(summary))}</b></p>")
     if isinstance(summary.get("settings"), dict) and summary["settings"]:
         parts.append("<h3>Effective configuration</h3>" + _kv_table(summary["settings"]))
     parts.append(loss_statement(summary))
