@@ -232,9 +232,12 @@ def claim_matched_accuracy(summary: Any, seed: int = 0, n_boot: int = N_BOOT) ->
             return (f"{family_name(fam)} " + "; ".join(
                 f"{'/'.join(sorted(a))} {k or 'no recipe recorded'}" for k, a in sorted(r.items()))
                 if r else f"no {family_name(fam)} checkpoint with test_acc")
-        why = ("model entries record no recipe or epochs" if full and all(
-            not m["recipe"] for m in full.values()) else
-            f"recipes differ: {say('hybrid')}; {say('cnn')}")
+        if not (recipes["hybrid"] and recipes["cnn"]):
+            why = "; ".join(say(f) for f in ("hybrid", "cnn") if not recipes[f])
+        elif all(not m["recipe"] for m in full.values()):
+            why = "model entries record no recipe or epochs"
+        else:
+            why = f"recipes differ: {say('hybrid')}; {say('cnn')}"
         return [judge("accuracy-matched-hybrid", text, qty, pred, "models", [], +1,
                       "checkpoints", why, seed, n_boot, group="accuracy-matched",
                       family="hybrid")]
