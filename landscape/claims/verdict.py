@@ -92,20 +92,16 @@ def leave_one_out(evidence: Sequence[Evidence], direction: int, seed: int, n_boo
     return out
 
 
-def _contains(lo: float, hi: float, null: float) -> bool:
-    return lo <= null <= hi
-
-
 def block_breakdown(blocks: Sequence[tuple[str, float]], build: BlockBuilder, full: Assessment,
                     direction: int, seed: int, n_boot: int, log: bool = False
                     ) -> tuple[list[dict[str, Any]], list[str]]:
     """Per block (name, depth): the effect of that block alone (mean over checkpoints of its
     value, the hull interval, the sign count) and the row without it; the blocks that carry the
-    row: dropping one changes the verdict, or moves an interval that excluded no effect to
-    contain it."""
+    row: dropping one changes the verdict, or leaves an interval that excluded no effect on one
+    side no longer excluding it on that side (it holds 0, or lies on the other side)."""
     rows, carried = [], []
     names = [n for n, _ in blocks]
-    null_full = not _contains(full.lo, full.hi, 0.0)
+    side = 1 if full.lo > 0 else -1 if full.hi < 0 else 0   # the side the interval excludes 0 on
     for name, depth in blocks:
         alone = assess(build(frozenset(n for n in names if n != name)), direction, seed, n_boot)
         without = assess(build(frozenset({name})), direction, seed, n_boot)
@@ -116,8 +112,8 @@ def block_breakdown(blocks: Sequence[tuple[str, float]], build: BlockBuilder, fu
         if without:
             row.update(without_effect=_show(without.effect, log),
                        without_interval=_show_iv(without, log), without_verdict=without.verdict)
-            if without.verdict != full.verdict or (
-                    null_full and _contains(without.lo, without.hi, 0.0)):
+            if without.verdict != full.verdict or (side and not (
+                    side * without.lo > 0 and side * without.hi > 0)):
                 carried.append(name)
         rows.append(row)
     return rows, carried
