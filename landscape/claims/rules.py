@@ -117,21 +117,35 @@ def jonckheere_exact(groups: Sequence[Sequence[float]], max_assignments: int = 2
     if total > max_assignments:
         raise ValueError(f"jonckheere_exact: {total} assignments > {max_assignments}")
     obs = _jt_stat(gs)
-    le = ge = 0
+    labels = np.array(_assignments(sizes), dtype=np.int8)            # (A, N) group of each value
+    v = np.asarray(pooled)
+    cmp = (v[:, None] < v[None, :]) + 0.5 * (v[:, None] == v[None, :])   # value i below j
+    js = np.einsum("aij,ij->a", (labels[:, :, None] < labels[:, None, :]).astype(np.float64),
+                   cmp)
+    le = int((js <= obs + 1e-9).sum())
+    ge = int((js >= obs - 1e-9).sum())
+    return obs, obs / n_pairs, min(1.0, 2.0 * min(le, ge) / total)
 
-    def assign(rest: list[int], k: int, acc: list[list[float]]) -> None:
-        nonlocal le, ge
+
+def _assignments(sizes: Sequence[int]) -> list[list[int]]:
+    """Every way to give the positions 0..N-1 to groups of ``sizes`` (a group index per
+    position)."""
+    n = sum(sizes)
+    out: list[list[int]] = []
+
+    def fill(rest: list[int], k: int, lab: list[int]) -> None:
         if k == len(sizes) - 1:
-            j = _jt_stat([*acc, [pooled[i] for i in rest]])
-            le += j <= obs + 1e-9
-            ge += j >= obs - 1e-9
+            for i in rest:
+                lab[i] = k
+            out.append(list(lab))
             return
         for pick in combinations(rest, sizes[k]):
-            left = [i for i in rest if i not in pick]
-            assign(left, k + 1, [*acc, [pooled[i] for i in pick]])
+            for i in pick:
+                lab[i] = k
+            fill([i for i in rest if i not in pick], k + 1, lab)
 
-    assign(list(range(len(pooled))), 0, [])
-    return obs, obs / n_pairs, min(1.0, 2.0 * min(le, ge) / total)
+    fill(list(range(n)), 0, [0] * n)
+    return out
 
 
 def min_p(test: str, sizes: Sequence[int]) -> float:
