@@ -120,8 +120,8 @@ def claims_paragraph(summary: dict) -> str:
             f"`{c['id']}` {c['verdict']} ({flips(c)})" for c in fragile) + ".")
     carried = [c for c in claims if c.get("carried_by")]
     if carried:
-        out.append("*carried by one block* (without it the verdict changes or the interval "
-                   "holds 0): " + "; ".join(
+        out.append("*carried by one block* (without it the verdict changes or the interval no "
+                   "longer excludes 0 on the row's side): " + "; ".join(
                        f"`{c['id']}` by {', '.join(c['carried_by'])}" for c in carried) + ".")
     nm = by.get("not measured", [])
     if nm:
