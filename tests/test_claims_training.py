@@ -167,6 +167,13 @@ def test_alternet_against_the_cnn_only_at_matched_training():
     # the 8-epoch AlterNet is not a main checkpoint (the longest recipe of its arch is)
     models, aside = main_models(ms(12, extra_alt8=True))
     assert set(aside) == {f"alternet_tiny_e8_s{s}" for s in range(5)}
+    # the same when the variant carries its own arch name (alternet_tiny_e8)
+    renamed = ms(12, extra_alt8=True)
+    for m in renamed["models"]:
+        if "_e8_" in m["label"]:
+            m["arch"] = "alternet_tiny_e8"
+    assert set(main_models(renamed)[1]) == set(aside)
+    assert claims(renamed)["accuracy-matched-hybrid"].effect == pytest.approx(-0.009)
     assert "epochs" in claims({"models": [entry("a", "alt", 0, "hybrid", test_acc=0.9),
                                           entry("r", "res", 0, "cnn", test_acc=0.9)]}
                               )["accuracy-matched-hybrid"].detail

@@ -140,20 +140,34 @@ def all_models(summary: Any) -> dict[str, dict]:
     return out
 
 
+def _base_arch(m: dict, archs: set[str]) -> str:
+    """The architecture a checkpoint is a variant of: its entry's ``model`` when given, else the
+    longest other architecture name of which its own is an extension (``alternet_tiny_e8`` ->
+    ``alternet_tiny``), else its own."""
+    model = m["entry"].get("model")
+    if model:
+        return str(model)
+    stems = [a for a in archs if m["arch"].startswith(a + "_")]
+    return max(stems, key=len) if stems else m["arch"]
+
+
 def main_models(summary: Any) -> tuple[dict[str, dict], list[str]]:
     """The checkpoints of the main rows, and the labels left to the training rows: a model
     trained on a subset (``data_fraction`` < 1) or marked ``variant`` is left out, and where one
-    architecture was trained by several recipes only the longest (most epochs: the full recipe)
-    enters the main rows (a shorter one answers the matched-training row)."""
+    architecture (variants named ``<arch>_<suffix>`` or with ``model: <arch>`` count as it) was
+    trained by several recipes only the longest (most epochs: the full recipe) enters the main
+    rows (a shorter one answers the matched-training row)."""
     models = all_models(summary)
     aside = [lab for lab, m in models.items()
              if m["data_fraction"] != 1.0 or m["entry"].get("variant")]
+    archs = {m["arch"] for m in models.values()}
+    base = {lab: _base_arch(m, archs) for lab, m in models.items()}
     longest: dict[str, float] = {}
     for lab, m in models.items():
         if lab not in aside:
-            longest[m["arch"]] = max(longest.get(m["arch"], 0.0), _epochs(m["entry"]))
+            longest[base[lab]] = max(longest.get(base[lab], 0.0), _epochs(m["entry"]))
     aside += [lab for lab, m in models.items() if lab not in aside
-              and _epochs(m["entry"]) < longest[m["arch"]]]
+              and _epochs(m["entry"]) < longest[base[lab]]]
     return {lab: m for lab, m in models.items() if lab not in aside}, aside
 
 
