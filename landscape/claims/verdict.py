@@ -53,17 +53,14 @@ def exact_test(evidence: Sequence[Evidence], direction: int) -> dict[str, Any]:
         floor = min_p("sign", [n])
         return {"name": "sign test", "statistic": f"{k if direction > 0 else n - k}/{n}",
                 "share": share, "p": p, "min_p": floor, "reachable": floor < ALPHA,
-                "n": [n], "note": "" if floor < ALPHA else
-                f"n={n} cannot reach p<{ALPHA:g} (two-sided sign test: at best {floor:.3g})"}
+                "n": [n], "note": "" if floor < ALPHA else f"n={n} cannot reach p<{ALPHA:g}"}
     a, b = list(vals.get("test", {}).values()), list(vals.get("ref", {}).values())
     u, auc, p = mann_whitney_exact(a, b)
     share = auc if direction > 0 else 1.0 - auc
     floor = min_p("mann-whitney", [len(a), len(b)])
     return {"name": "Mann-Whitney", "statistic": u, "share": share, "auc": share, "p": p,
             "min_p": floor, "reachable": floor < ALPHA, "n": [len(a), len(b)],
-            "note": "" if floor < ALPHA else
-            f"n={len(a)}+{len(b)} cannot reach p<{ALPHA:g} (exact Mann-Whitney: at best "
-            f"{floor:.3g})"}
+            "note": "" if floor < ALPHA else f"n={len(a)}+{len(b)} cannot reach p<{ALPHA:g}"}
 
 
 def assess(evidence: Sequence[Evidence], direction: int, seed: int, n_boot: int
@@ -173,7 +170,7 @@ def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
               + f"; bootstrap [{_fmt(_show(full.boot[0], log))}, {_fmt(_show(full.boot[1], log))}]"
               f"); {_test_text(t)}")
     if t["note"]:
-        detail += f"; {t['note']}: at most inconclusive"
+        detail += f"; {t['note']} (at best {t['min_p']:.3g}): at most inconclusive"
     raw_info = None
     if log:
         r = assess(list(raw or ()), direction, seed, n_boot)
