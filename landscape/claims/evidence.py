@@ -153,15 +153,17 @@ def _base_arch(m: dict, archs: set[str]) -> str:
 
 def main_models(summary: Any) -> tuple[dict[str, dict], list[str]]:
     """The checkpoints of the main rows, and the labels left to the training rows: a model
-    trained on a subset (``data_fraction`` < 1) or marked ``variant`` is left out, and where one
-    architecture (variants named ``<arch>_<suffix>`` or with ``model: <arch>`` count as it) was
-    trained by several recipes only the longest (most epochs: the full recipe) enters the main
-    rows (a shorter one answers the matched-training row)."""
+    trained on a subset (``data_fraction`` < 1), marked ``variant``, or a variant of another
+    architecture in the summary (arch ``<arch>_<suffix>``, or ``model: <arch>`` beside its own
+    arch name) is left out, and where one architecture was trained by several recipes only the
+    longest (most ``epochs``; entries without epochs count as 0) enters the main rows (a shorter
+    one answers the matched-training row)."""
     models = all_models(summary)
-    aside = [lab for lab, m in models.items()
-             if m["data_fraction"] != 1.0 or m["entry"].get("variant")]
     archs = {m["arch"] for m in models.values()}
     base = {lab: _base_arch(m, archs) for lab, m in models.items()}
+    aside = [lab for lab, m in models.items()
+             if m["data_fraction"] != 1.0 or m["entry"].get("variant")
+             or (base[lab] != m["arch"] and base[lab] in archs)]
     longest: dict[str, float] = {}
     for lab, m in models.items():
         if lab not in aside:
