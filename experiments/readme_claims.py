@@ -1,9 +1,11 @@
-"""Regenerate the README's claims table from a report's ``summary.json``.
+"""Regenerate the README's claims table and the paragraph under it from a ``summary.json``.
 
-The table sits between ``<!-- claims:begin -->`` and ``<!-- claims:end -->`` in README.md; this
-script rewrites that block from the claims that ``landscape analyze`` computed (one row per family:
-effect, 95% interval, n, pair count, verdict, dropped evidence), so the README never disagrees with
-the report. ``--rederive`` recomputes the claims from the summary's sections with this version's
+The table sits between ``<!-- claims:begin -->`` and ``<!-- claims:end -->`` in README.md, the
+paragraph that reads it between ``<!-- claims-text:begin -->`` and ``<!-- claims-text:end -->``;
+this script rewrites both from the claims that ``landscape analyze`` computed (one row per family
+or architecture: effect, 95% interval, exact test, n, verdict, fragility, dropped evidence), so the
+README never disagrees with the report and no sentence about a verdict is written by hand.
+``--rederive`` recomputes the claims from the summary's sections with this version's
 rules and writes them back into the summary first (for a summary of the current schema).
 ``--check`` exits 1 when the README's block differs (the test suite runs it).
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
+TEXT_BEGIN, TEXT_END = "<!-- claims-text:begin -->", "<!-- claims-text:end -->"
 FAMILY = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN", "": "—"}
 
 
@@ -27,33 +30,121 @@ def _num(x: Any) -> str:
     return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
+def _interval(c: dict) -> str:
+    if c.get("effect") is None:
+        return "—"
+    if not c.get("interval"):
+        return _num(c["effect"])
+    ratio = "ratio " if c.get("scale") == "log ratio" else ""
+    out = f"{ratio}{_num(c['effect'])} [{_num(c['interval'][0])}, {_num(c['interval'][1])}]"
+    if not (c.get("extra") or {}).get("seed_level", True):
+        out += " (one checkpoint: units only)"
+    raw = c.get("raw") or {}
+    if raw.get("interval"):
+        out += (f"; raw Δ {_num(raw['effect'])} [{_num(raw['interval'][0])}, "
+                f"{_num(raw['interval'][1])}]")
+    return out
+
+
+def _test(c: dict) -> str:
+    t = c.get("test") or {}
+    if not t:
+        return "—"
+    if t.get("name") == "Mann-Whitney":
+        out = f"AUC {t['auc']:.2f}, p {t['p']:.2g}"
+    elif t.get("name") == "sign test":
+        out = f"sign {t['statistic']}, p {t['p']:.2g}"
+    else:
+        out = (f"J/max {t['share']:.2f}, " if t.get("share") is not None else "") + \
+            f"p {t['p']:.2g}"
+    return out + (" (n too small for p<0.05)" if t.get("note") else "")
+
+
 def claims_markdown(summary: dict) -> str:
-    """One markdown row per claim row (one per family): claim, family, measured quantity (its
-    units), effect [95% CI], n, checkpoint pairs pointing the paper's way, verdict, and how many
-    pieces of evidence the rule dropped (named in the report)."""
-    lines = ["| claim | family | measured quantity | effect [95% CI] | n | pairs the paper's way | "
-             "verdict |", "|---|---|---|---|---|---|---|"]
+    """One markdown row per claim row: claim, family, measured quantity (its units), effect
+    [95% CI] (a ratio of geometric means with the raw difference beside for a log-ratio row),
+    the exact test (Mann-Whitney AUC and p, or the sign test and p), n, and the verdict with
+    "fragile", the blocks that carry it and how many pieces of evidence the rule dropped."""
+    lines = ["| claim | family | measured quantity | effect [95% CI] | exact test | n | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for c in summary.get("claims", []):
-        eff = (f"{_num(c['effect'])} [{_num(c['interval'][0])}, {_num(c['interval'][1])}]"
-               if c.get("effect") is not None and c.get("interval") else "—")
-        if c.get("effect") is not None and not (c.get("extra") or {}).get("seed_level", True):
-            eff += " (one checkpoint: units only)"
-        pairs = f"{c['pairs'][0]}/{c['pairs'][1]}" if c.get("pairs") else "—"
         dropped = len(c.get("dropped") or [])
-        verdict = f"**{c['verdict']}**" + (f" ({dropped} dropped)" if dropped else "")
+        notes = (["fragile"] if c.get("fragile") else []) + (
+            [f"carried by {', '.join(c['carried_by'])}"] if c.get("carried_by") else []) + (
+            [f"{dropped} dropped"] if dropped else [])
+        verdict = f"**{c['verdict']}**" + (f" ({'; '.join(notes)})" if notes else "")
         lines.append(f"| {c['claim'].split(':')[0]} (`{c['id']}`) | "
                      f"{FAMILY.get(c.get('family', ''), c.get('family') or '—')} | "
-                     f"{c['quantity']} | {eff} | {c.get('n', 0)} | {pairs} | {verdict} |")
+                     f"{c['quantity']} | {_interval(c)} | {_test(c)} | {c.get('n', 0)} | "
+                     f"{verdict} |")
     return "\n".join(lines)
 
 
+def _names(rows: list[dict]) -> str:
+    return ", ".join(f"`{c['id']}`" for c in rows)
+
+
+def claims_paragraph(summary: dict) -> str:
+    """The paragraph under the table, generated from the rows: how many rows and checkpoints,
+    the rows per verdict (with effect, interval and test for those that agree or disagree), the
+    fragile ones and why, the rows that n caps at inconclusive, the blocks that carry a row, and
+    the not-measured rows with their reasons."""
+    claims = list(summary.get("claims", []))
+    models = summary.get("models") or []
+    by: dict[str, list[dict]] = {}
+    for c in claims:
+        by.setdefault(c["verdict"], []).append(c)
+    head = (f"What the table says ({len(claims)} rows from {len(models)} checkpoints; generated "
+            "by `experiments/readme_claims.py` from the rows, not written by hand):")
+    out: list[str] = []
+    for verdict in ("agrees", "disagrees"):
+        rows = by.get(verdict, [])
+        if rows:
+            out.append(f"*{verdict}* ({len(rows)}): " + "; ".join(
+                f"`{c['id']}` {_interval(c)}, {_test(c)}" for c in rows) + ".")
+    capped = [c for c in by.get("inconclusive", []) if (c.get("test") or {}).get("note")]
+    other = [c for c in by.get("inconclusive", []) if c not in capped]
+    if other:
+        out.append(f"*inconclusive* ({len(other)}): {_names(other)}.")
+    if capped:
+        n = sorted({"+".join(map(str, (c.get("test") or {}).get("n") or [])) for c in capped})
+        out.append(f"*inconclusive because n cannot reach p < 0.05* ({len(capped)}; "
+                   f"checkpoints {', '.join(n)}): "
+                   + "; ".join(f"`{c['id']}` {_interval(c)}, {_test(c)}" for c in capped) + ".")
+    fragile = [c for c in claims if c.get("fragile")]
+    if fragile:
+        def flips(c: dict) -> str:
+            return ", ".join(f"without {k}: {v}" for k, v in (c.get("leave_one_out") or {}).items()
+                             if v != c["verdict"])
+        out.append("*fragile* (dropping one checkpoint changes the verdict): " + "; ".join(
+            f"`{c['id']}` {c['verdict']} ({flips(c)})" for c in fragile) + ".")
+    carried = [c for c in claims if c.get("carried_by")]
+    if carried:
+        out.append("*carried by one block* (without it the verdict changes or the interval no "
+                   "longer excludes 0 on the row's side): " + "; ".join(
+                       f"`{c['id']}` by {', '.join(c['carried_by'])}" for c in carried) + ".")
+    nm = by.get("not measured", [])
+    if nm:
+        out.append(f"*not measured* ({len(nm)}): " + "; ".join(
+            f"`{c['id']}` ({c.get('detail') or 'no evidence'})" for c in nm) + ".")
+    return head + "\n\n" + "\n".join(f"- {line}" for line in out)
+
+
+def _replace(text: str, begin: str, end: str, body: str) -> str:
+    if begin not in text or end not in text:
+        raise SystemExit(f"README has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
 def render(readme: str, summary: dict) -> str:
-    """``readme`` with its claims block replaced by the table of ``summary``."""
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"README has no {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{claims_markdown(summary)}\n{END}{tail}"
+    """``readme`` with its claims table (and, where the README has its markers, the paragraph
+    under it) replaced from ``summary``."""
+    out = _replace(readme, BEGIN, END, claims_markdown(summary))
+    if TEXT_BEGIN in out or TEXT_END in out:
+        out = _replace(out, TEXT_BEGIN, TEXT_END, claims_paragraph(summary))
+    return out
 
 
 def main() -> int:

@@ -86,7 +86,8 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
     wd, augment, recipe = _l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
-    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, pool, augment, cfg.seed)
+    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, pool, augment, cfg.seed,
+                                                         wd=wd)
     scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
                           n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
                           wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
@@ -165,7 +166,8 @@ def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     data = sets["surface"]
     plan = surface_plan(cfg.surface_plan)
     wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
-    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, data, augment, cfg.seed)
+    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, data, augment, cfg.seed,
+                                                         wd=wd)
     quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
     xs = S.parse_grid(cfg.surface_grid)
     ys = S.parse_grid(cfg.surface_ygrid) if cfg.surface_ygrid else None

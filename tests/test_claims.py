@@ -20,8 +20,8 @@ from landscape.claims import (
     evaluate_claims,
     group_means,
     matched_distance_pairs,
-    verdict_rule,
 )
+from landscape.claims.rules import decide
 from landscape.features.fourier import fourier_analysis
 from landscape.features.variance import variance_analysis
 from landscape.summary import SUMMARY_VERSION
@@ -42,16 +42,22 @@ def entry(label, arch, seed, family):
 
 # ----------------------------------------------------------------------------- the rule
 def test_verdict_rule_table():
-    assert verdict_rule(0.1, 0.3, 23, 25, +1) == AGREES
-    assert verdict_rule(-0.3, -0.1, 1, 1, -1) == AGREES
-    assert verdict_rule(-0.3, -0.1, 0, 9, +1) == DISAGREES
-    assert verdict_rule(-0.1, 0.3, 9, 9, +1) == INCONCLUSIVE
-    # the interval is on the paper's side but only half of the pairs point its way
-    assert verdict_rule(0.1, 0.3, 2, 4, +1) == INCONCLUSIVE
-    assert verdict_rule(float("nan"), 0.3, 3, 3, +1) == INCONCLUSIVE
-    # no seed-level interval (one checkpoint on a side): never agrees or disagrees
-    assert verdict_rule(0.1, 0.3, 1, 1, +1, seed_level=False) == INCONCLUSIVE
-    assert verdict_rule(-0.3, -0.1, 0, 1, +1, seed_level=False) == INCONCLUSIVE
+    # decide(lo, hi, null, direction, share the paper's way, p, reachable, seed_level)
+    assert decide(0.1, 0.3, 0, +1, 1.0, 0.008, True) == AGREES
+    assert decide(-0.3, -0.1, 0, -1, 1.0, 0.008, True) == AGREES
+    assert decide(-0.3, -0.1, 0, +1, 0.0, 0.008, True) == DISAGREES
+    assert decide(-0.1, 0.3, 0, +1, 1.0, 0.008, True) == INCONCLUSIVE
+    # the interval is on the paper's side but the exact test is not significant
+    assert decide(0.1, 0.3, 0, +1, 0.84, 0.095, True) == INCONCLUSIVE
+    # the test leans against the interval: never agrees
+    assert decide(0.1, 0.3, 0, +1, 0.2, 0.03, True) == INCONCLUSIVE
+    assert decide(float("nan"), 0.3, 0, +1, 1.0, 0.008, True) == INCONCLUSIVE
+    # n cannot reach p < 0.05, or no seed-level interval: never agrees or disagrees
+    assert decide(0.1, 0.3, 0, +1, 1.0, 0.0625, False) == INCONCLUSIVE
+    assert decide(0.1, 0.3, 0, +1, 1.0, 0.008, True, seed_level=False) == INCONCLUSIVE
+    # a ratio: no effect is 1
+    assert decide(0.03, 0.73, 1.0, -1, 1.0, 0.008, True) == AGREES
+    assert decide(0.2, 4.8, 1.0, -1, 0.44, 0.84, True) == INCONCLUSIVE
 
 
 def test_group_means():
@@ -86,11 +92,13 @@ def _toy(first, second):
 
 def test_b_low_pass_msa_high_pass_conv_agrees_and_swapped_disagrees():
     mapping = {"layers.0": "msa", "layers.1": "conv"}
-    s = _feature_summary([(f"toy_s{i}", i, _toy(BLUR, SHARPEN), mapping) for i in range(3)])
+    # six checkpoints: the exact sign test reaches p < 0.05 (6/6: p = 2/64)
+    s = _feature_summary([(f"toy_s{i}", i, _toy(BLUR, SHARPEN), mapping) for i in range(6)])
     c = by_id(s)
     for cid in ("fourier-msa-hybrid", "fourier-conv-hybrid"):
         assert c[cid].verdict == AGREES, (cid, c[cid].detail)
-        assert c[cid].n == 3 and len(c[cid].per_seed) == 3
+        assert c[cid].n == 6 and len(c[cid].per_seed) == 6
+        assert c[cid].test["p"] == pytest.approx(2 / 64) and c[cid].test["statistic"] == "6/6"
         lo, hi = c[cid].interval
         assert lo <= c[cid].effect <= hi
     # blur at 3π/4 (the paper's last diagonal point on 8x8): log of h(3π/4)^2, h = 3/4 + cos/4
@@ -100,7 +108,7 @@ def test_b_low_pass_msa_high_pass_conv_agrees_and_swapped_disagrees():
     assert msa.extra["read_out_frequency"]["toy_s0"] == "3π/4"
     assert "3π/4" in msa.quantity and msa.group == "fourier-msa" and msa.family == "hybrid"
     assert c["fourier-mlp"].verdict == NOT_MEASURED
-    swapped = _feature_summary([(f"toy_s{i}", i, _toy(SHARPEN, BLUR), mapping) for i in range(3)])
+    swapped = _feature_summary([(f"toy_s{i}", i, _toy(SHARPEN, BLUR), mapping) for i in range(6)])
     c2 = by_id(swapped)
     assert c2["fourier-msa-hybrid"].verdict == DISAGREES
     assert c2["fourier-conv-hybrid"].verdict == DISAGREES
@@ -131,7 +139,7 @@ def test_a_stride2_pool_labelled_conv_contributes_nothing():
 
 def test_mlp_blocks_have_their_own_row():
     mapping = {"layers.0": "msa", "layers.1": "mlp"}
-    s = _feature_summary([(f"v_s{i}", i, _toy(BLUR, SHARPEN), mapping) for i in range(3)])
+    s = _feature_summary([(f"v_s{i}", i, _toy(BLUR, SHARPEN), mapping) for i in range(6)])
     c = by_id(s)
     assert c["fourier-mlp-hybrid"].verdict == AGREES and c["fourier-conv"].verdict == NOT_MEASURED
     assert c["variance-mlp-hybrid"].verdict == AGREES
@@ -153,9 +161,13 @@ def _blocks(changes_by_seed, groups=12, noise=0.01, seed=0, grid=7, freq=6 / 7, 
 
 
 def test_f_a_majority_of_checkpoints_against_the_prediction_is_not_agrees():
-    s = _blocks([-1.0, -1.0, -1.0])
+    s = _blocks([-1.0] * 6)
     c = by_id(s)["fourier-msa-vit"]
-    assert c.verdict == AGREES and c.pairs == [3, 3] and "3/3 checkpoints" in c.n_detail
+    assert c.verdict == AGREES and c.pairs == [6, 6] and c.test["statistic"] == "6/6"
+    # three checkpoints all the paper's way: the sign test cannot reach p < 0.05 (at best 0.25)
+    c = by_id(_blocks([-1.0] * 3))["fourier-msa-vit"]
+    assert c.verdict == INCONCLUSIVE and c.interval[1] < 0
+    assert c.test["note"].startswith("n=3 cannot reach p<0.05") and "n=3 cannot" in c.detail
     s = _blocks([-1.0, +0.1, +0.1, +0.1])
     c = by_id(s)["fourier-msa-vit"]
     assert c.pairs == [1, 4] and c.verdict != AGREES
@@ -237,12 +249,12 @@ def test_c_cka_adjacency_only_is_not_agrees():
     same = np.equal.outer(stages, stages)
     off = ~np.eye(6, dtype=bool)
     assert m[same & off].mean() > m[~same].mean() + 0.1  # the old unmatched rule's artefact
-    c = by_id(_cka_section(adjacency, stages))["stage-cka"]
+    c = by_id(_cka_section(adjacency, stages, seeds=6))["stage-cka-resnet"]
     assert c.verdict != AGREES
     assert abs(c.effect) < 0.01
     # a real stage structure (a within-stage bonus at equal distance) agrees
     bonus = lambda: adjacency() + 0.05 * (same & off)  # noqa: E731
-    assert by_id(_cka_section(bonus, stages))["stage-cka"].verdict == AGREES
+    assert by_id(_cka_section(bonus, stages, seeds=6))["stage-cka-resnet"].verdict == AGREES
 
 
 def test_matched_distance_pairs():
@@ -253,7 +265,7 @@ def test_matched_distance_pairs():
 
 # ----------------------------------------------------------------------------- curvature
 MODELS = [entry(f"{a}_s{s}", a, s, f) for a, f in (("resnet", "cnn"), ("vit", "vit"),
-                                                   ("alt", "hybrid")) for s in range(3)]
+                                                   ("alt", "hybrid")) for s in range(4)]
 
 
 def _hess(lmax, lmin, rng):
@@ -266,17 +278,20 @@ def test_flatness_and_lambda_ratio_from_per_batch_evidence():
     big = {"resnet": (50.0, -1.0), "vit": (5.0, -2.0), "alt": (10.0, -0.5)}
     s = {"models": MODELS, "hessian": {m["label"]: _hess(*big[m["arch"]], rng) for m in MODELS}}
     c = by_id(s)
-    assert c["flatness-vit"].verdict == AGREES and c["flatness-vit"].effect < 0
-    assert c["flatness-vit"].n == 6 and c["flatness-vit"].pairs == [9, 9]
+    assert c["flatness-vit"].verdict == AGREES
+    assert c["flatness-vit"].n == 8 and c["flatness-vit"].pairs == [16, 16]
+    assert c["flatness-vit"].test["auc"] == 1.0
+    assert c["flatness-vit"].test["p"] == pytest.approx(2 / 70)
+    assert c["flatness-vit"].scale == "log ratio" and c["flatness-vit"].effect < 1
     assert c["flatness-hybrid"].verdict == AGREES
     assert c["flatness-vit"].extra["per_arch"]["resnet"] == pytest.approx(50.0, rel=0.05)
     assert c["lambda-ratio-vit"].verdict == AGREES  # 2/5 = 0.4 vs 1/50 = 0.02
-    assert c["lambda-ratio-vit"].n == 6
+    assert c["lambda-ratio-vit"].n == 8
     assert c["lambda-ratio-hybrid"].verdict == AGREES  # 0.05 vs 0.02
     # the seed numbers play no part: other seeds for the ViTs give the same row
     other = [dict(m, seed=m["seed"] + 10) if m["arch"] == "vit" else m for m in MODELS]
     c2 = by_id(dict(s, models=other))["lambda-ratio-vit"]
-    assert c2.pairs == [9, 9] and c2.verdict == AGREES
+    assert c2.pairs == [16, 16] and c2.verdict == AGREES
     assert c2.interval == c["lambda-ratio-vit"].interval
     flip = {"resnet": (5.0, -2.0), "vit": (50.0, -1.0), "alt": (60.0, -0.5)}
     s["hessian"] = {m["label"]: _hess(*flip[m["arch"]], rng) for m in MODELS}
@@ -351,7 +366,7 @@ def test_dropped_evidence_is_named_a_batch_with_nonpositive_lambda_max():
     assert "dropped: vit_s1: 1 of 16 batches" in c.detail
     del s["hessian"]["alt_s2"]
     c = by_id(s)["flatness-hybrid"]
-    assert "alt_s2: no hessian results" in c.dropped and c.n == 5
+    assert "alt_s2: no hessian results" in c.dropped and c.n == 7
     assert "alt_s2" not in " ".join(by_id(s)["flatness-vit"].dropped)
 
 
@@ -393,7 +408,7 @@ def test_robustness_from_image_groups():
                                                                "alt": 0.2}[m["arch"]])
                                           for m in MODELS}}
     c = by_id(s)
-    assert c["robustness-vit"].verdict == AGREES
+    assert c["robustness-vit"].verdict == AGREES, c["robustness-vit"].detail
     assert c["robustness-vit"].effect == pytest.approx(0.05 - 0.4, abs=1e-3)
     assert c["robustness-hybrid"].verdict == DISAGREES  # the hybrid drops 0.7
     s["robustness"] = {k: rob(0.9, 0.3 if k.startswith("vit") else 0.8) for k in
@@ -412,12 +427,12 @@ def test_stage_lesion_from_image_groups():
                 blocks.append({"name": f"s{st}.{j}", "kind": "msa", "stage": st,
                                "depth": st + 0.1 * j, "acc": float(a.mean()), "groups": a.tolist()})
         return {"baseline_acc": base, "baseline_groups": [base] * g, "blocks": blocks}
-    ms = [entry(f"alt_s{s}", "alt", s, "hybrid") for s in range(3)]
+    ms = [entry(f"alt_s{s}", "alt", s, "hybrid") for s in range(6)]
     s = {"models": ms, "lesion": {m["label"]: les(0.2, 0.05) for m in ms}}
-    c = by_id(s)["stage-lesion"]
+    c = by_id(s)["stage-lesion-alt"]
     assert c.verdict == AGREES and c.effect == pytest.approx(0.15, abs=0.01)
     s["lesion"] = {m["label"]: les(0.02, 0.2) for m in ms}
-    assert by_id(s)["stage-lesion"].verdict == DISAGREES
+    assert by_id(s)["stage-lesion-alt"].verdict == DISAGREES
 
 
 def test_empty_summary_is_not_measured_everywhere():
@@ -426,7 +441,9 @@ def test_empty_summary_is_not_measured_everywhere():
         *(f"{g}-{f}" for g in ("flatness", "flatness-surface", "negative-eigenvalues",
                                "lambda-ratio", "robustness") for f in ("vit", "hybrid")),
         "fourier-msa", "fourier-conv", "fourier-mlp", "variance-msa", "variance-conv",
-        "variance-mlp", "stage-cka", "stage-lesion"}
+        "variance-mlp", "stage-cka", "stage-lesion", "data-size-negative-vit",
+        "data-size-negative-cnn", "data-size-lambda-max-vit", "data-size-lambda-max-cnn",
+        "train-nll", "overfit-gap", "accuracy-matched-hybrid"}
     assert all(c.verdict == NOT_MEASURED and c.effect is None for c in cs)
 
 

@@ -21,7 +21,8 @@ X = torch.tensor([[[[1.0, 2.0], [0.0, -1.0]]], [[[-2.0, 0.5], [1.5, 3.0]]]], dty
 Y = torch.tensor([0, 2])
 W = [[0.5, -1.0, 0.25, 2.0], [1.0, 0.0, -0.5, 0.5], [-1.5, 0.75, 1.0, 0.0]]
 B = [0.1, -0.2, 0.3]
-SPEC = PaperLoss(wd=0.05, mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.1, mix_batch=2)
+SPEC = PaperLoss(wd=0.05, mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.1, mix_batch=2,
+                 rand_augment="")
 
 
 def tiny():
@@ -130,3 +131,109 @@ def test_the_spectrum_runs_on_the_paper_transform(tmp_path):
                          max_iter=20, mode="double_backward")
     r = max_eigenvalue_spectrum(tiny(), imgs, targets, cfg, out=tmp_path / "s.h5")
     assert r.finished.all() and np.isfinite(r.eigenvalues).all()
+
+
+# ----------------------------------------------------------------------------- the HDVW configs
+def test_e_the_default_paper_loss_is_mixup_alpha_one_with_a_hand_check():
+    """Every HDVW config: mixup_alpha 1.0, cutmix_alpha 0.8. With α = 1 the Beta(1, 1) draw is the
+    uniform draw itself, so λ is the generator's uniform number, reproduced here by hand."""
+    spec = PaperLoss()
+    assert (spec.mixup_alpha, spec.cutmix_alpha, spec.rand_augment) == (1.0, 0.8,
+                                                                         "rand-m9-n2-mstd1.0")
+    spec = PaperLoss(mix_batch=2, rand_augment="")   # the defaults otherwise
+    for seed in range(200):
+        t = paper_transform(X, Y, 3, spec, None, seed)
+        _, lam, perm, cut = t.record[0]
+        if not cut and perm == [1, 0]:
+            break
+    else:
+        raise AssertionError("no seed gives Mixup with the two images swapped")
+    g = torch.Generator().manual_seed(seed)
+    coin = float(torch.rand((), generator=g))                      # Mixup or CutMix
+    u = float(torch.rand((), generator=g, dtype=torch.float64))    # the Beta(1, 1) draw
+    assert coin >= 0.5 and lam == pytest.approx(u, abs=1e-9)
+    # the loss by hand with that λ (as test_e above)
+    px = [[1.0, 2.0, 0.0, -1.0], [-2.0, 0.5, 1.5, 3.0]]
+    onehot = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    nll = 0.0
+    for i in range(2):
+        x = [u * a + (1 - u) * b for a, b in zip(px[i], px[1 - i], strict=True)]
+        tgt = [0.9 * (u * a + (1 - u) * b) + 0.1 / 3
+               for a, b in zip(onehot[i], onehot[1 - i], strict=True)]
+        z = [sum(w * v for w, v in zip(W[k], x, strict=True)) + B[k] for k in range(3)]
+        lse = math.log(sum(math.exp(v) for v in z))
+        nll -= sum(tgt[k] * (z[k] - lse) for k in range(3)) / 2
+    l2 = math.sqrt(sum(w * w for row in W for w in row)) + math.sqrt(sum(b * b for b in B))
+    got = paper_loss(tiny(), t.images, t.targets, spec).detach()
+    assert float(got) == pytest.approx(nll + 0.05 * l2, rel=1e-9)
+
+
+def test_the_description_names_the_wd_used():
+    assert "0.0005·Σ‖p‖₂" in PaperLoss(wd=5e-4).describe()
+    assert "Mixup α=1 / CutMix α=0.8" in PaperLoss().describe()
+
+    class Data:
+        images, labels, num_classes = X, Y, 3
+    *_, desc = paper_loss_data(True, Data, None, 0, SPEC, wd=5e-4)
+    assert "0.0005·Σ‖p‖₂" in desc and "0.05·" not in desc
+    *_, desc = paper_loss_data(True, Data, None, 0, SPEC)
+    assert "0.05·Σ‖p‖₂" in desc
+
+
+def _fake_torchvision(monkeypatch, calls):
+    import sys
+    import types
+
+    class RandAugment:
+        def __init__(self, num_ops, magnitude):
+            calls.append(("init", num_ops, magnitude))
+
+        def __call__(self, img):
+            calls.append(("call", img.dtype, tuple(img.shape)))
+            return (img.to(torch.int16) + 10).clamp(0, 255).to(torch.uint8)
+    pkg = types.ModuleType("torchvision")
+    mod = types.ModuleType("torchvision.transforms")
+    mod.RandAugment = RandAugment
+    pkg.transforms = mod
+    monkeypatch.setitem(sys.modules, "torchvision", pkg)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", mod)
+
+
+def test_randaugment_without_torchvision_is_a_stated_deviation(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "torchvision", None)   # `import torchvision` fails
+    spec = PaperLoss(mix_batch=2, mixup_alpha=0, cutmix_alpha=0, label_smoothing=0)
+    assert "RandAugment rand-m9-n2-mstd1.0 NOT applied: torchvision is not installed " \
+           "(deviation from the paper's training transform)" in spec.describe()
+    t = paper_transform(X, Y, 3, spec, None, 0)
+    assert torch.equal(t.images, X)                          # nothing else changed the images
+
+    class Data:
+        images, labels, num_classes = X, Y, 3
+    *_, desc = paper_loss_data(True, Data, None, 0, spec)
+    assert "NOT applied: torchvision is not installed" in desc
+
+
+def test_randaugment_from_torchvision_is_called_with_m9_n2(monkeypatch):
+    from landscape.data.augment import parse_rand_augment, rand_augment
+    calls = []
+    _fake_torchvision(monkeypatch, calls)
+    step, what = rand_augment("rand-m9-n2-mstd1.0", mean=[0.5], std=[0.25])
+    assert calls[0] == ("init", 2, 9)
+    assert "torchvision num_ops=2, magnitude=9" in what and "mstd1" in what
+    # on the pixels: x·std + mean in [0, 1] -> uint8 per image -> +10 (the fake) -> normalized
+    x = torch.tensor([[[[0.0, 1.0], [-2.0, 2.0]]], [[[0.4, -0.4], [1.2, -1.2]]]],
+                     dtype=torch.float64)
+    out = step(x, torch.Generator().manual_seed(0))
+    pix = ((x * 0.25 + 0.5).clamp(0, 1) * 255).round()
+    want = (((pix + 10).clamp(0, 255)) / 255 - 0.5) / 0.25
+    assert torch.allclose(out, want, atol=1e-12)
+    assert [c for c in calls if c[0] == "call"] == [("call", torch.uint8, (1, 2, 2))] * 2
+    # the paper transform runs it after pad/flip, and says so
+    spec = PaperLoss(mix_batch=2, mixup_alpha=0, cutmix_alpha=0, label_smoothing=0)
+    assert "RandAugment rand-m9-n2-mstd1.0 (torchvision num_ops=2, magnitude=9" in spec.describe()
+    t = paper_transform(x, Y, 3, spec, None, 0, mean=[0.5], std=[0.25])
+    assert torch.allclose(t.images, want, atol=1e-12)
+    assert parse_rand_augment("rand-m9-n2-mstd1.0") == {"m": 9.0, "n": 2.0, "mstd": 1.0}
+    with pytest.raises(LandscapeError):
+        parse_rand_augment("auto-m9")

@@ -27,7 +27,15 @@ of images, Hessian mini-batches, random surface planes) and a value: a statistic
 * between-family claims (flatness, negative eigenvalues, λmin/λmax, robustness): effect = mean
   over the challenger family's checkpoints minus mean over the CNN checkpoints.
 
-Interval: the hull (the wider of the two on each side) of
+Scale. Positive scale quantities - λmax and the λmin/λmax ratio, whose checkpoint values spread
+over a factor of 20 (one seed's λmax carries a raw-scale t-interval) - are compared as LOG
+ratios: every statistic below is taken of ln(checkpoint value), the effect shown is the ratio of
+geometric means (challenger / CNN; no effect = 1), its interval the exponentiated interval of the
+log difference, and the raw difference with its own interval is shown beside (``Claim.raw``).
+``Claim.scale`` says which ("log ratio" or "difference"). A row whose checkpoint values are not
+all > 0 stays a difference and says so under *dropped*.
+
+Interval: the HULL (on each side the farther end) of
 
 1. the **t-interval over checkpoints** (the seed level): within a model ``mean ± t(n-1)·s/√n``
    over the n checkpoint values; between families Welch's interval for the difference of the two
@@ -41,20 +49,53 @@ checkpoint on a side there is no seed-level interval: the interval shown is the 
 units alone and the verdict is at most ``inconclusive`` (``extra["seed_level"]`` is False).
 ``extra`` keeps both intervals (``t_interval``, ``bootstrap_interval``).
 
-Rules (``direction`` is the sign the paper predicts for the effect)
--------------------------------------------------------------------
+Exact test (``Claim.test``; :mod:`landscape.claims.rules`). Checkpoints are the units, so the test
+is on the checkpoint values:
+
+* between families: the exact two-sided **Mann-Whitney** test, challenger vs CNN checkpoints. Each
+  checkpoint enters n_other pairs, so a count "k of n1·n2 pairs" is one U statistic over
+  n1 + n2 units, not n1·n2 observations: the row shows AUC = U/(n1·n2), oriented so that 1 means
+  every pair ordered the paper's way (ties ½), and the exact p from the permutation
+  distribution of the rank sum (5 vs 5 fully separated: p = 2/252 = 0.0079);
+* within a model: the exact two-sided **sign test** over checkpoints (5 of 5: p = 0.0625);
+* a trend over data sizes: the exact two-sided **Jonckheere-Terpstra** test across the ordered
+  data-size groups (the rank test made for an ordered alternative; 2 groups: Mann-Whitney).
+
+Rules (``direction`` is the sign the paper predicts for the effect; ``ALPHA`` = 0.05)
+--------------------------------------------------------------------------------------
 ``agrees``
-    the interval excludes 0 on the paper's side AND a majority of the checkpoint pairs point the
-    paper's way: between families all (challenger, CNN) pairs of checkpoints, whatever their
-    seed numbers (architectures trained with the same seed number are not paired); within a
-    model all checkpoints. ``Claim.pairs`` = [pointing the paper's way, all], e.g. 23/25;
+    the interval excludes no effect (0, or 1 for a ratio) on the paper's side AND the exact test
+    leans the paper's way with p < 0.05;
 ``disagrees``
-    the interval excludes 0 on the other side and a majority of the pairs point that way;
+    the mirror image: the interval excludes no effect on the other side and the test leans that
+    way with p < 0.05;
 ``inconclusive``
-    otherwise (the interval contains 0, the pairs are split, or no seed-level interval);
+    otherwise; and ALWAYS when the exact test cannot reach p < 0.05 at this n (a sign test over
+    5 checkpoints: at best 0.0625; Mann-Whitney 3 vs 3: 0.1): the row says so ("n=5 cannot reach
+    p<0.05") in ``Claim.test["note"]`` and its text;
 ``not measured``
     no valid comparison (no block compared at an unchanged grid and a high enough frequency, no
-    model of a family, no evidence field, fewer than ``MIN_PLANES`` surface planes).
+    model of a family, no evidence field, fewer than ``MIN_PLANES`` surface planes, no data-size
+    variants, recipes that differ).
+
+Leave one checkpoint out: every measured row recomputes its verdict without each checkpoint in
+turn (``Claim.leave_one_out``: label -> verdict); when any differs from the row's verdict the row
+is ``fragile`` (``Claim.fragile``, "FRAGILE" in the text and the report).
+
+Blocks: a within-model feature row (Fourier, variance per kind) shows each block alone (effect,
+interval, sign count, verdict) and the row without it (``Claim.per_block``, in depth order). A
+block *carries* the row when dropping it changes the verdict or moves an interval that excluded 0
+to contain it; such blocks are named in ``Claim.carried_by`` and the text ("carried by
+blocks.0.mlp").
+
+Which checkpoints: the main rows use the main checkpoints (:func:`~landscape.claims.evidence.
+main_models`): a model trained on a subset (``data_fraction`` < 1) or marked ``variant`` is left
+out, and where one architecture was trained by several recipes only the longest (most epochs)
+enters. The training rows below use the others.
+
+Wording: a ViT row compares whole architectures ("ViT vs CNN (whole architecture)": patch
+embedding, LayerNorm and the recipe differ too), a hybrid row swaps Convs for MSAs in the same
+trunk ("MSA in place of Conv (same trunk)").
 
 Evidence a rule leaves out is named in ``Claim.dropped`` (and the report): a model without the
 field, a batch with λmax <= 0, a block not at an unchanged grid, a Fourier comparison read below
@@ -62,7 +103,8 @@ the frequency threshold ("no high frequency on a 4×4 map").
 
 Claims and their quantities
 ---------------------------
-``flatness-<family>``              λmax per Hessian mini-batch; family minus CNN, predicted < 0.
+``flatness-<family>``              λmax per Hessian mini-batch (mean per checkpoint); LOG ratio
+                                   family / CNN, predicted < 1.
 ``flatness-surface-<family>``      loss increase over the centre, per random plane, averaged
                                    over the reported radii; family minus CNN, predicted < 0.
                                    Needs at least ``MIN_PLANES`` planes per model.
@@ -73,7 +115,7 @@ Claims and their quantities
                                    minus CNN, predicted > 0.
 ``lambda-ratio-<family>``          second view: per checkpoint the MEDIAN over batches of
                                    ``max(-λmin, 0) / λmax`` (batches with λmax <= 0 dropped and
-                                   named); family minus CNN, predicted > 0.
+                                   named); LOG ratio family / CNN, predicted > 1.
 ``fourier-<kind>-<family>``        change of ΔlogA across each block of the kind, block output
                                    minus the preceding output ON THE SAME GRID, counted only where
                                    the read-out frequency is >= ``fourier_min_freq`` (default
@@ -86,11 +128,35 @@ Claims and their quantities
 ``robustness-<family>``            accuracy drop (clean minus mean over the highest
                                    ``HIGH_BAND_FRACTION`` of the noise frequencies), per image
                                    group; family minus CNN, predicted < 0.
-``stage-cka``                      multi-stage models: mean CKA of within-stage pairs minus
-                                   across-stage pairs AT EQUAL DEPTH DISTANCE, from per-batch
-                                   HSIC; predicted > 0.
-``stage-lesion``                   accuracy loss from removing the last MSA of each stage minus
-                                   that from removing the other MSAs, per image group; > 0.
+``stage-cka-<arch>``               multi-stage models, one row per architecture (a ResNet and an
+                                   AlterNet are never pooled): mean CKA of within-stage pairs
+                                   minus across-stage pairs AT EQUAL DEPTH DISTANCE, from
+                                   per-batch HSIC; predicted > 0.
+``stage-lesion-<arch>``            accuracy loss from removing the last MSA of each stage minus
+                                   that from removing the other MSAs, per image group; > 0. Needs
+                                   MSAs in at least two stages and a stage with several MSAs (a
+                                   ViT has all its MSAs in one stage; alternet_tiny one per
+                                   stage); without one such model, one not-measured row
+                                   ``stage-lesion`` naming each architecture's reason.
+``data-size-negative-<family>``    the negative-eigenvalue share per checkpoint against the
+                                   training-data fraction (``models[i]["data_fraction"]``, 1.0
+                                   when absent), ViT and the CNN as a reference: OLS slope on
+                                   log10(fraction) with its t-interval over checkpoints (n-2
+                                   df) and the exact Jonckheere-Terpstra test across the data
+                                   sizes; predicted < 0 (the paper's Fig. 4: large datasets
+                                   suppress the ViT's negative eigenvalues). A trend, not a
+                                   difference at two sizes, because the claim is monotone in
+                                   data size; the rank test needs no linearity.
+``data-size-lambda-max-<family>``  the same with ln(mean λmax) (a scale quantity): the factor per
+                                   tenfold more data, predicted < 1 (a secondary view).
+``train-nll-d<pct>``               per data size, training NLL (``models[i]["train_nll"]``) ViT
+                                   minus CNN, predicted > 0 (the ViT's weakness is optimization).
+``overfit-gap-d<pct>``             per data size, (test − train NLL) ViT minus CNN, predicted
+                                   < 0 ("not larger": agrees when smaller, disagrees when
+                                   larger, inconclusive when the interval holds 0).
+``accuracy-matched-hybrid``        test accuracy hybrid minus CNN, only between full-data
+                                   checkpoints of the same recipe (``models[i]["recipe"]``, else
+                                   ``"epochs"``); not measured, naming both, when they differ.
 
 A within-model claim with no block of its kind in any model keeps one not-measured row without a
 family suffix (``fourier-mlp``).
@@ -98,7 +164,8 @@ family suffix (``fourier-mlp``).
 Evidence format in the summary (per model label; a missing field makes the claim not measured)
 ---------------------------------------------------------------------------------------------
 ``models[i]``: ``{"label", "arch", "seed", "family", ...}`` (``arch`` falls back to the label,
-``seed`` to None = its own seed).
+``seed`` to None = its own seed); for the training rows also ``data_fraction`` (default 1.0),
+``train_nll``, ``test_nll``, ``test_acc``, ``epochs`` or ``recipe`` (a dict), ``variant``.
 
 ``hessian[label]["per_batch"]``: ``{"lambda_max": [λmax of batch b], "lambda_min": [most negative
 (smallest algebraic) eigenvalue of batch b], "negative_top_k": [negative values among batch b's
@@ -155,39 +222,54 @@ from .evidence import (
     bootstrap_effect,
     challenger_families,
     group_means,
-    judge,
+    main_models,
     pair_count,
     seed_interval,
-    verdict_rule,
 )
 from .evidence import _mean_col as _mean_col  # re-exported for the tests
 from .features import (
     FOURIER_MIN_FREQ,
     HIGH_BAND_FRACTION,
-    cka_stage_stat,
     claim_fourier,
     claim_robustness,
-    claim_stage_cka,
-    claim_stage_lesion,
     claim_variance,
     high_frequency_drop,
-    matched_distance_pairs,
     same_grid_pairs,
 )
+from .rules import (
+    ALPHA,
+    jonckheere_exact,
+    mann_whitney_exact,
+    min_p,
+    sign_test_exact,
+    slope_interval,
+    welch_interval,
+)
+from .stages import (
+    cka_stage_stat,
+    claim_stage_cka,
+    claim_stage_lesion,
+    matched_distance_pairs,
+)
+from .training import claim_data_size, claim_matched_accuracy, claim_overfitting, judge_trend
+from .verdict import assess, judge
 
-__all__ = ["AGREES", "CLAIMS", "DISAGREES", "FOURIER_MIN_FREQ", "GROUPS", "HIGH_BAND_FRACTION",
-           "INCONCLUSIVE", "LEVEL", "MIN_PLANES", "NOT_MEASURED", "N_BOOT", "VERDICTS", "Claim",
-           "Evidence", "bootstrap_effect", "challenger_families", "cka_stage_stat",
-           "claim_flatness", "claim_flatness_surface", "claim_fourier", "claim_lambda_ratio",
-           "claim_negative_eigenvalues", "claim_robustness", "claim_stage_cka",
-           "claim_stage_lesion", "claim_variance", "claims_to_json", "evaluate_claims",
-           "group_means", "high_frequency_drop", "judge", "matched_distance_pairs",
-           "negative_top_k_share", "pair_count", "same_grid_pairs", "seed_interval",
-           "top_eigenvalue", "verdict_rule"]
+__all__ = ["AGREES", "ALPHA", "CLAIMS", "DISAGREES", "FOURIER_MIN_FREQ", "GROUPS",
+           "HIGH_BAND_FRACTION", "INCONCLUSIVE", "LEVEL", "MIN_PLANES", "NOT_MEASURED", "N_BOOT",
+           "VERDICTS", "Claim", "Evidence", "assess", "bootstrap_effect", "challenger_families",
+           "cka_stage_stat", "claim_data_size", "claim_flatness", "claim_flatness_surface",
+           "claim_fourier", "claim_lambda_ratio", "claim_matched_accuracy",
+           "claim_negative_eigenvalues", "claim_overfitting", "claim_robustness",
+           "claim_stage_cka", "claim_stage_lesion", "claim_variance", "claims_to_json",
+           "evaluate_claims", "group_means", "high_frequency_drop", "jonckheere_exact", "judge",
+           "judge_trend", "main_models", "mann_whitney_exact", "matched_distance_pairs",
+           "min_p", "negative_top_k_share", "pair_count", "same_grid_pairs", "seed_interval",
+           "sign_test_exact", "slope_interval", "top_eigenvalue", "welch_interval"]
 
 CLAIMS: tuple[Callable[..., Any], ...] = (
     claim_flatness, claim_flatness_surface, claim_negative_eigenvalues, claim_lambda_ratio,
-    claim_fourier, claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion)
+    claim_fourier, claim_variance, claim_robustness, claim_stage_cka, claim_stage_lesion,
+    claim_data_size, claim_overfitting, claim_matched_accuracy)
 
 
 def evaluate_claims(summary: Summary | Mapping[str, Any], seed: int | None = None,

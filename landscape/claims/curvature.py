@@ -20,8 +20,9 @@ from .evidence import (
     _units,
     _why,
     challenger_families,
+    comparison_name,
     family_name,
-    judge,
+    judge_scale,
     missing_models,
 )
 
@@ -68,13 +69,17 @@ def claim_flatness(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> lis
     def row(fam: str) -> Claim:
         evs, missing = _between(vals, models, fam, _mean_col)
         name = family_name(fam)
-        return judge(f"flatness-{fam}", f"MSAs flatten the loss landscape: {name} (Hessian λmax)",
-                     f"Δ mean λmax per mini-batch Hessian ({name} − CNN)",
-                     f"{name} λmax < CNN λmax (effect < 0)", "hessian", evs, -1, "batches",
-                     _why(summary, "hessian", "per_batch.lambda_max", evs, missing), seed,
-                     n_boot, dropped=_for(dropped, models, fam)
-                     + missing_models(summary, "hessian", models, (fam, "cnn")),
-                     group="flatness", family=fam)
+        return judge_scale(
+            f"flatness-{fam}", evs, True,
+            text=f"MSAs flatten the loss landscape: {comparison_name(fam)}, Hessian λmax",
+            quantity=f"ratio of geometric means of the mean λmax per mini-batch Hessian "
+                     f"({name} / CNN; raw difference beside)",
+            prediction=f"{name} λmax < CNN λmax (ratio < 1)", section="hessian",
+            direction=-1, unit_name="batches",
+            why_missing=_why(summary, "hessian", "per_batch.lambda_max", evs, missing),
+            seed=seed, n_boot=n_boot, dropped=_for(dropped, models, fam)
+            + missing_models(summary, "hessian", models, (fam, "cnn")),
+            group="flatness", family=fam)
     return _rows(summary, row)
 
 
@@ -131,16 +136,19 @@ def claim_flatness_surface(summary: Summary, seed: int = 0, n_boot: int = N_BOOT
                       - np.mean([e.units[:, j].mean() for e in evs if e.side == "ref"]))
                 for j in range(len(used))]
         name = family_name(fam)
-        return judge(f"flatness-surface-{fam}",
-                     f"MSAs flatten the loss landscape: {name} (loss surface)",
-                     f"Δ loss increase over the centre, mean over radii {used}, per random "
-                     f"plane ({name} − CNN)", f"{name} increase < CNN increase (effect < 0)",
-                     "surface", evs, -1, "planes",
-                     _why(summary, "surface", f"planes (>= {MIN_PLANES})", evs, missing, few),
-                     seed, n_boot, extra=extra,
-                     dropped=_for(dropped, models, fam)
-                     + missing_models(summary, "surface", models, (fam, "cnn")),
-                     group="flatness-surface", family=fam)
+        return judge_scale(
+            f"flatness-surface-{fam}", evs, False,
+            text=f"MSAs flatten the loss landscape: {comparison_name(fam)}, loss surface",
+            quantity=f"Δ loss increase over the centre, mean over radii {used}, per random "
+                     f"plane ({name} − CNN)",
+            prediction=f"{name} increase < CNN increase (effect < 0)", section="surface",
+            direction=-1, unit_name="planes",
+            why_missing=_why(summary, "surface", f"planes (>= {MIN_PLANES})", evs, missing,
+                             few),
+            seed=seed, n_boot=n_boot, extra=extra,
+            dropped=_for(dropped, models, fam)
+            + missing_models(summary, "surface", models, (fam, "cnn")),
+            group="flatness-surface", family=fam)
     return _rows(summary, row)
 
 
@@ -176,15 +184,17 @@ def claim_negative_eigenvalues(summary: Summary, seed: int = 0, n_boot: int = N_
     def row(fam: str) -> Claim:
         evs, missing = _between(vals, models, fam, _mean_col)
         name = family_name(fam)
-        return judge(f"negative-eigenvalues-{fam}",
-                     f"ViTs have many negative Hessian eigenvalues, CNNs few: {name}",
-                     f"Δ share of negative values among the top-5 by magnitude per mini-batch "
-                     f"(paper Fig. 4; {name} − CNN)", f"{name} share > CNN share (effect > 0)",
-                     "hessian", evs, +1, "batches",
-                     _why(summary, "hessian", "spectrum.negative_share", evs, missing), seed,
-                     n_boot, dropped=_for(dropped, models, fam)
-                     + missing_models(summary, "hessian", models, (fam, "cnn")),
-                     group="negative-eigenvalues", family=fam)
+        return judge_scale(
+            f"negative-eigenvalues-{fam}", evs, False,
+            text=f"ViTs have many negative Hessian eigenvalues, CNNs few: {comparison_name(fam)}",
+            quantity=f"Δ share of negative values among the top-5 by magnitude per mini-batch "
+                     f"(paper Fig. 4; {name} − CNN)",
+            prediction=f"{name} share > CNN share (effect > 0)", section="hessian",
+            direction=+1, unit_name="batches",
+            why_missing=_why(summary, "hessian", "spectrum.negative_share", evs, missing),
+            seed=seed, n_boot=n_boot, dropped=_for(dropped, models, fam)
+            + missing_models(summary, "hessian", models, (fam, "cnn")),
+            group="negative-eigenvalues", family=fam)
     return _rows(summary, row)
 
 
@@ -213,16 +223,19 @@ def claim_lambda_ratio(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) ->
     def row(fam: str) -> Claim:
         evs, missing = _between(vals, models, fam, _mean_col)
         name = family_name(fam)
-        return judge(f"lambda-ratio-{fam}",
-                     f"Negative curvature relative to the top curvature: {name} (λmin/λmax)",
-                     f"Δ median over batches of max(−λmin, 0)/λmax per checkpoint "
-                     f"({name} − CNN)", f"{name} ratio > CNN ratio (effect > 0)", "hessian",
-                     evs, +1, "checkpoint medians",
-                     _why(summary, "hessian", "per_batch.lambda_min and lambda_max", evs,
-                          missing), seed, n_boot,
-                     dropped=_for(dropped, models, fam)
-                     + missing_models(summary, "hessian", models, (fam, "cnn")),
-                     group="lambda-ratio", family=fam)
+        return judge_scale(
+            f"lambda-ratio-{fam}", evs, True,
+            text=f"Negative curvature relative to the top curvature: {comparison_name(fam)}, "
+                 "λmin/λmax",
+            quantity=f"ratio of geometric means of the per-checkpoint median over batches of "
+                     f"max(−λmin, 0)/λmax ({name} / CNN; raw difference beside)",
+            prediction=f"{name} ratio > CNN ratio (ratio of means > 1)", section="hessian",
+            direction=+1, unit_name="checkpoint medians",
+            why_missing=_why(summary, "hessian", "per_batch.lambda_min and lambda_max", evs,
+                             missing), seed=seed, n_boot=n_boot,
+            dropped=_for(dropped, models, fam)
+            + missing_models(summary, "hessian", models, (fam, "cnn")),
+            group="lambda-ratio", family=fam)
     return _rows(summary, row)
 
 

@@ -22,7 +22,8 @@ GROUPS = 25              # image groups kept per analysis for the bootstrap (see
 
 @dataclass
 class Claim:
-    """One claim row: effect with its 95% interval, n, pair count and the verdict by the rules.
+    """One claim row: effect with its 95% interval, n, the exact test, the verdict by the rules,
+    the leave-one-checkpoint-out verdicts and (block rows) the per-block breakdown.
 
     ``id`` is the row (``flatness-vit``), ``group`` the claim it is a part of (``flatness``),
     ``family`` the family the row is about; ``dropped`` names every piece of evidence the rule
@@ -44,8 +45,15 @@ class Claim:
     per_seed: dict[str, float] = field(default_factory=dict)
     group: str = ""
     family: str = ""
-    pairs: list[int] | None = None   # [pointing the paper's way, all]
+    pairs: list[int] | None = None   # [pointing the paper's way, all] (the text summary)
     dropped: list[str] = field(default_factory=list)
+    scale: str = "difference"        # or "log ratio": effect and interval are ratios (null 1)
+    test: dict[str, Any] = field(default_factory=dict)   # the exact test (rules.py)
+    fragile: bool = False            # dropping one checkpoint changes the verdict
+    leave_one_out: dict[str, str] = field(default_factory=dict)  # label -> verdict without it
+    per_block: list[dict[str, Any]] = field(default_factory=list)  # within-model block rows
+    carried_by: list[str] = field(default_factory=list)  # blocks the row rests on
+    raw: dict[str, Any] | None = None  # a log-ratio row's raw difference and interval
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (JSON-serializable)."""
@@ -98,15 +106,77 @@ def _section(summary: dict, name: str) -> dict:
     return sec if isinstance(sec, dict) else {}
 
 
-def _models(summary: dict) -> dict[str, dict]:
-    """label -> {"family", "arch", "seed"} from ``summary["models"]``."""
+def _fraction(m: dict) -> float:
+    f = m.get("data_fraction")
+    return float(f) if _finite(f) else 1.0
+
+
+def recipe_key(m: dict) -> str | None:
+    """The training recipe a model entry records: its ``recipe`` (less ``data_fraction``) when
+    given, else its ``epochs``; None when it records neither."""
+    r = m.get("recipe")
+    if isinstance(r, dict) and r:
+        return ", ".join(f"{k}={r[k]}" for k in sorted(r) if k != "data_fraction")
+    e = m.get("epochs")
+    return f"epochs={int(e) if float(e).is_integer() else e}" if _finite(e) else None
+
+
+def _epochs(m: dict) -> float:
+    r = m.get("recipe") if isinstance(m.get("recipe"), dict) else {}
+    e = m.get("epochs", r.get("epochs"))
+    return float(e) if _finite(e) else 0.0
+
+
+def all_models(summary: Any) -> dict[str, dict]:
+    """label -> {"family", "arch", "seed", "data_fraction", "recipe", "entry"} for every entry of
+    ``summary["models"]`` (``data_fraction`` defaults to 1.0, ``recipe`` is :func:`recipe_key`)."""
     out: dict[str, dict] = {}
     for m in summary.get("models") or []:
         if isinstance(m, dict) and m.get("label") is not None:
             lab = str(m["label"])
             out[lab] = {"family": str(m.get("family", "")).lower(),
-                        "arch": str(m.get("arch") or lab), "seed": m.get("seed")}
+                        "arch": str(m.get("arch") or lab), "seed": m.get("seed"),
+                        "data_fraction": _fraction(m), "recipe": recipe_key(m), "entry": m}
     return out
+
+
+def _base_arch(m: dict, archs: set[str]) -> str:
+    """The architecture a checkpoint is a variant of: its entry's ``model`` when given, else the
+    longest other architecture name of which its own is an extension (``alternet_tiny_e8`` ->
+    ``alternet_tiny``), else its own."""
+    model = m["entry"].get("model")
+    if model:
+        return str(model)
+    stems = [a for a in archs if m["arch"].startswith(a + "_")]
+    return max(stems, key=len) if stems else m["arch"]
+
+
+def main_models(summary: Any) -> tuple[dict[str, dict], list[str]]:
+    """The checkpoints of the main rows, and the labels left to the training rows: a model
+    trained on a subset (``data_fraction`` < 1), marked ``variant``, or a variant of another
+    architecture in the summary (arch ``<arch>_<suffix>``, or ``model: <arch>`` beside its own
+    arch name) is left out, and where one architecture was trained by several recipes only the
+    longest (most ``epochs``; entries without epochs count as 0) enters the main rows (a shorter
+    one answers the matched-training row)."""
+    models = all_models(summary)
+    archs = {m["arch"] for m in models.values()}
+    base = {lab: _base_arch(m, archs) for lab, m in models.items()}
+    aside = [lab for lab, m in models.items()
+             if m["data_fraction"] != 1.0 or m["entry"].get("variant")
+             or (base[lab] != m["arch"] and base[lab] in archs)]
+    longest: dict[str, float] = {}
+    for lab, m in models.items():
+        if lab not in aside:
+            longest[base[lab]] = max(longest.get(base[lab], 0.0), _epochs(m["entry"]))
+    aside += [lab for lab, m in models.items() if lab not in aside
+              and _epochs(m["entry"]) < longest[base[lab]]]
+    return {lab: m for lab, m in models.items() if lab not in aside}, aside
+
+
+def _models(summary: Any) -> dict[str, dict]:
+    """label -> {"family", "arch", "seed", ...} of the main rows' checkpoints
+    (:func:`main_models`)."""
+    return main_models(summary)[0]
 
 
 def _fmt(x: Any) -> str:
@@ -203,72 +273,6 @@ def pair_count(evidence: Sequence[Evidence], direction: int) -> tuple[int, int]:
     return sum(direction * d > 0 for d in diffs), len(diffs)
 
 
-def verdict_rule(lo: float, hi: float, favour: int, total: int, direction: int,
-                 seed_level: bool = True) -> str:
-    """The fixed rule (``landscape.claims``) for a predicted sign ``direction`` (+1 or -1):
-    ``favour`` of ``total`` checkpoint pairs point the paper's way."""
-    if not (seed_level and _finite(lo) and _finite(hi)):
-        return INCONCLUSIVE
-    lo_d, hi_d = sorted((direction * lo, direction * hi))
-    if lo_d > 0 and total and 2 * favour > total:
-        return AGREES
-    if hi_d < 0 and total and 2 * favour < total:
-        return DISAGREES
-    return INCONCLUSIVE
-
-
-def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
-          evidence: Sequence[Evidence], direction: int, unit_name: str, why_missing: str,
-          seed: int, n_boot: int, per_model_extra: dict[str, Any] | None = None,
-          extra: dict[str, Any] | None = None, dropped: Sequence[str] = (),
-          group: str = "", family: str = "") -> Claim:
-    """A claim row from its evidence: the seed-level interval (the hull of the t-interval over
-    checkpoints and the two-level bootstrap), the pair count and the verdict."""
-    per_model: dict[str, Any] = dict(per_model_extra or {})
-    boot = {"seed": seed, "replicates": n_boot, "level": LEVEL}
-    sides = {ev.side for ev in evidence}
-    base = dict(section=section, group=group or cid, family=family, dropped=list(dropped))
-    if not evidence or not ("self" in sides or {"test", "ref"} <= sides):
-        for ev in evidence:
-            per_model[ev.label] = ev.value()
-        return Claim(cid, text, quantity, per_model, prediction, NOT_MEASURED, why_missing,
-                     extra={**(extra or {}), "bootstrap": boot}, **base)
-    for ev in evidence:
-        per_model[ev.label] = ev.value()
-    effect, b_lo, b_hi = bootstrap_effect(evidence, seed, n_boot)
-    tint = seed_interval(evidence)
-    lo, hi = (min(b_lo, tint[0]), max(b_hi, tint[1])) if tint else (b_lo, b_hi)
-    favour, total = pair_count(evidence, direction)
-    verdict = verdict_rule(lo, hi, favour, total, direction, tint is not None)
-    units = sorted({len(ev.units) for ev in evidence})
-    comps = sum(ev.comparisons for ev in evidence)
-    archs = sorted({ev.arch for ev in evidence})
-    what = "checkpoints" if "self" in sides else "challenger-CNN pairs"
-    n_detail = (f"{len(evidence)} checkpoints ({', '.join(archs)}), "
-                f"{'/'.join(map(str, units))} {unit_name} each, {comps} comparisons; "
-                f"{favour}/{total} {what} point the paper's way")
-    seeds = {ev.label: ev.value() for ev in evidence}
-    how = ("t-interval over checkpoints" if tint else
-           "ONE checkpoint on a side: no seed-level interval, the interval resamples "
-           f"{unit_name} only and the verdict is at most inconclusive")
-    detail = (f"effect {_fmt(effect)} [{_fmt(lo)}, {_fmt(hi)}] ({how}; bootstrap "
-              f"[{_fmt(b_lo)}, {_fmt(b_hi)}]); {favour}/{total} {what} point the paper's way")
-    if dropped:
-        detail += f"; dropped: {'; '.join(dropped)}"
-    per_arch: dict[str, float] = {}
-    for arch in archs:  # the mean model value per architecture and side, for the reader
-        for side in sorted(sides):
-            v = [ev.value() for ev in evidence if ev.arch == arch and ev.side == side]
-            if v:
-                per_arch[arch] = float(np.mean(v))
-    return Claim(cid, text, quantity, per_model, prediction, verdict, detail,
-                 extra={**(extra or {}), "bootstrap": boot, "direction": direction,
-                        "per_arch": per_arch, "t_interval": list(tint) if tint else None,
-                        "bootstrap_interval": [b_lo, b_hi], "seed_level": tint is not None},
-                 effect=effect, interval=[lo, hi], n=len(evidence), n_detail=n_detail,
-                 per_seed=seeds, pairs=[favour, total], **base)
-
-
 #: The families a between-family claim always has a row for (others get one when present).
 CHALLENGERS = ("vit", "hybrid")
 FAMILY_NAMES = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN"}
@@ -276,6 +280,17 @@ FAMILY_NAMES = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN"}
 
 def family_name(fam: str) -> str:
     return FAMILY_NAMES.get(fam, fam or "unknown family")
+
+
+#: What a between-family row compares: the ViT differs from the CNN in everything (patch
+#: embedding, LayerNorm, recipe), the hybrid swaps Convs for MSAs in the same trunk.
+COMPARISONS = {"vit": "ViT vs CNN (whole architecture)",
+               "hybrid": "MSA in place of Conv (same trunk)"}
+
+
+def comparison_name(fam: str) -> str:
+    """The words for a ``fam``-vs-CNN row ("ViT vs CNN (whole architecture)", ...)."""
+    return COMPARISONS.get(fam, f"{family_name(fam)} vs CNN")
 
 
 def challenger_families(models: dict[str, dict]) -> list[str]:
@@ -325,6 +340,34 @@ def _why(summary: dict, section: str, field: str, evs: Sequence[Evidence],
 
 def _mean_col(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1)
+
+
+def log_evidence(evidence: Sequence[Evidence]) -> list[Evidence] | None:
+    """The same evidence with the log of its statistic (a positive scale quantity compared as a
+    log ratio), or None when a checkpoint's value is not > 0 (the row stays a difference)."""
+    if any(not ev.value() > 0 for ev in evidence):
+        return None
+
+    def wrap(stat: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def logged(x: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.log(stat(x))
+        return logged
+    return [Evidence(ev.label, ev.arch, ev.seed, ev.side, ev.units, wrap(ev.stat),
+                     ev.comparisons) for ev in evidence]
+
+
+def judge_scale(cid: str, evidence: Sequence[Evidence], log: bool, **kw: Any) -> Any:
+    """:func:`landscape.claims.verdict.judge` on the log scale when ``log`` and every checkpoint
+    value is > 0 (the raw difference beside), else on the difference scale with a note."""
+    from .verdict import judge
+    logged = log_evidence(evidence) if log and evidence else None
+    if logged is None:
+        if log and evidence:
+            kw["dropped"] = [*kw.get("dropped", ()),
+                             "a checkpoint value <= 0: compared as a difference, not a log ratio"]
+        return judge(cid, evidence=evidence, **kw)
+    return judge(cid, evidence=logged, raw=evidence, **kw)
 
 
 def _units(values: Any) -> np.ndarray | None:

@@ -19,10 +19,12 @@ from .evidence import (
     _units,
     _why,
     challenger_families,
+    comparison_name,
     family_name,
-    judge,
+    main_models,
     missing_models,
 )
+from .verdict import judge
 
 #: Fraction of the measured frequencies (the highest ones) that form the "high-frequency" band.
 HIGH_BAND_FRACTION = 0.25
@@ -89,13 +91,20 @@ def _pi(freq: float | None, label: str | None) -> str:
     return "?" if freq is None else pi_label(freq)
 
 
+#: One checkpoint's compared blocks: (name, depth, block output per group, previous output).
+BlockPairs = list[tuple[str, float, list, list]]
+
+
 def _kind_evidence(summary: Any, section: str, kind: str, min_freq: float
-                   ) -> dict[str, tuple[Evidence | None, Any, list[str], set[str]]]:
-    """label -> (evidence or None, per-model note, dropped notes, frequencies read)."""
-    models = _models(summary)
+                   ) -> dict[str, tuple[BlockPairs | None, Any, list[str], set[str]]]:
+    """label -> (compared blocks or None, per-model note, dropped notes, frequencies read), for
+    the main rows' checkpoints (:func:`~landscape.claims.evidence.main_models`)."""
+    models, aside = main_models(summary)
     name = KIND_NAMES[kind]
     out = {}
     for lab, e in summary.entries(section).items():
+        if lab in aside:
+            continue
         blocks = e.blocks or ()
         n_kind = sum(1 for b in blocks if b.kind == kind)
         if not n_kind:
@@ -118,21 +127,30 @@ def _kind_evidence(summary: Any, section: str, kind: str, min_freq: float
                     keep.append((p, c))
                     freqs.add(_pi(c.freq, c.freq_label))
             pairs = keep
-        info = models.get(lab, {"arch": lab, "seed": None, "family": ""})
         if not pairs:
             note = (f"no {name} block read at >= {_pi(min_freq, None)}" if n_same
                     else f"no {name} block at an unchanged grid") + f" ({n_kind} skipped)"
             out[lab] = (None, note, dropped, freqs)
             continue
-        cur = np.array([c.groups for _, c in pairs], dtype=np.float64).T   # (G, k)
-        prev = np.array([p.groups for p, _ in pairs], dtype=np.float64).T
-        if section == "fourier":
-            units, stat = cur - prev, _mean_col
-        else:
-            units, stat = np.concatenate([cur, prev], axis=1), _log_ratio_stat(len(pairs))
-        out[lab] = (Evidence(lab, info["arch"], info["seed"], "self", units, stat, len(pairs)),
+        out[lab] = ([(str(c.name), _depth(c), list(c.groups), list(p.groups)) for p, c in pairs],
                     None, dropped, freqs)
     return out
+
+
+def _block_evidence(lab: str, info: dict, section: str, pairs: BlockPairs,
+                    exclude: frozenset = frozenset()) -> Evidence | None:
+    """A checkpoint's evidence from its compared blocks less ``exclude`` (None when none is left):
+    Fourier, the mean over blocks of the ΔlogA change; variance, the mean log ratio."""
+    keep = [p for p in pairs if p[0] not in exclude]
+    if not keep:
+        return None
+    cur = np.array([c for _, _, c, _ in keep], dtype=np.float64).T   # (G, k)
+    prev = np.array([p for _, _, _, p in keep], dtype=np.float64).T
+    if section == "fourier":
+        units, stat = cur - prev, _mean_col
+    else:
+        units, stat = np.concatenate([cur, prev], axis=1), _log_ratio_stat(len(keep))
+    return Evidence(lab, info["arch"], info["seed"], "self", units, stat, len(keep))
 
 
 _FAMILY_ORDER = ("cnn", "vit", "hybrid")
@@ -140,7 +158,8 @@ _FAMILY_ORDER = ("cnn", "vit", "hybrid")
 
 def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
                  min_freq: float = FOURIER_MIN_FREQ) -> list[Claim]:
-    """One row per family that has blocks of ``kind`` (one not-measured row when none has)."""
+    """One row per family that has blocks of ``kind`` (one not-measured row when none has), with
+    the per-block breakdown and the blocks that carry it."""
     models = _models(summary)
     up = kind != "msa"
     name = KIND_NAMES[kind]
@@ -160,7 +179,19 @@ def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
     rows = []
     for fam in fams or [""]:
         labs = [lab for lab in found if models.get(lab, {"family": ""})["family"] == fam]
-        evs = [found[lab][0] for lab in labs if found[lab][0] is not None]
+        info = {lab: models.get(lab, {"arch": lab, "seed": None}) for lab in labs}
+        have = [lab for lab in labs if found[lab][0] is not None]
+
+        def build(exclude: frozenset, have: list = have, info: dict = info) -> list[Evidence]:
+            evs = [_block_evidence(lab, info[lab], section, found[lab][0] or [], exclude)
+                   for lab in have]
+            return [e for e in evs if e is not None]
+        evs = build(frozenset())
+        depth: dict[str, float] = {}
+        for lab in have:
+            for bname, d, _, _ in found[lab][0] or []:
+                depth.setdefault(bname, d)
+        blocks = sorted(depth.items(), key=lambda t: (t[1], t[0]))
         per_model = {lab: found[lab][1] for lab in labs if found[lab][1] is not None}
         dropped = [d for lab in labs for d in found[lab][2]] + (
             missing_models(summary, section, models, (fam,)) if fam else [])
@@ -186,7 +217,8 @@ def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
             extra["min_freq"] = min_freq
         rows.append(judge(cid, text + (f": {fname}" if fam else ""), quantity, pred, section,
                           evs, 1 if up else -1, "image groups", why, seed, n_boot, per_model,
-                          extra=extra, dropped=dropped, group=f"{section}-{kind}", family=fam))
+                          extra=extra, dropped=dropped, group=f"{section}-{kind}", family=fam,
+                          blocks=blocks, build=build))
     return rows
 
 
@@ -252,7 +284,8 @@ def claim_robustness(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[
         name = family_name(fam)
         keep = {lab for lab, m in models.items() if m["family"] in (fam, "cnn")}
         return judge(f"robustness-{fam}",
-                     f"ViTs are robust to high-frequency noise, CNNs vulnerable: {name}",
+                     "ViTs are robust to high-frequency noise, CNNs vulnerable: "
+                     f"{comparison_name(fam)}",
                      "Δ accuracy drop (clean minus noisy accuracy, as a fraction) at the "
                      f"highest {int(HIGH_BAND_FRACTION * 100)}% of noise frequencies "
                      f"({', '.join(pi_label(f) for f in band_f) or '—'}; {name} − CNN)",
@@ -264,104 +297,3 @@ def claim_robustness(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[
     return [row(f) for f in challenger_families(models)]
 
 
-def matched_distance_pairs(stages: Sequence[Any]) -> dict[int, tuple[list, list]]:
-    """Per depth distance d (in blocks): (within-stage pairs, across-stage pairs) ``(i, i+d)``,
-    only for the distances that have both kinds."""
-    n = len(stages)
-    out = {}
-    for d in range(1, n):
-        w = [(i, i + d) for i in range(n - d) if stages[i] == stages[i + d]]
-        a = [(i, i + d) for i in range(n - d) if stages[i] != stages[i + d]]
-        if w and a:
-            out[d] = (w, a)
-    return out
-
-
-def cka_stage_stat(pairs: dict[int, tuple[list, list]], size: int
-                   ) -> Callable[[np.ndarray], np.ndarray]:
-    """Statistic on flattened mean HSIC (B, L*L): mean over distances of within minus across
-    mean CKA."""
-    def stat(x: np.ndarray) -> np.ndarray:
-        h = x.reshape(-1, size, size)
-        d = np.sqrt(np.clip(np.einsum("bii->bi", h), 1e-300, None))
-        cka = h / (d[:, :, None] * d[:, None, :])
-        diffs = [np.mean([cka[:, i, j] for i, j in w], axis=0)
-                 - np.mean([cka[:, i, j] for i, j in a], axis=0) for w, a in pairs.values()]
-        return np.mean(diffs, axis=0)
-    return stat
-
-
-def claim_stage_cka(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """Multi-stage models form stages: within- vs across-stage CKA at equal depth distance."""
-    models = _models(summary)
-    evs, per_model = [], {}
-    for lab, e in _section(summary, "cka").items():
-        if not isinstance(e, dict):
-            continue
-        stages = list(e.get("stages") or [])
-        if len(set(map(str, stages))) < 2:
-            per_model[lab] = "single stage"
-            continue
-        pairs = matched_distance_pairs([str(s) for s in stages])
-        hb = e.get("hsic_batches")
-        if not pairs or not hb:
-            per_model[lab] = "no matched-distance pairs" if not pairs else "no per-batch HSIC"
-            continue
-        h = np.asarray(hb, dtype=np.float64)
-        if h.ndim != 3 or h.shape[1:] != (len(stages), len(stages)) or not np.isfinite(h).all():
-            per_model[lab] = "malformed per-batch HSIC"
-            continue
-        info = models.get(lab, {"arch": lab, "seed": None})
-        evs.append(Evidence(lab, info["arch"], info["seed"], "self", h.reshape(len(h), -1),
-                            cka_stage_stat(pairs, len(stages)),
-                            sum(len(w) + len(a) for w, a in pairs.values())))
-    return judge("stage-cka", "Multi-stage models behave like a series of small models, one per "
-                 "stage", "mean CKA within stages minus across stages, at equal depth distance",
-                 "within > across (effect > 0)", "cka", evs, +1, "batches",
-                 "no multi-stage model with per-batch CKA" if _section(summary, "cka")
-                 else "no CKA results", seed, n_boot, per_model,
-                 dropped=[f"{k}: {v}" for k, v in per_model.items()])
-
-
-def claim_stage_lesion(summary: dict, seed: int = 0, n_boot: int = N_BOOT) -> Claim:
-    """The MSA at the end of a stage matters most (lesion study)."""
-    models = _models(summary)
-    evs, per_model = [], {}
-    for lab, e in _section(summary, "lesion").items():
-        if not isinstance(e, dict):
-            continue
-        base = _units(e.get("baseline_groups"))
-        msas = [b for b in e.get("blocks") or [] if isinstance(b, dict)
-                and b.get("kind") == "msa" and _units(b.get("groups")) is not None]
-        stages = {str(b.get("stage")) for b in msas}
-        if base is None or len(stages) < 2:
-            per_model[lab] = "MSAs in <2 stages" if base is not None else "no per-group accuracy"
-            continue
-        last: dict[str, dict] = {}
-        for b in msas:
-            s = str(b.get("stage"))
-            if s not in last or float(b.get("depth", 0)) > float(last[s].get("depth", 0)):
-                last[s] = b
-        end = [b for b in msas if b is last[str(b.get("stage"))]]
-        other = [b for b in msas if b is not last[str(b.get("stage"))]]
-        if not other:
-            per_model[lab] = "one MSA per stage"
-            continue
-        acc = np.array([b["groups"] for b in end + other], dtype=np.float64).T
-        if len(acc) != len(base):
-            per_model[lab] = "block and baseline group counts differ"
-            continue
-        k = len(end)
-        info = models.get(lab, {"arch": lab, "seed": None})
-
-        def stat(x: np.ndarray, k: int = k) -> np.ndarray:
-            loss = x[:, :1] - x[:, 1:]
-            return loss[:, :k].mean(axis=1) - loss[:, k:].mean(axis=1)
-        evs.append(Evidence(lab, info["arch"], info["seed"], "self",
-                            np.concatenate([base, acc], axis=1), stat, len(end) + len(other)))
-    return judge("stage-lesion", "MSAs at the end of a stage matter most",
-                 "accuracy loss removing the last MSA of each stage minus removing the other MSAs",
-                 "end-of-stage loss > other loss (effect > 0)", "lesion", evs, +1,
-                 "image groups", "no model with several MSAs in several stages"
-                 if _section(summary, "lesion") else "no lesion results", seed, n_boot, per_model,
-                 dropped=[f"{k}: {v}" for k, v in per_model.items()])

@@ -138,3 +138,84 @@ def mix_targets(x: torch.Tensor, target: torch.Tensor, mixup_alpha: float, cutmi
     else:
         out = lam * x + (1.0 - lam) * x[perm]
     return out, lam * target + (1.0 - lam) * target[perm], (lam, perm.tolist(), use_cutmix)
+
+
+#: The paper's RandAugment (timm's string in every HDVW ``configs/*_vit.yaml``).
+RAND_AUGMENT = "rand-m9-n2-mstd1.0"
+
+
+def parse_rand_augment(spec: str) -> dict[str, float]:
+    """timm's ``rand-m9-n2-mstd1.0`` as ``{"m": 9, "n": 2, "mstd": 1.0}`` (LandscapeError for
+    another form)."""
+    parts = spec.split("-")
+    if not parts or parts[0] != "rand":
+        raise LandscapeError(f"RandAugment spec {spec!r} must look like {RAND_AUGMENT!r}")
+    out = {"m": 9.0, "n": 2.0, "mstd": 0.0}
+    for p in parts[1:]:
+        for key in ("mstd", "m", "n"):
+            if p.startswith(key):
+                try:
+                    out[key] = float(p[len(key):])
+                except ValueError:
+                    raise LandscapeError(f"RandAugment spec {spec!r}: bad field {p!r}") from None
+                break
+        else:
+            raise LandscapeError(f"RandAugment spec {spec!r}: unknown field {p!r}")
+    return out
+
+
+def _torchvision_transforms():
+    """``torchvision.transforms`` or None when torchvision is not installed (not a dependency)."""
+    try:
+        import torchvision.transforms as T
+    except ImportError:
+        return None
+    return T
+
+
+class RandAugmentStep:
+    """torchvision's ``RandAugment(num_ops=n, magnitude=m)`` on a normalized batch: each image is
+    taken back to [0, 1] pixels (``x·std + mean``), to uint8, augmented, and normalized again.
+    Seeded by the generator (torchvision draws from torch's global RNG, which is forked)."""
+
+    def __init__(self, transforms: object, spec: str = RAND_AUGMENT,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+                 ) -> None:
+        p = parse_rand_augment(spec)
+        self.spec, self.m, self.n = spec, int(p["m"]), int(p["n"])
+        self.op = transforms.RandAugment(num_ops=self.n, magnitude=self.m)  # type: ignore
+        self.mean = torch.tensor(mean if mean is not None else [0.0]).view(1, -1, 1, 1)
+        self.std = torch.tensor(std if std is not None else [1.0]).view(1, -1, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"RandAugment({self.spec}: torchvision num_ops={self.n}, magnitude={self.m})"
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        seed = int(torch.randint(0, 2 ** 62, (), generator=generator, device=gdev))
+        mean, std = self.mean.to(x), self.std.to(x)
+        pix = ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = torch.stack([self.op(img) for img in pix.cpu()]).to(x.device)
+        return (out.to(x.dtype) / 255 - mean) / std
+
+
+def rand_augment(spec: str = RAND_AUGMENT, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> tuple[RandAugmentStep | None, str]:
+    """(the step, what it does) for timm's RandAugment ``spec``: torchvision's RandAugment when
+    torchvision is importable (timm's magnitude noise ``mstd`` has no torchvision counterpart:
+    stated), else None and the stated deviation. An empty ``spec``: (None, "no RandAugment")."""
+    if not spec:
+        return None, "no RandAugment"
+    p = parse_rand_augment(spec)
+    transforms = _torchvision_transforms()
+    if transforms is None:
+        return None, (f"RandAugment {spec} NOT applied: torchvision is not installed "
+                      "(deviation from the paper's training transform)")
+    step = RandAugmentStep(transforms, spec, mean, std)
+    note = (f"; magnitude fixed at {int(p['m'])} (timm's mstd{p['mstd']:g} noise has no "
+            "torchvision counterpart)") if p["mstd"] else ""
+    return step, f"RandAugment {spec} (torchvision num_ops={int(p['n'])}, " \
+                 f"magnitude={int(p['m'])}{note})"

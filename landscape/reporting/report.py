@@ -21,7 +21,7 @@ from typing import Any
 from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
 from ..provenance import atomic_write
 from ..summary import Summary, as_summary
-from .report_claims import claims_body, loss_statement
+from .report_claims import claims_body, loss_statement, test_text
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
     _by_model_table,
     _cell,
@@ -464,10 +464,10 @@ def format_summary_table(summary: Summary | Mapping[str, Any],
                  f"{fmt_number(c.interval[1], 3)}]")
         else:
             d = c.detail if len(c.detail) <= max_detail else c.detail[:max_detail - 1] + "…"
-        crow.append([c.id, c.verdict, d, f"{c.pairs[0]}/{c.pairs[1]}" if c.pairs else "—",
+        crow.append([c.id, c.verdict + (" (fragile)" if c.fragile else ""), d, test_text(c),
                      str(len(c.dropped)) if c.dropped else ""])
-    out.append(_text_table(["claim", "verdict", "effect [95% CI] or why", "pairs", "dropped"],
-                           crow))
+    out.append(_text_table(["claim", "verdict", "effect [95% CI] or why", "exact test",
+                            "dropped"], crow))
     for lab in labels:
         why = cka_not_applicable(sec("cka", lab)) if sec("cka", lab) else ""
         if why:
