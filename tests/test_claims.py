@@ -52,8 +52,12 @@ def test_verdict_rule_table():
     # the test leans against the interval: never agrees
     assert decide(0.1, 0.3, 0, +1, 0.2, 0.03, True) == INCONCLUSIVE
     assert decide(float("nan"), 0.3, 0, +1, 1.0, 0.008, True) == INCONCLUSIVE
-    # n cannot reach p < 0.05, or no seed-level interval: never agrees or disagrees
-    assert decide(0.1, 0.3, 0, +1, 1.0, 0.0625, False) == INCONCLUSIVE
+    # n cannot reach p < 0.05: the test must show the most it can (every checkpoint one way)
+    assert decide(0.1, 0.3, 0, +1, 1.0, 0.0625, False) == AGREES
+    assert decide(0.1, 0.3, 0, +1, 0.8, 0.375, False) == INCONCLUSIVE
+    assert decide(-0.3, -0.1, 0, +1, 0.0, 0.0625, False) == DISAGREES
+    assert decide(-0.1, 0.3, 0, +1, 1.0, 0.0625, False) == INCONCLUSIVE
+    # no seed-level interval: never agrees or disagrees
     assert decide(0.1, 0.3, 0, +1, 1.0, 0.008, True, seed_level=False) == INCONCLUSIVE
     # a ratio: no effect is 1
     assert decide(0.03, 0.73, 1.0, -1, 1.0, 0.008, True) == AGREES
@@ -164,10 +168,13 @@ def test_f_a_majority_of_checkpoints_against_the_prediction_is_not_agrees():
     s = _blocks([-1.0] * 6)
     c = by_id(s)["fourier-msa-vit"]
     assert c.verdict == AGREES and c.pairs == [6, 6] and c.test["statistic"] == "6/6"
-    # three checkpoints all the paper's way: the sign test cannot reach p < 0.05 (at best 0.25)
+    # three checkpoints all the paper's way: the sign test cannot reach p < 0.05 (at best 0.25),
+    # the row says so and agrees on the interval with every checkpoint the paper's way
     c = by_id(_blocks([-1.0] * 3))["fourier-msa-vit"]
-    assert c.verdict == INCONCLUSIVE and c.interval[1] < 0
+    assert c.verdict == AGREES and c.interval[1] < 0
     assert c.test["note"].startswith("n=3 cannot reach p<0.05") and "n=3 cannot" in c.detail
+    c = by_id(_blocks([-1.0, -1.0, -1.0, -1.0, +0.05]))["fourier-msa-vit"]
+    assert c.verdict != AGREES  # 4 of 5: not the most the test can show
     s = _blocks([-1.0, +0.1, +0.1, +0.1])
     c = by_id(s)["fourier-msa-vit"]
     assert c.pairs == [1, 4] and c.verdict != AGREES

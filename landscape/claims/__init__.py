@@ -70,9 +70,11 @@ Rules (``direction`` is the sign the paper predicts for the effect; ``ALPHA`` = 
     the mirror image: the interval excludes no effect on the other side and the test leans that
     way with p < 0.05;
 ``inconclusive``
-    otherwise; and ALWAYS when the exact test cannot reach p < 0.05 at this n (a sign test over
-    5 checkpoints: at best 0.0625; Mann-Whitney 3 vs 3: 0.1): the row says so ("n=5 cannot reach
-    p<0.05") in ``Claim.test["note"]`` and its text;
+    otherwise, and always with ONE checkpoint on a side.
+Where the exact test cannot reach p < 0.05 at this n (a sign test over 5 checkpoints: at best
+0.0625; Mann-Whitney 3 vs 3: 0.1) p < 0.05 is not required; the test must instead show the most
+it can, every checkpoint (pair) the same way (5 of 5, AUC 1 or 0), and the row says so ("n=5
+cannot reach p<0.05") in ``Claim.test["note"]`` and its text;
 ``not measured``
     no valid comparison (no block compared at an unchanged grid and a high enough frequency, no
     model of a family, no evidence field, fewer than ``MIN_PLANES`` surface planes, no data-size

@@ -13,8 +13,9 @@ Fixed on principle before looking at any data:
 * :func:`welch_interval`, :func:`t_interval`, :func:`slope_interval` - the seed-level
   t-intervals (Welch-Satterthwaite between families, one-sample within a model, OLS slope with
   n-2 degrees of freedom for a trend);
-* :func:`min_p` - the smallest two-sided p a test can reach at its n: when it is >= ``ALPHA`` the
-  row cannot agree or disagree and says so ("n=4 cannot reach p<0.05").
+* :func:`min_p` - the smallest two-sided p a test can reach at its n: when it is >= ``ALPHA``
+  the row says so ("n=5 cannot reach p<0.05") and p < ``ALPHA`` is replaced by the most the test
+  can show: every checkpoint (pair) pointing the same way.
 """
 from __future__ import annotations
 
@@ -215,14 +216,17 @@ def decide(lo: float, hi: float, null: float, direction: int, favour_share: floa
     """The verdict (``landscape.claims``): "agrees" when the interval [lo, hi] excludes ``null``
     on the paper's side (``direction``), the exact test's statistic leans that way
     (``favour_share`` > ½: AUC, share of positive signs, J/max, all oriented to the paper) and its
-    p < ALPHA; "disagrees" the mirror image; "inconclusive" otherwise, and always when the test
-    cannot reach p < ALPHA at this n (``reachable`` False) or there is no seed-level interval."""
+    p < ALPHA; "disagrees" the mirror image; "inconclusive" otherwise, and always without a
+    seed-level interval. Where the test cannot reach p < ALPHA at this n (``reachable`` False,
+    e.g. a sign test over 5 checkpoints: at best p = 0.0625) p < ALPHA is not required, but the
+    test must show the most it can: every checkpoint (pair) the same way (``favour_share`` 1 or
+    0); the row says so."""
     from .evidence import AGREES, DISAGREES, INCONCLUSIVE
-    if not (seed_level and reachable and math.isfinite(lo) and math.isfinite(hi)):
+    if not (seed_level and math.isfinite(lo) and math.isfinite(hi)):
         return INCONCLUSIVE
     lo_d, hi_d = sorted((direction * (lo - null), direction * (hi - null)))
-    if lo_d > 0 and favour_share > 0.5 and p < ALPHA:
+    if lo_d > 0 and (p < ALPHA and favour_share > 0.5 if reachable else favour_share >= 1.0):
         return AGREES
-    if hi_d < 0 and favour_share < 0.5 and p < ALPHA:
+    if hi_d < 0 and (p < ALPHA and favour_share < 0.5 if reachable else favour_share <= 0.0):
         return DISAGREES
     return INCONCLUSIVE

@@ -170,7 +170,8 @@ def judge(cid: str, text: str, quantity: str, prediction: str, section: str,
               + f"; bootstrap [{_fmt(_show(full.boot[0], log))}, {_fmt(_show(full.boot[1], log))}]"
               f"); {_test_text(t)}")
     if t["note"]:
-        detail += f"; {t['note']} (at best {t['min_p']:.3g}): at most inconclusive"
+        detail += (f"; {t['note']} (at best {t['min_p']:.3g}): judged on the interval and "
+                   "every checkpoint pointing the same way")
     raw_info = None
     if log:
         r = assess(list(raw or ()), direction, seed, n_boot)
