@@ -142,6 +142,7 @@ class _Inputs:
     data_name: str
     sets: dict[str, Any]
     eval_set: Any
+    train: Any = None  # the whole training split (None when no analysis loads it)
 
 
 def _load_inputs(checkpoints: Sequence[Path], cfg: AnalyzeConfig, todo: Sequence[str],
@@ -191,7 +192,43 @@ def _load_inputs(checkpoints: Sequence[Path], cfg: AnalyzeConfig, todo: Sequence
         sets["hessian"] = subset(train, max(cfg.curvature_samples,
                                             cfg.spectrum_batches * cfg.spectrum_batch_size
                                             if cfg.spectrum_batches else len(train)), cfg.seed + 2)
-    return _Inputs(loaded, data_name, sets, subset(test, cfg.eval_samples, cfg.seed))
+    return _Inputs(loaded, data_name, sets, subset(test, cfg.eval_samples, cfg.seed), train)
+
+
+def _training_fields(net: Any, info: Any, inputs: _Inputs, cfg: AnalyzeConfig,
+                     cache: ResultCache) -> dict[str, Any]:
+    """What the training claims read from a model entry: the checkpoint's recorded ``recipe``,
+    its ``epochs`` and ``data_fraction`` (1.0 unless the recipe says otherwise), and the NLL and
+    accuracy on ``eval_samples`` of the model's own training images (its seeded stratified
+    subset when it was trained on one, as ``landscape.data.load_dataset(subset=, seed=)`` drew
+    it; no augmentation, eval mode), computed once and cached."""
+    from .data.loading import subset_indices
+    from .train import evaluate
+    recipe = dict((getattr(info, "extra", None) or {}).get("recipe") or {})
+    fraction = float(recipe.get("data_fraction", 1.0))
+    out: dict[str, Any] = {"recipe": recipe or None, "epochs": recipe.get("epochs"),
+                           "data_fraction": fraction}
+    train = inputs.train
+    if train is None:
+        return out
+    idx = np.arange(len(train))
+    if fraction < 1.0:
+        idx = subset_indices(np.asarray(train.labels), fraction, int(info.seed or 0),
+                             train.num_classes)
+    n = min(len(idx), cfg.eval_samples or len(idx))
+    pick = np.sort(np.random.default_rng(cfg.seed + 3).permutation(idx)[:n])
+
+    def evaluate_to(p: Path) -> Any:
+        own = dataclasses.replace(train, images=train.images[pick], labels=train.labels[pick],
+                                  indices=pick, seed=cfg.seed + 3)
+        write_json(p, evaluate(net, own.to(next(net.parameters()).device), cfg.batch_size))
+        return read_json(p)
+
+    ev, _ = cache.get("train_eval.json", {"n": n, "seed": cfg.seed, "fraction": fraction,
+                                          "subset_seed": info.seed, "data": inputs.data_name},
+                      evaluate_to, read_json)
+    out.update(train_nll=ev["loss"], train_acc=ev["acc"], train_eval_samples=n)
+    return out
 
 
 def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg: AnalyzeConfig,
@@ -229,6 +266,7 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
                  "eval_samples": len(inputs.eval_set)}
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
                        f"({len(inputs.eval_set)} images)")
+        entry.update(_training_fields(net, info, inputs, cfg, cache))
     base_key = {"data": inputs.data_name, "seed": cfg.seed}
     timing: dict[str, Any] = {}
     computed = False
