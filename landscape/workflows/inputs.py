@@ -37,6 +37,7 @@ def load_model_for(args: argparse.Namespace, ckpt_path: str,
                       device=device or resolve_device(getattr(args, "device", None) or "auto"),
                       dataset=getattr(args, "data", None),
                       code_root=getattr(args, "code_root", None),
+                      kwargs=getattr(args, "model_kwargs", None),
                       log=lambda text: print(text, file=sys.stderr, flush=True))
 
 
