@@ -67,12 +67,15 @@ def parse_model_kwargs(text: str, what: str = "--model-kwargs") -> dict[str, Any
                              f"num_classes=100,window_size=4), got {text!r}")
     out: dict[str, Any] = {}
     for k in call.keywords:
+        if k.arg in out:
+            raise LandscapeError(f"{what}: {k.arg} is given twice in {text!r}")
         try:
             out[str(k.arg)] = ast.literal_eval(k.value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            code = ast.unparse(k.value)
+            quote = f" (quote strings: {k.arg}='{code}')" if isinstance(k.value, ast.Name) else ""
             raise LandscapeError(f"{what}: the value of {k.arg} is not a Python literal: "
-                                 f"{ast.unparse(k.value)!r} (quote strings: "
-                                 f"{k.arg}='{ast.unparse(k.value)}')") from None
+                                 f"{code!r}{quote}") from None
     return out
 
 
@@ -148,7 +151,7 @@ def _card(card_file: Path, name: str, table: dict[str, Any]) -> ModelCard:
     base = card_file.resolve().parent
     if "path" not in t:
         raise fail("no path (the checkpoint file)")
-    path = base / t["path"]
+    path = (base / t["path"]).resolve()
     if not path.exists():
         raise fail(f"checkpoint not found: {path}")
     if "model" in t and "model_def" in t:
@@ -160,13 +163,13 @@ def _card(card_file: Path, name: str, table: dict[str, Any]) -> ModelCard:
             raise fail(f"model-def expects MODULE:CALLABLE or path/to/file.py:CALLABLE, "
                        f"got {model_def!r}")
         if _is_path(target):
-            file = base / target
+            file = (base / target).resolve()
             if not file.is_file():
                 raise fail(f"model-def file not found: {file}")
             model_def = f"{file}:{attr}"
     code_root = None
     if "code_root" in t:
-        code_root = base / t["code_root"]
+        code_root = (base / t["code_root"]).resolve()
         if not code_root.is_dir():
             raise fail(f"code-root is not a folder: {code_root}")
         if model_def is None:
