@@ -361,3 +361,50 @@ def test_stages_from_the_card_win_over_the_probe(user_repo, tmp_path):
     assert info.extra["family"] == "hybrid" and info.extra["name"] == "c"
     assert info.extra["checkpoint_sha256"] != info.sha256  # kwargs and stages are in the hash
     assert ck.is_file()
+
+
+# ---- issue #30 item 6: the smaller findings -----------------------------------------------------
+
+def test_cifar_missing_hint_names_a_download_option_that_analyze_has(tmp_path, capsys,
+                                                                     monkeypatch):
+    from landscape.data import load_dataset
+    monkeypatch.setenv("LANDSCAPE_DATA", str(tmp_path / "empty"))
+    with pytest.raises(LandscapeError) as e:
+        load_dataset("cifar10", "test", root=tmp_path / "empty")
+    assert "--download" in str(e.value) and "analyze" in str(e.value)
+    with pytest.raises(SystemExit):
+        cli_main(["analyze", "--help"])
+    assert "--download" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("writer", [True, False])
+def test_sigterm_under_torchrun_is_reported_by_the_writer_only(monkeypatch, writer):
+    import os
+    import signal
+
+    from landscape import distributed as D
+    monkeypatch.setattr(D, "is_writer", lambda: writer)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        D._stop_on_sigterm()
+        expected = D.PeerStopped if writer else SystemExit
+        with pytest.raises(expected) as e:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode boundary
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    if writer:
+        assert "stopped by SIGTERM" in str(e.value)
+    else:
+        assert e.value.code == 128 + signal.SIGTERM
+
+
+def test_augmented_one_channel_batch_has_standard_strides():
+    """A 1-channel batch with NHWC strides made convs run channels_last, and the double backward
+    of a 1x1 stride-2 conv (a ResNet shortcut) then crashed the process (torch 2.13, CPU)."""
+    from landscape.data.augment import Augment
+    for c in (1, 3):
+        x = torch.randn(4, c, 12, 12)
+        a = Augment(pad=2, flip=True)(x, torch.Generator().manual_seed(0))
+        assert a.stride() == (c * 144, 144, 12, 1)
+        assert not torch.nn.Conv2d(c, 4, 1)(a).is_contiguous(memory_format=torch.channels_last)
