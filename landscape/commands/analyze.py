@@ -80,8 +80,10 @@ def _parse_value(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyze import analyze, make_config
     from ..errors import LandscapeError
+    if not args.checkpoints and not args.models:
+        raise LandscapeError("no checkpoint given: pass CKPT files or --models CARDS.toml")
+    from ..analyze import analyze, make_config
     overrides: dict[str, Any] = {"data": args.data, "data_root": args.data_root,
                                  "seed": args.seed, "device": args.device}
     for item in args.set:
@@ -92,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = make_config(args.budget, args.config, overrides)
     from ..model_cards import parse_input_shape, read_cards
     cards = read_cards(args.models) if args.models else []
-    if not args.checkpoints and not cards:
-        raise LandscapeError("no checkpoint given: pass CKPT files or --models CARDS.toml")
     shape = parse_input_shape(args.input_shape) if args.input_shape else None
     from ..workflows.inputs import check_checkpoints
     # missing or NaN/inf checkpoints: before any output
