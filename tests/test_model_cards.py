@@ -335,6 +335,16 @@ def test_image_folder_gives_the_stages_of_a_four_stage_model(user_repo, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "[four_stages]: input shape 3,28,28" in err[0], err
     assert "3x32x32" in err[0]
+    # The same for a positional checkpoint with --model-def, --model-kwargs and --input-shape.
+    rc = cli_main(["analyze", str(tmp_path / "cnn4.pt"), "--model-def",
+                   f"{user_repo / 'models' / 'cnn.py'}:cnn", "--model-kwargs",
+                   "num_classes=2,in_chans=3,width=4,stages=4", "--input-shape", "3,28,28",
+                   "--data", "imagefolder", "--data-root", str(data), "--only", "lesion",
+                   "--out", str(tmp_path / "out3"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"{tmp_path / 'cnn4.pt'}: input shape 3,28,28 but the data's images are 3x32x32" \
+        in err[0], err
 
 
 def test_stages_from_the_card_win_over_the_probe(user_repo, tmp_path):
@@ -365,16 +375,16 @@ def test_stages_from_the_card_win_over_the_probe(user_repo, tmp_path):
 
 # ---- issue #30 item 6: the smaller findings -----------------------------------------------------
 
-def test_cifar_missing_hint_names_a_download_option_that_analyze_has(tmp_path, capsys,
-                                                                     monkeypatch):
+def test_cifar_missing_hint_names_a_download_option_that_analyze_has(tmp_path, capsys):
     from landscape.data import load_dataset
-    monkeypatch.setenv("LANDSCAPE_DATA", str(tmp_path / "empty"))
     with pytest.raises(LandscapeError) as e:
         load_dataset("cifar10", "test", root=tmp_path / "empty")
-    assert "--download" in str(e.value) and "analyze" in str(e.value)
-    with pytest.raises(SystemExit):
-        cli_main(["analyze", "--help"])
-    assert "--download" in capsys.readouterr().out
+    assert "re-run with --download (every command but alternet-search" in str(e.value)
+    for cmd in ("train", "hessian", "surface", "fourier", "variance", "robustness", "cka",
+                "lesion", "analyze"):
+        with pytest.raises(SystemExit):
+            cli_main([cmd, "--help"])
+        assert "--download" in capsys.readouterr().out, cmd
 
 
 @pytest.mark.parametrize("writer", [True, False])
