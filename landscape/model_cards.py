@@ -253,9 +253,10 @@ def assign_card_blocks(net: Any, info: Any, card: ModelCard, example: Any,
         shown = "x".join(map(str, example.shape[1:]))
         raise LandscapeError(f"{card.where}: input shape {','.join(map(str, card.input_shape))} "
                              f"but the data's images are {shown}")
+    named = (lambda t: log(f"{card.where}: {t}")) if log is not None and card.name else log
     net, info = assign_blocks(net, info, model_def=card.model_def, blocks=card.blocks,
                               stages=card.stages or None, example=example, kwargs=card.kwargs,
-                              log=log)
+                              log=named)
     if card.family:
         info.extra["family"] = card.family
     return net, info

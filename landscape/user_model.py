@@ -84,8 +84,6 @@ def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[
         roots.append(root.resolve())
     for root in reversed(roots):
         use_code_root(root)
-    hint = ("" if code_root is not None else
-            "; if it imports from another folder, pass --code-root DIR (that folder)")
     if dotted and "." not in dotted:  # a file outside any package: a private module name
         name = "landscape_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
         mspec = importlib.util.spec_from_file_location(name, path)
@@ -99,14 +97,15 @@ def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[
             sys.modules.pop(name, None)
             raise LandscapeError(f"--model-def {spec}: importing {path} (folder {roots[0]} first "
                                  f"on the import path) failed: {type(e).__name__}: "
-                                 f"{_first_line(e)}{hint}") from None
+                                 f"{_first_line(e)}{_import_hint(e, code_root)}") from None
     elif dotted:  # a file inside a package: imported as its dotted module
         try:
             module = importlib.import_module(dotted)
         except Exception as e:  # noqa: BLE001
             raise LandscapeError(f"--model-def {spec}: importing {path} as {dotted} (package "
                                  f"root {roots[0]} first on the import path) failed: "
-                                 f"{type(e).__name__}: {_first_line(e)}{hint}") from None
+                                 f"{type(e).__name__}: {_first_line(e)}"
+                                 f"{_import_hint(e, code_root)}") from None
         origin = getattr(module, "__file__", None)
         if origin is None or Path(origin).resolve() != path.resolve():
             raise LandscapeError(f"--model-def {spec}: {dotted} was imported from {origin}, not "
@@ -131,6 +130,19 @@ def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[
     if not callable(obj):
         raise LandscapeError(f"--model-def {spec}: {attr} is a {type(obj).__name__}, not callable")
     return obj
+
+
+def _import_hint(e: BaseException, code_root: str | Path | None) -> str:
+    """What to do about a failed import of user code: install a missing package, or name the
+    folder holding the user's own module with ``--code-root``."""
+    missing = e.name.split(".")[0] if isinstance(e, ModuleNotFoundError) and e.name else None
+    if missing is None:
+        return ""
+    if code_root is not None:
+        return (f" ({missing!r} is neither installed nor in --code-root {code_root}: "
+                f"pip install it?)")
+    return (f" (if {missing!r} is a package, pip install it; if it is your code in another "
+            f"folder, pass --code-root DIR, the folder that holds {missing})")
 
 
 def use_code_root(root: str | Path) -> None:
@@ -327,7 +339,8 @@ def assign_blocks(net: nn.Module, info: ckpt.CheckpointInfo, *, model_def: str |
     attach_blocks(net, bl)
     if source == "inferred" and log is not None:
         log(format_blocks(describe(net, bl, x), f"{info.model}: blocks inferred from module "
-                          "types (check them; override with --blocks NAME=KIND,...)"))
+                          "types (check them; override with --blocks NAME=KIND,... or a "
+                          "card's blocks)"))
     extra = [model_def or "", _source_sha(model_def), repr(spec)]
     if kwargs:
         extra.append(repr(sorted(kwargs.items())))
