@@ -273,21 +273,29 @@ def test_card_with_user_cnn_and_vit_gives_between_family_rows(user_repo, tmp_pat
         kwargs = {dim = 12}
     """))
     (tmp_path / "tiny.toml").write_text(TINY_HESSIAN)
+    # a zoo checkpoint needs no card and mixes with the card's models (it comes first)
+    import landscape_models
+
+    from landscape import checkpoint
+    zoo = checkpoint.save(ck / "resnet_tiny.pt", landscape_models.create(
+        "resnet_tiny", num_classes=10, in_chans=1, img_size=28), dataset="fashion-mnist")
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    rc = cli_main(["analyze", "--models", str(card), "--data", "fashion-mnist", "--only",
-                   "hessian", "--config", str(tmp_path / "tiny.toml"), "--out", str(out)])
-    print(f"card analyze (2 user models, tiny hessian): {time.perf_counter() - t0:.1f} s")
+    rc = cli_main(["analyze", str(zoo), "--models", str(card), "--data", "fashion-mnist",
+                   "--only", "hessian", "--config", str(tmp_path / "tiny.toml"), "--out",
+                   str(out)])
+    print(f"card analyze (zoo + 2 user models, tiny hessian): {time.perf_counter() - t0:.1f} s")
     err = capsys.readouterr().err
     assert rc == 0, err[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [(m["label"], m["family"]) for m in summary["models"]] == [("user_cnn", "cnn"),
-                                                                      ("user_vit", "vit")]
+    assert [(m["label"], m["family"]) for m in summary["models"]] == [
+        ("resnet_tiny", "cnn"), ("user_cnn", "cnn"), ("user_vit", "vit")]
     rows = {c["id"]: c for c in summary["claims"]}
     for cid in ("flatness-vit", "negative-eigenvalues-vit"):
         assert cid in rows, sorted(rows)
         assert rows[cid]["verdict"] != "not measured", rows[cid]
-        assert rows[cid]["n"] == 2 and set(rows[cid]["per_model"]) == {"user_cnn", "user_vit"}
+        assert rows[cid]["n"] == 3, rows[cid]
+        assert set(rows[cid]["per_model"]) == {"resnet_tiny", "user_cnn", "user_vit"}
 
 
 # ---- (d) an image folder gives the 4 stages of a 4-stage model ---------------------------------
