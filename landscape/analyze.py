@@ -145,20 +145,17 @@ class _Inputs:
     train: Any = None  # the whole training split (None when no analysis loads it)
 
 
-def _load_inputs(checkpoints: Sequence[Path], cfg: AnalyzeConfig, todo: Sequence[str],
-                 model: str | None, model_def: str | None, blocks: str | None,
-                 code_root: str | Path | None, progress: bool) -> _Inputs:
-    """Load and validate every checkpoint and the data before anything is computed."""
+def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
+                 progress: bool, download: bool = False) -> _Inputs:
+    """Load and validate every checkpoint (one :class:`~landscape.model_cards.ModelCard` each)
+    and the data before anything is computed. Block lists and stages come from the first batch
+    of the loaded test images (image folders included), so they match what is analysed."""
     from .data import load_dataset
     from .device import resolve_device
-    from .user_model import load_model
+    from .model_cards import assign_card_blocks, load_card_weights
 
     device = resolve_device(cfg.device)
-    loaded = []
-    for p in checkpoints:
-        log = (lambda t: print(t, file=sys.stderr)) if progress else None
-        loaded.append(load_model(p, model=model, model_def=model_def, blocks=blocks,
-                                 device=device, dataset=cfg.data, log=log, code_root=code_root))
+    loaded = [load_card_weights(card, device, cfg.data) for card in cards]
     datasets = {(cfg.data or info.dataset) for _, info in loaded}
     if None in datasets:
         raise LandscapeError(f"{loaded[0][1].path} does not record its dataset; pass --data")
@@ -170,11 +167,17 @@ def _load_inputs(checkpoints: Sequence[Path], cfg: AnalyzeConfig, todo: Sequence
     norm: Any = True
     if first.mean is not None and first.std is not None:
         norm = (tuple(first.mean), tuple(first.std))
-    test = load_dataset(data_name, "test", root=cfg.data_root, normalize=norm, progress=progress)
+    test = load_dataset(data_name, "test", root=cfg.data_root, normalize=norm, progress=progress,
+                        download=download)
+    example = test.images[:2].to(device)  # the probe batch: stages from the data itself
+    log = (lambda t: print(t, file=sys.stderr)) if progress else None
+    loaded = [assign_card_blocks(net, info, card, example, log)
+              for (net, info), card in zip(loaded, cards, strict=True)]
     for _net, info in loaded:
         ckpt.check_compatible(info, test)
     # Training images only for the analyses that use them (Hessian, surface).
-    train = (load_dataset(data_name, "train", root=cfg.data_root, normalize=norm, progress=progress)
+    train = (load_dataset(data_name, "train", root=cfg.data_root, normalize=norm, progress=progress,
+                          download=download)
              if {"hessian", "surface"} & set(todo) else None)
 
     def subset(data: Any, n: int, seed: int) -> Any:
@@ -260,7 +263,7 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
                                         "data": inputs.data_name}, evaluate_to, read_json)
         entry = {"label": label, "checkpoint": str(info.path), "sha256": info.sha256,
                  "arch": info.model, "seed": info.seed,
-                 "family": family(info.model, [b.kind for b in bl]),
+                 "family": info.extra.get("family") or family(info.model, [b.kind for b in bl]),
                  "params": sum(p.numel() for p in net.parameters()),
                  "dataset": inputs.data_name, "test_acc": ev["acc"], "test_nll": ev["loss"],
                  "eval_samples": len(inputs.eval_set)}
@@ -366,8 +369,16 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             force: bool = False, model: str | None = None, progress: bool = True,
             budget: str = "custom", raw_dir: str | Path | None = None,
             model_def: str | None = None, blocks: str | None = None,
-            code_root: str | Path | None = None) -> dict[str, Any] | None:
+            code_root: str | Path | None = None, *, cards: Sequence[Any] = (),
+            model_kwargs: dict[str, Any] | None = None,
+            input_shape: tuple[int, int, int] | None = None,
+            download: bool = False) -> dict[str, Any] | None:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
+
+    ``checkpoints`` are loaded with ``model``/``model_def`` (called with ``model_kwargs``)/
+    ``code_root``/``blocks``; ``cards`` (:func:`landscape.model_cards.read_cards`) follow them,
+    each loaded its own way, so one run compares any mix of models. ``input_shape`` (C, H, W)
+    is checked against the data's images; ``download`` fetches missing CIFAR archives.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
     other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
@@ -390,20 +401,23 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     if bad:
         raise LandscapeError(f"unknown analysis {', '.join(bad)}; "
                              f"choose from {', '.join(ANALYSES)}")
-    if not checkpoints:
-        raise LandscapeError("no checkpoint given")
+    if not checkpoints and not cards:
+        raise LandscapeError("no checkpoint given (pass CKPT files or --models CARDS.toml)")
     if "surface" in todo:
         from .analyze_steps import surface_plan
         surface_plan(cfg.surface_plan)  # a bad pinned plan: before anything is computed
-    checkpoints = [resolve_checkpoint(p) for p in checkpoints]
+    from .model_cards import card_from_options, checkpoint_paths
+    all_cards = [card_from_options(p, model=model, model_def=model_def, code_root=code_root,
+                                   kwargs=model_kwargs, blocks=blocks, input_shape=input_shape)
+                 for p in checkpoints] + list(cards)
+    checkpoints = checkpoint_paths(all_cards)
     out = output_dir(out_dir) if writer else Path(out_dir)
     if writer:
         for stale in ("report.html", "summary.json"):
             if (out / stale).exists():
                 (out / stale).unlink()
     t_start = time.perf_counter()
-    inputs = _load_inputs(checkpoints, cfg, todo, model, model_def, blocks, code_root,
-                          progress and writer)
+    inputs = _load_inputs(all_cards, cfg, todo, progress and writer, download)
     raw_root = Path(raw_dir or out / "raw")
     labels = checkpoint_labels(checkpoints, [info.sha256 for _, info in inputs.loaded],
                                [info.extra.get("name") for _, info in inputs.loaded],

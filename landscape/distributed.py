@@ -55,16 +55,23 @@ def finish() -> None:
 
 
 class PeerStopped(Exception):
-    """torchrun stopped this rank, because another rank ended (failed or was killed)."""
+    """torchrun stopped the job (a SIGTERM to torchrun, or another rank ended); raised on the
+    writer only, the other ranks exit quietly."""
 
 
 def _stop_on_sigterm() -> None:
-    """torchrun ends the surviving ranks with SIGTERM when one rank dies: turn it into an
-    exception, so the CLI says so in one line and ``finally`` blocks (locks, temp files) run."""
+    """torchrun sends SIGTERM to every rank when the job is stopped (a SIGTERM or Ctrl-C to
+    torchrun) or when one rank dies. The writer (rank 0) turns it into :class:`PeerStopped`, so
+    the CLI says so in one line; every other rank exits quietly (``SystemExit(143)``, the
+    status of a SIGTERM), so a stopped job prints one line, not one per rank. Either way
+    ``finally`` blocks (locks, temp files) run."""
     import signal
 
     def stop(signum: int, frame: Any) -> None:
-        raise PeerStopped("torchrun stopped this rank (another rank ended)")
+        if not is_writer():
+            raise SystemExit(128 + signal.SIGTERM)
+        raise PeerStopped("stopped by SIGTERM from torchrun (the job was stopped, or another "
+                          "rank ended)")
 
     with contextlib.suppress(ValueError):  # not the main thread: leave the default
         signal.signal(signal.SIGTERM, stop)

@@ -1,22 +1,25 @@
 """A researcher's own model: ``--model-def MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``.
 
-The callable is called without arguments and returns an ``nn.Module``; the checkpoint is a plain
-state dict, a dict holding one under ``state_dict`` (our format, the paper's, most training
-scripts), ``model_state_dict`` or ``model``. Its blocks come, in this order of precedence, from
-``--blocks NAME=KIND,...``, the model's own ``block_list()``, or
-:func:`landscape_models.blocks.infer_blocks`
+The callable is called with the ``--model-kwargs`` (or a model card's ``kwargs``; none by
+default) and returns an ``nn.Module``; the checkpoint is a plain state dict, a dict holding one
+under ``state_dict`` (our format, the paper's, most training scripts), ``model_state_dict`` or
+``model``. Its blocks come, in this order of precedence, from ``--blocks NAME=KIND,...`` (or a
+card's blocks), the model's own ``block_list()``, or :func:`landscape_models.blocks.infer_blocks`
 (printed, so the user can check them). :func:`load_model` is the one loader every command uses,
-for registry models too.
+for registry models too; ``analyze`` calls its two halves (:func:`load_weights`, then
+:func:`assign_blocks` with the first batch of the loaded data). Model cards:
+:mod:`landscape.model_cards`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
 import site
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,40 +30,61 @@ from landscape_models.blocks import KINDS, attach_blocks, blocks_from_spec, desc
 
 from . import checkpoint as ckpt
 from .errors import LandscapeError
+from .model_cards import parse_input_shape, parse_model_kwargs  # noqa: F401 - re-exported
 from .provenance import file_sha256
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def package_root(path: str | Path) -> tuple[Path, str]:
+    """(package root, dotted module name) of a Python file, by Python's and pytest's rule: the
+    root is the first folder upwards from the file without ``__init__.py``, and the file is the
+    module named by the folders below it (``repo/models/vit.py`` -> ``(repo, "models.vit")``;
+    ``repo/build.py`` -> ``(repo, "build")``)."""
+    path = Path(path).resolve()
+    parts = [] if path.name == "__init__.py" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return folder, ".".join(parts)
 
 
 def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[..., Any]:
     """The callable named by ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE`` (dots allowed
     after the colon for attributes of attributes).
 
-    User code is imported as in its own repository: ``code_root`` (``--code-root``) and, for the
-    file form, the file's folder go first on ``sys.path`` and stay there (the callable may import
-    lazily). Research code often has top-level packages named ``models``, ``utils``, ``data`` or
-    ``ops``; the toolkit imports none of those names (its model zoo is ``landscape_models``), and a
-    same-named module imported earlier from elsewhere (another repository) is dropped so the
-    user's own one is found.
+    User code is imported as in its own repository. For the file form the file's package root
+    (:func:`package_root`) goes first on ``sys.path`` and a file inside a package is imported as
+    its dotted module (``models/vit.py`` as ``models.vit``, so ``from .layers import X`` and
+    ``from models.layers import X`` work from the repository root); a file outside any package
+    is imported under a private name with its folder on the path (its sibling imports work as in
+    a script). ``code_root`` (``--code-root``) comes next (first for the module form). Both stay
+    on ``sys.path`` (the callable may import lazily). Research code often has top-level packages
+    named ``models``, ``utils``, ``data`` or ``ops``; the toolkit imports none of those names
+    (its model zoo is ``landscape_models``), and a same-named module imported earlier from
+    elsewhere (another repository) is dropped so the user's own one is found.
     """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise LandscapeError(f"--model-def expects MODULE:CALLABLE or path/to/file.py:CALLABLE, "
                              f"got {spec!r}")
     roots: list[Path] = []
+    dotted = ""
+    path = Path(target)
+    if _is_path(target):
+        if not path.is_file():
+            raise LandscapeError(f"--model-def {spec}: file not found: {path}")
+        pkg_root, dotted = package_root(path)
+        roots.append(pkg_root)
     if code_root is not None:
         root = Path(code_root)
         if not root.is_dir():
             raise LandscapeError(f"--code-root {code_root}: not a folder")
         roots.append(root.resolve())
-    if _is_path(target):
-        path = Path(target)
-        if not path.is_file():
-            raise LandscapeError(f"--model-def {spec}: file not found: {path}")
-        roots.append(path.resolve().parent)  # its sibling imports work as in a script
     for root in reversed(roots):
         use_code_root(root)
-    if _is_path(target):
+    if dotted and "." not in dotted:  # a file outside any package: a private module name
         name = "landscape_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
         mspec = importlib.util.spec_from_file_location(name, path)
         if mspec is None or mspec.loader is None:
@@ -71,8 +95,22 @@ def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[
             mspec.loader.exec_module(module)
         except Exception as e:  # noqa: BLE001 - any failure in user code becomes one line
             sys.modules.pop(name, None)
-            raise LandscapeError(f"--model-def {spec}: importing {path} failed: "
-                                 f"{type(e).__name__}: {_first_line(e)}") from None
+            raise LandscapeError(f"--model-def {spec}: importing {path} (folder {roots[0]} first "
+                                 f"on the import path) failed: {type(e).__name__}: "
+                                 f"{_first_line(e)}{_import_hint(e, code_root)}") from None
+    elif dotted:  # a file inside a package: imported as its dotted module
+        try:
+            module = importlib.import_module(dotted)
+        except Exception as e:  # noqa: BLE001
+            raise LandscapeError(f"--model-def {spec}: importing {path} as {dotted} (package "
+                                 f"root {roots[0]} first on the import path) failed: "
+                                 f"{type(e).__name__}: {_first_line(e)}"
+                                 f"{_import_hint(e, code_root)}") from None
+        origin = getattr(module, "__file__", None)
+        if origin is None or Path(origin).resolve() != path.resolve():
+            raise LandscapeError(f"--model-def {spec}: {dotted} was imported from {origin}, not "
+                                 f"{path}: another package named {dotted.split('.')[0]!r} comes "
+                                 f"first (remove it from PYTHONPATH or pass --code-root DIR)")
     else:
         try:
             module = importlib.import_module(target)
@@ -92,6 +130,19 @@ def import_callable(spec: str, code_root: str | Path | None = None) -> Callable[
     if not callable(obj):
         raise LandscapeError(f"--model-def {spec}: {attr} is a {type(obj).__name__}, not callable")
     return obj
+
+
+def _import_hint(e: BaseException, code_root: str | Path | None) -> str:
+    """What to do about a failed import of user code: install a missing package, or name the
+    folder holding the user's own module with ``--code-root``."""
+    missing = e.name.split(".")[0] if isinstance(e, ModuleNotFoundError) and e.name else None
+    if missing is None:
+        return ""
+    if code_root is not None:
+        return (f" ({missing!r} is neither installed nor in --code-root {code_root}: "
+                f"pip install it?)")
+    return (f" (if {missing!r} is a package, pip install it; if it is your code in another "
+            f"folder, pass --code-root DIR, the folder that holds {missing})")
 
 
 def use_code_root(root: str | Path) -> None:
@@ -119,18 +170,27 @@ def use_code_root(root: str | Path) -> None:
             del sys.modules[name]
 
 
-def build_model(spec: str, code_root: str | Path | None = None) -> nn.Module:
-    """Call the ``--model-def`` callable with no arguments; it must return an ``nn.Module``."""
+def build_model(spec: str, code_root: str | Path | None = None,
+                kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Call the ``--model-def`` callable with ``kwargs`` (``--model-kwargs``, a card's
+    ``kwargs``; none by default); it must return an ``nn.Module``."""
     fn = import_callable(spec, code_root)
+    kwargs = dict(kwargs or {})
     try:
-        net = fn()
+        net = fn(**kwargs)
     except Exception as e:  # noqa: BLE001
-        raise LandscapeError(f"--model-def {spec}: calling it failed: "
-                             f"{type(e).__name__}: {_first_line(e)}") from None
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise LandscapeError(f"--model-def {spec}: calling it{f' with {shown}' if shown else ''} "
+                             f"failed: {type(e).__name__}: {_first_line(e)}") from None
     if not isinstance(net, nn.Module):
         raise LandscapeError(f"--model-def {spec} returned a {type(net).__name__}, "
                              "not a torch.nn.Module")
     return net
+
+
+def random_input(shape: Sequence[int], batch: int = 2) -> torch.Tensor:
+    """A fixed (seeded) random batch of ``batch`` inputs of shape ``shape`` (C, H, W)."""
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
 
 
 def parse_blocks_arg(text: str) -> dict[str, str]:
@@ -162,9 +222,11 @@ def example_input(dataset: str | None, batch: int = 2) -> torch.Tensor | None:
 
 def load_user_checkpoint(path: str | Path, model_def: str,
                          device: str | torch.device = "cpu",
-                         code_root: str | Path | None = None
+                         code_root: str | Path | None = None,
+                         kwargs: dict[str, Any] | None = None
                          ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
-    """Build the ``model_def`` model and load the checkpoint's weights into it (strict)."""
+    """Build the ``model_def`` model (called with ``kwargs``) and load the checkpoint's weights
+    into it (strict)."""
     path = Path(path)
     obj = ckpt.read(path)
     info_kw: dict[str, Any] = {}
@@ -187,7 +249,7 @@ def load_user_checkpoint(path: str | Path, model_def: str,
         raise LandscapeError(f"{path}: no state dict found (expected a dict of tensors, or one "
                              f"under {', '.join(STATE_DICT_KEYS)}; keys: {keys})")
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    net = build_model(model_def, code_root)
+    net = build_model(model_def, code_root, kwargs)
     ckpt.load_state_dict_checked(net, sd, where=str(path))
     name = model_def.rpartition(":")[2].rsplit(".", 1)[-1]
     info = ckpt.CheckpointInfo(str(path), file_sha256(path), fmt, name, {},
@@ -205,34 +267,47 @@ def _dataset_kwargs(dataset: str | None) -> dict[str, Any] | None:
     return {"num_classes": s.num_classes, "in_chans": s.in_chans, "img_size": s.img_size}
 
 
-def load_model(path: str | Path, *, model: str | None = None,
-               model_def: str | None = None, blocks: str | None = None,
-               device: str | torch.device = "cpu", dataset: str | None = None,
-               log: Callable[[str], None] | None = None,
-               example: torch.Tensor | None = None,
-               code_root: str | Path | None = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
-    """(model in eval mode on ``device``, CheckpointInfo) for a registry or ``model_def`` model.
-
-    ``blocks`` (``NAME=KIND,...``) replaces the block list; a model without ``block_list()`` gets
-    one inferred from its module types, and ``log`` receives it as a table to check. With
-    ``model_def`` or ``blocks`` ``info.sha256`` also covers the model definition's source and the
-    block list (results cached under it change with them); ``info.extra["checkpoint_sha256"]`` is
-    the file's own hash. ``code_root`` is the user repository ``model_def`` imports from
-    (:func:`import_callable`). ``example`` (default: a batch shaped like ``dataset``'s images,
-    else the checkpoint's dataset) is the probe batch that orders the blocks, assigns stages and
-    checks that the model runs.
-    """
+def load_weights(path: str | Path, *, model: str | None = None,
+                 model_def: str | None = None, device: str | torch.device = "cpu",
+                 dataset: str | None = None, code_root: str | Path | None = None,
+                 kwargs: dict[str, Any] | None = None
+                 ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
+    """(model in eval mode on ``device``, CheckpointInfo): a registry model (``model``, else the
+    one the checkpoint records) or the ``model_def`` callable's, called with ``kwargs``, with the
+    checkpoint's weights; no block list yet (:func:`assign_blocks`)."""
     if model_def is not None and model is not None:
         raise LandscapeError("give either --model (a registry name) or --model-def, not both")
     if code_root is not None and model_def is None:
         raise LandscapeError("--code-root is the repository --model-def imports from; give "
                              "--model-def MODULE:CALLABLE with it")
+    if kwargs and model_def is None:
+        raise LandscapeError("--model-kwargs are the arguments of the --model-def callable; "
+                             "give --model-def MODULE:CALLABLE with them")
     if model_def is None:
-        net, info = ckpt.load(path, model=model, device=device,
-                              bare_kwargs=_dataset_kwargs(dataset))
-    else:
-        net, info = load_user_checkpoint(path, model_def, device, code_root)
-    spec = parse_blocks_arg(blocks) if blocks is not None else None
+        return ckpt.load(path, model=model, device=device, bare_kwargs=_dataset_kwargs(dataset))
+    return load_user_checkpoint(path, model_def, device, code_root, kwargs)
+
+
+def assign_blocks(net: nn.Module, info: ckpt.CheckpointInfo, *, model_def: str | None = None,
+                  blocks: str | dict[str, str] | None = None,
+                  stages: dict[str, int] | None = None, example: torch.Tensor | None = None,
+                  dataset: str | None = None, kwargs: dict[str, Any] | None = None,
+                  log: Callable[[str], None] | None = None) -> tuple[nn.Module,
+                                                                     ckpt.CheckpointInfo]:
+    """Give a loaded model its block list (``--blocks``/a card's blocks, else its own
+    ``block_list()``, else inferred from module types, then ``log`` gets it as a table) and
+    return it with ``info`` updated; a registry model without ``blocks`` keeps its own list.
+
+    ``example`` (default: a batch shaped like ``dataset``'s images, else the checkpoint's
+    dataset) is the probe batch that orders the blocks, assigns stages (a new stage where the
+    resolution falls) and checks that the model runs; ``stages`` (block name -> stage) replace
+    the probe's stages for the blocks they name. ``info.sha256`` then also covers the model
+    definition's source, its ``kwargs``, the block list and the stages (results cached under it
+    change with them); ``info.extra["checkpoint_sha256"]`` is the file's own hash.
+    """
+    spec = parse_blocks_arg(blocks) if isinstance(blocks, str) else blocks
+    if stages and spec is None:
+        raise LandscapeError(f"{info.model}: stages are given for blocks, but no block list")
     if model_def is None and spec is None:
         return net, info
     x = example if example is not None else example_input(dataset or info.dataset)
@@ -259,15 +334,41 @@ def load_model(path: str | Path, *, model: str | None = None,
     if not [b for b in bl if b.kind != "head"]:
         raise LandscapeError(f"{info.model}: no blocks found (no attention modules or residual "
                              "units with Conv2d); name them with --blocks NAME=KIND,...")
+    if stages:
+        bl = [dataclasses.replace(b, stage=int(stages.get(b.name, b.stage))) for b in bl]
     attach_blocks(net, bl)
     if source == "inferred" and log is not None:
         log(format_blocks(describe(net, bl, x), f"{info.model}: blocks inferred from module "
-                          "types (check them; override with --blocks NAME=KIND,...)"))
+                          "types (check them; override with --blocks NAME=KIND,... or a "
+                          "card's blocks)"))
     extra = [model_def or "", _source_sha(model_def), repr(spec)]
+    if kwargs:
+        extra.append(repr(sorted(kwargs.items())))
+    if stages:
+        extra.append(repr(sorted(stages.items())))
     info.extra["checkpoint_sha256"] = info.sha256
     info.sha256 = hashlib.sha256("\n".join([info.sha256, *extra]).encode()).hexdigest()
     info.extra["blocks"] = source
     return net, info
+
+
+def load_model(path: str | Path, *, model: str | None = None,
+               model_def: str | None = None, blocks: str | dict[str, str] | None = None,
+               device: str | torch.device = "cpu", dataset: str | None = None,
+               log: Callable[[str], None] | None = None,
+               example: torch.Tensor | None = None,
+               code_root: str | Path | None = None, kwargs: dict[str, Any] | None = None,
+               stages: dict[str, int] | None = None) -> tuple[nn.Module, ckpt.CheckpointInfo]:
+    """(model in eval mode on ``device``, CheckpointInfo) for a registry or ``model_def`` model:
+    :func:`load_weights` then :func:`assign_blocks` (see there for ``blocks``, ``example``,
+    ``stages`` and how ``info.sha256`` covers them). ``code_root`` is the user repository
+    ``model_def`` imports from (:func:`import_callable`), ``kwargs`` the arguments its callable
+    is called with.
+    """
+    net, info = load_weights(path, model=model, model_def=model_def, device=device,
+                             dataset=dataset, code_root=code_root, kwargs=kwargs)
+    return assign_blocks(net, info, model_def=model_def, blocks=blocks, stages=stages,
+                         example=example, dataset=dataset, kwargs=kwargs, log=log)
 
 
 def format_blocks(rows: list[dict[str, Any]], title: str = "") -> str:
@@ -307,29 +408,21 @@ def _first_line(e: BaseException) -> str:
 def describe_checkpoint_blocks(checkpoint: str, model: str | None = None,
                                model_def: str | None = None, blocks: str | None = None,
                                data: str | None = None, input_shape: str | None = None,
-                               code_root: str | None = None) -> str:
+                               code_root: str | None = None,
+                               kwargs: dict[str, Any] | None = None) -> str:
     """The block list of a checkpoint's model as a table (``landscape blocks``): names, kinds,
     stages and, when an input shape is known (``input_shape`` "C,H,W", the dataset's, or the
     registry model's), output shapes in forward order."""
 
-    x = None
-    if input_shape:
-        try:
-            shape = tuple(int(v) for v in input_shape.split(","))
-        except ValueError:
-            shape = ()
-        if len(shape) != 3 or min(shape) < 1:
-            raise LandscapeError(f"--input-shape expects C,H,W (three positive integers), "
-                                 f"got {input_shape!r}")
-        x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    x = random_input(parse_input_shape(input_shape)) if input_shape else None
     net, info = load_model(checkpoint, model=model, model_def=model_def, blocks=blocks,
-                           dataset=data, example=x, code_root=code_root)
+                           dataset=data, example=x, code_root=code_root, kwargs=kwargs)
     if x is None:
         x = example_input(data or info.dataset)
     kw = info.model_kwargs
     if x is None and kw.get("in_chans") and kw.get("img_size"):  # registry models know theirs
         c, s = int(kw["in_chans"]), int(kw["img_size"])
-        x = torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(0))
+        x = random_input((c, s, s))
     source = info.extra.get("blocks", "block_list()")
     probe = f"input {'x'.join(map(str, x.shape))}" if x is not None else \
         "no input shape known: pass --data or --input-shape for shapes, order and stages"

@@ -141,3 +141,60 @@ def test_no_common_research_package_name_is_installed():
     found = {".".join(p.parent.relative_to(ROOT).parts)
              for p in (ROOT / "landscape").rglob("__init__.py")}
     assert found == {p for p in packages if p.startswith("landscape.") or p == "landscape"}
+
+
+# ---- issue #30 (e): the package-root rule for file-form --model-def -------------------------
+
+REL = textwrap.dedent("""
+    from models.layers import Unit as AbsoluteUnit
+
+    from .layers import Unit
+    from .net import Net
+
+    assert Unit is AbsoluteUnit  # one module, however it is imported
+
+
+    def build():
+        return Net()
+""")
+
+
+def test_package_root_rule():
+    from landscape.user_model import package_root
+    assert package_root(ROOT / "landscape" / "commands" / "blocks.py") == (
+        ROOT, "landscape.commands.blocks")
+    assert package_root(ROOT / "landscape" / "commands" / "__init__.py") == (
+        ROOT, "landscape.commands")
+    assert package_root(ROOT / "tests" / "conftest.py") == (ROOT / "tests", "conftest")
+
+
+def test_builder_file_inside_the_models_package_loads_from_the_repository_root(
+        repo, monkeypatch, capsys):
+    (repo / "models" / "rel.py").write_text(REL)
+    monkeypatch.chdir(repo)
+    out = _blocks(["../net.pt", "--model-def", "models/rel.py:build"], capsys)
+    assert "unit1" in out and "unit2" in out
+    assert sys.modules["models.rel"].__file__ == str((repo / "models" / "rel.py").resolve())
+    assert sys.modules["models"].__file__.startswith(str(repo.resolve()))
+
+
+def test_builder_file_inside_the_package_from_a_fresh_shell(repo):
+    """As a user runs it: from the repository root, no --code-root, no PYTHONPATH."""
+    (repo / "models" / "rel.py").write_text(REL)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-m", "landscape", "blocks", "../net.pt", "--model-def",
+                        "models/rel.py:build", "--input-shape", "1,8,8"], env=env, cwd=repo,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "unit1" in r.stdout and "unit2" in r.stdout
+
+
+def test_failed_import_of_a_package_file_names_code_root(repo, monkeypatch, capsys):
+    (repo / "models" / "broken.py").write_text("from helpers.blocks import Thing\n")
+    monkeypatch.chdir(repo)
+    assert cli_main(["blocks", "../net.pt", "--model-def", "models/broken.py:build",
+                     "--input-shape", "1,8,8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("landscape: error:"), err
+    assert "as models.broken" in err[0] and "No module named 'helpers'" in err[0]
+    assert "--code-root" in err[0]

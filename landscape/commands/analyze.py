@@ -21,9 +21,17 @@ def add_parser(sub: Any) -> None:
                     "(torchrun --nproc-per-node N -m landscape analyze ...) the Hessian "
                     "mini-batches, curvature batches and surface grid points are sharded over "
                     "the ranks; rank 0 writes everything.")
-    p.add_argument("checkpoints", metavar="CKPT", nargs="+",
-                   help="checkpoint files (our format, the paper's, "
-                        "or bare state_dicts with --model)")
+    p.add_argument("checkpoints", metavar="CKPT", nargs="*",
+                   help="checkpoint files (our format, the paper's, or bare state_dicts with "
+                        "--model or --model-def); --models adds more, each with its own card")
+    p.add_argument("--models", default=None, metavar="CARDS.toml",
+                   help="model cards: one TOML table per checkpoint, [NAME] (the model's label) "
+                        "with path, and optionally model-def, code-root, kwargs "
+                        "(kwargs = {num_classes = 10}), input-shape ([3, 32, 32]), family (cnn, "
+                        "vit or hybrid; default: inferred from the blocks: msa only vit, conv "
+                        "only cnn, both hybrid) and blocks ([{name = \"layer1\", kind = \"conv\", "
+                        "stage = 0}, ...]); relative paths are relative to the card file. "
+                        "Zoo checkpoints need no card; cards and CKPT files mix")
     p.add_argument("--model", default=None,
                    help="architecture name for bare state_dicts (default: the one recorded in "
                         "each checkpoint)")
@@ -32,6 +40,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", default=None,
                    help="dataset (default: the one recorded in the checkpoints)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: standard location)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR archives (checksum verified) if missing")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="input shape of the CKPT models (e.g. 3,32,32), checked against the "
+                        "data's images; block stages come from the first batch of the data")
     p.add_argument("--budget", default="quick", choices=list(BUDGETS),
                    help="preset of samples, grid, batches and top-k (quick, the default: minutes "
                         "on a CPU; standard; paper: the paper's settings, for GPUs)")
@@ -67,8 +80,10 @@ def _parse_value(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyze import analyze, make_config
     from ..errors import LandscapeError
+    if not args.checkpoints and not args.models:
+        raise LandscapeError("no checkpoint given: pass CKPT files or --models CARDS.toml")
+    from ..analyze import analyze, make_config
     overrides: dict[str, Any] = {"data": args.data, "data_root": args.data_root,
                                  "seed": args.seed, "device": args.device}
     for item in args.set:
@@ -77,10 +92,16 @@ def run(args: argparse.Namespace) -> int:
         k, v = item.split("=", 1)
         overrides[k.strip()] = _parse_value(v.strip())
     cfg = make_config(args.budget, args.config, overrides)
+    from ..model_cards import parse_input_shape, read_cards
+    cards = read_cards(args.models) if args.models else []
+    shape = parse_input_shape(args.input_shape) if args.input_shape else None
     from ..workflows.inputs import check_checkpoints
-    check_checkpoints(args, args.checkpoints)  # missing or NaN/inf checkpoints: before any output
+    # missing or NaN/inf checkpoints: before any output
+    check_checkpoints(args, [*args.checkpoints, *(str(c.path) for c in cards)])
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
             progress=not args.quiet, budget=args.budget, raw_dir=args.raw,
-            model_def=args.model_def, blocks=args.blocks, code_root=args.code_root)
+            model_def=args.model_def, blocks=args.blocks, code_root=args.code_root,
+            cards=cards, model_kwargs=args.model_kwargs, input_shape=shape,
+            download=args.download)
     return 0

@@ -26,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from ..user_model import describe_checkpoint_blocks
     print(describe_checkpoint_blocks(args.checkpoint, model=args.model, model_def=args.model_def,
                                      blocks=args.blocks, data=args.data,
-                                     input_shape=args.input_shape, code_root=args.code_root))
+                                     input_shape=args.input_shape, code_root=args.code_root,
+                                     kwargs=args.model_kwargs))
     return 0

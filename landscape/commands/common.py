@@ -36,8 +36,17 @@ def add_model_def_args(p: argparse.ArgumentParser) -> None:
     """``--model-def`` and ``--blocks``: every command that takes a checkpoint calls this."""
     p.add_argument("--model-def", default=None, metavar="MODULE:CALLABLE",
                    help="your own model: MODULE:CALLABLE or path/to/file.py:CALLABLE, a callable "
-                        "without arguments returning the nn.Module the checkpoint (a plain "
-                        "state_dict or our format) belongs to")
+                        "returning the nn.Module the checkpoint (a plain state_dict or our "
+                        "format) belongs to. A file inside a package (models/vit.py:tiny, with "
+                        "models/__init__.py) is imported as its dotted module (models.vit) with "
+                        "the package root (the first folder upwards without __init__.py) first "
+                        "on the import path, so it works from the repository root")
+    p.add_argument("--model-kwargs", default=None, metavar="NAME=VALUE,...",
+                   type=_model_kwargs,
+                   help="keyword arguments of the --model-def callable, written as in a Python "
+                        "call, each value a Python literal (quote strings), e.g. "
+                        "--model-def models.alternet:dnn_18 --model-kwargs "
+                        "num_classes=100,window_size=4 (default: none)")
     p.add_argument("--code-root", default=None, metavar="DIR",
                    help="your repository's root, put first on the import path for --model-def "
                         "(e.g. --model-def models.alternet:dnn_50 --code-root path/to/repo); "
@@ -45,6 +54,16 @@ def add_model_def_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", default=None, metavar="NAME=KIND,...",
                    help="the block list as module names and kinds (embed, conv, msa, mlp, pool, "
                         "head); default: the model's block_list(), else inferred and printed")
+
+
+def _model_kwargs(text: str) -> dict:
+    """argparse type of ``--model-kwargs`` (:func:`landscape.model_cards.parse_model_kwargs`)."""
+    from ..errors import LandscapeError
+    from ..model_cards import parse_model_kwargs
+    try:
+        return parse_model_kwargs(text)
+    except LandscapeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_data_args(p: argparse.ArgumentParser, samples: int = 1000, batch_size: int = 256,

@@ -64,7 +64,10 @@ class Augment:
             cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
             bi = torch.arange(b, device=x.device)[:, None, None]
             out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B,H,W,C)
-            out = out.permute(0, 3, 1, 2).contiguous()
+            # a fresh NCHW copy: with one channel .contiguous() keeps the NHWC strides, convs
+            # then run channels_last, and a 1x1 stride-2 conv's double backward crashes the
+            # process on CPU (torch 2.13: double free) in the Hessian of a user ResNet
+            out = out.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
         if self.flip:
             flip = torch.rand(b, generator=generator, device=gdev).to(x.device) < 0.5
             out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)

@@ -130,8 +130,9 @@ def _cifar(canon: str, split: str, root: PathLike | None, download: bool, url: s
         if not download:
             raise LandscapeError(
                 f"{c['title']} not found (looked for {c['folder']}/ or {c['archive']} in "
-                f"{', '.join(map(str, looked))}); pass download=True (--download) to fetch it "
-                f"into {dest_dir}, or point --data-root / ${ENV_VAR} at the folder or archive")
+                f"{', '.join(map(str, looked))}); re-run with --download (every command but "
+                f"alternet-search; download=True in Python) to fetch it into {dest_dir}, or "
+                f"point --data-root / ${ENV_VAR} at the folder or archive")
         found = download_archive(url or c["url"](), dest_dir / c["archive"],
                                  md5 or c["md5"](), progress=progress)
     if found.is_file():

@@ -37,12 +37,14 @@ def load_model_for(args: argparse.Namespace, ckpt_path: str,
                       device=device or resolve_device(getattr(args, "device", None) or "auto"),
                       dataset=getattr(args, "data", None),
                       code_root=getattr(args, "code_root", None),
+                      kwargs=getattr(args, "model_kwargs", None),
                       log=lambda text: print(text, file=sys.stderr, flush=True))
 
 
 def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
-                  samples: int | None = None) -> Any:
-    """The dataset a checkpoint was trained on (or ``--data``), as tensors on ``args.device``."""
+                  samples: int | None = None, check: bool = True) -> Any:
+    """The dataset a checkpoint was trained on (or ``--data``), as tensors on ``args.device``;
+    ``check``: refuse data whose classes or channels differ from the model's."""
     from ..checkpoint import check_compatible
     from ..data import load_dataset
     from ..device import resolve_device
@@ -57,15 +59,32 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
     data = load_dataset(name, split=split or args.split, root=getattr(args, "data_root", None),
                         subset=(n or None), seed=args.seed, normalize=norm,
                         download=getattr(args, "download", False))
-    check_compatible(info, data)
+    if check:
+        check_compatible(info, data)
     return data.to(resolve_device(args.device))
 
 
 def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[Any, Any, Any]:
     """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device);
-    a model with NaN/inf values is refused unless ``args.allow_nonfinite``."""
-    model, info = load_model_for(args, ckpt_path)
+    a model with NaN/inf values is refused unless ``args.allow_nonfinite``. The block list's
+    order and stages come from the first batch of the loaded data (image folders included)."""
+    import sys
+
+    from ..checkpoint import check_compatible
+    from ..device import resolve_device
+    from ..user_model import assign_blocks, load_weights
+    model_def, kwargs = getattr(args, "model_def", None), getattr(args, "model_kwargs", None)
+    model, info = load_weights(ckpt_path, model=getattr(args, "model", None), model_def=model_def,
+                               device=resolve_device(getattr(args, "device", None) or "auto"),
+                               dataset=getattr(args, "data", None),
+                               code_root=getattr(args, "code_root", None), kwargs=kwargs)
     if not getattr(args, "allow_nonfinite", False):
         from ..checkpoint import check_finite
         check_finite(model, str(ckpt_path))
-    return model, info, load_data_for(info, args)
+    data = load_data_for(info, args, check=False)
+    model, info = assign_blocks(model, info, model_def=model_def,
+                                blocks=getattr(args, "blocks", None), example=data.images[:2],
+                                kwargs=kwargs,
+                                log=lambda text: print(text, file=sys.stderr, flush=True))
+    check_compatible(info, data)
+    return model, info, data
