@@ -17,7 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from demo_checkpoints import DEMO_MODELS, RECIPES, demo_checkpoints, train_demo  # noqa: E402
+from demo_checkpoints import (  # noqa: E402
+    DEMO_MODELS,
+    RECIPES,
+    demo_checkpoints,
+    train_demo,
+    variant_cards,
+)
 
 ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")
 #: Fallbacks for the plan when no measured time is at hand: seconds per checkpoint for
@@ -107,6 +113,16 @@ def plan(ckpt_dir: Path, out: Path, budget: str,
         state = "cached" if not left else f"about {_minutes(est)}" + (
             f" ({len(done)} of {len(ANALYSES)} cached)" if done else "")
         lines.append(f"  model {i + 1} of {len(paths)}: {p.stem:18s} {state}")
+    from demo_checkpoints import VARIANT_SEEDS, VARIANTS, checkpoint_name
+    extra = [(v, s) for v in VARIANTS for s in VARIANT_SEEDS[v]
+             if (ckpt_dir / f"{checkpoint_name(v, s)}.pt").is_file()]
+    if extra:
+        est = sum(scale * sum(measured.get(VARIANTS[v]["model"], {}).get(
+            a, ANALYZE_SECONDS[VARIANTS[v]["model"]] / len(ANALYSES)) for a in VARIANTS[v]["only"])
+            for v, _s in extra)
+        total += est
+        lines.append(f"  {len(extra)} extra checkpoints (data size: hessian only; matched "
+                     f"training: evaluation only) about {_minutes(est)}")
     source = (f"analysis times measured by the reference run {reference}"
               if measured else "rough analysis times")
     lines.append(f"estimated time on a 2-core CPU: about {_minutes(total)} ({source}; more "
@@ -130,8 +146,14 @@ def main() -> int:
     train_demo(ckpts)
     print(f"demo checkpoints ready in {time.perf_counter() - t0:.0f} s", flush=True)
     from landscape.cli import main as cli
+    cards = out.parent / f"{out.name}-variants.toml"
+    extra = variant_cards(ckpts, cards)
+    print(f"{len(extra)} extra checkpoints (data size, matched training) from {cards}"
+          if extra else "no extra checkpoints: the data-size and matched-training rows will "
+          "say not measured", flush=True)
     rc = cli(["analyze", *[str(p) for p in demo_checkpoints(ckpts)], "--data", "fashion-mnist",
-              "--budget", args.budget, "--out", str(out)])
+              "--budget", args.budget, "--out", str(out),
+              *(["--models", str(cards)] if extra else [])])
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; report: {out / 'report.html'}")
     return rc
 

@@ -47,12 +47,15 @@ TARGET_ACC = {"resnet_tiny": 0.91, "alternet_tiny": 0.91, "vit_tiny": 0.87}
 #   (same epochs, hence fewer optimizer steps) on a seeded stratified 10% / 30% subset of the
 #   60,000 training images (``data_fraction``; the subset seed is the training seed);
 # * matched training (AlterNet vs ResNet): AlterNet with ResNet's recipe (8 epochs, same schedule).
+# ``only``: what ``make demo`` analyzes of each (the data-size rows need the Hessian spectrum,
+# the matched-training row only the test accuracy; every model entry gets its train/test NLL).
 VARIANTS = {
-    "vit_tiny_d10": dict(model="vit_tiny", data_fraction=0.1),
-    "vit_tiny_d30": dict(model="vit_tiny", data_fraction=0.3),
-    "resnet_tiny_d10": dict(model="resnet_tiny", data_fraction=0.1),
-    "resnet_tiny_d30": dict(model="resnet_tiny", data_fraction=0.3),
-    "alternet_tiny_e8": dict(model="alternet_tiny", recipe=dict(RECIPES["resnet_tiny"])),
+    "vit_tiny_d10": dict(model="vit_tiny", data_fraction=0.1, only=["hessian"]),
+    "vit_tiny_d30": dict(model="vit_tiny", data_fraction=0.3, only=["hessian"]),
+    "resnet_tiny_d10": dict(model="resnet_tiny", data_fraction=0.1, only=["hessian"]),
+    "resnet_tiny_d30": dict(model="resnet_tiny", data_fraction=0.3, only=["hessian"]),
+    "alternet_tiny_e8": dict(model="alternet_tiny", recipe=dict(RECIPES["resnet_tiny"]),
+                             only=[]),
 }
 VARIANT_SEEDS = {"vit_tiny_d10": (0, 1, 2), "vit_tiny_d30": (0, 1, 2),
                  "resnet_tiny_d10": (0, 1, 2), "resnet_tiny_d30": (0, 1, 2),
@@ -165,6 +168,24 @@ def train_demo(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS, progress: bool = 
               f"({seconds:.0f} s)", flush=True)
     with _manifest(out) as manifest:
         return manifest
+
+
+def variant_cards(ckpt_dir: Path, card_file: Path) -> list[Path]:
+    """Write a model card file for the variant checkpoints present in ``ckpt_dir`` (each with
+    the analyses ``VARIANTS`` names) and return their paths; nothing is written without one."""
+    lines, paths = [], []
+    for v, spec in VARIANTS.items():
+        for seed in VARIANT_SEEDS[v]:
+            p = ckpt_dir / f"{checkpoint_name(v, seed)}.pt"
+            if p.is_file():
+                paths.append(p)
+                only = ", ".join(f'"{a}"' for a in spec["only"])
+                lines += [f"[{p.stem}]", f'path = "{p.resolve()}"', f"only = [{only}]", ""]
+    if paths:
+        card_file.parent.mkdir(parents=True, exist_ok=True)
+        card_file.write_text("# written by experiments/demo.py: the extra demo checkpoints\n"
+                             + "\n".join(lines))
+    return paths
 
 
 def demo_checkpoints(out: Path, names=DEMO_MODELS, seeds=DEMO_SEEDS) -> list[Path]:

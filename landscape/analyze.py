@@ -273,8 +273,10 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
     base_key = {"data": inputs.data_name, "seed": cfg.seed}
     timing: dict[str, Any] = {}
     computed = False
+    only = info.extra.get("only")  # a model card's own analyses
     for analysis in todo:
-        if not writer and analysis not in COLLECTIVE:
+        if (not writer and analysis not in COLLECTIVE) or (only is not None
+                                                           and analysis not in only):
             continue
         t0 = time.perf_counter()
         _say(progress and writer, f"{tag} {analysis} ...")

@@ -10,6 +10,8 @@ table's name is the model's label in the report::
     kwargs = {num_classes = 10}             # optional: arguments of the callable
     input-shape = [3, 32, 32]               # optional: checked against the data's images
     family = "cnn"                          # optional: cnn, vit or hybrid (default: inferred)
+    only = ["hessian"]                      # optional: this model's analyses ([]: evaluation
+                                            # only; default: all of the run's)
     blocks = [{name = "layer1", kind = "conv", stage = 0},   # optional: else block_list()
               {name = "layer2", kind = "conv"}]             # or inferred; stage: else probed
 
@@ -29,7 +31,7 @@ from .errors import LandscapeError
 
 FAMILIES = ("cnn", "vit", "hybrid")
 CARD_KEYS = ("path", "model", "model_def", "code_root", "kwargs", "input_shape", "blocks",
-             "family")
+             "family", "only")
 BLOCK_KEYS = ("name", "kind", "stage")
 
 
@@ -50,6 +52,7 @@ class ModelCard:
     blocks: dict[str, str] | str | None = None
     stages: dict[str, int] = dataclasses.field(default_factory=dict)
     family: str | None = None
+    only: tuple[str, ...] | None = None
     where: str = ""
 
 
@@ -189,9 +192,17 @@ def _card(card_file: Path, name: str, table: dict[str, Any]) -> ModelCard:
     family = t.get("family")
     if family is not None and family.lower() not in FAMILIES:
         raise fail(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    only = t.get("only")
+    if only is not None:
+        from .analyze_config import ANALYSES
+        if not (isinstance(only, list) and all(a in ANALYSES for a in only)):
+            raise fail(f"only must be a list of analyses from {', '.join(ANALYSES)} ([]: "
+                       f"evaluation only), got {only!r}")
+        only = tuple(only)
     return ModelCard(path, name=name, model=t.get("model"), model_def=model_def,
                      code_root=code_root, kwargs=dict(kwargs), input_shape=shape, blocks=blocks,
-                     stages=stages, family=family.lower() if family else None, where=where)
+                     stages=stages, family=family.lower() if family else None, only=only,
+                     where=where)
 
 
 def _blocks(items: Any, fail: Callable[[str], LandscapeError]
@@ -259,6 +270,8 @@ def assign_card_blocks(net: Any, info: Any, card: ModelCard, example: Any,
                               log=named)
     if card.family:
         info.extra["family"] = card.family
+    if card.only is not None:
+        info.extra["only"] = list(card.only)
     return net, info
 
 

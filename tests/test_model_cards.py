@@ -209,6 +209,8 @@ def test_card_paths_are_relative_to_the_card(user_repo, tmp_path):
     ('path = "ck.pt"\nkwargs = {num_classes = 10}', "give model-def"),
     ('path = "ck.pt"\ninput-shape = [3, 32]', "C,H,W"),
     ('path = "ck.pt"\nmodel = "resnet_tiny"\nmodel-def = "m:f"', "not both"),
+    ('path = "ck.pt"\nonly = ["hessian", "magic"]', "only must be a list of analyses"),
+    ('path = "ck.pt"\nonly = "hessian"', "only must be a list of analyses"),
 ])
 def test_bad_card_is_one_line_naming_card_and_table(tmp_path, capsys, body, says):
     (tmp_path / "ck.pt").write_bytes(b"")
@@ -273,6 +275,14 @@ def test_card_with_user_cnn_and_vit_gives_between_family_rows(user_repo, tmp_pat
         kwargs = {dim = 12}
     """))
     (tmp_path / "tiny.toml").write_text(TINY_HESSIAN)
+    # a card's own analyses: this extra model gets no hessian
+    card.write_text(card.read_text() + textwrap.dedent("""
+        [no_hessian]
+        path = "ckpts/cnn.pt"
+        model-def = "repo/models/cnn.py:cnn"
+        kwargs = {num_classes = 10, width = 6}
+        only = ["lesion"]
+    """))
     # a zoo checkpoint needs no card and mixes with the card's models (it comes first)
     import landscape_models
 
@@ -289,7 +299,8 @@ def test_card_with_user_cnn_and_vit_gives_between_family_rows(user_repo, tmp_pat
     assert rc == 0, err[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [(m["label"], m["family"]) for m in summary["models"]] == [
-        ("resnet_tiny", "cnn"), ("user_cnn", "cnn"), ("user_vit", "vit")]
+        ("resnet_tiny", "cnn"), ("user_cnn", "cnn"), ("user_vit", "vit"), ("no_hessian", "cnn")]
+    assert set(summary["hessian"]) == {"resnet_tiny", "user_cnn", "user_vit"}
     rows = {c["id"]: c for c in summary["claims"]}
     for cid in ("flatness-vit", "negative-eigenvalues-vit"):
         assert cid in rows, sorted(rows)
