@@ -235,19 +235,29 @@ def read_resume_file(path: str | Path, read: Callable[[Path], T], what: str,
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, *, copy_existing: bool = False,
-                 fsync: bool = False) -> Iterator[Path]:
-    """The one atomic-write helper: yields ``<path>.tmp`` to write; when the block ends without
-    an exception the temp file replaces ``path`` (``os.replace``: readers see the old file or the
-    new one, never a torn one); on an exception it is deleted and ``path`` is unchanged.
-    ``copy_existing`` starts the temp file as a copy of ``path`` (for in-place HDF5 updates);
-    ``fsync`` flushes it to disk before the rename."""
+                 fsync: bool = False, size: int | None = None) -> Iterator[Path]:
+    """The one atomic-write helper: yields a temporary file of a unique name in ``path``'s folder
+    (``.<name>.<random>.tmp``: two processes writing the same result never share it) to write;
+    when the block ends without an exception the temp file replaces ``path`` (``os.replace``:
+    readers see the old file or the new one, never a torn one); on an exception (a full disk
+    included) it is deleted and ``path`` is unchanged. ``copy_existing`` starts the temp file as
+    a copy of ``path`` (for in-place HDF5 updates); ``fsync`` flushes it to disk before the
+    rename. Errors of the file system (no space, no permission) become one
+    :class:`~landscape.errors.LandscapeError` naming ``path`` and, given ``size`` (bytes),
+    the space the file needs (:func:`disk_error`)."""
     import shutil
+    import tempfile
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if copy_existing and path.exists():
-        shutil.copyfile(path, tmp)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise disk_error(e, path) from None
+    tmp = Path(name)
+    try:
+        if copy_existing and path.exists():
+            shutil.copyfile(path, tmp)
         yield tmp
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
@@ -256,19 +266,125 @@ def atomic_write(path: str | Path, *, copy_existing: bool = False,
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch.save on a full disk
+        error = disk_error(e, path, f"the file is {_size(size)}" if size else "")
+        if error is None:
+            raise
+        raise error from None
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | Path, *, copy_existing: bool = False, fsync: bool = False,
+              **kwargs: Any) -> Iterator[Any]:
+    """An HDF5 file written atomically: yields an ``h5py.File`` held in memory (a new file, or
+    with ``copy_existing`` a copy of ``path`` opened for update); when the block ends its bytes
+    are written through :func:`atomic_write`. HDF5 itself never writes to the disk, so a full
+    disk is one OSError of a plain write (one line, :func:`disk_error`) and no HDF5 handle is
+    left open with data it cannot flush (h5py closing such a handle at exit segfaults)."""
+    import io
+
+    import h5py
+    path = Path(path)
+    buf = io.BytesIO()
+    mode = "w"
+    if copy_existing and path.exists():
+        try:
+            buf.write(path.read_bytes())
+        except OSError as e:
+            raise disk_error(e, path) or e from None
+        buf.seek(0)
+        mode = "r+"
+    f = h5py.File(buf, mode, **kwargs)
+    try:
+        yield f
+    finally:
+        f.close()
+    data = buf.getbuffer()
+    with atomic_write(path, fsync=fsync, size=data.nbytes) as tmp:
+        tmp.write_bytes(data)
+
+
+#: errno values of a file system that refuses a write: full, over quota, read-only, forbidden.
+DISK_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded",
+               30: "read-only file system", 13: "permission denied", 1: "permission denied",
+               27: "file too large"}
+
+
+def disk_error(e: BaseException, path: str | Path, needed: str = "") -> LandscapeError | None:
+    """The one line for a write that the file system refused (``e``: an OSError with an errno of
+    :data:`DISK_ERRNOS`, or the message h5py or torch.save give for one), naming ``path`` and
+    what is needed; None for any other error."""
+    reason = disk_reason(e)
+    if reason is None:
+        return None
+    if reason == "permission denied" or reason == "read-only file system":
+        what = f"write access to {Path(path).parent}"
+    elif reason == "file too large":
+        what = "a larger file-size limit (ulimit -f)"
+    else:
+        what = f"free space on {Path(path).parent}" + (f" ({needed})" if needed else "")
+    return LandscapeError(f"{reason} writing {path}; needs {what}; earlier finished files are "
+                          "kept, rerun the same command after freeing it")
+
+
+def disk_reason(e: BaseException) -> str | None:
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        err = getattr(e, "errno", None)
+        if isinstance(err, int) and err in DISK_ERRNOS:
+            return DISK_ERRNOS[err]
+        text = str(e)
+        for code, reason in DISK_ERRNOS.items():
+            if (f"errno = {code}," in text or f"[Errno {code}]" in text
+                    or reason in text.lower()):
+                return reason
+        if "PytorchStreamWriter failed writing" in text or "file write failed" in text:
+            return "no space left on device"
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return None
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (:func:`atomic_write`), NaN allowed, numpy/torch values converted."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_default))
+    text = json.dumps(obj, indent=2, default=_default)
+    with atomic_write(path, size=len(text.encode())) as tmp:
+        tmp.write_text(text)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_cache_json(path: str | Path, default: Any, what: str = "cache") -> Any:
+    """A JSON file that is only a cache (timings): its content; ``default`` when it is missing,
+    and ``default`` with one warning line on stderr when it is unreadable (torn, garbled, not
+    of ``default``'s type)."""
+    path = Path(path)
+    if not path.is_file():
+        return default
+    try:
+        value = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        print(f"landscape: warning: ignoring the unreadable {what} {path} ({type(e).__name__}); "
+              "it will be rewritten", file=sys.stderr)
+        return default
+    if not isinstance(value, type(default)):
+        print(f"landscape: warning: ignoring the {what} {path} (not a JSON "
+              f"{type(default).__name__}); it will be rewritten", file=sys.stderr)
+        return default
+    return value
 
 
 class JsonResult:

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from ..provenance import atomic_write
+from ..provenance import atomic_h5
 from .streaming import data_description, kept_rows, stream_block_outputs
 
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
@@ -200,9 +200,8 @@ class FourierResult:
 
     def save(self, path: str | Path) -> Path:
         """Write HDF5: one group per entry (spectrum, freqs, delta, per-image value) + attrs."""
-        import h5py
         path = Path(path)
-        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(path) as f:
             f.attrs["kind"] = "fourier"
             f.attrs["n_images"] = self.n_images
             f.attrs["seed"] = -1 if self.seed is None else self.seed
