@@ -63,7 +63,10 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
 
 def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[Any, Any, Any]:
     """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device);
-    a model with NaN/inf values is refused unless ``args.allow_nonfinite``."""
+    a model with NaN/inf values is refused unless ``args.allow_nonfinite``. A run folder stands
+    for its ``model.pt`` (as for ``fourier`` and ``analyze``)."""
+    from ..checkpoint import resolve_checkpoint
+    ckpt_path = str(resolve_checkpoint(ckpt_path))
     model, info = load_model_for(args, ckpt_path)
     if not getattr(args, "allow_nonfinite", False):
         from ..checkpoint import check_finite
