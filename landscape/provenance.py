@@ -327,7 +327,7 @@ def disk_error(e: BaseException, path: str | Path, needed: str = "") -> Landscap
     else:
         what = f"free space on {Path(path).parent}" + (f" ({needed})" if needed else "")
     return LandscapeError(f"{reason} writing {path}; needs {what}; earlier finished files are "
-                          "kept, rerun the same command after freeing it")
+                          "kept and the same command continues from them")
 
 
 def disk_reason(e: BaseException) -> str | None:
