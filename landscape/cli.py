@@ -91,7 +91,7 @@ def _peer_failure(e: BaseException) -> str:
 def _disk_error_line(e: BaseException) -> str | None:
     """The one line for a write refused by the file system (full disk, quota, permission,
     read-only), naming the path where the error names one; None for any other error."""
-    from .provenance import disk_error
+    from .errors import disk_error
     path = getattr(e, "filename", None) or _path_in(str(e)) or "a result file"
     err = disk_error(e, path)
     return _one_line(err) if err is not None else None

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .errors import LandscapeError
+from .errors import LandscapeError, disk_error
+from .errors import disk_reason as disk_reason  # re-exported
 
 T = TypeVar("T")
 LOCK_NAME = ".landscape.lock"
@@ -278,12 +279,14 @@ def atomic_write(path: str | Path, *, copy_existing: bool = False,
 
 @contextlib.contextmanager
 def atomic_h5(path: str | Path, *, copy_existing: bool = False, fsync: bool = False,
-              **kwargs: Any) -> Iterator[Any]:
+              seal: bool = False, **kwargs: Any) -> Iterator[Any]:
     """An HDF5 file written atomically: yields an ``h5py.File`` held in memory (a new file, or
     with ``copy_existing`` a copy of ``path`` opened for update); when the block ends its bytes
     are written through :func:`atomic_write`. HDF5 itself never writes to the disk, so a full
     disk is one OSError of a plain write (one line, :func:`disk_error`) and no HDF5 handle is
-    left open with data it cannot flush (h5py closing such a handle at exit segfaults)."""
+    left open with data it cannot flush (h5py closing such a handle at exit segfaults).
+    ``seal``: store the checksum of the file's data in it (:func:`landscape.checksums.seal_h5`;
+    for files that are never updated in place)."""
     import io
 
     import h5py
@@ -300,52 +303,14 @@ def atomic_h5(path: str | Path, *, copy_existing: bool = False, fsync: bool = Fa
     f = h5py.File(buf, mode, **kwargs)
     try:
         yield f
+        if seal:
+            from .checksums import seal_h5
+            seal_h5(f)
     finally:
         f.close()
     data = buf.getbuffer()
     with atomic_write(path, fsync=fsync, size=data.nbytes) as tmp:
         tmp.write_bytes(data)
-
-
-#: errno values of a file system that refuses a write: full, over quota, read-only, forbidden.
-DISK_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded",
-               30: "read-only file system", 13: "permission denied", 1: "permission denied",
-               27: "file too large"}
-
-
-def disk_error(e: BaseException, path: str | Path, needed: str = "") -> LandscapeError | None:
-    """The one line for a write that the file system refused (``e``: an OSError with an errno of
-    :data:`DISK_ERRNOS`, or the message h5py or torch.save give for one), naming ``path`` and
-    what is needed; None for any other error."""
-    reason = disk_reason(e)
-    if reason is None:
-        return None
-    if reason == "permission denied" or reason == "read-only file system":
-        what = f"write access to {Path(path).parent}"
-    elif reason == "file too large":
-        what = "a larger file-size limit (ulimit -f)"
-    else:
-        what = f"free space on {Path(path).parent}" + (f" ({needed})" if needed else "")
-    return LandscapeError(f"{reason} writing {path}; needs {what}; earlier finished files are "
-                          "kept and the same command continues from them")
-
-
-def disk_reason(e: BaseException) -> str | None:
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        err = getattr(e, "errno", None)
-        if isinstance(err, int) and err in DISK_ERRNOS:
-            return DISK_ERRNOS[err]
-        text = str(e)
-        for code, reason in DISK_ERRNOS.items():
-            if (f"errno = {code}," in text or f"[Errno {code}]" in text
-                    or reason in text.lower()):
-                return reason
-        if "PytorchStreamWriter failed writing" in text or "file write failed" in text:
-            return "no space left on device"
-        e = e.__cause__ or e.__context__  # type: ignore[assignment]
-    return None
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -398,14 +363,21 @@ class JsonResult:
     DERIVED: ClassVar[tuple[str, ...]] = ()
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON atomically."""
-        write_json(path, {"kind": self.KIND, **self.__dict__,
-                          **{k: getattr(self, k) for k in self.DERIVED}})
+        """Write JSON atomically, with the checksum of its data (:mod:`landscape.checksums`)."""
+        from .checksums import seal_json
+        from .resume import plain
+        write_json(path, seal_json(plain({"kind": self.KIND, **self.__dict__,
+                                          **{k: getattr(self, k) for k in self.DERIVED}})))
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
+        """The result, after checking the checksum of its data (a damaged file: one line)."""
+        from .checksums import verify_json
         d = read_json(path)
+        if not isinstance(d, dict):
+            raise LandscapeError(f"{path} is not a {cls.KIND} result")
+        d = verify_json(d, path)
         if d.pop("kind", None) != cls.KIND:
             raise LandscapeError(f"{path} is not a {cls.KIND} result")
         for k in cls.DERIVED:

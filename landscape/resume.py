@@ -29,10 +29,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import LandscapeError
+from .errors import LandscapeError, disk_reason
 from .provenance import (
     RESUME_HINT,
-    disk_reason,
     file_sha256,
     read_json,
     versions,

@@ -294,3 +294,34 @@ def test_torn_timings_cache_is_ignored_with_a_warning(text, tmp_path, capsys):
     write_json(p, {"hessian": 1.5})
     assert read_cache_json(p, {}) == {"hessian": 1.5}
     assert json.loads(p.read_text()) == {"hessian": 1.5}
+
+
+# ------------------------------------------------------------------ checksums inside the files
+def test_density_file_carries_its_checksum(tmp_path):
+    rng = np.random.default_rng(1)
+    d = DensityResult(grid=np.linspace(0, 1, 40), density=rng.random(40), nodes=rng.random((1, 4)),
+                      weights=np.full((1, 4), 0.25), sigma=0.1, n_products=4, seed=0, steps=4)
+    p = tmp_path / "density.h5"
+    d.save(p)
+    np.testing.assert_array_equal(DensityResult.load(p).density, d.density)
+    import h5py
+    with h5py.File(p, "r+") as f:  # a value changed behind the writer's back
+        f["density"][3] = 7e20
+    with pytest.raises(LandscapeError, match="do not match the checksum stored in it"):
+        DensityResult.load(p)
+
+
+def test_json_result_carries_its_checksum(tmp_path):
+    from landscape.features.lesion import LesionResult
+    r = LesionResult(names=["b1", "b2"], kinds=["conv", "msa"], stages=[1, 2], depth=[0.5, 1.0],
+                     accuracy=[0.5, 0.25], loss=[1.0, 2.0], baseline_accuracy=0.75,
+                     baseline_loss=0.5, n_images=4, correct=[[1, 1, 1, 0], [1, 0, 1, 0]])
+    p = tmp_path / "lesion.json"
+    r.save(p)
+    assert "data_sha256" in read_json(p)
+    assert LesionResult.load(p) == r
+    doc = read_json(p)
+    doc["baseline_accuracy"] = 0.5  # a number changed behind the writer's back
+    p.write_text(json.dumps(doc))
+    with pytest.raises(LandscapeError, match="do not match the checksum stored in it"):
+        LesionResult.load(p)

@@ -201,7 +201,7 @@ class FourierResult:
     def save(self, path: str | Path) -> Path:
         """Write HDF5: one group per entry (spectrum, freqs, delta, per-image value) + attrs."""
         path = Path(path)
-        with atomic_h5(path) as f:
+        with atomic_h5(path, seal=True) as f:
             f.attrs["kind"] = "fourier"
             f.attrs["n_images"] = self.n_images
             f.attrs["seed"] = -1 if self.seed is None else self.seed
@@ -229,9 +229,12 @@ class FourierResult:
     @classmethod
     def load(cls, path: str | Path) -> FourierResult:
         import h5py
+
+        from ..checksums import verify_h5
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "fourier":
                 raise LandscapeError(f"{path} is not a Fourier result")
+            verify_h5(f, path)
             keys = sorted(f["entries"].keys())
             ents = [f["entries"][k] for k in keys]
             seed = int(f.attrs["seed"])
