@@ -116,9 +116,10 @@ class ResultCache:
     Every reuse verifies the record first: identity, name and checksums. A result whose identity
     differs (other settings, another checkpoint), whose record is unreadable or has no
     checksums, or whose files do not match their checksums (damaged, swapped with another
-    plane's, copied from another model's folder) is recomputed, and ``log`` is told why in one
-    line (stderr when ``log`` is None). A result that verifies but cannot be read ends with one
-    line naming it; ``force`` recomputes it. The record is written only after the computation
+    plane's, copied from another model's folder) is recomputed with one line saying why
+    (``log`` for other settings, which a shared folder holds normally; a warning on stderr, even
+    in a quiet run, for everything else). A result that verifies but cannot be read ends with
+    one line naming it; ``force`` recomputes it. The record is written only after the computation
     has finished writing, so an interrupted computation is never reused.
 
     Concurrent runs sharing the folder (``landscape analyze --raw``): every result has its own
@@ -158,7 +159,11 @@ class ResultCache:
             return False, None
         why = self._verify(name, ident, companions)
         if why:
-            self._say(f"{path}: {why}; recomputing it")
+            line = f"{path}: {why}; recomputing it"
+            if why.startswith("stored with other settings"):
+                self._say(line)  # a shared folder's other budget: progress, not a warning
+            else:  # damaged, swapped, copied or unverifiable: said even in a quiet run
+                print(f"landscape: warning: {line}", file=sys.stderr, flush=True)
             return False, None
         try:
             return True, load(path)
