@@ -238,3 +238,14 @@ def test_surface_on_a_really_full_disk_is_one_line_not_a_segfault(ok_ckpt, tmp_p
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("landscape: error: "), r.stderr[-2000:]
     assert " writing " in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_closes_hdf5_files_left_open():
+    import io
+
+    from landscape.cli import _close_hdf5_files
+    f = h5py.File(io.BytesIO(), "w")
+    f.create_dataset("a", data=[1])
+    assert f.id.valid
+    _close_hdf5_files()
+    assert not f.id.valid and _open_h5_files() == 0

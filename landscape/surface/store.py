@@ -297,9 +297,10 @@ class SurfaceFile:
         self.datasets[f"{split}_done"].reshape(-1)[s:e] = 1
 
     def close(self) -> None:
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        """Close the file (also after a failed write: the handle is dropped either way)."""
+        h5, self._h5 = self._h5, None
+        if h5 is not None:
+            h5.close()
 
 
 def load_surface(path: str | Path) -> SurfaceResult:
