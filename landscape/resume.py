@@ -39,6 +39,7 @@ from .provenance import (
 )
 
 COMPARED_VERSIONS = ("landscape", "torch")
+FOREIGN = "another model's result"
 
 
 def plain(obj: Any) -> Any:
@@ -160,7 +161,7 @@ class ResultCache:
         why = self._verify(name, ident, companions)
         if why:
             line = f"{path}: {why}; recomputing it"
-            if why.startswith("stored with other settings"):
+            if why.startswith("stored with other settings") and FOREIGN not in why:
                 self._say(line)  # a shared folder's other budget: progress, not a warning
             else:  # damaged, swapped, copied or unverifiable: said even in a quiet run
                 print(f"landscape: warning: {line}", file=sys.stderr, flush=True)
@@ -186,7 +187,10 @@ class ResultCache:
             return f"its record {key_path.name} is not a JSON object"
         diff = differences(stored, ident)
         if diff:
-            return f"stored with other settings ({', '.join(diff)})"
+            other = stored.get("checkpoint_sha256")
+            return f"stored with other settings ({', '.join(diff)})" + (
+                f" ({FOREIGN})" if other is not None and other != ident.get("checkpoint_sha256")
+                else "")
         if stored.get("result", name) != name:
             return f"its record names another result ({stored.get('result')})"
         sums = stored.get("sha256")
@@ -198,9 +202,10 @@ class ResultCache:
         for f, want in sums.items():
             p = self.folder / str(f)
             if not p.exists():
-                return f"{f} is missing"
+                return f"{'the file' if f == name else f'its companion {f}'} is missing"
             if tree_sha256(p) != want:
-                return (f"{f} does not match the checksum recorded when it was written "
+                what = "the file" if f == name else f"its companion {f}"
+                return (f"{what} does not match the checksum recorded when it was written "
                         "(damaged, or replaced by another result's file)")
         return None
 

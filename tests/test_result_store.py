@@ -49,12 +49,12 @@ def test_torn_companion_file_is_named_in_one_line_and_recomputed(tmp_path, capsy
     (tmp_path / "density.h5").write_bytes(b"DENS")  # torn: fails its recorded checksum
     assert _density_cache(tmp_path, calls) == ({"trace": 1.0}, False)
     err = capsys.readouterr().err.strip()
-    assert "density.h5 does not match the checksum" in err and "recomputing" in err
+    assert "its companion density.h5 does not match the checksum" in err and "recomputing" in err
     assert "\n" not in err
     assert calls == ["curvature.json"] * 2
     (tmp_path / "density.h5").unlink()  # missing companion
     assert _density_cache(tmp_path, calls)[1] is False
-    assert "density.h5 is missing" in capsys.readouterr().err
+    assert "its companion density.h5 is missing" in capsys.readouterr().err
     assert _density_cache(tmp_path, calls, force=True) == ({"trace": 1.0}, False)
     assert calls == ["curvature.json"] * 4
 

@@ -89,7 +89,7 @@ def test_swapped_planes_are_recomputed_not_exchanged(tmp_path, capsys):
     assert _bytes_cache(tmp_path, SHA_A, "surface_p1.h5", b"PLANE1", calls, log)[0] == b"PLANE1"
     assert calls.count("surface.h5") == 2 and calls.count("surface_p1.h5") == 2
     err = _warnings(capsys)
-    assert len(err) == 2 and all("checksum" in line for line in err)
+    assert len(err) == 2 and all("the file does not match the checksum" in ln for ln in err)
     # files and records swapped together: the identity (its plane) differs
     for suffix in ("", ".key.json"):
         (tmp_path / f"surface.h5{suffix}").rename(tmp_path / "x")
@@ -111,10 +111,12 @@ def test_file_copied_from_another_models_folder(with_record, tmp_path, capsys):
         (resnet / name).write_bytes((vit / name).read_bytes())
     res, reused = _bytes_cache(resnet, SHA_B, "spectrum.h5", b"RESNET NUMBERS", calls, log)
     assert res == b"RESNET NUMBERS" and not reused
-    if with_record:  # another checkpoint: the identity differs (progress line)
-        assert "checkpoint_sha256" in log[0]
-    else:
-        assert "checksum" in _warnings(capsys)[0]
+    err = _warnings(capsys)
+    assert len(err) == 1 and err[0].startswith("landscape: warning: ") and log == []
+    assert ("checkpoint_sha256: bbbbbbbbbbbb -> aaaaaaaaaaaa" not in err[0]) and (
+        ("checkpoint_sha256: aaaaaaaaaaaa -> bbbbbbbbbbbb" in err[0]
+         and "another model's result" in err[0]) if with_record else
+        "the file does not match the checksum" in err[0])
 
 
 def test_record_of_an_older_version_without_checksums_is_recomputed(tmp_path, capsys):
@@ -157,7 +159,7 @@ def test_damaged_density_file_is_recomputed(tmp_path, capsys):
     assert reused and np.array_equal(dens.density, good.density)
     _flip(tmp_path / "density.h5", back=400)
     assert get()[1] is False and len(calls) == 2
-    assert "density.h5 does not match the checksum" in _warnings(capsys)[-1]
+    assert "its companion density.h5 does not match the checksum" in _warnings(capsys)[-1]
     np.testing.assert_array_equal(DensityResult.load(tmp_path / "density.h5").density,
                                   good.density)
 
@@ -207,7 +209,7 @@ def test_store_recomputes_a_flipped_surface_through_load_surface(tmp_path, capsy
     again, reused = get()
     assert not reused and len(calls) == 2
     np.testing.assert_array_equal(again.arrays["train_loss"], first.arrays["train_loss"])
-    assert "surface.h5 does not match the checksum" in capsys.readouterr().err
+    assert "surface.h5: the file does not match the checksum" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ concurrency
