@@ -254,7 +254,7 @@ def atomic_write(path: str | Path, *, copy_existing: bool = False,
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
     except OSError as e:
-        raise disk_error(e, path) from None
+        raise (disk_error(e, path) or e) from None
     tmp = Path(name)
     try:
         if copy_existing and path.exists():
@@ -297,7 +297,7 @@ def atomic_h5(path: str | Path, *, copy_existing: bool = False, fsync: bool = Fa
         try:
             buf.write(path.read_bytes())
         except OSError as e:
-            raise disk_error(e, path) or e from None
+            raise (disk_error(e, path) or e) from None
         buf.seek(0)
         mode = "r+"
     f = h5py.File(buf, mode, **kwargs)
