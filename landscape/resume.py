@@ -218,20 +218,19 @@ class ResultCache:
         file). ``resumable``: ``compute`` continues a partial ``path`` left by an interrupted
         run with the same identity (recorded in ``<name>.pending.json`` while it runs)."""
         ident = identity(settings, self.checkpoint_sha256)
-        with self._locked(name) if self.writer else contextlib.nullcontext(True) as writable:
+        with self._locked(name) if self.writer else contextlib.nullcontext(None) as refused:
             return self._get(name, ident, compute, load, companions, collective, resumable,
-                             writable)
+                             refused)
 
     def _get(self, name: str, ident: dict[str, Any], compute: Callable[[Path], Any],
              load: Callable[[Path], Any], companions: tuple[str, ...], collective: bool,
-             resumable: bool, writable: bool) -> tuple[Any, bool]:
+             resumable: bool, refused: OSError | None) -> tuple[Any, bool]:
         path = self.folder / name
         key_path = self.folder / f"{name}.key.json"
         reuse, result = self._stored(name, ident, load, companions) if self.writer else (False,
                                                                                           None)
-        if self.writer and not reuse and not writable:
-            raise _write_refused(PermissionError(13, "permission denied"), self.folder,
-                                 f"recompute {name}")
+        if self.writer and not reuse and refused is not None:
+            raise _write_refused(refused, self.folder, f"recompute {name}")
         if collective:
             from . import distributed as D
             reuse = bool(D.broadcast_object(reuse))
@@ -267,17 +266,17 @@ class ResultCache:
         return result, False
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[bool]:
+    def _locked(self, name: str) -> Iterator[OSError | None]:
         """Hold ``.<name>.lock`` (an exclusive ``flock``, released when the process ends, even
-        by SIGKILL) while a result is verified, computed and recorded; yields whether the
-        folder can be written (False: read-only, no lock taken, reuse only)."""
+        by SIGKILL) while a result is verified, computed and recorded; yields None, or for a
+        folder that cannot be written the error that said so (no lock taken: reuse only)."""
         import fcntl
         lock = self.folder / f".{name}.lock"
         try:
             fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as e:
             if disk_reason(e) in ("permission denied", "read-only file system"):
-                yield False
+                yield e
                 return
             raise _write_refused(e, self.folder, f"lock {name}") from None
         try:
@@ -287,7 +286,7 @@ class ResultCache:
                 self._say(f"waiting for another landscape run that is computing "
                           f"{self.folder / name}")
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
+            yield None
         finally:
             os.close(fd)  # releases the lock
 

@@ -249,3 +249,45 @@ def test_cli_closes_hdf5_files_left_open():
     assert f.id.valid
     _close_hdf5_files()
     assert not f.id.valid and _open_h5_files() == 0
+
+
+# ------------------------------------------------------------------ the minor items
+def _one_error_line(capsys) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("landscape: error: "), err
+    return err[0]
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("cmd", [
+    ["hessian", "--top-k", "1", "--batches", "1", "--batch-size", "8", "--samples", "16",
+     "--quiet"],
+    ["surface", "--grid", "-1:1:2", "--samples", "8", "--quiet", "--no-plot"],
+], ids=["hessian", "surface"])
+def test_run_folder_stands_for_its_model_pt(cmd, ok_ckpt, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ok_ckpt, run / "model.pt")
+    assert main([cmd[0], str(run), *cmd[1:], "--out", str(tmp_path / "out")]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([cmd[0], str(empty), *cmd[1:], "--out", str(tmp_path / "out2")]) == 2
+    assert "folder without model.pt" in _one_error_line(capsys)
+
+
+def test_blocks_refuses_a_nan_checkpoint(tmp_path, capsys):
+    import landscape_models as models
+    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    with torch.no_grad():
+        next(m.parameters()).view(-1)[0] = float("nan")
+    p = checkpoint.save(tmp_path / "nan.pt", m, dataset="fashion-mnist")
+    assert main(["blocks", str(p), "--input-shape", "1,28,28"]) == 2
+    assert "NaN or infinite" in _one_error_line(capsys)
+
+
+def test_bare_pickle_is_one_line_without_torch_warning(tmp_path, capsys):
+    import pickle
+    p = tmp_path / "bare.pt"
+    p.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    assert main(["blocks", str(p), "--input-shape", "1,28,28"]) == 2
+    assert "not a readable PyTorch checkpoint" in _one_error_line(capsys)
