@@ -29,7 +29,7 @@ from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noq
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
 from .checkpoint import resolve_checkpoint  # noqa: F401 - lives in checkpoint.py, kept importable
 from .errors import LandscapeError
-from .provenance import output_dir, read_json, run_metadata, write_json
+from .provenance import output_dir, read_cache_json, read_json, run_metadata, write_json
 from .resume import ResultCache
 from .summary import SUMMARY_VERSION
 
@@ -250,7 +250,7 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
     cache = ResultCache(raw_root / f"{label}-{info.sha256[:10]}", force, info.sha256,
                         log=(lambda t: _say(progress, f"{tag} {t}")), writer=writer)
     times_path = cache.folder / "timings.json"
-    times = read_json(times_path) if writer and times_path.is_file() else {}
+    times = read_cache_json(times_path, {}, "timings cache") if writer else {}
     entry = None
     if writer:
         bl = models.blocks(net) if hasattr(net, "block_list") else []

@@ -19,6 +19,7 @@ from .settings import (
     RobustnessSettings,
     SpectrumSettings,
     SurfaceSettings,
+    check_number,
     check_value,
     default_of,
 )
@@ -172,13 +173,18 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
         if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
             raise LandscapeError(f"setting {name} must be "
                                  f"{' or '.join(t.__name__ for t in allowed)}, got {v!r}")
+        if isinstance(v, float):  # NaN and inf pass no bound: refused here, by name
+            check_number(f"setting {name}", v)
     if cfg.groups < 2:
         raise LandscapeError(f"setting groups must be >= 2, got {cfg.groups}")
     for name, (lo, strict, why) in LOWER_BOUNDS.items():
         v = getattr(cfg, name)
-        if v is not None and (v <= lo if strict else v < lo):
+        if v is not None and not (v > lo if strict else v >= lo):
             raise LandscapeError(f"setting {name} must be {'>' if strict else '>='} {lo:g}, "
                                  f"got {v!r}{why}")
+    for name, (lo, hi) in RANGES.items():
+        if getattr(cfg, name) is not None:
+            check_number(f"setting {name}", getattr(cfg, name), lo, hi)
     # each robustness protocol has its own amplitude: the other one's is refused, not ignored
     other = {"paper": "robustness_norm", "radial": "robustness_eps"}[cfg.robustness_protocol]
     if getattr(cfg, other) != getattr(AnalyzeConfig(), other):
@@ -211,3 +217,6 @@ LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
     "batch_size": (1, False, ""), "surface_radius": (0, True, ""),
     "surface_wd": (0, False, ""), "hessian_wd": (0, False, ""),
 }
+#: Closed ranges of budget settings whose meaning bounds them from above too.
+RANGES: dict[str, tuple[float, float]] = {"fourier_min_freq": (0.0, 1.0),
+                                          "groups": (2, 1_000_000)}

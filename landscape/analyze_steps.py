@@ -19,6 +19,7 @@ import numpy as np
 from .analyze_config import AnalyzeConfig
 from .errors import LandscapeError
 from .provenance import read_json, write_json
+from .settings import check_memory
 
 
 def _say(progress: bool, text: str) -> None:
@@ -92,12 +93,16 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
                           n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
                           wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
                           max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
+    n_params = sum(p.numel() for p in net.parameters())
+    check_memory(scfg, n_params, {"k": "setting top_k"})
+    cs = curvature_settings(cfg, wd)
+    check_memory(cs, n_params, {k: f"setting {k}" for k in ("top_k", "trace_products",
+                                                              "density_probes")})
     skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": transform}
     spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
         net, images, labels, scfg, out=p, augment=augment, progress=progress),
         SpectrumResult.load, collective=True, resumable=True)
 
-    cs = curvature_settings(cfg, wd)
     with_density = cs.density_probes > 0
 
     def curvature(p: Path) -> dict[str, Any]:

@@ -125,7 +125,10 @@ def read(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise LandscapeError(f"checkpoint path is a directory, not a file: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        import warnings
+        with warnings.catch_warnings():  # a bare pickle: torch's two-line protocol warning
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes one clear line
         text = str(e)
         reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()

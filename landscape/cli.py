@@ -88,6 +88,36 @@ def _peer_failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:160]}"
 
 
+def _disk_error_line(e: BaseException) -> str | None:
+    """The one line for a write refused by the file system (full disk, quota, permission,
+    read-only), naming the path where the error names one; None for any other error."""
+    from .errors import disk_error
+    path = getattr(e, "filename", None) or _path_in(str(e)) or "a result file"
+    err = disk_error(e, path)
+    return _one_line(err) if err is not None else None
+
+
+def _path_in(text: str) -> str | None:
+    import re
+    m = re.search(r"(?:name|file(?:name)?) = '([^']+)'|\'(/[^']+)\'", text)
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def _close_hdf5_files() -> None:
+    """Close every HDF5 file h5py still has open (after a failed write)."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return
+    try:
+        ids = h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        return
+    import contextlib
+    for fid in ids:  # what h5py.File.close does: every object of the file, then the file
+        with contextlib.suppress(Exception):  # a flush that fails again: nothing more to do
+            fid._close_open_objects(h5py.h5f.OBJ_ALL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``--help``/``--version`` exit through SystemExit(0))."""
     parser = build_parser()
@@ -116,6 +146,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("landscape: interrupted; finished results are saved, re-run the same command "
               "to continue", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as e:
+        # A writer the file system refused (full disk, no permission): one line naming the
+        # path, never a traceback; HDF5 files left open by the failed write are closed now,
+        # not by h5py at interpreter exit (where a failed flush ends in a segfault).
+        _close_hdf5_files()
+        line = _disk_error_line(e)
+        if line is None:
+            dist = sys.modules.get("landscape.distributed")
+            if dist is None or not dist.is_distributed():
+                raise
+            print(f"landscape: error: rank {dist.rank()}: {_peer_failure(e)}; finished results "
+                  "are saved, re-run the same command to resume", file=sys.stderr)
+            return 1
+        print(f"landscape: error: {line}", file=sys.stderr)
+        return 2
     except Exception as e:
         # Under torchrun a rank that dies makes the others' collectives fail: one line each,
         # never a hang or a traceback (results finished so far are saved; a rerun resumes).

@@ -269,7 +269,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors (``weights_only=True``); accepts a bare state_dict or a dict with
     ``state_dict``/``model``/``model_state`` entries."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        import warnings
+        with warnings.catch_warnings():  # a bare pickle: torch's two-line protocol warning
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise LandscapeError(f"checkpoint not found: {path}") from None
     except Exception as e:  # corrupt files

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .errors import LandscapeError
+from .errors import LandscapeError, disk_error
+from .errors import disk_reason as disk_reason  # re-exported
 
 T = TypeVar("T")
 LOCK_NAME = ".landscape.lock"
@@ -235,19 +236,29 @@ def read_resume_file(path: str | Path, read: Callable[[Path], T], what: str,
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, *, copy_existing: bool = False,
-                 fsync: bool = False) -> Iterator[Path]:
-    """The one atomic-write helper: yields ``<path>.tmp`` to write; when the block ends without
-    an exception the temp file replaces ``path`` (``os.replace``: readers see the old file or the
-    new one, never a torn one); on an exception it is deleted and ``path`` is unchanged.
-    ``copy_existing`` starts the temp file as a copy of ``path`` (for in-place HDF5 updates);
-    ``fsync`` flushes it to disk before the rename."""
+                 fsync: bool = False, size: int | None = None) -> Iterator[Path]:
+    """The one atomic-write helper: yields a temporary file of a unique name in ``path``'s folder
+    (``.<name>.<random>.tmp``: two processes writing the same result never share it) to write;
+    when the block ends without an exception the temp file replaces ``path`` (``os.replace``:
+    readers see the old file or the new one, never a torn one); on an exception (a full disk
+    included) it is deleted and ``path`` is unchanged. ``copy_existing`` starts the temp file as
+    a copy of ``path`` (for in-place HDF5 updates); ``fsync`` flushes it to disk before the
+    rename. Errors of the file system (no space, no permission) become one
+    :class:`~landscape.errors.LandscapeError` naming ``path`` and, given ``size`` (bytes),
+    the space the file needs (:func:`disk_error`)."""
     import shutil
+    import tempfile
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if copy_existing and path.exists():
-        shutil.copyfile(path, tmp)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise (disk_error(e, path) or e) from None
+    tmp = Path(name)
+    try:
+        if copy_existing and path.exists():
+            shutil.copyfile(path, tmp)
         yield tmp
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
@@ -256,19 +267,89 @@ def atomic_write(path: str | Path, *, copy_existing: bool = False,
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch.save on a full disk
+        error = disk_error(e, path, f"the file is {_size(size)}" if size else "")
+        if error is None:
+            raise
+        raise error from None
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | Path, *, copy_existing: bool = False, fsync: bool = False,
+              seal: bool = False, **kwargs: Any) -> Iterator[Any]:
+    """An HDF5 file written atomically: yields an ``h5py.File`` held in memory (a new file, or
+    with ``copy_existing`` a copy of ``path`` opened for update); when the block ends its bytes
+    are written through :func:`atomic_write`. HDF5 itself never writes to the disk, so a full
+    disk is one OSError of a plain write (one line, :func:`disk_error`) and no HDF5 handle is
+    left open with data it cannot flush (h5py closing such a handle at exit segfaults).
+    ``seal``: store the checksum of the file's data in it (:func:`landscape.checksums.seal_h5`;
+    for files that are never updated in place)."""
+    import io
+
+    import h5py
+    path = Path(path)
+    buf = io.BytesIO()
+    mode = "w"
+    if copy_existing and path.exists():
+        try:
+            buf.write(path.read_bytes())
+        except OSError as e:
+            raise (disk_error(e, path) or e) from None
+        buf.seek(0)
+        mode = "r+"
+    f = h5py.File(buf, mode, **kwargs)
+    try:
+        yield f
+        if seal:
+            from .checksums import seal_h5
+            seal_h5(f)
+    finally:
+        f.close()
+    data = buf.getbuffer()
+    with atomic_write(path, fsync=fsync, size=data.nbytes) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (:func:`atomic_write`), NaN allowed, numpy/torch values converted."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_default))
+    text = json.dumps(obj, indent=2, default=_default)
+    with atomic_write(path, size=len(text.encode())) as tmp:
+        tmp.write_text(text)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_cache_json(path: str | Path, default: Any, what: str = "cache") -> Any:
+    """A JSON file that is only a cache (timings): its content; ``default`` when it is missing,
+    and ``default`` with one warning line on stderr when it is unreadable (torn, garbled, not
+    of ``default``'s type)."""
+    path = Path(path)
+    if not path.is_file():
+        return default
+    try:
+        value = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        print(f"landscape: warning: ignoring the unreadable {what} {path} ({type(e).__name__}); "
+              "it will be rewritten", file=sys.stderr)
+        return default
+    if not isinstance(value, type(default)):
+        print(f"landscape: warning: ignoring the {what} {path} (not a JSON "
+              f"{type(default).__name__}); it will be rewritten", file=sys.stderr)
+        return default
+    return value
 
 
 class JsonResult:
@@ -282,14 +363,21 @@ class JsonResult:
     DERIVED: ClassVar[tuple[str, ...]] = ()
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON atomically."""
-        write_json(path, {"kind": self.KIND, **self.__dict__,
-                          **{k: getattr(self, k) for k in self.DERIVED}})
+        """Write JSON atomically, with the checksum of its data (:mod:`landscape.checksums`)."""
+        from .checksums import seal_json
+        from .resume import plain
+        write_json(path, seal_json(plain({"kind": self.KIND, **self.__dict__,
+                                          **{k: getattr(self, k) for k in self.DERIVED}})))
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
+        """The result, after checking the checksum of its data (a damaged file: one line)."""
+        from .checksums import verify_json
         d = read_json(path)
+        if not isinstance(d, dict):
+            raise LandscapeError(f"{path} is not a {cls.KIND} result")
+        d = verify_json(d, path)
         if d.pop("kind", None) != cls.KIND:
             raise LandscapeError(f"{path} is not a {cls.KIND} result")
         for k in cls.DERIVED:

@@ -19,17 +19,27 @@ What is compared:
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import LandscapeError
-from .provenance import RESUME_HINT, read_json, versions, write_json
+from .errors import LandscapeError, disk_reason
+from .provenance import (
+    RESUME_HINT,
+    file_sha256,
+    read_json,
+    versions,
+    write_json,
+)
 
 COMPARED_VERSIONS = ("landscape", "torch")
+FOREIGN = "another model's result"
 
 
 def plain(obj: Any) -> Any:
@@ -100,15 +110,24 @@ def check(path: str | Path, what: str, old: Any, new: Mapping[str, Any],
 
 
 class ResultCache:
-    """Raw results in one folder: ``<folder>/<name>`` plus ``<name>.key.json`` holding its
-    :func:`identity` (with the folder's checkpoint). A stored result is reused when its
-    identity matches; otherwise it is recomputed (``landscape analyze`` shares one raw folder
-    between runs with other budgets) and ``log`` is told which settings differed.
+    """Raw results in one folder: ``<folder>/<name>`` plus ``<name>.key.json``, the result's
+    record: its :func:`identity` (settings, the folder's checkpoint, versions), its name and the
+    SHA-256 of every file the computation wrote (the result and its ``companions``).
 
-    Nothing is swallowed: a result whose identity matches but whose file (or a companion file
-    the same computation wrote, such as ``density.h5`` beside ``curvature.json``) cannot be read
-    ends with one line naming it, and ``force`` recomputes it. The identity is written only after
-    the computation has finished writing, so an interrupted computation is never reused.
+    Every reuse verifies the record first: identity, name and checksums. A result whose identity
+    differs (other settings, another checkpoint), whose record is unreadable or has no
+    checksums, or whose files do not match their checksums (damaged, swapped with another
+    plane's, copied from another model's folder) is recomputed with one line saying why
+    (``log`` for other settings, which a shared folder holds normally; a warning on stderr, even
+    in a quiet run, for everything else). A result that verifies but cannot be read ends with
+    one line naming it; ``force`` recomputes it. The record is written only after the computation
+    has finished writing, so an interrupted computation is never reused.
+
+    Concurrent runs sharing the folder (``landscape analyze --raw``): every result has its own
+    lock (``.<name>.lock``, ``fcntl.flock``) held while it is verified, computed and recorded;
+    a second run waits for the first and then reuses its finished result. A folder that cannot
+    be written is used for reading only: a result that must be recomputed there ends with one
+    line naming the folder.
 
     Under torchrun (``collective=True`` in :meth:`get`) the writer decides reuse-or-compute for
     every rank, every rank calls ``compute`` (which must write files on the writer only), and
@@ -121,30 +140,32 @@ class ResultCache:
         self.force, self.checkpoint_sha256, self.log = force, checkpoint_sha256, log
         self.writer = writer
         if writer:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                if not self.folder.is_dir():
+                    raise _write_refused(e, self.folder, "create the raw-results folder"
+                                         ) from None
+
+    def _say(self, text: str) -> None:
+        (self.log or (lambda t: print(t, file=sys.stderr, flush=True)))(text)
 
     def _stored(self, name: str, ident: Mapping[str, Any], load: Callable[[Path], Any],
                 companions: tuple[str, ...]) -> tuple[bool, Any]:
-        """(reusable?, loaded result) on the writer; raises LandscapeError (one line) for an
-        unreadable result whose identity matches."""
+        """(reusable?, loaded result) on the writer, after verifying the record; raises
+        LandscapeError (one line) for a verified result that cannot be read."""
         path = self.folder / name
         key_path = self.folder / f"{name}.key.json"
         if self.force or not (path.exists() and key_path.exists()):
             return False, None
-        try:
-            stored = read_json(key_path)
-        except (OSError, ValueError) as e:
-            raise LandscapeError(f"{key_path}: unreadable cache key ({type(e).__name__}: "
-                                 f"{str(e)[:120]}); rerun with --force to recompute") from None
-        diff = differences(stored, ident) if isinstance(stored, Mapping) else ["not an identity"]
-        if diff:
-            if self.log:
-                self.log(mismatch_message(path, name, diff, "recomputing it"))
+        why = self._verify(name, ident, companions)
+        if why:
+            line = f"{path}: {why}; recomputing it"
+            if why.startswith("stored with other settings") and FOREIGN not in why:
+                self._say(line)  # a shared folder's other budget: progress, not a warning
+            else:  # damaged, swapped, copied or unverifiable: said even in a quiet run
+                print(f"landscape: warning: {line}", file=sys.stderr, flush=True)
             return False, None
-        for extra in (path, *(self.folder / c for c in companions)):
-            if not extra.exists():
-                raise LandscapeError(f"{extra}: missing beside its cache key {key_path.name}; "
-                                     "rerun with --force to recompute")
         try:
             return True, load(path)
         except LandscapeError:
@@ -154,19 +175,62 @@ class ResultCache:
                                  f"{str(e).splitlines()[0][:120] if str(e) else ''}); "
                                  "rerun with --force to recompute") from None
 
+    def _verify(self, name: str, ident: Mapping[str, Any],
+                companions: tuple[str, ...]) -> str | None:
+        """Why the stored result may not be reused (None: it may)."""
+        key_path = self.folder / f"{name}.key.json"
+        try:
+            stored = read_json(key_path)
+        except (OSError, ValueError) as e:
+            return f"its record {key_path.name} is unreadable ({type(e).__name__})"
+        if not isinstance(stored, Mapping):
+            return f"its record {key_path.name} is not a JSON object"
+        diff = differences(stored, ident)
+        if diff:
+            other = stored.get("checkpoint_sha256")
+            return f"stored with other settings ({', '.join(diff)})" + (
+                f" ({FOREIGN})" if other is not None and other != ident.get("checkpoint_sha256")
+                else "")
+        if stored.get("result", name) != name:
+            return f"its record names another result ({stored.get('result')})"
+        sums = stored.get("sha256")
+        if not isinstance(sums, Mapping):
+            return "its record has no checksums (written by an older version)"
+        for f in (name, *companions):
+            if f not in sums:
+                return f"its record has no checksum of {f}"
+        for f, want in sums.items():
+            p = self.folder / str(f)
+            if not p.exists():
+                return f"{'the file' if f == name else f'its companion {f}'} is missing"
+            if tree_sha256(p) != want:
+                what = "the file" if f == name else f"its companion {f}"
+                return (f"{what} does not match the checksum recorded when it was written "
+                        "(damaged, or replaced by another result's file)")
+        return None
+
     def get(self, name: str, settings: Mapping[str, Any], compute: Callable[[Path], Any],
             load: Callable[[Path], Any], companions: tuple[str, ...] = (),
             collective: bool = False, resumable: bool = False) -> tuple[Any, bool]:
-        """(result, reused?): ``load`` of the stored result when its identity matches, else
-        ``compute(path)`` (which writes ``path`` and the ``companions``) and the new identity
-        stored beside it. ``load`` must validate what it reads (raise on a torn file).
-        ``resumable``: ``compute`` continues a partial ``path`` left by an interrupted run with
-        the same identity (recorded in ``<name>.pending.json`` while it runs)."""
+        """(result, reused?): ``load`` of the stored result when its record verifies (see the
+        class doc), else ``compute(path)`` (which writes ``path`` and the ``companions``) and
+        the new record stored beside it. ``load`` must validate what it reads (raise on a torn
+        file). ``resumable``: ``compute`` continues a partial ``path`` left by an interrupted
+        run with the same identity (recorded in ``<name>.pending.json`` while it runs)."""
+        ident = identity(settings, self.checkpoint_sha256)
+        with self._locked(name) if self.writer else contextlib.nullcontext(None) as refused:
+            return self._get(name, ident, compute, load, companions, collective, resumable,
+                             refused)
+
+    def _get(self, name: str, ident: dict[str, Any], compute: Callable[[Path], Any],
+             load: Callable[[Path], Any], companions: tuple[str, ...], collective: bool,
+             resumable: bool, refused: OSError | None) -> tuple[Any, bool]:
         path = self.folder / name
         key_path = self.folder / f"{name}.key.json"
-        ident = identity(settings, self.checkpoint_sha256)
         reuse, result = self._stored(name, ident, load, companions) if self.writer else (False,
                                                                                           None)
+        if self.writer and not reuse and refused is not None:
+            raise _write_refused(refused, self.folder, f"recompute {name}")
         if collective:
             from . import distributed as D
             reuse = bool(D.broadcast_object(reuse))
@@ -178,22 +242,69 @@ class ResultCache:
             # computation continues it (spectrum and surface files resume); anything else goes.
             keep = (resumable and not self.force and pending.is_file() and path.exists()
                     and _same(pending, ident))
-            for p in (key_path, pending, *(() if keep else (path,)),
-                      *(self.folder / c for c in companions)):
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-            if self.log and keep:
-                self.log(f"continuing the interrupted {path.name}")
+            try:
+                for p in (key_path, pending, *(() if keep else (path,)),
+                          *(self.folder / c for c in companions)):
+                    if p.is_dir():
+                        shutil.rmtree(p)
+                    elif p.exists():
+                        p.unlink()
+            except OSError as e:
+                raise _write_refused(e, self.folder, f"recompute {name}") from None
+            if keep:
+                self._say(f"continuing the interrupted {path.name}")
             write_json(pending, ident)
         if collective:
             from . import distributed as D
             D.barrier()
         result = compute(path)
         if self.writer:
-            os.replace(pending, key_path)
+            sums = {f: tree_sha256(self.folder / f) for f in (name, *companions)
+                    if (self.folder / f).exists()}
+            write_json(key_path, {**ident, "result": name, "sha256": sums})
+            pending.unlink(missing_ok=True)
         return result, False
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[OSError | None]:
+        """Hold ``.<name>.lock`` (an exclusive ``flock``, released when the process ends, even
+        by SIGKILL) while a result is verified, computed and recorded; yields None, or for a
+        folder that cannot be written the error that said so (no lock taken: reuse only)."""
+        import fcntl
+        lock = self.folder / f".{name}.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            if disk_reason(e) in ("permission denied", "read-only file system"):
+                yield e
+                return
+            raise _write_refused(e, self.folder, f"lock {name}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._say(f"waiting for another landscape run that is computing "
+                          f"{self.folder / name}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield None
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def tree_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (names and contents, sorted by name)."""
+    if not path.is_dir():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _write_refused(e: OSError, folder: Path, what: str) -> LandscapeError:
+    reason = disk_reason(e) or (e.strerror or str(e)).lower()
+    return LandscapeError(f"cannot {what} in {folder}: {reason}; make the folder writable "
+                          "(or free space on it) or use another --raw")
 
 
 def _same(path: Path, ident: Mapping[str, Any]) -> bool:
@@ -204,4 +315,4 @@ def _same(path: Path, ident: Mapping[str, Any]) -> bool:
 
 
 __all__ = ["COMPARED_VERSIONS", "RESUME_HINT", "ResultCache", "check", "differences",
-           "identity", "mismatch_message", "plain"]
+           "identity", "mismatch_message", "plain", "tree_sha256"]

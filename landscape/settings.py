@@ -26,11 +26,25 @@ from .errors import LandscapeError
 
 CONFIRM_STEPS = 3  # Lanczos steps a converged top-k must survive (see curvature.lanczos)
 
+# Where a count stops being meaningful (a bound of its own, before the memory estimate of
+# check_memory): eigenvalues / Lanczos steps / SLQ probes (each keeps a vector of every
+# parameter), Hessian-vector products, images, random planes and noise frequencies.
+MAX_EIGENVALUES = 10_000
+MAX_PRODUCTS = 1_000_000
+MAX_IMAGES = 100_000_000
+MAX_PLANES = 1_000
+MAX_FREQS = 10_000
+SEED_MAX = 2 ** 62 - 1  # seeds are offset; see landscape.validate.SEED_LIMIT
+
 
 def setting(default: Any, doc: str, *, choices: tuple[Any, ...] | None = None,
-            minimum: float | None = None) -> Any:
-    """A settings field: default, doc, optional allowed values and lower bound."""
-    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum})
+            minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A settings field: default, doc, optional allowed values and bounds (inclusive). Every
+    float is refused unless finite; ``maximum`` of a count is where it stops being meaningful
+    (what a count would need in memory is checked by :func:`check_memory` once the model's
+    size is known)."""
+    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum,
+                                            "maximum": maximum})
 
 
 def _types(annotation: Any) -> tuple[type, ...]:
@@ -67,18 +81,69 @@ class Settings:
 
 def check_value(cls: type, name: str, v: Any, label: str | None = None) -> None:
     """Raise LandscapeError (one line, naming ``label``) unless ``v`` suits field ``name`` of
-    settings class ``cls``: its type, allowed values and lower bound."""
+    settings class ``cls``: its type, allowed values, finiteness and bounds."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     label = label or f"{cls.QUANTITY} setting {name}"  # type: ignore[attr-defined]
     allowed = _types(typing.get_type_hints(cls)[name])
     if allowed and (not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)):
         raise LandscapeError(f"{label} must be {' or '.join(t.__name__ for t in allowed)}, "
                              f"got {v!r}")
-    choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+    choices = f.metadata.get("choices")
     if choices is not None and v not in choices:
         raise LandscapeError(f"{label} must be one of {', '.join(map(str, choices))}, got {v!r}")
-    if minimum is not None and v is not None and not isinstance(v, (str, bool)) and v < minimum:
-        raise LandscapeError(f"{label} must be >= {minimum}, got {v!r}")
+    if v is not None and not isinstance(v, (str, bool)):
+        check_number(label, v, f.metadata.get("minimum"), f.metadata.get("maximum"))
+
+
+def check_number(label: str, v: float, minimum: float | None = None,
+                 maximum: float | None = None) -> None:
+    """Raise LandscapeError (one line naming ``label``) unless ``v`` is finite and in
+    [minimum, maximum] (either bound may be None). Written so that NaN fails every test."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise LandscapeError(f"{label} must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise LandscapeError(f"{label} must be a finite number, got {v!r}")
+    if minimum is not None and not (v >= minimum):
+        raise LandscapeError(f"{label} must be >= {minimum:g}, got {v!r}")
+    if maximum is not None and not (v <= maximum):
+        raise LandscapeError(f"{label} must be <= {maximum:,}, got {v!r}"
+                             + (" (larger counts are not meaningful and would not fit in memory "
+                                "or time)" if isinstance(v, int) else ""))
+
+
+def memory_needed(settings: Settings, n_params: int) -> dict[str, int]:
+    """Bytes a count of ``settings`` needs at least for a model of ``n_params`` parameters,
+    per field (float64 vectors of every parameter: the Lanczos basis keeps ``k`` + confirm + 1,
+    Hutch++ keeps 2/3 of its products, SLQ keeps ``(steps + 1) * probes``; see
+    :mod:`landscape.curvature.lanczos`, ``trace``, ``density``)."""
+    v = 8 * max(int(n_params), 1)
+    if isinstance(settings, SpectrumSettings):
+        return {"k": (settings.k + settings.confirm + 1) * v}
+    if isinstance(settings, CurvatureSettings):
+        return {"top_k": (settings.top_k + settings.lanczos_confirm + 1) * v
+                if settings.top_k else 0,
+                "trace_products": (2 * settings.trace_products // 3 + 1) * v
+                if settings.trace_products else 0,
+                "density_probes": (settings.density_steps + 1) * settings.density_probes * v}
+    return {}
+
+
+def check_memory(settings: Settings, n_params: int, names: dict[str, str] | None = None,
+                 available: int | None = None) -> None:
+    """Refuse (one line) a count of ``settings`` that would need more memory than the machine
+    has available (:func:`memory_needed`; ``available`` defaults to what /proc/meminfo says).
+    ``names`` maps field names to the names the user gave (``analyze``'s ``top_k``...)."""
+    from .validate import available_memory, gib
+    have = available if available is not None else available_memory()
+    if have is None:
+        return
+    for name, need in memory_needed(settings, n_params).items():
+        if need > have:
+            shown = (names or {}).get(name, f"{settings.QUANTITY} setting {name}")
+            value = getattr(settings, name)
+            raise LandscapeError(f"{shown} = {value} needs about {gib(need)} of memory for this "
+                                 f"model ({n_params:,} parameters) but {gib(have)} is available; "
+                                 "lower it")
 
 
 def default_of(cls: type, name: str) -> Any:
@@ -94,21 +159,25 @@ class SpectrumSettings(Settings):
     """Top-k Hessian eigenvalues per mini-batch (the paper's max-eigenvalue spectrum, Fig. 4)."""
 
     QUANTITY: ClassVar[str] = "spectrum"
-    k: int = setting(5, "eigenvalues per mini-batch (the paper: top-5)", minimum=1)
+    k: int = setting(5, "eigenvalues per mini-batch (the paper: top-5)", minimum=1,
+                     maximum=MAX_EIGENVALUES)
     which: str = setting("LM", "LM largest magnitude (the paper's), LA largest, SA smallest",
                          choices=("LM", "LA", "SA"))
-    batch_size: int = setting(16, "images per mini-batch (the paper: 16)", minimum=1)
+    batch_size: int = setting(16, "images per mini-batch (the paper: 16)", minimum=1,
+                             maximum=MAX_IMAGES)
     n_batches: int | None = setting(None, "mini-batches (None: subset * N / batch_size)",
-                                    minimum=1)
+                                    minimum=1, maximum=MAX_IMAGES)
     subset: float = setting(0.1, "fraction of the data the batches cover when n_batches is None",
-                            minimum=0.0)
-    seed: int = setting(0, "batches, augmentation and start vectors", minimum=0)
+                            minimum=0.0, maximum=1.0)
+    seed: int = setting(0, "batches, augmentation and start vectors", minimum=0,
+                     maximum=SEED_MAX)
     wd: float = setting(0.0, "L2 weight decay added to the loss", minimum=0.0)
     l2: str = setting("half", "L2 convention: half = wd/2 ||theta||^2, paper = wd * sum_p "
                       "||p||_2 (the paper's code)", choices=("half", "paper"))
     augment: bool = setting(False, "pad-and-crop + flip each batch (fixed seed per batch)")
     tol: float = setting(1e-3, "Lanczos stop: Ritz residual <= tol * |eigenvalue|", minimum=0.0)
-    max_iter: int | None = setting(100, "cap on Hessian-vector products per batch", minimum=1)
+    max_iter: int | None = setting(100, "cap on Hessian-vector products per batch", minimum=1,
+                                  maximum=MAX_PRODUCTS)
     method: str = setting("lanczos", "eigen solver method", choices=("lanczos",))
     backend: str = setting("landscape", "ours (Lanczos) or pyhessian's power iteration",
                            choices=("landscape", "pyhessian"))
@@ -118,9 +187,9 @@ class SpectrumSettings(Settings):
     start: str = setting("auto", "Lanczos start vector", choices=("auto", "gradient", "random"))
     negative: bool = setting(True, "also the most negative eigenvalue of every batch")
     warm_start: bool = setting(False, "start from the previous batch's Ritz vectors")
-    segment: int = setting(16, "warm-start chain length", minimum=1)
+    segment: int = setting(16, "warm-start chain length", minimum=1, maximum=MAX_IMAGES)
     confirm: int = setting(CONFIRM_STEPS, "Lanczos steps a converged top-k must survive",
-                           minimum=0)
+                           minimum=0, maximum=MAX_EIGENVALUES)
     curvature: str = setting("hessian", "the Hessian, or the GGN / empirical Fisher in its place",
                              choices=("hessian", "ggn", "ef"))
 
@@ -148,22 +217,31 @@ class CurvatureSettings(Settings):
     ``samples`` images. 0 products/probes/k: that estimate is not taken."""
 
     QUANTITY: ClassVar[str] = "curvature"
-    samples: int = setting(128, "images averaged in the operator (seeded permutation)", minimum=1)
-    batch_size: int = setting(256, "images per batch of the operator", minimum=1)
-    seed: int = setting(0, "images, augmentation, probes and start vectors", minimum=0)
+    samples: int = setting(128, "images averaged in the operator (seeded permutation)", minimum=1,
+                          maximum=MAX_IMAGES)
+    batch_size: int = setting(256, "images per batch of the operator", minimum=1,
+                             maximum=MAX_IMAGES)
+    seed: int = setting(0, "images, augmentation, probes and start vectors", minimum=0,
+                     maximum=SEED_MAX)
     wd: float = setting(0.0, "L2 weight decay composed with the Hessian", minimum=0.0)
     l2: str = setting("half", "L2 convention (see SpectrumSettings.l2)", choices=("half", "paper"))
     mode: str = setting("double_backward", "Hessian-vector product mode",
                         choices=("auto", "double_backward", "forward_over_reverse"))
-    top_k: int = setting(0, "top (LM) and bottom (SA) eigenvalues (0: none)", minimum=0)
+    top_k: int = setting(0, "top (LM) and bottom (SA) eigenvalues (0: none)", minimum=0,
+                         maximum=MAX_EIGENVALUES)
     lanczos_tol: float = setting(1e-3, "Ritz residual <= tol * |eigenvalue|", minimum=0.0)
-    lanczos_max_iter: int | None = setting(100, "cap on products per eigen-problem", minimum=1)
+    lanczos_max_iter: int | None = setting(100, "cap on products per eigen-problem", minimum=1,
+                                          maximum=MAX_PRODUCTS)
     lanczos_confirm: int = setting(CONFIRM_STEPS, "steps a converged top-k must survive",
-                                   minimum=0)
-    trace_products: int = setting(12, "Hutch++ products (0: no trace)", minimum=0)
-    hutchinson_probes: int = setting(0, "plain Hutchinson probes (0: none)", minimum=0)
-    density_probes: int = setting(1, "SLQ probes (0: no density)", minimum=0)
-    density_steps: int = setting(30, "Lanczos steps per SLQ probe", minimum=1)
+                                   minimum=0, maximum=MAX_EIGENVALUES)
+    trace_products: int = setting(12, "Hutch++ products (0: no trace)", minimum=0,
+                                  maximum=MAX_PRODUCTS)
+    hutchinson_probes: int = setting(0, "plain Hutchinson probes (0: none)", minimum=0,
+                                     maximum=MAX_PRODUCTS)
+    density_probes: int = setting(1, "SLQ probes (0: no density)", minimum=0,
+                                  maximum=MAX_EIGENVALUES)
+    density_steps: int = setting(30, "Lanczos steps per SLQ probe", minimum=1,
+                                 maximum=MAX_EIGENVALUES)
     sigma: float | None = setting(None, "SLQ Gaussian width (None: 1% of the Ritz range)",
                                   minimum=0.0)
 
@@ -177,7 +255,8 @@ class SurfaceSettings(Settings):
     ygrid: str = setting("", "y coordinates MIN:MAX:NUM ('': a 1-D curve)")
     norm: str = setting("filter", "direction normalization (filter: Li et al.; hdvw: the paper "
                         "code's dim-0)", choices=("filter", "hdvw", "layer", "model", "none"))
-    planes: int = setting(3, "random planes per model (direction seeds differ)", minimum=1)
+    planes: int = setting(3, "random planes per model (direction seeds differ)", minimum=1,
+                         maximum=MAX_PLANES)
     radii: str = setting("0.25,0.5,0.75,1.0", "sharpness read at these radii")
     augment: bool = setting(False, "the training transform (pad-crop + flip), fixed seed")
     wd: float | None = setting(0.0, "L2 weight decay (None: the checkpoint's training wd)",
@@ -223,12 +302,13 @@ class RobustnessSettings(Settings):
     protocol: str = setting("paper", "paper: FreqAttack square band, eps * sign noise; radial: "
                             "radial band, fixed L2 norm per image",
                             choices=tuple(ROBUSTNESS_PROTOCOLS))
-    freqs: int = setting(11, "noise frequencies evenly in [0, 1] (units of pi)", minimum=1)
+    freqs: int = setting(11, "noise frequencies evenly in [0, 1] (units of pi)", minimum=1,
+                        maximum=MAX_FREQS)
     eps: float = setting(0.5, "paper protocol: sign-noise amplitude (normalized pixels)",
                          minimum=0.0)
     norm: float = setting(5.0, "radial protocol: L2 norm of the noise per image", minimum=0.0)
     width: float = setting(0.0, "band half-width, units of pi (0: the protocol's default)",
-                           minimum=0.0)
+                           minimum=0.0, maximum=1.0)
     base: str = setting("", "base noise: sign or gaussian ('' : the protocol's default)",
                         choices=("", "sign", "gaussian"))
 
@@ -238,7 +318,8 @@ class CKASettings(Settings):
     """Mini-batch linear CKA between block outputs (Nguyen et al. 2021; Fig. 10)."""
 
     QUANTITY: ClassVar[str] = "cka"
-    batch_size: int = setting(50, "images per CKA mini-batch", minimum=4)
+    batch_size: int = setting(50, "images per CKA mini-batch", minimum=4,
+                             maximum=MAX_IMAGES)
     estimator: str = setting("unbiased", "HSIC estimator per batch",
                              choices=("unbiased", "biased"))
 
@@ -248,7 +329,8 @@ class LesionSettings(Settings):
     """Accuracy with one residual branch removed at a time (Fig. 10)."""
 
     QUANTITY: ClassVar[str] = "lesion"
-    samples: int = setting(1000, "test images (0: all)", minimum=0)
+    samples: int = setting(1000, "test images (0: all)", minimum=0,
+                          maximum=MAX_IMAGES)
 
 
 SETTINGS: dict[str, type] = {c.QUANTITY: c for c in (
@@ -258,4 +340,5 @@ SETTINGS: dict[str, type] = {c.QUANTITY: c for c in (
 __all__ = ["CKASettings", "CONFIRM_STEPS", "CurvatureSettings", "FourierSettings",
            "LOSS_PRESETS", "LesionSettings", "ROBUSTNESS_PROTOCOLS", "RobustnessSettings",
            "SETTINGS", "SPECTRUM_PRESETS", "Settings", "SpectrumSettings", "SurfaceSettings",
-           "VarianceSettings", "check_value", "default_of", "setting"]
+           "VarianceSettings", "check_memory", "check_number", "check_value", "default_of",
+           "memory_needed", "setting"]

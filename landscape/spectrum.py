@@ -315,10 +315,9 @@ class _Store:
                     self.attrs[k] = f.attrs[k]
 
     def write(self) -> None:
-        import h5py
 
-        from .provenance import atomic_write
-        with atomic_write(self.path) as tmp, h5py.File(tmp, "w") as f:
+        from .provenance import atomic_h5
+        with atomic_h5(self.path) as f:
             for k, v in self.arrays.items():
                 f.create_dataset(k, data=v)
             f.create_dataset("sample_indices", data=self.sample_indices)

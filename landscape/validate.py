@@ -94,3 +94,25 @@ def subset_value(subset: None | int | float | str) -> None | int | float:
     if not (0.0 < f <= 1.0):
         raise LandscapeError(f"bad subset {orig!r}: a fraction must be in (0, 1]; {hint}")
     return f
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine has available now (``MemAvailable`` of /proc/meminfo, else
+    the free physical pages from ``os.sysconf``); None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def gib(n: float) -> str:
+    """``n`` bytes as a short GiB/TiB text."""
+    return f"{n / 2 ** 40:.1f} TiB" if n >= 2 ** 40 else f"{n / 2 ** 30:.1f} GiB"

@@ -24,7 +24,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..user_model import describe_checkpoint_blocks
-    print(describe_checkpoint_blocks(args.checkpoint, model=args.model, model_def=args.model_def,
+    from ..workflows.inputs import check_checkpoints
+    checkpoint = check_checkpoints(args, [args.checkpoint])[0]  # NaN/inf weights: refused
+    print(describe_checkpoint_blocks(checkpoint, model=args.model, model_def=args.model_def,
                                      blocks=args.blocks, data=args.data,
                                      input_shape=args.input_shape, code_root=args.code_root,
                                      kwargs=args.model_kwargs))

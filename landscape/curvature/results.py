@@ -78,10 +78,9 @@ class DensityResult:
     def save(self, path, **attrs: Any) -> None:
         """Write to HDF5 atomically (datasets grid/density/nodes/weights; attrs sigma, seed, ...,
         attrs)."""
-        import h5py
 
-        from ..provenance import atomic_write, versions
-        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        from ..provenance import atomic_h5, versions
+        with atomic_h5(path, seal=True) as f:
             for k in ("grid", "density", "nodes", "weights"):
                 f.create_dataset(k, data=getattr(self, k))
             f.attrs["sigma"] = self.sigma
@@ -95,7 +94,10 @@ class DensityResult:
     @classmethod
     def load(cls, path) -> DensityResult:
         import h5py
+
+        from ..checksums import verify_h5
         with h5py.File(path, "r") as f:
+            verify_h5(f, path)
             return cls(grid=f["grid"][()], density=f["density"][()], nodes=f["nodes"][()],
                        weights=f["weights"][()], sigma=float(f.attrs["sigma"]),
                        n_products=int(f.attrs["n_products"]), seed=int(f.attrs["seed"]),

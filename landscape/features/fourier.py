@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from ..provenance import atomic_write
+from ..provenance import atomic_h5
 from .streaming import data_description, kept_rows, stream_block_outputs
 
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
@@ -200,9 +200,8 @@ class FourierResult:
 
     def save(self, path: str | Path) -> Path:
         """Write HDF5: one group per entry (spectrum, freqs, delta, per-image value) + attrs."""
-        import h5py
         path = Path(path)
-        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(path, seal=True) as f:
             f.attrs["kind"] = "fourier"
             f.attrs["n_images"] = self.n_images
             f.attrs["seed"] = -1 if self.seed is None else self.seed
@@ -230,9 +229,12 @@ class FourierResult:
     @classmethod
     def load(cls, path: str | Path) -> FourierResult:
         import h5py
+
+        from ..checksums import verify_h5
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "fourier":
                 raise LandscapeError(f"{path} is not a Fourier result")
+            verify_h5(f, path)
             keys = sorted(f["entries"].keys())
             ents = [f["entries"][k] for k in keys]
             seed = int(f.attrs["seed"])

@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from ..directions import Direction
 from ..errors import LandscapeError
-from ..provenance import atomic_write
+from ..provenance import atomic_h5
 from ..resume import differences, mismatch_message
 from ..resume import identity as result_identity
 from .plan import Plan
@@ -219,7 +219,6 @@ class SurfaceFile:
     def setup(self, split: str, plan: Plan, chunk: int, wd: float) -> None:
         """Create the file and/or the split's preallocated datasets with the plan, atomically
         (nothing to do when the split is already there)."""
-        import h5py
         if f"{split}_loss" in self.datasets:
             return
         shape = surface_shape(self._x, self._y)
@@ -230,22 +229,20 @@ class SurfaceFile:
         loss_attrs = {"eval": self._eval, "wd": float(wd), "plan": _json(plan.key()),
                       "plan_measurements": _json(plan.measured), "points_per_flush": int(chunk)}
         exists = self.path.exists()
-        with atomic_write(self.path, copy_existing=True, fsync=True) as tmp:
-            with h5py.File(tmp, "r+" if exists else "w", track_order=True, locking=False) as f:
-                if not exists:
-                    f.attrs.update(self._new)
-                    self.attrs = dict(self._new)
-                    for k, v in (("xcoordinates", self._x), ("ycoordinates", self._y)):
-                        if v is not None:
-                            f.create_dataset(k, data=np.asarray(v, np.float64),
-                                             track_times=False)
-                            self.datasets[k] = np.asarray(v, np.float64)
-                for k, v in arrays.items():  # metadata first: storage is allocated at first write
-                    f.create_dataset(k, shape=v.shape, dtype=v.dtype, track_times=False)
-                f[f"{split}_loss"].attrs.update(loss_attrs)
-            with h5py.File(tmp, "r+", locking=False) as f:
-                for k in reversed(list(arrays)):  # so the values are the last bytes of the file
-                    f[k][...] = arrays[k]
+        with atomic_h5(self.path, copy_existing=True, fsync=True, track_order=True) as f:
+            if not exists:
+                f.attrs.update(self._new)
+                self.attrs = dict(self._new)
+                for k, v in (("xcoordinates", self._x), ("ycoordinates", self._y)):
+                    if v is not None:
+                        f.create_dataset(k, data=np.asarray(v, np.float64), track_times=False)
+                        self.datasets[k] = np.asarray(v, np.float64)
+            for k, v in arrays.items():  # metadata first: storage is allocated at first write
+                f.create_dataset(k, shape=v.shape, dtype=v.dtype, track_times=False)
+            f[f"{split}_loss"].attrs.update(loss_attrs)
+            f.flush()
+            for k in reversed(list(arrays)):  # so the values are the last bytes of the file
+                f[k][...] = arrays[k]
         self.datasets.update(arrays)
         self.dataset_attrs[f"{split}_loss"] = loss_attrs
 
@@ -300,14 +297,31 @@ class SurfaceFile:
         self.datasets[f"{split}_done"].reshape(-1)[s:e] = 1
 
     def close(self) -> None:
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        """Close the file (also after a failed write: the handle is dropped either way)."""
+        h5, self._h5 = self._h5, None
+        if h5 is not None:
+            h5.close()
 
 
 def load_surface(path: str | Path) -> SurfaceResult:
-    """Read a surface file (ours or the reference tool's) into a :class:`SurfaceResult`."""
+    """Read a surface file (ours or the reference tool's) into a :class:`SurfaceResult`.
+
+    A file of ours is verified on every read: a finished chunk whose values fail their CRC-32
+    (bytes damaged after they were written) is refused in one line, never returned as values."""
     sf = SurfaceFile.read(path)
+    if sf.attrs.get("format") == FORMAT:
+        for key in sorted(k for k in sf.datasets if k.endswith("_chunk_crc")):
+            split = key[:-len("_chunk_crc")]
+            if f"{split}_loss" not in sf.dataset_attrs or f"{split}_done" not in sf.datasets:
+                continue
+            try:
+                bad = _damaged_chunks(sf, split)
+            except (KeyError, ValueError, TypeError) as e:
+                raise LandscapeError(f"{path} is not a readable surface file ({e})") from None
+            if bad:
+                raise LandscapeError(f"{path}: {len(bad)} finished chunk(s) of {split} fail their "
+                                     "checksum (the file was damaged after it was written); "
+                                     "delete it and compute it again")
     ds = dict(sf.datasets)
     x = ds.pop("xcoordinates", None)
     if x is None:
@@ -316,16 +330,25 @@ def load_surface(path: str | Path) -> SurfaceResult:
     return SurfaceResult(str(path), x, y, ds, sf.attrs)
 
 
+def _damaged_chunks(sf: SurfaceFile, split: str) -> list[int]:
+    """Chunks of ``split`` marked done whose values fail their checksum."""
+    names = value_names(split, float(sf.dataset_attrs[f"{split}_loss"]["wd"]))
+    flat = [sf.datasets[n].reshape(-1) for n in names]
+    done = sf.datasets[f"{split}_done"].reshape(-1).astype(bool)
+    crc = sf.datasets[f"{split}_chunk_crc"]
+    return [c for c, (s, e) in enumerate(sf.chunks(split))
+            if done[s:e].all() and _crc([a[s:e] for a in flat]) != int(crc[c])]
+
+
 def write_directions_file(path: str | Path, directions: Sequence[Direction],
                           attrs: Mapping[str, Any]) -> None:
     """Directions to their own HDF5 file (``xdirection/<name>``, ``ydirection/<name>``),
     atomically."""
-    import h5py
 
     from ..directions import save_directions
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         save_directions(f, directions, {k: (v if isinstance(v, (int, float, str)) else _json(v))
                                         for k, v in attrs.items()})
 

@@ -50,6 +50,17 @@ def hessian_run(options: Any) -> dict[str, Any]:
                          tol=a.tol, max_iter=a.max_iter, backend=a.backend, mode=a.mode,
                          start=a.start, warm_start=a.warm_start,
                          curvature=getattr(a, "curvature", "hessian"))
+    cs = CurvatureSettings(
+        samples=a.curvature_samples, batch_size=a.curvature_batch_size, seed=a.seed, wd=wd,
+        l2=l2, mode=a.mode, trace_products=a.probes if a.trace else 0,
+        hutchinson_probes=a.probes if a.trace else 0,
+        density_probes=a.slq_probes if a.density else 0, density_steps=a.slq_steps,
+        sigma=a.sigma)
+    from ..settings import check_memory  # before any work: a count that cannot fit, one line
+    n_params = sum(p.numel() for p in model.parameters())
+    check_memory(cfg, n_params, {"k": "--top-k"})
+    check_memory(cs, n_params, {"top_k": "--top-k", "trace_products": "--probes",
+                                "density_probes": "--slq-probes"})
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
             "dataset": data.name, "split": data.split, "n_data": len(data),
             "data_indices_seed": data.seed}
@@ -61,12 +72,6 @@ def hessian_run(options: Any) -> dict[str, Any]:
                                                       args=vars(a) | {"func": None}, **meta))
     summary: dict[str, Any] = {"spectrum": res.summary()}
     if a.trace or a.density:
-        cs = CurvatureSettings(
-            samples=a.curvature_samples, batch_size=a.curvature_batch_size, seed=a.seed, wd=wd,
-            l2=l2, mode=a.mode, trace_products=a.probes if a.trace else 0,
-            hutchinson_probes=a.probes if a.trace else 0,
-            density_probes=a.slq_probes if a.density else 0, density_steps=a.slq_steps,
-            sigma=a.sigma)
         curv, dens, op_config = curvature_estimates(model, data.images, data.labels, cs,
                                                     augment=augment, distributed=True,
                                                     curvature=getattr(a, "curvature", "hessian"))

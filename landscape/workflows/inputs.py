@@ -67,12 +67,14 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
 def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[Any, Any, Any]:
     """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device);
     a model with NaN/inf values is refused unless ``args.allow_nonfinite``. The block list's
-    order and stages come from the first batch of the loaded data (image folders included)."""
+    order and stages come from the first batch of the loaded data (image folders included). A run
+    folder stands for its ``model.pt`` (as for ``fourier`` and ``analyze``)."""
     import sys
 
-    from ..checkpoint import check_compatible
+    from ..checkpoint import check_compatible, resolve_checkpoint
     from ..device import resolve_device
     from ..user_model import assign_blocks, load_weights
+    ckpt_path = str(resolve_checkpoint(ckpt_path))
     model_def, kwargs = getattr(args, "model_def", None), getattr(args, "model_kwargs", None)
     model, info = load_weights(ckpt_path, model=getattr(args, "model", None), model_def=model_def,
                                device=resolve_device(getattr(args, "device", None) or "auto"),

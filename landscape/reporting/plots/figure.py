@@ -43,13 +43,20 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def save(fig: Figure, stem: PathLike, dpi: int = 150) -> FigureFiles:
-    """``stem``.png and ``stem``.pdf (the stem's own suffix, if any, is kept in the name)."""
+    """``stem``.png and ``stem``.pdf (the stem's own suffix, if any, is kept in the name),
+    each rendered in memory and written atomically (a full disk: one line naming the file,
+    the earlier figure kept)."""
+    import io
+
+    from ...provenance import atomic_write
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
         p = stem.with_name(f"{stem.name}.{ext}")
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
+        with atomic_write(p, size=buf.getbuffer().nbytes) as tmp:
+            tmp.write_bytes(buf.getbuffer())
         paths.append(p)
     return FigureFiles(paths, [fig])
 
