@@ -53,6 +53,7 @@ from . import distributed as D
 from .curvature import (
     HessianOperator,
     LossHessian,
+    check_curvature_options,
     lanczos_eigenpairs,
     mode_cache,
     start_vector,
@@ -382,6 +383,7 @@ def max_eigenvalue_spectrum(model: nn.Module, images: torch.Tensor, labels: torc
     from tqdm import tqdm
 
     cfg = config or SpectrumConfig()
+    check_curvature_options(cfg.curvature, backend=cfg.backend, mode=cfg.mode)
     if cfg.augment and augment is None:
         raise LandscapeError("config.augment is set but no augment transform was given")
     if cfg.warm_start and cfg.segment < 1:

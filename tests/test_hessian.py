@@ -227,7 +227,7 @@ def test_bad_start_refused(cases):
         top_eigenvalues(HessianOperator(m, (x, y)), 2, start="ones")
     with pytest.raises(LandscapeError, match="shape"):
         top_eigenvalues(HessianOperator(m, (x, y)), 2, start=torch.ones(3))
-    with pytest.raises(LandscapeError, match="needs a HessianOperator"):
+    with pytest.raises(LandscapeError, match="needs a curvature operator"):
         top_eigenvalues(torch.eye(5, dtype=torch.float64), 2, start="gradient")
 
 

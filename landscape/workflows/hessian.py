@@ -40,6 +40,8 @@ def hessian_run(options: Any) -> dict[str, Any]:
     from .inputs import load_checkpoint_and_data
 
     a = options
+    from ..curvature import check_curvature_options
+    check_curvature_options(a.curvature, backend=a.backend, mode=a.mode)  # before any work
     D.init_from_env()
     model, info, data = load_checkpoint_and_data(a, a.checkpoint)
     model.eval()
@@ -49,7 +51,7 @@ def hessian_run(options: Any) -> dict[str, Any]:
                          subset=a.subset, seed=a.seed, wd=wd, l2=l2, augment=augment is not None,
                          tol=a.tol, max_iter=a.max_iter, backend=a.backend, mode=a.mode,
                          start=a.start, warm_start=a.warm_start,
-                         curvature=getattr(a, "curvature", "hessian"))
+                         curvature=a.curvature)
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
             "dataset": data.name, "split": data.split, "n_data": len(data),
             "data_indices_seed": data.seed}
@@ -69,7 +71,7 @@ def hessian_run(options: Any) -> dict[str, Any]:
             sigma=a.sigma)
         curv, dens, op_config = curvature_estimates(model, data.images, data.labels, cs,
                                                     augment=augment, distributed=True,
-                                                    curvature=getattr(a, "curvature", "hessian"))
+                                                    curvature=a.curvature)
         if a.trace:
             summary["trace"] = {"hutchinson": curv["hutchinson"], "hutch++": curv["trace"],
                                 "n_samples": curv["n_samples"], "batch_size": cs.batch_size}
