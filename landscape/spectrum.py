@@ -176,8 +176,10 @@ def lambda_min_summary(lmin: np.ndarray, top: np.ndarray) -> dict[str, float]:
             if pos.any() else float("nan")}
 
 
-def spectrum_batches(n_data: int, batch_size: int = 16, n_batches: int | None = None,
-                     subset: float = 0.1, seed: int = 0) -> np.ndarray:
+def spectrum_batches(n_data: int, batch_size: int = SpectrumSettings.batch_size,
+                     n_batches: int | None = SpectrumSettings.n_batches,
+                     subset: float = SpectrumSettings.subset,
+                     seed: int = SpectrumSettings.seed) -> np.ndarray:
     """Sample indices (n_batches, batch_size): a seeded permutation of the data cut into batches;
     ``n_batches`` defaults to ``floor(subset * n_data / batch_size)``."""
     if n_batches is None:

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..device import eval_mode
 from ..errors import LandscapeError, NonFiniteLossError
+from ..settings import SpectrumSettings
 from . import mode_cache
 from .base import (
     CURVATURES,
@@ -60,8 +61,8 @@ class LossHessian(CurvatureOperator):
 
     curvature = "hessian"
 
-    def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *, mode: str = "auto",
-                 **kw: Any):
+    def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *,
+                 mode: str = SpectrumSettings.mode, **kw: Any):
         if mode not in MODES:
             raise LandscapeError(f"mode must be one of {MODES}, got {mode!r}")
         super().__init__(model, data, **kw)
@@ -252,8 +253,9 @@ class HessianOperator(SumOperator):
     its Hessian (a ``mode`` other than "auto" is then refused); the L2 term is added the same
     way."""
 
-    def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *, wd: float = 0.0,
-                 l2: str = "half", curvature: str = "hessian", **kw: Any):
+    def __init__(self, model: nn.Module, data: Batch | Sequence[Batch], *,
+                 wd: float = SpectrumSettings.wd, l2: str = SpectrumSettings.l2,
+                 curvature: str = SpectrumSettings.curvature, **kw: Any):
         if l2 not in L2_KINDS:
             raise LandscapeError(f"l2 must be one of {L2_KINDS}, got {l2!r}")
         loss = data_term(model, data, curvature, **kw)

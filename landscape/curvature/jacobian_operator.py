@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..settings import SpectrumSettings
 from .base import CurvatureOperator, check_curvature_options, math_attention
 
 
@@ -21,7 +22,7 @@ class JacobianGraphOperator(CurvatureOperator):
     """Base of :class:`~landscape.curvature.ggn.GGNOperator` and
     :class:`~landscape.curvature.fisher.EmpiricalFisherOperator` (see module doc)."""
 
-    def __init__(self, model: Any, data: Any, *, mode: str | None = None, **kw: Any):
+    def __init__(self, model: Any, data: Any, *, mode: str = SpectrumSettings.mode, **kw: Any):
         check_curvature_options(self.curvature, mode=mode)
         super().__init__(model, data, **kw)
 
