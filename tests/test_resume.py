@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from test_data import write_fmnist
+from cases import write_fmnist
 
 from landscape import checkpoint
 from landscape import resume as R

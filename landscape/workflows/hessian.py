@@ -16,15 +16,15 @@ def loss_preset(a: Any, info: Any, data: Any) -> tuple[float, str, Any]:
     from ..analyze_steps import training_recipe
     from ..data import Augment
     from ..settings import SPECTRUM_PRESETS, SpectrumSettings, default_of
-    preset = SPECTRUM_PRESETS[getattr(a, "preset", "plain")]
-    recipe = training_recipe(info) if getattr(a, "preset", "plain") == "paper" else \
-        {"wd": None, "pad": 4, "flip": True}
+    preset = SPECTRUM_PRESETS[a.preset]
+    # plain: Augment's own pad and flip (the one default); paper: the checkpoint's recipe
+    recipe = training_recipe(info) if a.preset == "paper" else {"wd": None}
     wd = a.wd if a.wd is not None else float(recipe["wd"] or default_of(SpectrumSettings, "wd"))
     l2 = a.l2 or preset.get("l2", default_of(SpectrumSettings, "l2"))
     on = a.augment if a.augment is not None else preset.get(
         "augment", default_of(SpectrumSettings, "augment"))
-    augment = Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean,
-                      std=data.std) if on else None
+    augment = Augment(**{k: recipe[k] for k in ("pad", "flip") if k in recipe},
+                      mean=data.mean, std=data.std) if on else None
     return wd, l2, augment
 
 
