@@ -171,6 +171,14 @@ def dense_ef(m, x, y):
     return J.T @ J / x.shape[0]
 
 
+def fmnist_model(name: str = "resnet_tiny", seed: int = 0, **kw) -> nn.Module:
+    """A zoo model shaped for Fashion-MNIST (10 classes, 1 channel, 28 pixels), seeded."""
+    import landscape_models
+    torch.manual_seed(seed)
+    return landscape_models.create(name, **{"num_classes": 10, "in_chans": 1, "img_size": 28,
+                                            **kw})
+
+
 # ---- feature-map toys ------------------------------------------------------------------------
 class DepthwiseCircular(nn.Module):
     """Fixed depthwise 3x3 separable filter k ⊗ k with circular padding (exact DFT transfer)."""

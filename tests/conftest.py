@@ -39,13 +39,6 @@ def fmnist_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="session")
-def tiny_cases():
-    """``{name: (model, x, y)}`` of ``cases.make`` for the three tiny float64 models (shared:
-    do not change the models' parameters)."""
-    return {name: cases.make(name) for name in cases.MODELS}
-
-
 # ---- Loud CI: a skip is a failure unless its reason is listed here (with why it is allowed). ----
 # .ci/run sets LANDSCAPE_STRICT_SKIPS=1; a local `make test` only reports the skips.
 ALLOWED_SKIPS: dict[str, str] = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import TinyAttention, TinyCNN, TinyMLP, make  # noqa: F401 (tiny models)
+from cases import TinyAttention, TinyCNN, TinyMLP, fmnist_model, make  # noqa: F401 (tiny models)
 
 from landscape.errors import LandscapeError
 from landscape.hessian import (
@@ -364,9 +364,8 @@ def test_bad_input():
 
 
 def test_registry_model_smoke():
-    import landscape_models as models
     torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    m = fmnist_model()
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     op = HessianOperator(m, (x, y))
     g = torch.Generator().manual_seed(0)

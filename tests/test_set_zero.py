@@ -12,10 +12,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import landscape_models as models
 import pytest
 import torch
-from cases import write_fmnist
+from cases import fmnist_model, write_fmnist
 
 from landscape import checkpoint
 from landscape.analyze_config import AnalyzeConfig, make_config
@@ -172,7 +171,7 @@ def setup(tmp_path_factory):
     root = d / "fm"
     write_fmnist(root, N_TRAIN, N_TEST, seed=0, shuffle_labels=False)
     torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    m = fmnist_model()
     ck = checkpoint.save(d / "resnet_tiny.pt", m, dataset="fashion-mnist", mean=[0.286],
                          std=[0.353], seed=0, epoch=0)
     (d / "tiny.toml").write_text(TINY)

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cases import TinyCNN, dense_ef, dense_ggn, write_fmnist
+from cases import TinyCNN, dense_ef, dense_ggn, fmnist_model, write_fmnist
 from cases import tiny_cnn_data as _data
 
 from landscape import spectrum as S  # noqa: E402
@@ -99,7 +99,6 @@ def test_resume_computes_only_unfinished(tmp_path, monkeypatch):
 
 def test_cli_hessian(tmp_path):
     """On the installed Fashion-MNIST, or on IDX files written here when it is absent."""
-    import landscape_models as models
 
     from landscape.checkpoint import save
     from landscape.data import dataset_spec
@@ -110,7 +109,7 @@ def test_cli_hessian(tmp_path):
         root = ["--data-root", str(tmp_path / "fm")]
     torch.manual_seed(0)
     spec = dataset_spec("fashion-mnist")
-    model = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    model = fmnist_model()
     ckpt = save(tmp_path / "m.pt", model, dataset="fashion-mnist", mean=list(spec.mean),
                 std=list(spec.std), seed=0)
     from landscape.cli import main

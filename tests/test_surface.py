@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from cases import fmnist_model
 
 from landscape import directions as D
 from landscape import surface as S
@@ -235,12 +236,10 @@ def test_mismatched_files_refused(tmp_path, monkeypatch):
     not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST not installed")
 def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
-    import landscape_models as models
-
     from landscape import checkpoint
     from landscape.cli import main
     torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    m = fmnist_model()
     ck = checkpoint.save(tmp_path / "m.pt", m, dataset="fashion-mnist")
     out = tmp_path / "out"
     argv = ["surface", str(ck), "--samples", "40", "--grid", "-1:1:3", "--ygrid", "-1:1:2",

@@ -189,11 +189,9 @@ def test_more_epochs_on_a_finished_run_names_the_setting(tmp_path):
                 progress=False)
 
 
-def test_cli_train_resume_with_other_subset_refused(tmp_path, capsys):
-    from cases import write_fmnist
-    root = tmp_path / "fm"
-    write_fmnist(root, n_train=40, n_test=10)
-    base = ["train", "--model", "resnet_tiny", "--data", "fashion-mnist", "--data-root", str(root),
+def test_cli_train_resume_with_other_subset_refused(tmp_path, capsys, fmnist_root):
+    base = ["train", "--model", "resnet_tiny", "--data", "fashion-mnist",
+            "--data-root", str(fmnist_root),
             "--epochs", "1", "--batch-size", "20", "--out", str(tmp_path / "run"), "--quiet"]
     assert cli_main(base + ["--subset", "20"]) == 0
     capsys.readouterr()
