@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cases import TinyCNN, dense_ef, dense_ggn, fmnist_model, write_fmnist
+from cases import TinyCNN, dense_ef, dense_ggn, fashion_mnist_available, fmnist_model, write_fmnist
 from cases import tiny_cnn_data as _data
 
 from landscape import spectrum as S  # noqa: E402
@@ -103,8 +103,7 @@ def test_cli_hessian(tmp_path):
     from landscape.checkpoint import save
     from landscape.data import dataset_spec
     root = []
-    if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") \
-            and not os.environ.get("LANDSCAPE_DATA"):
+    if not fashion_mnist_available():
         write_fmnist(tmp_path / "fm", n_train=256, n_test=10)
         root = ["--data-root", str(tmp_path / "fm")]
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from cases import fmnist_model
+from cases import fmnist_model, needs_fashion_mnist
 
 from landscape import directions as D
 from landscape import surface as S
@@ -232,9 +232,7 @@ def test_mismatched_files_refused(tmp_path, monkeypatch):
     assert "train_loss" in r.arrays and "test_loss" in r.arrays
 
 
-@pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
-    reason="Fashion-MNIST not installed")
+@needs_fashion_mnist
 def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
     from landscape import checkpoint
     from landscape.cli import main
