@@ -112,7 +112,9 @@ def add_parser(sub: Any) -> None:
                     "mini-batches (Nguyen et al. 2021); heatmap (Fig. 10).")
     _common(p, 1000, CKASettings.batch_size)
     uses_settings(p, CKASettings)
-    link(p, "batch_size", CKASettings, "batch_size")  # the HSIC mini-batch: part of the estimate
+    link(p, "batch_size", CKASettings, "batch_size",
+         help="images per CKA mini-batch (the HSIC is estimated per mini-batch, so this is part "
+              "of the estimate, not only of the speed)")
     settings_option(p, "--estimator", settings=CKASettings, field="estimator",
                     help="HSIC estimator per batch (biased = plain linear CKA on one batch)")
     p.set_defaults(func=run, analysis="cka")

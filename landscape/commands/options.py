@@ -49,12 +49,16 @@ def settings_option(p: Any, *flags: str, settings: type, field: str,
     return _mark(p.add_argument(*flags, **kw), settings, field, default_doc, convert)
 
 
-def link(p: argparse.ArgumentParser, dest: str, settings: type, field: str) -> None:
+def link(p: argparse.ArgumentParser, dest: str, settings: type, field: str,
+         help: str | None = None) -> None:
     """Make the option ``dest`` (added elsewhere, e.g. ``--batch-size`` by ``add_data_args``)
-    the option of ``settings.field``: its default becomes the field's."""
+    the option of ``settings.field``: its default becomes the field's (and its help ``help``
+    when given)."""
     for a in p._actions:
         if a.dest == dest:
             a.default = _field(settings, field).default
+            if help is not None:
+                a.help = help
             p.set_defaults(**{dest: a.default})
             _mark(a, settings, field, None, None)
             return
