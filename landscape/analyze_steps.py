@@ -36,12 +36,14 @@ def training_recipe(info: Any) -> dict[str, Any]:
     ``extra`` (``weight_decay``, ``augment``), else its run folder's ``config.json`` (written by
     ``landscape train``), else unknown (``wd`` None: the L2 term is left out and the report says
     so). The paper's landscape and spectrum use the model's own training weight decay."""
+    from .data import Augment
     extra = dict(getattr(info, "extra", None) or {})
-    out: dict[str, Any] = {"wd": None, "pad": 4, "flip": True, "source": "unknown"}
+    d = Augment()  # the one default of pad and flip
+    out: dict[str, Any] = {"wd": None, "pad": d.pad, "flip": d.flip, "source": "unknown"}
     if "weight_decay" in extra:
         aug = extra.get("augment") or {}
-        out.update(wd=float(extra["weight_decay"]), pad=int(aug.get("pad", 4)),
-                   flip=bool(aug.get("flip", True)), source="checkpoint")
+        out.update(wd=float(extra["weight_decay"]), pad=int(aug.get("pad", d.pad)),
+                   flip=bool(aug.get("flip", d.flip)), source="checkpoint")
         return out
     cfg_path = Path(str(info.path)).parent / "config.json"
     if cfg_path.is_file():
@@ -50,8 +52,8 @@ def training_recipe(info: Any) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - an unreadable run config: recipe unknown
             c = {}
         if "weight_decay" in c:
-            out.update(wd=float(c["weight_decay"]), pad=int(c.get("pad", 4)),
-                       flip=bool(c.get("flip", True)), source=str(cfg_path.name))
+            out.update(wd=float(c["weight_decay"]), pad=int(c.get("pad", d.pad)),
+                       flip=bool(c.get("flip", d.flip)), source=str(cfg_path.name))
     return out
 
 
@@ -90,7 +92,8 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     images, labels, augment, transform = paper_loss_data(cfg.paper_loss, pool, augment, cfg.seed,
                                                          wd=wd)
     scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
-                          n_batches=cfg.spectrum_batches or None, subset=0.1, seed=cfg.seed,
+                          n_batches=cfg.spectrum_batches or None,
+                          subset=SpectrumConfig.subset, seed=cfg.seed,
                           wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
                           max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
     n_params = sum(p.numel() for p in net.parameters())

@@ -225,7 +225,7 @@ class CurvatureSettings(Settings):
                      maximum=SEED_MAX)
     wd: float = setting(0.0, "L2 weight decay composed with the Hessian", minimum=0.0)
     l2: str = setting("half", "L2 convention (see SpectrumSettings.l2)", choices=("half", "paper"))
-    mode: str = setting("double_backward", "Hessian-vector product mode",
+    mode: str = setting("auto", "Hessian-vector product mode (as SpectrumSettings.mode)",
                         choices=("auto", "double_backward", "forward_over_reverse"))
     top_k: int = setting(0, "top (LM) and bottom (SA) eigenvalues (0: none)", minimum=0,
                          maximum=MAX_EIGENVALUES)

@@ -53,6 +53,7 @@ from . import distributed as D
 from .curvature import (
     HessianOperator,
     LossHessian,
+    check_curvature_options,
     lanczos_eigenpairs,
     mode_cache,
     start_vector,
@@ -175,8 +176,10 @@ def lambda_min_summary(lmin: np.ndarray, top: np.ndarray) -> dict[str, float]:
             if pos.any() else float("nan")}
 
 
-def spectrum_batches(n_data: int, batch_size: int = 16, n_batches: int | None = None,
-                     subset: float = 0.1, seed: int = 0) -> np.ndarray:
+def spectrum_batches(n_data: int, batch_size: int = SpectrumSettings.batch_size,
+                     n_batches: int | None = SpectrumSettings.n_batches,
+                     subset: float = SpectrumSettings.subset,
+                     seed: int = SpectrumSettings.seed) -> np.ndarray:
     """Sample indices (n_batches, batch_size): a seeded permutation of the data cut into batches;
     ``n_batches`` defaults to ``floor(subset * n_data / batch_size)``."""
     if n_batches is None:
@@ -381,6 +384,7 @@ def max_eigenvalue_spectrum(model: nn.Module, images: torch.Tensor, labels: torc
     from tqdm import tqdm
 
     cfg = config or SpectrumConfig()
+    check_curvature_options(cfg.curvature, backend=cfg.backend, mode=cfg.mode)
     if cfg.augment and augment is None:
         raise LandscapeError("config.augment is set but no augment transform was given")
     if cfg.warm_start and cfg.segment < 1:

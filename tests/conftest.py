@@ -1,12 +1,13 @@
-"""Shared test settings: deterministic, single-threaded-friendly, headless plotting."""
+"""Shared test settings and fixtures: deterministic, headless plotting, every test isolated
+from the user's product-mode cache; session fixtures for the shared tiny models and data of
+``cases.py`` (test modules import ``cases``, never each other nor this file)."""
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import cases  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 
 @pytest.fixture(autouse=True)
@@ -15,14 +16,27 @@ def _seed():
     yield
 
 
-def fashion_mnist_available() -> bool:
-    return os.path.exists(FMNIST) or bool(os.environ.get("LANDSCAPE_DATA"))
+@pytest.fixture(autouse=True)
+def _private_mode_cache(tmp_path, monkeypatch):
+    """Every test gets an empty product-mode cache, never the user's ~/.cache/landscape
+    (subprocesses inherit the variable). A test may still set ``LANDSCAPE_CACHE`` itself."""
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
 
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not fashion_mnist_available(),
-    reason="Fashion-MNIST IDX files missing: "
-           "apt-get install dataset-fashion-mnist or set LANDSCAPE_DATA")
+@pytest.fixture
+def no_cpu_rule(monkeypatch):
+    """No CPU rule for the product mode: "auto" measures, as on an accelerator."""
+    from landscape.curvature import modes
+    monkeypatch.setattr(modes, "RULES", {})
+
+
+@pytest.fixture(scope="session")
+def fmnist_root(tmp_path_factory):
+    """A session-wide fake Fashion-MNIST folder (``cases.write_fmnist``: 40 train, 16 test
+    images); read it, never write into it."""
+    root = tmp_path_factory.mktemp("fmnist") / "fashion-mnist"
+    cases.write_fmnist(root, n_train=40, n_test=16)
+    return root
 
 
 # ---- Loud CI: a skip is a failure unless its reason is listed here (with why it is allowed). ----

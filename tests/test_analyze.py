@@ -5,32 +5,10 @@ from html.parser import HTMLParser
 import landscape_models as models
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from cases import TINY, needs_fashion_mnist
 
 from landscape import checkpoint
 from landscape.cli import main as cli_main
-
-TINY = """
-[analyze]
-eval_samples = 64
-samples = 32
-batch_size = 32
-lesion_samples = 32
-surface_samples = 32
-surface_grid = "-1:1:3"
-surface_ygrid = "-1:1:3"
-spectrum_batches = 2
-spectrum_batch_size = 8
-top_k = 2
-lanczos_max_iter = 12
-curvature_samples = 16
-trace_products = 6
-density_probes = 1
-density_steps = 6
-robustness_freqs = 3
-cka_batch_size = 8
-groups = 8
-"""
 
 
 @pytest.fixture(scope="module")

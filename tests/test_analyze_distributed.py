@@ -4,7 +4,6 @@ job within 30 s with one line from the surviving rank, and a rerun resumes."""
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_analyze import TINY
+from cases import TINY, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPTS = [str(ROOT / "checkpoints" / "demo" / f"{m}_s0.pt") for m in ("resnet_tiny", "vit_tiny")]
@@ -24,12 +23,6 @@ SMALL = TINY.replace("spectrum_batches = 2", "spectrum_batches = 4") + \
     f'surface_planes = 2\nsurface_plan = "{PLAN}"\n'
 ONLY = "hessian,surface,fourier"
 SKIP = {"wall_time_s", "timing", "created", "versions", "settings", "host", "figures"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import landscape_models as models
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from cases import needs_fashion_mnist
 
 from landscape import checkpoint
 from landscape.analyze import checkpoint_labels, resolve_checkpoint

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from cases import needs_fashion_mnist
 
 from landscape import checkpoint, validate
 from landscape.cli import main

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import builtins
 import importlib.util
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_hessian import TinyCNN  # noqa: E402
+from cases import TinyCNN
 
 ROOT = Path(__file__).resolve().parents[1]
 

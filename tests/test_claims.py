@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from test_fourier import Chain, DepthwiseCircular
+from cases import Chain, DepthwiseCircular
 
 from landscape import claims as C
 from landscape.analyze import AnalyzeConfig

@@ -3,13 +3,11 @@ error paths, subsets, normalization, augmentation, and the real Fashion-MNIST wh
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import http.server
 import io
 import os
 import pickle
-import struct
 import tarfile
 import threading
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import cifar_batches, idx_bytes, write_fmnist
 
 from landscape import data as D
 from landscape.errors import LandscapeError
@@ -37,64 +36,6 @@ def _isolated(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ writers (official formats)
 
 
-def idx_bytes(arr: np.ndarray) -> bytes:
-    """IDX: 0x0000, type 0x08 (ubyte), ndim, big-endian uint32 dims, raw data."""
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    return struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) \
-        + arr.tobytes()
-
-
-def write_fmnist(folder: Path, n_train: int = 20, n_test: int = 10, gz: bool = True,
-                 seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        rng.shuffle(labels)
-        for stem, arr in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte",
-                                                                    labels)):
-            raw = idx_bytes(arr)
-            if gz:
-                (folder / (stem + ".gz")).write_bytes(gzip.compress(raw))
-            else:
-                (folder / stem).write_bytes(raw)
-        out[split] = (images, labels)
-    return out
-
-
-def cifar_batches(canon: str, seed: int = 0, n_train: int = 20, n_test: int = 10):
-    """Members of the python-version archive: name -> dict, plus the true arrays."""
-    rng = np.random.default_rng(seed)
-    k = 10 if canon == "cifar10" else 100
-    key = b"labels" if canon == "cifar10" else b"fine_labels"
-    members, truth = {}, {}
-    if canon == "cifar10":
-        splits = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-    else:
-        splits = {"train": ["train"], "test": ["test"]}
-    for split, files in splits.items():
-        n_each = (n_train if split == "train" else n_test) // len(files)
-        datas, labs = [], []
-        for f in files:
-            d = rng.integers(0, 256, size=(n_each, 3072), dtype=np.uint8)
-            lab = [int(v) for v in rng.integers(0, k, size=n_each)]
-            entry = {b"batch_label": f.encode(), b"data": d, key: lab,
-                     b"filenames": [f"img{i}.png".encode() for i in range(n_each)]}
-            if canon == "cifar100":
-                entry[b"coarse_labels"] = [v // 5 for v in lab]
-            members[f] = entry
-            datas.append(d)
-            labs.extend(lab)
-        truth[split] = (np.concatenate(datas).reshape(-1, 3, 32, 32), np.array(labs))
-    if canon == "cifar10":
-        members["batches.meta"] = {b"label_names": [n.encode() for n in D.CIFAR10_CLASSES],
-                                   b"num_cases_per_batch": 4, b"num_vis": 3072}
-    else:
-        members["meta"] = {b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                           b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}
-    return members, truth
 
 
 def write_cifar_archive(path: Path, canon: str, protocol: int = 2, seed: int = 0):

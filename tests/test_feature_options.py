@@ -9,9 +9,7 @@ has its own tests), so each run takes a fraction of a second.
 """
 from __future__ import annotations
 
-import gzip
 import itertools
-import struct
 import textwrap
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import landscape_models as models
 import numpy as np
 import pytest
 import torch
+from cases import write_fmnist
 
 from landscape import checkpoint
 from landscape.cli import build_parser
@@ -32,25 +31,6 @@ EXTRA = {"robustness": ["--freqs", "0.5", "1"]}  # two frequencies keep it quick
 N_TEST = 48
 
 # ------------------------------------------------------------------------------------ inputs
-
-
-def _idx(arr: np.ndarray) -> bytes:
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    return struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) \
-        + arr.tobytes()
-
-
-def write_fashion_mnist(folder: Path, seed: int, n_train: int = 40,
-                        n_test: int = N_TEST) -> Path:
-    """Fashion-MNIST IDX files (gzip) of random images, ``n % 10`` labels."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels)))
-    return folder
 
 
 USER_NET = textwrap.dedent("""
@@ -67,7 +47,9 @@ def inp(tmp_path_factory):
     """Data folders, checkpoints (ours, a bare state_dict, one with a NaN) and a user model
     (a file and a package in a repository folder)."""
     d = tmp_path_factory.mktemp("inputs")
-    out = {"root": write_fashion_mnist(d / "fm", 0), "root2": write_fashion_mnist(d / "fm2", 1)}
+    for name, seed in (("fm", 0), ("fm2", 1)):
+        write_fmnist(d / name, 40, N_TEST, seed=seed, shuffle_labels=False)
+    out = {"root": d / "fm", "root2": d / "fm2"}
     for name in ("resnet_tiny", "vit_tiny"):
         torch.manual_seed(0)
         m = models.create(name, num_classes=10, in_chans=1, img_size=28)
@@ -205,12 +187,23 @@ def test_every_option_has_a_test(cmd):
                                          "an option that is gone)"
 
 
-def test_help_defaults_are_the_library_defaults():
-    from landscape.commands import features as C
-    from landscape.features import robustness as R
-    assert (C.PAPER_EPS, C.RADIAL_WIDTH, C.RADIAL_NORM) == (R.PAPER_EPS, R.RADIAL_WIDTH,
-                                                            R.RADIAL_NORM)
-    assert tuple(C.ROBUSTNESS_PROTOCOLS) == R.PROTOCOLS
+def test_the_commands_compute_with_the_settings_defaults(base):
+    """What the commands computed with their defaults (read from the results, not from the
+    parsers) is what the settings say: robustness's protocol, eps, band width and base noise,
+    fourier's eps, cka's estimator (the defaults of the options are
+    tests/test_settings_defaults.py's)."""
+    from landscape.settings import (
+        ROBUSTNESS_PROTOCOLS,
+        CKASettings,
+        FourierSettings,
+        RobustnessSettings,
+    )
+    r = base("robustness")
+    paper = ROBUSTNESS_PROTOCOLS["paper"]
+    assert (r.protocol, r.eps, r.width, r.base) == (
+        RobustnessSettings.protocol, RobustnessSettings.eps, paper["width"], paper["base"])
+    assert base("fourier").config["identity"]["settings"]["eps"] == FourierSettings.eps
+    assert base("cka").estimator == CKASettings.estimator
 
 # ------------------------------------------------------------------------------ common options
 

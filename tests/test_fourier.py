@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from cases import Chain, DepthwiseCircular
 
 from landscape.features.fourier import (
     FourierResult,
@@ -19,29 +19,6 @@ from landscape.features.fourier import (
 )
 
 torch.set_num_threads(1)
-
-
-class DepthwiseCircular(nn.Module):
-    """Fixed depthwise 3x3 separable filter k ⊗ k with circular padding (exact DFT transfer)."""
-
-    def __init__(self, channels: int, k1d):
-        super().__init__()
-        k = torch.tensor(k1d, dtype=torch.float64)
-        self.register_buffer("weight", torch.outer(k, k).expand(channels, 1, 3, 3).clone())
-        self.channels = channels
-
-    def forward(self, x):
-        x = F.pad(x.to(torch.float64), (1, 1, 1, 1), mode="circular")
-        return F.conv2d(x, self.weight, groups=self.channels)
-
-
-class Chain(nn.Module):
-    def __init__(self, *mods):
-        super().__init__()
-        self.layers = nn.Sequential(*mods)
-
-    def forward(self, x):
-        return self.layers(x)
 
 
 def transfer_1d(k1d, w):

@@ -3,16 +3,10 @@ torch.autograd.functional.jacobian) on tiny models; the same estimators and oper
 the Hessian; probe blocks give the same estimates as single probes."""
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_hessian import make  # noqa: E402
+from cases import dense_ef, dense_ggn, make
 
 from landscape.curvature import (  # noqa: E402
     EmpiricalFisherOperator,
@@ -23,58 +17,19 @@ from landscape.curvature import (  # noqa: E402
     hutchinson_trace,
     hutchpp_trace,
     l2_hessian,
-    math_attention,
     probe_block_size,
     slq_density,
     top_eigenvalues,
 )
-from landscape.device import eval_mode  # noqa: E402
 from landscape.errors import LandscapeError  # noqa: E402
 
 torch.set_num_threads(1)
 MODELS = ["mlp", "cnn", "attn"]
 
 
-@pytest.fixture(autouse=True)
-def _private_mode_cache(tmp_path, monkeypatch):
-    """An empty cache per test, and no CPU rule: "auto" measures, as on an accelerator."""
-    from landscape.curvature import modes
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
-    monkeypatch.setattr(modes, "RULES", {})
-
-
-def _functional(m, x):
-    names = [n for n, _ in m.named_parameters()]
-    prim = tuple(p.detach() for _, p in m.named_parameters())
-
-    def out_fn(*ps):
-        with eval_mode(m), math_attention():
-            return torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (x,))
-
-    return prim, out_fn
-
-
-def _flat_jacobian(fn, prim, rows):
-    J = torch.autograd.functional.jacobian(fn, prim)
-    return torch.cat([j.reshape(rows, -1) for j in J], 1)
-
-
-def dense_ggn(m, x, y):
-    """J^T H_out J of the mean cross-entropy, by hand."""
-    prim, out_fn = _functional(m, x)
-    out = out_fn(*prim).detach()
-    n, c = out.shape
-    J = _flat_jacobian(out_fn, prim, n * c)
-    H_out = torch.autograd.functional.hessian(lambda o: F.cross_entropy(o, y), out)
-    return J.T @ H_out.reshape(n * c, n * c) @ J
-
-
-def dense_ef(m, x, y):
-    """(1/N) sum_n g_n g_n^T with g_n the gradient of sample n's cross-entropy, by hand."""
-    prim, out_fn = _functional(m, x)
-    J = _flat_jacobian(lambda *ps: F.cross_entropy(out_fn(*ps), y, reduction="none"), prim,
-                       x.shape[0])
-    return J.T @ J / x.shape[0]
+# every test: no CPU rule, so "auto" measures as on an accelerator (the empty private mode
+# cache is conftest's, for every test)
+pytestmark = pytest.mark.usefixtures("no_cpu_rule")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from cases import TinyAttention, TinyCNN, TinyMLP, fmnist_model, make  # noqa: F401 (tiny models)
 
 from landscape.errors import LandscapeError
 from landscape.hessian import (
@@ -25,97 +25,7 @@ from landscape.hessian import (
 
 torch.set_num_threads(1)
 
-@pytest.fixture(autouse=True)
-def _private_mode_cache(tmp_path, monkeypatch):
-    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
-
-
 MODELS = ["mlp", "cnn", "attn"]
-
-
-# ---- tiny float64 models (also used by test_spectrum and test_hessian_distributed) ----------
-class TinyMLP(nn.Module):
-    def __init__(self, d_in=6, hidden=10, classes=3):
-        super().__init__()
-        self.fc1 = nn.Linear(d_in, hidden)
-        self.fc2 = nn.Linear(hidden, classes)
-        self.unused = nn.Linear(2, 2)  # never called: gets no gradient
-
-    def forward(self, x):
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
-
-
-class TinyCNN(nn.Module):
-    def __init__(self, classes=3):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.drop = nn.Dropout(0.5)
-        self.fc = nn.Linear(4 * 4, classes)
-
-    def forward(self, x):
-        h = F.relu(self.bn(self.conv(x)))
-        h = F.avg_pool2d(h, 4)
-        return self.fc(self.drop(h.flatten(1)))
-
-
-class ManualLayerNorm(nn.Module):
-    """LayerNorm written out: torch 2.13's torch.func.hessian of F.layer_norm is wrong, and the
-    dense reference uses torch.func.hessian."""
-
-    def __init__(self, d, eps=1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
-        self.eps = eps
-
-    def forward(self, t):
-        mu = t.mean(-1, keepdim=True)
-        var = ((t - mu) ** 2).mean(-1, keepdim=True)
-        return (t - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
-
-
-class TinyAttention(nn.Module):
-    """Patch embedding + one self-attention layer (scaled_dot_product_attention) + head."""
-
-    def __init__(self, dim=8, heads=2, classes=3, patch=2):
-        super().__init__()
-        self.heads = heads
-        self.embed = nn.Conv2d(1, dim, patch, stride=patch)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm = ManualLayerNorm(dim)
-        self.head = nn.Linear(dim, classes)
-
-    def forward(self, x):
-        t = self.embed(x).flatten(2).transpose(1, 2)  # B, N, D
-        B, N, D = t.shape
-        qkv = self.qkv(self.norm(t)).reshape(B, N, 3, self.heads, D // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v)
-        t = t + self.proj(a.transpose(1, 2).reshape(B, N, D))
-        return self.head(torch.tanh(t).mean(1))
-
-
-def make(name: str, seed: int = 0, n: int = 12):
-    """(model in float64 with perturbed BN stats, x, y)."""
-    torch.manual_seed(seed)
-    if name == "mlp":
-        m, x = TinyMLP(), torch.randn(n, 6)
-    elif name == "cnn":
-        m, x = TinyCNN(), torch.randn(n, 1, 8, 8)
-        with torch.no_grad():
-            m.bn.running_mean.uniform_(-0.2, 0.2)
-            m.bn.running_var.uniform_(0.5, 1.5)
-            m.bn.weight.uniform_(0.5, 1.5)
-    elif name == "attn":
-        m, x = TinyAttention(), torch.randn(n, 1, 6, 6)
-    else:
-        raise ValueError(name)
-    y = torch.randint(0, 3, (n,))
-    return m.double(), x.double(), y
-
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +137,7 @@ def test_bad_start_refused(cases):
         top_eigenvalues(HessianOperator(m, (x, y)), 2, start="ones")
     with pytest.raises(LandscapeError, match="shape"):
         top_eigenvalues(HessianOperator(m, (x, y)), 2, start=torch.ones(3))
-    with pytest.raises(LandscapeError, match="needs a HessianOperator"):
+    with pytest.raises(LandscapeError, match="needs a curvature operator"):
         top_eigenvalues(torch.eye(5, dtype=torch.float64), 2, start="gradient")
 
 
@@ -454,9 +364,8 @@ def test_bad_input():
 
 
 def test_registry_model_smoke():
-    import landscape_models as models
     torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    m = fmnist_model()
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     op = HessianOperator(m, (x, y))
     g = torch.Generator().manual_seed(0)

@@ -2,15 +2,10 @@
 warm-startable subspace solver and pyhessian's product count, against float64 references."""
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_hessian import make  # noqa: E402
+from cases import make
 
 from landscape.curvature import (  # noqa: E402
     DenseOperator,
@@ -27,12 +22,6 @@ from landscape.errors import LandscapeError  # noqa: E402
 
 torch.set_num_threads(1)
 
-
-
-@pytest.fixture(autouse=True)
-def _private_mode_cache(tmp_path, monkeypatch):
-    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
 
 
 def _dense_l2(params, wd, kind):

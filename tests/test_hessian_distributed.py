@@ -9,13 +9,6 @@ import textwrap
 import numpy as np
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def _private_mode_cache(tmp_path, monkeypatch):
-    """Each test gets an empty product-mode cache (never the user's ~/.cache/landscape)."""
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
-
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
@@ -27,15 +20,10 @@ WORKER = textwrap.dedent("""
     from landscape import distributed as D
     from landscape.hessian import HessianOperator
     from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
-    from test_hessian import TinyCNN
+    from cases import tiny_cnn_data
 
     def setup():
-        g = torch.Generator().manual_seed(0)
-        torch.manual_seed(0)
-        m = TinyCNN().double()
-        x = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
-        y = torch.randint(0, 3, (40,), generator=g)
-        return m, x, y
+        return tiny_cnn_data(40, 0)
 
     def aug(x, g):
         return torch.roll(x, int(torch.randint(-1, 2, (1,), generator=g)), dims=-1)

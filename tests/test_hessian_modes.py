@@ -5,15 +5,11 @@ invalidated by a torch version change and never trusted when unreadable."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_hessian import make  # noqa: E402
+from cases import make
 
 from landscape.curvature import (  # noqa: E402
     HessianOperator,
@@ -29,12 +25,9 @@ from landscape.curvature.modes import PROBE_SCHEDULE  # noqa: E402
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _private_mode_cache(tmp_path, monkeypatch):
-    """An empty cache per test, and no CPU rule: "auto" measures, as on an accelerator."""
-    from landscape.curvature import modes
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "mode-cache"))
-    monkeypatch.setattr(modes, "RULES", {})
+# every test: no CPU rule, so "auto" measures as on an accelerator (the empty private mode
+# cache is conftest's, for every test)
+pytestmark = pytest.mark.usefixtures("no_cpu_rule")
 
 
 @pytest.fixture

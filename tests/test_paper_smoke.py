@@ -13,7 +13,7 @@ from pathlib import Path
 import landscape_models as models
 import pytest
 import torch
-from test_data import cifar_batches
+from cases import cifar_batches, free_port
 
 from landscape import checkpoint
 from landscape.cli import main as cli_main
@@ -130,7 +130,6 @@ def test_paper_spectrum_two_ranks_match_one(paper_setup, tmp_path):
     smoke budget with augmentation and L2, 2 ranks (gloo) == 1 rank, number for number."""
     import h5py
     import numpy as np
-    from test_surface_distributed import free_port
     d, ckpts = paper_setup
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     args = ["-m", "landscape", "hessian", ckpts[1], "--data", "cifar100", "--data-root", str(d),

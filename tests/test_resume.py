@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from test_data import write_fmnist
+from cases import fmnist_model, write_fmnist
 
 from landscape import checkpoint
 from landscape import resume as R
@@ -119,7 +119,7 @@ def _features(tmp_path, seed):
     if not root.exists():
         write_fmnist(root, n_train=10, n_test=16)
         torch.manual_seed(0)
-        m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+        m = fmnist_model()
         checkpoint.save(tmp_path / "m.pt", m, dataset="fashion-mnist")
     argv = ["variance", str(tmp_path / "m.pt"), "--data-root", str(root), "--samples", "16",
             "--batch-size", "16", "--seed", str(seed), "--device", "cpu", "--quiet",
@@ -147,7 +147,7 @@ def test_hessian_trace_equals_analyze_trace(tmp_path):
     root = tmp_path / "fm"
     write_fmnist(root, n_train=16, n_test=10)
     torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    m = fmnist_model()
     ck = checkpoint.save(tmp_path / "m.pt", m, dataset="fashion-mnist")
     common = ["--data-root", str(root), "--seed", "3", "--device", "cpu", "--quiet"]
     assert main(["hessian", str(ck), *common, "--samples", "0", "--batch-size", "8",

@@ -12,10 +12,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import landscape_models as models
 import pytest
 import torch
-from test_feature_options import write_fashion_mnist
+from cases import fmnist_model, write_fmnist
 
 from landscape import checkpoint
 from landscape.analyze_config import AnalyzeConfig, make_config
@@ -169,9 +168,10 @@ def test_zero_is_accepted_by_make_config(key):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("setzero")
-    root = write_fashion_mnist(d / "fm", 0, n_train=N_TRAIN, n_test=N_TEST)
+    root = d / "fm"
+    write_fmnist(root, N_TRAIN, N_TEST, seed=0, shuffle_labels=False)
     torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    m = fmnist_model()
     ck = checkpoint.save(d / "resnet_tiny.pt", m, dataset="fashion-mnist", mean=[0.286],
                          std=[0.353], seed=0, epoch=0)
     (d / "tiny.toml").write_text(TINY)

@@ -1,7 +1,6 @@
 """Two ranks under torchrun (gloo, CPU) write the same surface file as one process (chunks of
 two points through the vmap path, so the chunk partition is exercised too)."""
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from cases import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,12 +35,6 @@ SCRIPT = textwrap.dedent("""
                           wd=1e-3, progress=False, identity={"checkpoint_sha256": "x"})
     assert (r is None) == (distributed.rank() != 0)
 """)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_rank_torchrun_identical(tmp_path):

@@ -106,15 +106,41 @@ def test_finetune_reinitializes_head_and_freeze_trains_only_head(tmp_path):
         assert torch.equal(p, before[k]) != (k in heads), k
 
 
-def test_cli_train_help_mentions_every_option():
+#: TrainConfig fields no option sets, and why (any other field without an option fails).
+NOT_AN_OPTION = {"min_lr": "the cosine schedule's floor (0: the paper's recipe)",
+                 "pad": "the paper's pad-4 crop (a recipe constant)",
+                 "eval_batch_size": "evaluation batch: speed only, not the result"}
+#: options that set a TrainConfig field under another name (negated flags)
+NEGATED = {"no_augment": "augment", "no_flip": "flip"}
+
+
+def test_cli_train_every_option_is_documented_and_reaches_the_config():
+    """Every one of ``landscape train``'s options has its own help line in ``--help``; every
+    TrainConfig field is set by an option (or listed in NOT_AN_OPTION), and an option named
+    like a field has the field's default (the command and the API train alike)."""
+    import argparse
     import contextlib
+    import dataclasses
     import io
+
+    from landscape.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = [a for a in sub.choices["train"]._actions if a.dest != "help"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
         cli_main(["train", "--help"])
-    text = buf.getvalue()
-    for opt in ("--subset", "--init", "--freeze", "--save-every", "--mixup", "--device"):
-        assert opt in text
+    text = " ".join(buf.getvalue().split())
+    for a in actions:
+        assert a.help and " ".join(a.help.split())[:40].replace("%%", "%") in text, a.dest
+        if a.option_strings:
+            assert a.option_strings[0] in text
+    fields = {f.name: f.default for f in dataclasses.fields(T.TrainConfig)}
+    dests = {NEGATED.get(a.dest, a.dest) for a in actions}
+    assert set(fields) - dests == set(NOT_AN_OPTION)
+    for a in actions:
+        if a.dest in fields:
+            assert a.default == fields[a.dest], a.dest
 
 
 def _interrupted(tmp_path, monkeypatch, data, cfg):
@@ -163,11 +189,9 @@ def test_more_epochs_on_a_finished_run_names_the_setting(tmp_path):
                 progress=False)
 
 
-def test_cli_train_resume_with_other_subset_refused(tmp_path, capsys):
-    from test_data import write_fmnist
-    root = tmp_path / "fm"
-    write_fmnist(root, n_train=40, n_test=10)
-    base = ["train", "--model", "resnet_tiny", "--data", "fashion-mnist", "--data-root", str(root),
+def test_cli_train_resume_with_other_subset_refused(tmp_path, capsys, fmnist_root):
+    base = ["train", "--model", "resnet_tiny", "--data", "fashion-mnist",
+            "--data-root", str(fmnist_root),
             "--epochs", "1", "--batch-size", "20", "--out", str(tmp_path / "run"), "--quiet"]
     assert cli_main(base + ["--subset", "20"]) == 0
     capsys.readouterr()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from cases import needs_fashion_mnist
 
 from landscape import checkpoint
 

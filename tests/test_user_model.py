@@ -13,9 +13,8 @@ import landscape_models as models
 import pytest
 import torch
 import torch.nn as nn
-from conftest import needs_fashion_mnist
+from cases import TINY, needs_fashion_mnist
 from landscape_models.blocks import blocks_from_spec, infer_blocks
-from test_analyze import TINY
 
 from landscape import checkpoint
 from landscape.cli import main as cli_main

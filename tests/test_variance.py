@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from test_fourier import Chain  # the same two-layer wrapper
+from cases import Chain
 
 from landscape.features.variance import VarianceResult, spatial_variance, variance_analysis
 

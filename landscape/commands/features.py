@@ -9,11 +9,13 @@ from ..settings import (
     ROBUSTNESS_PROTOCOLS,
     CKASettings,
     FourierSettings,
+    LesionSettings,
     RobustnessSettings,
     VarianceSettings,
     default_of,
 )
 from .argtypes import nonneg_float, positive_float, unit_float
+from .options import link, settings_option, uses_settings
 
 # The defaults come from landscape.settings (torch-free), the one place they live.
 PAPER_EPS = default_of(RobustnessSettings, "eps")
@@ -40,8 +42,9 @@ def add_parser(sub: Any) -> None:
                     "reshaped to the grid, class token dropped); ΔlogA along the diagonal from "
                     "0 to π, and the value at π against normalized depth (Fig. 2a, 8).")
     _common(p, 1000, 128)
-    p.add_argument("--eps", type=positive_float, default=default_of(FourierSettings, "eps"),
-                   help="added to |FFT| before the log (the notebook's 1e-6)")
+    uses_settings(p, FourierSettings)
+    settings_option(p, "--eps", settings=FourierSettings, field="eps", type=positive_float,
+                    help="added to |FFT| before the log (the notebook's 1e-6)")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
     p.set_defaults(func=run, analysis="fourier")
 
@@ -50,10 +53,10 @@ def add_parser(sub: Any) -> None:
         description="Spatial variance of each block output per channel and image, averaged "
                     "(Fig. 9).")
     _common(p, 1000, 128)
-    p.add_argument("--ddof", type=int, default=default_of(VarianceSettings, "ddof"),
-                   choices=[0, 1],
-                   help="variance estimator: 1 = unbiased (torch default, as the paper), "
-                        "0 = population")
+    uses_settings(p, VarianceSettings)
+    settings_option(p, "--ddof", settings=VarianceSettings, field="ddof", type=int,
+                    help="variance estimator: 1 = unbiased (torch default, as the paper), "
+                         "0 = population")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
     p.set_defaults(func=run, analysis="variance")
 
@@ -77,43 +80,52 @@ def add_parser(sub: Any) -> None:
                     f"    --noise-norm (default {RADIAL_NORM:g}). --noise-norm applies; --eps is "
                     "refused.\n")
     _common(p, 1000, 256)
-    p.add_argument("--protocol", choices=list(ROBUSTNESS_PROTOCOLS),
-                   default=default_of(RobustnessSettings, "protocol"),
-                   help="noise protocol (see above)")
-    nf = default_of(RobustnessSettings, "freqs")
-    p.add_argument("--freqs", type=unit_float, nargs="+",
-                   default=[round(i / (nf - 1), 12) for i in range(nf)],
-                   help=f"noise centre frequencies in units of π (0..1; default {nf} evenly)")
-    p.add_argument("--width", type=positive_float, default=None,
-                   help="band half-width in units of π "
-                        f"(default: paper 0.2/π, radial {RADIAL_WIDTH:g})")
-    p.add_argument("--eps", type=nonneg_float, default=None,
-                   help=f"paper protocol only: noise amplitude per pixel in normalized input "
-                        f"space (default {PAPER_EPS:g})")
-    p.add_argument("--noise-norm", type=nonneg_float, default=None,
-                   help=f"radial protocol only: L2 norm of the noise per image (normalized "
-                        f"input space; RMS per pixel = norm / sqrt(C*H*W); default "
-                        f"{RADIAL_NORM:g})")
-    p.add_argument("--base", choices=["gaussian", "sign"], default=None,
-                   help="base noise before band-limiting: Gaussian or sign-Gaussian (±1) "
-                        "(default: paper sign, radial gaussian)")
+    R = RobustnessSettings
+    uses_settings(p, R)
+    settings_option(p, "--protocol", settings=R, field="protocol",
+                    help="noise protocol (see above)")
+    nf = default_of(R, "freqs")
+    settings_option(p, "--freqs", settings=R, field="freqs", type=unit_float, nargs="+",
+                    convert=lambda n: [round(i / (n - 1), 12) for i in range(n)],
+                    help=f"noise centre frequencies in units of π (0..1; default {nf} evenly)")
+    settings_option(p, "--width", settings=R, field="width", type=positive_float,
+                    default_doc="the protocol's",
+                    help="band half-width in units of π "
+                         f"(default: paper 0.2/π, radial {RADIAL_WIDTH:g})")
+    settings_option(p, "--eps", settings=R, field="eps", type=nonneg_float,
+                    default_doc=f"{PAPER_EPS:g} (given only with the paper protocol)",
+                    help=f"paper protocol only: noise amplitude per pixel in normalized input "
+                         f"space (default {PAPER_EPS:g})")
+    settings_option(p, "--noise-norm", settings=R, field="norm", type=nonneg_float,
+                    default_doc=f"{RADIAL_NORM:g} (given only with the radial protocol)",
+                    help=f"radial protocol only: L2 norm of the noise per image (normalized "
+                         f"input space; RMS per pixel = norm / sqrt(C*H*W); default "
+                         f"{RADIAL_NORM:g})")
+    settings_option(p, "--base", settings=R, field="base", default_doc="the protocol's",
+                    help="base noise before band-limiting: Gaussian or sign-Gaussian (±1) "
+                         "(default: paper sign, radial gaussian)")
     p.set_defaults(func=run, analysis="robustness")
 
     p = sub.add_parser(
         "cka", help="mini-batch linear CKA between all block outputs",
         description="Linear CKA between every pair of block outputs, HSIC averaged over "
                     "mini-batches (Nguyen et al. 2021); heatmap (Fig. 10).")
-    _common(p, 1000, 128)
-    p.add_argument("--estimator", choices=["unbiased", "biased"],
-                   default=default_of(CKASettings, "estimator"),
-                   help="HSIC estimator per batch (biased = plain linear CKA on one batch)")
+    _common(p, 1000, CKASettings.batch_size)
+    uses_settings(p, CKASettings)
+    link(p, "batch_size", CKASettings, "batch_size",
+         help="images per CKA mini-batch (the HSIC is estimated per mini-batch, so this is part "
+              "of the estimate, not only of the speed)")
+    settings_option(p, "--estimator", settings=CKASettings, field="estimator",
+                    help="HSIC estimator per batch (biased = plain linear CKA on one batch)")
     p.set_defaults(func=run, analysis="cka")
 
     p = sub.add_parser(
         "lesion", help="accuracy with one residual block removed at a time",
         description="Zeroes the residual branch of each residual block in turn and measures test "
                     "accuracy (Fig. 10).")
-    _common(p, 1000, 256)
+    _common(p, LesionSettings.samples, 256)
+    uses_settings(p, LesionSettings)
+    link(p, "samples", LesionSettings, "samples")
     p.set_defaults(func=run, analysis="lesion")
 
 

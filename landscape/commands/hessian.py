@@ -19,73 +19,78 @@ def add_parser(sub: Any) -> None:
     from ..settings import SPECTRUM_PRESETS
     from ..settings import CurvatureSettings as C
     from ..settings import SpectrumSettings as S
-    from ..settings import default_of as d
     from .argtypes import fraction, nonneg_float, positive_float, positive_int
     from .common import add_checkpoint_args, add_data_args
+    from .options import link, settings_option, unrelated, uses_settings
+    uses_settings(p, S, C)
     add_checkpoint_args(p)
-    add_data_args(p, samples=0, batch_size=d(S, "batch_size"), split="train")
+    add_data_args(p, samples=0, batch_size=S.batch_size, split="train")
+    link(p, "batch_size", S, "batch_size")
+    link(p, "seed", S, "seed")
+    unrelated(p, "samples", "the images the mini-batches are drawn from (0: all); the trace and "
+                            "density operator's images are --curvature-samples")
     p.add_argument("--preset", choices=list(SPECTRUM_PRESETS), default="plain",
                    help="the loss: plain = NLL on the images as given (wd 0, half L2, no "
                         "augmentation); paper = the paper's loss, as `landscape analyze` uses: "
                         "NLL + wd * sum_p ||p||_2 with the checkpoint's training weight decay, on "
                         "augmented images (--wd, --l2, --augment/--no-augment override it)")
-    p.add_argument("--top-k", type=positive_int, default=d(S, "k"),
-                   help="eigenvalues per mini-batch")
-    p.add_argument("--which", choices=["LM", "LA", "SA"], default=d(S, "which"),
-                   help="LM largest magnitude (the paper's, from power iteration), LA largest, "
-                        "SA smallest (most negative)")
-    p.add_argument("--batches", type=positive_int, default=d(S, "n_batches"),
-                   help="number of mini-batches (default: --subset of the data / --batch-size)")
-    p.add_argument("--subset", type=fraction, default=d(S, "subset"),
-                   help="fraction of the data the batches cover when --batches is not given")
-    p.add_argument("--tol", type=positive_float, default=d(S, "tol"),
-                   help="Lanczos stopping tolerance on Ritz residuals ||Hv - lv|| <= tol |l|")
-    p.add_argument("--max-iter", type=positive_int, default=d(S, "max_iter"),
-                   help="cap on Hessian-vector products per batch")
-    p.add_argument("--wd", type=nonneg_float, default=None,
-                   help="L2 weight decay added to the loss (default: the preset's: 0 for plain, "
-                        "the checkpoint's training weight decay for paper)")
-    p.add_argument("--l2", choices=["half", "paper"], default=None,
-                   help="L2 convention: half = wd/2 ||theta||^2 (Hessian + wd I); "
-                        "paper = wd * sum of per-tensor norms (the paper's repository); "
-                        "default: the preset's")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="pad-and-crop + flip each batch (fixed seed per batch), as in the paper; "
-                        "default: the preset's")
-    p.add_argument("--backend", choices=["landscape", "pyhessian"], default=d(S, "backend"),
-                   help="eigen solver: ours (Lanczos) or pyhessian's power iteration (cross-check)")
-    p.add_argument("--start", choices=["auto", "gradient", "random"], default=d(S, "start"),
-                   help="Lanczos start vector: gradient = unit loss gradient + unit Gaussian (the "
-                        "top eigenvalues converge in fewer products at a trained model), random = "
-                        "Gaussian; auto = gradient for LM/LA, random for SA")
-    p.add_argument("--warm-start", action="store_true", default=d(S, "warm_start"),
-                   help="start each batch's Lanczos from the previous batch's Ritz vectors "
-                        "(chains of 16 batches); off by default: measured no cheaper "
-                        "(benchmarks/hessian.py)")
-    p.add_argument("--curvature", choices=["hessian", "ggn", "ef"], default="hessian",
-                   help="the curvature matrix: hessian (of the loss), ggn (generalized "
-                        "Gauss-Newton J^T H_out J: positive semi-definite for cross-entropy, the "
-                        "Hessian without its residual term) or ef (empirical Fisher, the mean of "
-                        "per-sample gradient outer products); the L2 term is added to each")
-    p.add_argument("--mode", choices=["auto", "double_backward", "forward_over_reverse"],
-                   default=d(S, "mode"),
-                   help="Hessian-vector product mode (auto: measured once and recorded)")
+    opt = settings_option
+    opt(p, "--top-k", settings=S, field="k", type=positive_int, help="eigenvalues per mini-batch")
+    opt(p, "--which", settings=S, field="which",
+        help="LM largest magnitude (the paper's, from power iteration), LA largest, SA smallest "
+             "(most negative)")
+    opt(p, "--batches", dest="batches", settings=S, field="n_batches", type=positive_int,
+        help="number of mini-batches (default: --subset of the data / --batch-size)")
+    opt(p, "--subset", settings=S, field="subset", type=fraction,
+        help="fraction of the data the batches cover when --batches is not given")
+    opt(p, "--tol", settings=S, field="tol", type=positive_float,
+        help="Lanczos stopping tolerance on Ritz residuals ||Hv - lv|| <= tol |l|")
+    opt(p, "--max-iter", settings=S, field="max_iter", type=positive_int,
+        help="cap on Hessian-vector products per batch")
+    opt(p, "--wd", settings=S, field="wd", type=nonneg_float, default_doc="the preset's",
+        help="L2 weight decay added to the loss (default: the preset's: 0 for plain, the "
+             "checkpoint's training weight decay for paper)")
+    opt(p, "--l2", settings=S, field="l2", default_doc="the preset's",
+        help="L2 convention: half = wd/2 ||theta||^2 (Hessian + wd I); paper = wd * sum of "
+             "per-tensor norms (the paper's repository); default: the preset's")
+    opt(p, "--augment", settings=S, field="augment", action=argparse.BooleanOptionalAction,
+        default_doc="the preset's",
+        help="pad-and-crop + flip each batch (fixed seed per batch), as in the paper; default: "
+             "the preset's")
+    opt(p, "--backend", settings=S, field="backend",
+        help="eigen solver: ours (Lanczos) or pyhessian's power iteration (cross-check; the "
+             "Hessian only)")
+    opt(p, "--start", settings=S, field="start",
+        help="Lanczos start vector: gradient = unit loss gradient + unit Gaussian (the top "
+             "eigenvalues converge in fewer products at a trained model), random = Gaussian; "
+             "auto = gradient for LM/LA, random for SA")
+    opt(p, "--warm-start", settings=S, field="warm_start", action="store_true",
+        help="start each batch's Lanczos from the previous batch's Ritz vectors (chains of 16 "
+             "batches); off by default: measured no cheaper (benchmarks/hessian.py)")
+    opt(p, "--curvature", settings=S, field="curvature",
+        help="the curvature matrix: hessian (of the loss), ggn (generalized Gauss-Newton "
+             "J^T H_out J: positive semi-definite for cross-entropy, the Hessian without its "
+             "residual term) or ef (empirical Fisher, the mean of per-sample gradient outer "
+             "products); the L2 term is added to each. ggn and ef refuse --backend pyhessian "
+             "and a --mode other than auto")
+    opt(p, "--mode", settings=S, field="mode",
+        help="Hessian-vector product mode (auto: measured once and recorded; the Hessian only)")
     p.add_argument("--trace", action="store_true",
                    help="also estimate the trace (Hutchinson and Hutch++) of the averaged loss")
     p.add_argument("--density", action="store_true",
                    help="also compute the SLQ spectral density of the averaged loss")
-    p.add_argument("--curvature-samples", type=positive_int, default=d(C, "samples"),
-                   help="images averaged in the --trace/--density operator")
-    p.add_argument("--curvature-batch-size", type=positive_int, default=d(C, "batch_size"),
-                   help="batch size of the --trace/--density operator")
-    p.add_argument("--probes", type=positive_int, default=d(C, "trace_products"),
-                   help="trace probes (Hutch++: products)")
-    p.add_argument("--slq-probes", type=positive_int, default=d(C, "density_probes"),
-                   help="SLQ probe vectors (with --density)")
-    p.add_argument("--slq-steps", type=positive_int, default=d(C, "density_steps"),
-                   help="Lanczos steps per SLQ probe")
-    p.add_argument("--sigma", type=positive_float, default=d(C, "sigma"),
-                   help="SLQ Gaussian width (default: 1%% of the Ritz value range)")
+    opt(p, "--curvature-samples", settings=C, field="samples", type=positive_int,
+        help="images averaged in the --trace/--density operator")
+    opt(p, "--curvature-batch-size", settings=C, field="batch_size", type=positive_int,
+        help="batch size of the --trace/--density operator")
+    opt(p, "--probes", settings=C, field="trace_products", type=positive_int,
+        help="trace probes (Hutch++: products)")
+    opt(p, "--slq-probes", settings=C, field="density_probes", type=positive_int,
+        help="SLQ probe vectors (with --density)")
+    opt(p, "--slq-steps", settings=C, field="density_steps", type=positive_int,
+        help="Lanczos steps per SLQ probe")
+    opt(p, "--sigma", settings=C, field="sigma", type=positive_float,
+        help="SLQ Gaussian width (default: 1%% of the Ritz value range)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -15,6 +15,7 @@ def add_parser(sub: Any) -> None:
     from ..workflows.surface import DESCRIPTION
     from .argtypes import grid_spec, nonneg_float, nonneg_int, positive_float, seed_int
     from .common import add_checkpoint_args, add_data_args
+    from .options import settings_option, uses_settings
 
     p = sub.add_parser("surface",
                        help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
@@ -23,17 +24,17 @@ def add_parser(sub: Any) -> None:
     p._negative_number_matcher = re.compile(r"^-\.?\d")
     add_checkpoint_args(p)
     add_data_args(p, samples=2000, batch_size=0)
-    p.add_argument("--grid", "--x", dest="grid", type=grid_spec, default=d(SF, "grid"),
-                   metavar="MIN:MAX:NUM",
-                   help=f"x coordinates (np.linspace(MIN, MAX, NUM); default {d(SF, 'grid')})")
-    p.add_argument("--ygrid", "--y", dest="ygrid", type=grid_spec, default=d(SF, "ygrid") or None,
-                   metavar="MIN:MAX:NUM",
-                   help="y coordinates for a 2-D surface (default: 1-D curve)")
+    uses_settings(p, SF)
+    settings_option(p, "--grid", "--x", dest="grid", settings=SF, field="grid", type=grid_spec,
+                    metavar="MIN:MAX:NUM",
+                    help=f"x coordinates (np.linspace(MIN, MAX, NUM); default {d(SF, 'grid')})")
+    settings_option(p, "--ygrid", "--y", dest="ygrid", settings=SF, field="ygrid", type=grid_spec,
+                    default_doc="a 1-D curve", metavar="MIN:MAX:NUM",
+                    help="y coordinates for a 2-D surface (default: 1-D curve)")
     p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
     g = p.add_argument_group("directions")
-    g.add_argument("--norm", choices=["filter", "hdvw", "layer", "model", "none"],
-                   default=d(SF, "norm"),
-                   help="direction normalization (default filter, as Li et al.; hdvw: the paper "
+    settings_option(g, "--norm", settings=SF, field="norm",
+                    help="direction normalization (default filter, as Li et al.; hdvw: the paper "
                         "code's norm over dim 0)")
     g.add_argument("--dir-mode", choices=["weights", "states"], default="weights",
                    help="weights: parameters only, BN statistics fixed (default); "
@@ -56,12 +57,12 @@ def add_parser(sub: Any) -> None:
                         "directions have unit norm, so the grid is in parameter-space distance "
                         "(e.g. --grid -5:5:21)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--wd", type=nonneg_float, default=d(SF, "wd"),
-                   help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
+    settings_option(e, "--wd", settings=SF, field="wd", type=nonneg_float,
+                    help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
                         "(wd * sum of per-tensor norms) and <split>_loss_l2_half "
                         "(wd*0.5*||theta||^2)")
-    e.add_argument("--augment", action="store_true", default=d(SF, "augment"),
-                   help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
+    settings_option(e, "--augment", settings=SF, field="augment", action="store_true",
+                    help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
                         "--aug-seed so every grid point sees the same images")
     e.add_argument("--aug-seed", type=seed_int, default=0,
                    help="seed of the augmentation (default 0)")

@@ -4,11 +4,15 @@ Modules (each one quantity or piece, curvlinops style):
 
 - ``operators``: the :class:`LinearOperator` interface, dense/generic wrappers, sums, ``c * I``,
   and :func:`check_repeated_products`;
-- ``hessian_operator``: :class:`LossHessian` (the data term) and :class:`HessianOperator`
-  (``LossHessian`` + an L2 term; ``curvature="ggn"``/``"ef"`` for the GGN or empirical Fisher in
-  place of the Hessian), :func:`dense_hessian` (reference);
-- ``ggn``: :class:`GGNOperator` (``J^T H_out J``); ``fisher``: :class:`EmpiricalFisherOperator`
-  (``mean_n g_n g_n^T``); both take every estimator below and the same operator algebra;
+- ``base``: :class:`CurvatureOperator`, the data loop every curvature kind shares (batches,
+  parameter selection, augmentation, weighted mean, torchrun sharding, gradient), and
+  :func:`check_curvature_options` (a backend or mode a kind cannot serve is refused in one line);
+- three sibling kinds on it: ``hessian_operator``: :class:`LossHessian` (with its product
+  modes); ``ggn``: :class:`GGNOperator` (``J^T H_out J``); ``fisher``:
+  :class:`EmpiricalFisherOperator` (``mean_n g_n g_n^T``); the GGN and EF share the double-vjp
+  graph of ``jacobian_operator``. ``hessian_operator`` also holds :class:`HessianOperator` (a
+  kind's data term + an L2 term; ``curvature=`` picks the kind) and :func:`dense_hessian`
+  (reference). Every estimator below takes any kind;
 - ``l2``: the L2 terms ("half": ``wd/2 ||theta||^2``; "paper": ``wd * sum_p ||p||_2``) and
   their Hessians as operators;
 - ``modes``: the product mode ("auto": a cached choice, else measured inside the first real
@@ -20,6 +24,7 @@ Modules (each one quantity or piece, curvlinops style):
 - ``results``: the result dataclasses; ``pyhessian_backend``: the pyhessian package as a backend.
 """
 from . import mode_cache
+from .base import CurvatureOperator, check_curvature_options
 from .block_size import probe_block_size
 from .density import slq_density
 from .fisher import EmpiricalFisherOperator
@@ -28,6 +33,7 @@ from .hessian_operator import (
                                CURVATURES,
                                HessianOperator,
                                LossHessian,
+                               curvature_term_of,
                                dense_hessian,
                                eval_mode,
                                loss_hessian_of,
@@ -59,7 +65,8 @@ from .subspace import subspace_eigenpairs
 from .trace import hutchinson_trace, hutchpp_trace
 
 __all__ = [
-    "CURVATURES", "EmpiricalFisherOperator", "GGNOperator", "mode_cache", "probe_block_size",
+    "CURVATURES", "CurvatureOperator", "EmpiricalFisherOperator", "check_curvature_options",
+    "curvature_term_of", "GGNOperator", "mode_cache", "probe_block_size",
     "DEFAULT_MODE", "L2_KINDS", "MODES", "WHICH", "DenseOperator", "DensityResult", "EigenResult",
     "HessianOperator", "Lanczos", "LinearOperator", "LossHessian", "ModeChoice",
     "PaperL2Hessian", "ScaledIdentity", "ScaledOperator", "SumOperator", "TraceResult",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..settings import CurvatureSettings
 from .block_size import probe_block_size
 from .lanczos import lanczos_quadrature, tridiag_eigh
 from .operators import LinearOperator, as_operator
@@ -82,12 +83,15 @@ def lanczos_quadrature_block(op: LinearOperator, Z: torch.Tensor, steps: int,
     return out
 
 
-def slq_density(op: Any, n_probes: int = 4, steps: int = 80, *, seed: int = 0,
-                sigma: float | None = None, n_grid: int = 1000,
+def slq_density(op: Any, n_probes: int = CurvatureSettings.density_probes,
+                steps: int = CurvatureSettings.density_steps, *,
+                seed: int = CurvatureSettings.seed,
+                sigma: float | None = CurvatureSettings.sigma, n_grid: int = 1000,
                 block: int | str = "auto") -> DensityResult:
     """Spectral density by stochastic Lanczos quadrature.
 
-    ``n_probes`` Rademacher probes, ``steps`` Lanczos steps each (full reorthogonalization). The
+    ``n_probes`` Rademacher probes, ``steps`` Lanczos steps each (full reorthogonalization;
+    defaults: :class:`~landscape.settings.CurvatureSettings`'). The
     density is ``mean_probes sum_i w_i N(t; theta_i, sigma^2)`` on a grid spanning the Ritz values
     +- 5 sigma, renormalized to integrate to 1 on the grid. ``sigma`` defaults to 1% of the Ritz
     range (stated in the result). ``block``: probes advanced together (module doc)."""

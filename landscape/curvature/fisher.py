@@ -9,9 +9,9 @@ loss). F is positive semi-definite and its rank is at most N.
 Products take no forward pass: per batch the per-sample losses' graph is kept (with
 ``retain_graph``, the default for one batch) with ``J^T u`` for a dummy ``u`` (``J`` the Jacobian
 of the per-sample losses), so ``J v`` is one backward pass through it (double-vjp trick) and
-``J^T (J v) / N`` one more. Shares everything else with
-:class:`~landscape.curvature.hessian_operator.LossHessian`, so Lanczos, Hutchinson, Hutch++ and
-SLQ take it as they take the Hessian.
+``J^T (J v) / N`` one more. The data loop is
+:class:`~landscape.curvature.base.CurvatureOperator`'s (a sibling of the Hessian's), so Lanczos,
+Hutchinson, Hutch++ and SLQ take it as they take the Hessian.
 
 >>> import torch
 >>> lin = torch.nn.Linear(2, 2, bias=False).double()
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..device import eval_mode
 from ..errors import NonFiniteLossError
-from .hessian_operator import CURVATURE_CLASSES, math_attention
+from .base import math_attention
 from .jacobian_operator import JacobianGraphOperator
 
 
@@ -52,7 +52,7 @@ def per_sample_losses(loss_fn: Callable | None,
 
 class EmpiricalFisherOperator(JacobianGraphOperator):
     """``(1/N) sum_n g_n g_n^T`` (see module doc). Arguments as for
-    :class:`~landscape.curvature.hessian_operator.LossHessian` without ``mode``, plus
+    :class:`~landscape.curvature.base.CurvatureOperator` (no ``mode``), plus
     ``per_sample_loss(out, y) -> (N,)`` (default: cross-entropy without reduction, or
     ``loss_fn`` applied to each sample alone when a ``loss_fn`` is given)."""
 
@@ -82,5 +82,3 @@ class EmpiricalFisherOperator(JacobianGraphOperator):
                                    retain_graph=True, allow_unused=True,
                                    is_grads_batched=batched)
 
-
-CURVATURE_CLASSES["ef"] = EmpiricalFisherOperator

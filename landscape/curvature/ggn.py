@@ -12,10 +12,10 @@ default for one batch) together with ``J^T u`` for a dummy ``u`` built with ``cr
 ``J v`` is one backward pass through that graph (the double-vjp trick), ``H_out (J v)`` a product
 on the small loss-only graph, and ``J^T w`` one backward pass through the outputs' graph.
 
-The class shares everything else with :class:`~landscape.curvature.hessian_operator.LossHessian`
-(batches, parameter selection, augmentation, eval mode, torchrun sharding, ``n_products``), so
-Lanczos, Hutchinson, Hutch++ and SLQ take it as they take the Hessian, and ``H - G`` is the
-Hessian's residual term.
+The data loop (batches, parameter selection, augmentation, eval mode, torchrun sharding,
+``n_products``) is :class:`~landscape.curvature.base.CurvatureOperator`'s, shared with its sibling
+:class:`~landscape.curvature.hessian_operator.LossHessian`, so Lanczos, Hutchinson, Hutch++ and
+SLQ take it as they take the Hessian, and ``H - G`` is the Hessian's residual term.
 
 >>> import torch
 >>> lin = torch.nn.Linear(2, 3).double()   # a linear model: the GGN is the Hessian
@@ -34,14 +34,14 @@ import torch
 
 from ..device import eval_mode
 from ..errors import NonFiniteLossError
-from .hessian_operator import CURVATURE_CLASSES, math_attention
+from .base import math_attention
 from .jacobian_operator import JacobianGraphOperator
 
 
 class GGNOperator(JacobianGraphOperator):
     """``G = J^T H_out J`` of ``loss_fn(model(x), y)`` (see module doc). Arguments as for
-    :class:`~landscape.curvature.hessian_operator.LossHessian`, without ``mode`` (one way of
-    computing products: no choice to measure)."""
+    :class:`~landscape.curvature.base.CurvatureOperator` (one way of computing products: no
+    ``mode`` to choose; a mode other than "auto" is refused)."""
 
     curvature = "ggn"
 
@@ -74,5 +74,3 @@ class GGNOperator(JacobianGraphOperator):
         return torch.autograd.grad(out, self.params, grad_outputs=hjv, retain_graph=True,
                                    allow_unused=True, is_grads_batched=batched)
 
-
-CURVATURE_CLASSES["ggn"] = GGNOperator

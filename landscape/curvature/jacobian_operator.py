@@ -1,33 +1,30 @@
-"""The part the GGN and the empirical Fisher share: a :class:`LossHessian` whose products go
-through a per-batch graph of ``J^T u`` (``J`` the Jacobian of some per-batch outputs, ``u`` a
-dummy leaf, built with ``create_graph``), so ``J v`` is one backward pass (the double-vjp trick)
-and ``J^T w`` one more. Subclasses build the graph (:meth:`_build`) and turn ``J v`` into the
-product (:meth:`_product`). The rest is :class:`LossHessian`'s: its ``_apply`` calls
-:meth:`product_function` (here always the double-vjp product), the graphs live in its per-batch
-graph store (kept when ``retain_graph``, the default for one batch; dropped by
-``release_graphs``; the Hessian's own gradient graphs never enter it, as they are built only in
-the modes "auto" and "double_backward"), and the mode is the curvature's name, so nothing is
-probed."""
+"""The part the GGN and the empirical Fisher share: a
+:class:`~landscape.curvature.base.CurvatureOperator` whose products go through a per-batch graph
+of ``J^T u`` (``J`` the Jacobian of some per-batch outputs, ``u`` a dummy leaf, built with
+``create_graph``), so ``J v`` is one backward pass (the double-vjp trick) and ``J^T w`` one more.
+Subclasses build the graph (:meth:`_build`) and turn ``J v`` into the product (:meth:`_product`);
+the data loop (batches, weighted mean, sharding, graph store kept when ``retain_graph``, the
+default for one batch, dropped by ``release_graphs``) is the base's. There is one way of
+computing the product, so there is no product mode: a ``mode`` other than "auto" is refused
+(:func:`~landscape.curvature.base.check_curvature_options`), and ``mode`` reads the kind's name.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .hessian_operator import LossHessian, math_attention
+from ..settings import SpectrumSettings
+from .base import CurvatureOperator, check_curvature_options, math_attention
 
 
-class JacobianGraphOperator(LossHessian):
+class JacobianGraphOperator(CurvatureOperator):
     """Base of :class:`~landscape.curvature.ggn.GGNOperator` and
     :class:`~landscape.curvature.fisher.EmpiricalFisherOperator` (see module doc)."""
 
-    curvature = ""
-
-    def __init__(self, model: Any, data: Any, **kw: Any):
-        kw.pop("mode", None)
-        super().__init__(model, data, mode="double_backward", **kw)
-        self.mode, self.mode_choice = self.curvature, None
+    def __init__(self, model: Any, data: Any, *, mode: str = SpectrumSettings.mode, **kw: Any):
+        check_curvature_options(self.curvature, mode=mode)
+        super().__init__(model, data, **kw)
 
     def _build(self, i: int) -> tuple[tuple, torch.Tensor, list[torch.Tensor]]:
         """Batch i's subclass state, the dummy leaf ``u`` and ``J^T u`` per parameter (None
@@ -49,7 +46,9 @@ class JacobianGraphOperator(LossHessian):
             self._graphs[i] = entry
         return entry
 
-    def _batch_product(self, i: int, vs: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+    def batch_product(self, i: int, vs: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        """Batch i's curvature times ``vs``: ``J v`` by one backward pass through the graph of
+        ``J^T u``, then the kind's :meth:`_product`."""
         state, u, ju, keep = self._graph(i)
         if not ju:
             return [torch.zeros_like(v) for v in vs]
@@ -58,7 +57,3 @@ class JacobianGraphOperator(LossHessian):
                                         retain_graph=True, is_grads_batched=batched)
             cv = self._product(state, jv, batched)
         return [torch.zeros_like(v) if h is None else h for h, v in zip(cv, vs, strict=True)]
-
-    def product_function(self, mode: str) -> Callable[[int, list[torch.Tensor], bool], list]:
-        """The per-batch product: one for every mode (there is no choice to make)."""
-        return self._batch_product

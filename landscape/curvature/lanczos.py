@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
-from ..settings import CONFIRM_STEPS  # steps a converged set must survive
-from .hessian_operator import loss_hessian_of
+from ..settings import CONFIRM_STEPS, SpectrumSettings  # noqa: F401 (CONFIRM_STEPS: re-exported)
+from .hessian_operator import curvature_term_of
 from .operators import LinearOperator, as_operator
 from .random_vectors import generator, randn
 from .results import EigenResult
@@ -142,12 +142,14 @@ class Lanczos:
 
 
 
-def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3,
-                    max_iter: int | None = None, seed: int = 0, method: str = "lanczos",
-                    backend: str = "landscape", return_eigenvectors: bool = True,
+def top_eigenvalues(op: Any, k: int = SpectrumSettings.k, which: str = SpectrumSettings.which, *,
+                    tol: float = SpectrumSettings.tol,
+                    max_iter: int | None = SpectrumSettings.max_iter,
+                    seed: int = SpectrumSettings.seed, method: str = SpectrumSettings.method,
+                    backend: str = SpectrumSettings.backend, return_eigenvectors: bool = True,
                     pyhessian_kwargs: dict[str, Any] | None = None,
                     start: str | torch.Tensor = "auto",
-                    confirm: int = CONFIRM_STEPS) -> EigenResult:
+                    confirm: int = SpectrumSettings.confirm) -> EigenResult:
     """The k extreme eigenpairs of a symmetric operator.
 
     ``which``: "LM" (largest magnitude: what power iteration finds), "LA" (largest algebraic) or
@@ -158,7 +160,9 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
     ``method="eigsh"``: ARPACK via ``scipy.sparse.linalg.eigsh`` with the same tol.
     ``backend="pyhessian"`` runs pyhessian's power iteration (``which="LM"`` only; ``tol`` is its
     relative eigenvalue-change tolerance, ``max_iter`` its maxIter) on a :class:`HessianOperator`.
-    ``max_iter`` caps the number of products (default ``max(20 * k, 100)``, at most n).
+    ``max_iter`` caps the number of products (default: :class:`~landscape.settings.
+    SpectrumSettings`' ``max_iter``, the one cap of ``landscape hessian`` and ``analyze``; None:
+    no cap but n).
 
     ``start`` (Lanczos): "random" (seeded Gaussian), "gradient" (the unit loss gradient plus a
     seeded unit Gaussian: at a trained model the gradient lies mostly in the top eigenspace, so
@@ -180,7 +184,7 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
         raise LandscapeError(f"k must be in [1, {n}], got {k}")
     start_products = op.n_products
     t0 = time.perf_counter()
-    max_iter = min(n, max_iter or max(20 * k, 100))
+    max_iter = n if max_iter is None else min(n, max_iter)
     if method == "eigsh":
         from scipy.sparse.linalg import ArpackNoConvergence, eigsh
         if k >= n:
@@ -209,15 +213,16 @@ def top_eigenvalues(op: Any, k: int = 5, which: str = "LM", *, tol: float = 1e-3
     return r
 
 
-def lanczos_eigenpairs(op: Any, targets: dict[str, int], v0: torch.Tensor, *, tol: float = 1e-3,
-                       max_iter: int | None = None, seed: int = 0,
-                       return_eigenvectors: bool = True,
-                       confirm: int = CONFIRM_STEPS) -> dict[str, EigenResult]:
+def lanczos_eigenpairs(op: Any, targets: dict[str, int], v0: torch.Tensor, *,
+                       tol: float = SpectrumSettings.tol,
+                       max_iter: int | None = SpectrumSettings.max_iter,
+                       seed: int = SpectrumSettings.seed, return_eigenvectors: bool = True,
+                       confirm: int = SpectrumSettings.confirm) -> dict[str, EigenResult]:
     """One Lanczos run from ``v0`` for several targets ``which -> count`` (e.g. ``{"LM": 5,
     "SA": 1}``: the paper's top-5 and the most negative eigenvalue), stopped when every wanted Ritz
     pair of every target has ``||H y - theta y|| <= tol * |theta|`` and has kept that for
-    ``confirm`` further steps, or after ``max_iter`` products (default ``max(20 * count,
-    100)``). ``n_products``/``wall_s`` are the whole run's.
+    ``confirm`` further steps, or after ``max_iter`` products (default: the spectrum settings'
+    cap; None: n). ``n_products``/``wall_s`` are the whole run's.
 
     The residual rule alone cannot see an eigenvalue the Krylov space has not reached yet: on the
     paper's workload (top-5 per batch of 16, 20 batches checked against scipy ``eigsh``) stopping
@@ -232,7 +237,7 @@ def lanczos_eigenpairs(op: Any, targets: dict[str, int], v0: torch.Tensor, *, to
     need = max(targets.values())
     start_products = op.n_products
     t0 = time.perf_counter()
-    lz = Lanczos(op, v0, min(n, max_iter or max(20 * sum(targets.values()), 100)), seed)
+    lz = Lanczos(op, v0, n if max_iter is None else min(n, max_iter), seed)
 
     def pick(theta):
         return {w: order_by(theta, w)[:c] for w, c in targets.items()}
@@ -268,14 +273,14 @@ def start_vector(op: LinearOperator, n: int, which: str, seed: int,
         raise LandscapeError("start must be 'auto', 'random', 'gradient' or a vector, "
                              f"got {start!r}")
     if start == "auto":
-        lh = loss_hessian_of(op)
+        lh = curvature_term_of(op)
         cheap = lh is not None and len(lh.batches) == 1 and lh.retain_graph
         start = "gradient" if cheap and which in ("LM", "LA") else "random"
     if start == "random":
         return z, "random"
-    lh = loss_hessian_of(op)
+    lh = curvature_term_of(op)
     if lh is None:
-        raise LandscapeError("start='gradient' needs a HessianOperator")
+        raise LandscapeError("start='gradient' needs a curvature operator of a model's loss")
     g = lh.gradient().to("cpu", torch.float64)
     gn = float(g.norm())
     if not math.isfinite(gn) or gn == 0.0:

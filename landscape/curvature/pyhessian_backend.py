@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
-from .hessian_operator import eval_mode, flatten, loss_hessian_of, math_attention
+from .base import check_curvature_options
+from .hessian_operator import curvature_term_of, eval_mode, flatten, loss_hessian_of, math_attention
 from .l2 import l2_penalty
 from .results import EigenResult, TraceResult
 
@@ -30,6 +31,9 @@ def pyhessian_session(op: Any, seed: int):
     """pyhessian's ``hessian`` object on op's batches and a function returning the products it
     has taken: eval mode, MATH attention, only the selected parameters requiring grad, default
     dtype = the model's, a seeded RNG; afterwards ``.grad`` is cleared and everything restored."""
+    term = curvature_term_of(op)
+    if term is not None:  # the GGN or empirical Fisher: refused in one line
+        check_curvature_options(term.curvature, backend="pyhessian")
     lh = loss_hessian_of(op)
     if lh is None or (op is not lh and len(op.terms) > 1 and not hasattr(op, "wd")):
         raise LandscapeError("backend='pyhessian' needs a HessianOperator (model + data)")
@@ -94,7 +98,8 @@ def pyhessian_top(op: Any, k: int, which: str, tol: float, max_iter: Any, seed: 
                              "(power iteration): use which='LM'")
     t0 = time.perf_counter()
     with pyhessian_session(op, seed) as (h, products):
-        vals, vecs = h.eigenvalues(maxIter=max_iter or 100, tol=tol, top_n=k)
+        cap = max_iter if max_iter is not None else op.shape[0]
+        vals, vecs = h.eigenvalues(maxIter=cap, tol=tol, top_n=k)
         n_prod = products()
         V = torch.stack([flatten([t.detach() for t in v]) for v in vecs], 1)
     wall = time.perf_counter() - t0

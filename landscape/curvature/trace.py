@@ -26,16 +26,20 @@ from typing import Any
 import torch
 
 from ..errors import LandscapeError
+from ..settings import CurvatureSettings, SpectrumSettings
 from .block_size import BlockedProducts
 from .operators import as_operator
 from .random_vectors import generator, rademacher
 from .results import TraceResult
 
 
-def hutchinson_trace(op: Any, n_probes: int = 100, *, seed: int = 0, block: int | str = "auto",
-                     backend: str = "landscape", tol: float = 1e-3) -> TraceResult:
+def hutchinson_trace(op: Any, n_probes: int = CurvatureSettings.trace_products, *,
+                     seed: int = CurvatureSettings.seed, block: int | str = "auto",
+                     backend: str = SpectrumSettings.backend,
+                     tol: float = SpectrumSettings.tol) -> TraceResult:
     """Hutchinson's estimate ``mean_i z_i^T H z_i`` with seeded Rademacher probes z_i; stderr is
-    the sample standard deviation / sqrt(n_probes). ``block`` probes go through one matmat
+    the sample standard deviation / sqrt(n_probes). Default ``n_probes``: the settings' trace
+    budget (``landscape hessian --probes``). ``block`` probes go through one matmat
     (``"auto"``: :func:`~landscape.curvature.block_size.probe_block_size`).
     ``backend="pyhessian"``: pyhessian's ``trace(maxIter=n_probes, tol=tol)`` (it stops early once
     the running mean changes by less than ``tol``)."""
@@ -56,9 +60,10 @@ def hutchinson_trace(op: Any, n_probes: int = 100, *, seed: int = 0, block: int 
                        op.n_products - start, seed, "hutchinson", samples, apply.block)
 
 
-def hutchpp_trace(op: Any, n_products: int = 99, *, seed: int = 0,
-                  block: int | str = "auto") -> TraceResult:
-    """Hutch++ (Meyer et al. 2021) with a budget of ``n_products``: a third sketches the top
+def hutchpp_trace(op: Any, n_products: int = CurvatureSettings.trace_products, *,
+                  seed: int = CurvatureSettings.seed, block: int | str = "auto") -> TraceResult:
+    """Hutch++ (Meyer et al. 2021) with a budget of ``n_products`` (default: the settings'
+    ``trace_products``, as ``landscape hessian --trace`` and ``analyze``): a third sketches the top
     subspace Q = orth(H S), a third computes tr(Q^T H Q) exactly, a third runs Hutchinson on the
     deflated remainder (I - QQ^T) H (I - QQ^T); stderr is that remainder's Hutchinson stderr.
     ``block``: as for :func:`hutchinson_trace`."""

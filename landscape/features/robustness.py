@@ -91,13 +91,15 @@ def paper_band_mask(h: int, w: int, f: float, s: float = PAPER_WIDTH,
 
 def paper_frequency_noise(shape: Sequence[int], f: float, s: float = PAPER_WIDTH,
                           eps: float = PAPER_EPS, generator: torch.Generator | None = None,
-                          base: str = "sign", dtype: torch.dtype = torch.float32,
+                          base: str = RobustnessSettings.base, dtype: torch.dtype = torch.float32,
                           device: torch.device | None = None) -> torch.Tensor:
     """``FreqAttack(Random(eps), f, s)`` noise: ``Re ifft2(mask · fft2(eps · sign(N(0, 1))))``
-    for (B, C, H, W) ``shape``, f and s in units of π. May be all zeros for an empty band."""
+    for (B, C, H, W) ``shape``, f and s in units of π. May be all zeros for an empty band.
+    ``base`` "" is the paper protocol's (sign)."""
     if len(shape) != 4:
         raise LandscapeError(f"shape must be (B, C, H, W), got {tuple(shape)}")
     _, _, h, w = shape
+    base = base or ROBUSTNESS_PROTOCOLS["paper"]["base"]
     z = torch.randn(tuple(shape), generator=generator, dtype=torch.float64)
     if base == "sign":
         z = torch.sign(z)
@@ -109,14 +111,16 @@ def paper_frequency_noise(shape: Sequence[int], f: float, s: float = PAPER_WIDTH
 
 
 def band_limited_noise(shape: Sequence[int], f: float, width: float, norm: float,
-                       generator: torch.Generator | None = None, base: str = "gaussian",
-                       dtype: torch.dtype = torch.float32,
+                       generator: torch.Generator | None = None,
+                       base: str = RobustnessSettings.base, dtype: torch.dtype = torch.float32,
                        device: torch.device | None = None) -> torch.Tensor:
     """Radial protocol: noise of ``shape`` (B, C, H, W) whose spectrum is confined to the band
-    around ``f`` (half-width ``width``, units of π), each image scaled to L2 norm ``norm``."""
+    around ``f`` (half-width ``width``, units of π), each image scaled to L2 norm ``norm``.
+    ``base`` "" is the radial protocol's (gaussian)."""
     if len(shape) != 4:
         raise LandscapeError(f"shape must be (B, C, H, W), got {tuple(shape)}")
     b, c, h, w = shape
+    base = base or ROBUSTNESS_PROTOCOLS["radial"]["base"]
     mask = band_mask(h, w, f, width)
     if not bool(mask.any()):
         raise LandscapeError(f"no frequency of a {h}x{w} grid lies within {f} ± {width} "
@@ -177,26 +181,32 @@ class RobustnessResult(JsonResult):
 
 
 def noise_robustness(model: nn.Module, data: Any,
-                     freqs: Sequence[float] = tuple(np.linspace(0, 1, 11)),
-                     width: float | None = None, norm: float = 1.0, seed: int = 0,
-                     base: str | None = None, samples: int | None = None,
+                     freqs: int | Sequence[float] = RobustnessSettings.freqs,
+                     width: float | None = RobustnessSettings.width,
+                     norm: float = RobustnessSettings.norm, seed: int = 0,
+                     base: str | None = RobustnessSettings.base, samples: int | None = None,
                      batch_size: int = 256, device: torch.device | None = None,
-                     progress: bool = False, label: str = "", protocol: str = "paper",
-                     eps: float = PAPER_EPS) -> RobustnessResult:
+                     progress: bool = False, label: str = "",
+                     protocol: str = RobustnessSettings.protocol,
+                     eps: float = RobustnessSettings.eps) -> RobustnessResult:
     """Accuracy under band-limited noise at each frequency (units of π); seeded per frequency
     (generator seed ``seed + 1000003 * i`` for the i-th frequency, drawn batch after batch).
+    Defaults: :class:`~landscape.settings.RobustnessSettings`' (as ``landscape robustness`` and
+    ``analyze``); ``freqs`` an integer n: n frequencies evenly in [0, 1].
 
-    ``protocol="paper"``: ``FreqAttack`` square band, half-width ``width`` (default
-    :data:`PAPER_WIDTH`), noise ``eps · sign`` (``base`` default "sign"), not renormalised.
-    ``protocol="radial"``: radial band of half-width ``width`` (default 0.05), ``base`` default
-    "gaussian", every image's noise scaled to L2 norm ``norm``.
+    ``protocol="paper"``: ``FreqAttack`` square band, half-width ``width`` (0 or None:
+    :data:`PAPER_WIDTH`), noise ``eps · sign`` (``base`` "" or None: "sign"), not renormalised.
+    ``protocol="radial"``: radial band of half-width ``width`` (0 or None: 0.05), ``base`` ""
+    or None: "gaussian", every image's noise scaled to L2 norm ``norm``.
     """
     from tqdm import tqdm
     if protocol not in PROTOCOLS:
         raise LandscapeError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     paper = protocol == "paper"
-    width = (PAPER_WIDTH if paper else RADIAL_WIDTH) if width is None else float(width)
-    base = ("sign" if paper else "gaussian") if base is None else base
+    width = float(width) if width else (PAPER_WIDTH if paper else RADIAL_WIDTH)
+    base = base or ROBUSTNESS_PROTOCOLS[protocol]["base"]
+    if isinstance(freqs, int):
+        freqs = np.linspace(0, 1, freqs).tolist()
     dev = model_device(model, device)
     n = image_batches(data, samples, batch_size)[1]
     if getattr(data, "labels", None) is None and not isinstance(data, (tuple, list)):

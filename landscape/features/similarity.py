@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from ..errors import LandscapeError
 from ..provenance import JsonResult
+from ..settings import CKASettings
 from .streaming import data_description, normalized_depths, stream_block_outputs
 
 ESTIMATORS = ("unbiased", "biased")
@@ -46,7 +47,7 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
 
 
 def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
-                estimator: str = "unbiased") -> torch.Tensor:
+                estimator: str = CKASettings.estimator) -> torch.Tensor:
     """HSIC between every pair of (n, n) Gram matrices: a (L, L) float64 matrix."""
     g = torch.stack(list(grams)) if not isinstance(grams, torch.Tensor) else grams
     g = g.to(torch.float64)
@@ -73,7 +74,7 @@ def hsic_matrix(grams: Sequence[torch.Tensor] | torch.Tensor,
 
 
 def hsic(k: torch.Tensor, l: torch.Tensor,  # noqa: E741 (the paper's K, L; public keyword)
-         estimator: str = "unbiased") -> float:
+         estimator: str = CKASettings.estimator) -> float:
     """HSIC of two Gram matrices."""
     return float(hsic_matrix([k, l], estimator)[0, 1])
 
@@ -100,7 +101,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 class MinibatchCKA:
     """Streaming mini-batch CKA between L representations (sums of HSIC over batches)."""
 
-    def __init__(self, n_features: int, estimator: str = "unbiased"):
+    def __init__(self, n_features: int, estimator: str = CKASettings.estimator):
         if estimator not in ESTIMATORS:
             raise LandscapeError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
         self.estimator = estimator
@@ -156,10 +157,11 @@ class CKAResult(JsonResult):
 
 
 def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None,
-                 samples: int | None = None, batch_size: int = 128,
-                 device: torch.device | None = None, estimator: str = "unbiased",
+                 samples: int | None = None, batch_size: int = CKASettings.batch_size,
+                 device: torch.device | None = None, estimator: str = CKASettings.estimator,
                  progress: bool = False) -> CKAResult:
-    """Mini-batch linear CKA between every pair of block outputs (flattened per image)."""
+    """Mini-batch linear CKA between every pair of block outputs (flattened per image);
+    defaults: :class:`~landscape.settings.CKASettings`' (as ``landscape cka`` and ``analyze``)."""
     import landscape_models as models
     full = models.blocks(model) if block_list is None else list(block_list)
     depths = normalized_depths(len(full))[1:]

@@ -79,15 +79,20 @@ def robustness_settings(a: Any) -> dict[str, Any]:
 
 
 def _robustness() -> FeatureAnalysis:
-    from ..features.robustness import PAPER_EPS, RobustnessResult, noise_robustness
+    from ..features.robustness import (
+        PAPER_EPS,
+        RADIAL_NORM,
+        RobustnessResult,
+        noise_robustness,
+    )
     from ..reporting.plots.features import plot_robustness
 
     def compute(a: Any, m: Any, d: Any, pg: bool) -> Any:
         s = robustness_settings(a)
         return noise_robustness(m, d, freqs=s["freqs"], width=s["width"],
-                                norm=s.get("noise_norm", 1.0), seed=a.seed, base=s["base"],
-                                batch_size=a.batch_size, progress=pg, protocol=s["protocol"],
-                                eps=s.get("eps", PAPER_EPS))
+                                norm=s.get("noise_norm", RADIAL_NORM), seed=a.seed,
+                                base=s["base"], batch_size=a.batch_size, progress=pg,
+                                protocol=s["protocol"], eps=s.get("eps", PAPER_EPS))
 
     return FeatureAnalysis(
         robustness_settings, compute, RobustnessResult.load, "json",

@@ -16,15 +16,15 @@ def loss_preset(a: Any, info: Any, data: Any) -> tuple[float, str, Any]:
     from ..analyze_steps import training_recipe
     from ..data import Augment
     from ..settings import SPECTRUM_PRESETS, SpectrumSettings, default_of
-    preset = SPECTRUM_PRESETS[getattr(a, "preset", "plain")]
-    recipe = training_recipe(info) if getattr(a, "preset", "plain") == "paper" else \
-        {"wd": None, "pad": 4, "flip": True}
+    preset = SPECTRUM_PRESETS[a.preset]
+    # plain: Augment's own pad and flip (the one default); paper: the checkpoint's recipe
+    recipe = training_recipe(info) if a.preset == "paper" else {"wd": None}
     wd = a.wd if a.wd is not None else float(recipe["wd"] or default_of(SpectrumSettings, "wd"))
     l2 = a.l2 or preset.get("l2", default_of(SpectrumSettings, "l2"))
     on = a.augment if a.augment is not None else preset.get(
         "augment", default_of(SpectrumSettings, "augment"))
-    augment = Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean,
-                      std=data.std) if on else None
+    augment = Augment(**{k: recipe[k] for k in ("pad", "flip") if k in recipe},
+                      mean=data.mean, std=data.std) if on else None
     return wd, l2, augment
 
 
@@ -40,6 +40,8 @@ def hessian_run(options: Any) -> dict[str, Any]:
     from .inputs import load_checkpoint_and_data
 
     a = options
+    from ..curvature import check_curvature_options
+    check_curvature_options(a.curvature, backend=a.backend, mode=a.mode)  # before any work
     D.init_from_env()
     model, info, data = load_checkpoint_and_data(a, a.checkpoint)
     model.eval()
@@ -49,7 +51,7 @@ def hessian_run(options: Any) -> dict[str, Any]:
                          subset=a.subset, seed=a.seed, wd=wd, l2=l2, augment=augment is not None,
                          tol=a.tol, max_iter=a.max_iter, backend=a.backend, mode=a.mode,
                          start=a.start, warm_start=a.warm_start,
-                         curvature=getattr(a, "curvature", "hessian"))
+                         curvature=a.curvature)
     cs = CurvatureSettings(
         samples=a.curvature_samples, batch_size=a.curvature_batch_size, seed=a.seed, wd=wd,
         l2=l2, mode=a.mode, trace_products=a.probes if a.trace else 0,
@@ -74,7 +76,7 @@ def hessian_run(options: Any) -> dict[str, Any]:
     if a.trace or a.density:
         curv, dens, op_config = curvature_estimates(model, data.images, data.labels, cs,
                                                     augment=augment, distributed=True,
-                                                    curvature=getattr(a, "curvature", "hessian"))
+                                                    curvature=a.curvature)
         if a.trace:
             summary["trace"] = {"hutchinson": curv["hutchinson"], "hutch++": curv["trace"],
                                 "n_samples": curv["n_samples"], "batch_size": cs.batch_size}
