@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from cases import needs_fashion_mnist
 
 from landscape import checkpoint
 from landscape.cli import main

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from cases import needs_fashion_mnist
 
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
