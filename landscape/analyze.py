@@ -341,11 +341,14 @@ def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig
     decided: Any = None
     if D.is_writer():
         pool = inputs.sets.get("hessian") or inputs.sets["feat"]
-        costs = []
+        costs, probes = [], {}
         for net, _info in inputs.loaded:
             n_res = sum(b.branch is not None for b in models.blocks(net)) \
                 if hasattr(net, "block_list") else 0
-            p = C.probe(net, pool.images, pool.labels)
+            shape = (type(net).__name__, tuple(tuple(q.shape) for q in net.parameters()))
+            if shape not in probes:  # one probe per architecture (seeds share their costs)
+                probes[shape] = C.probe(net, pool.images, pool.labels)
+            p = probes[shape]
             costs.append(lambda c, p=p, n_res=n_res: C.estimate(
                 p, c, todo, len(pool), len(inputs.sets["feat"]), len(inputs.sets["lesion"]),
                 n_res))
