@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noqa: E402,F401
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
 from .checkpoint import resolve_checkpoint  # noqa: F401 - lives in checkpoint.py, kept importable
+from .checkpoint_info import checkpoint_labels
 from .errors import LandscapeError
 from .provenance import output_dir, read_json, run_metadata, write_json
 from .resume import ResultCache
@@ -42,61 +43,6 @@ def family(arch: str, block_kinds: Sequence[str]) -> str:
     if has_msa:
         return "vit"
     return "cnn"
-
-
-#: File stems that name no model (``landscape train`` writes ``model.pt``, ``last.pt``).
-GENERIC_STEMS = ("model", "last", "best", "final", "checkpoint")
-
-
-def _own_name(path: Path, recorded: str | None) -> str:
-    """The name recorded in the checkpoint, else the file stem (``.pt``/``.pth``/``.tar`` off),
-    else, for a generic stem such as ``model``, the run folder's name (``run/epoch_003`` keeps
-    both)."""
-    if recorded:
-        return str(recorded)
-    stem = path.name
-    for ext in (".tar", ".pth", ".pt", ".ckpt"):
-        stem = stem[:-len(ext)] if stem.endswith(ext) else stem
-    folder = path.resolve().parent.name
-    if stem in GENERIC_STEMS:
-        return folder or stem
-    if stem.startswith("epoch_") and folder:
-        return f"{folder}_{stem}"
-    return stem
-
-
-def checkpoint_labels(paths: Sequence[str | Path], shas: Sequence[str],
-                      recorded: Sequence[str | None] | None = None,
-                      taken: dict[str, set[str]] | None = None) -> list[str]:
-    """One unique, readable name per checkpoint: its own name (see :func:`_own_name`); names
-    shared by different checkpoints get their folder prefixed, then the start of their SHA-256.
-    ``taken`` maps names already used in the output folder to the SHA-256 prefixes that own
-    them; a name owned by another checkpoint gets this checkpoint's SHA-256 prefix appended, so
-    no result of another checkpoint is overwritten."""
-    paths = [Path(p) for p in paths]
-    recorded = list(recorded or [None] * len(paths))
-    labels = [_own_name(p, r) for p, r in zip(paths, recorded, strict=False)]
-
-    def clashes(labs: list[str]) -> set[int]:
-        return {i for i, lab in enumerate(labs)
-                if any(lab == o and shas[i] != shas[j] for j, o in enumerate(labs) if j != i)}
-
-    for i in clashes(labels):
-        folder = paths[i].resolve().parent.name
-        if folder and not labels[i].startswith(folder):
-            labels[i] = f"{folder}_{labels[i]}"
-    for i in clashes(labels):
-        labels[i] = f"{labels[i]}-{shas[i][:8]}"
-    for i, lab in enumerate(labels):
-        owners = (taken or {}).get(lab, set())
-        if owners and not any(shas[i].startswith(o) for o in owners):
-            labels[i] = f"{lab}-{shas[i][:8]}"
-    seen: dict[str, int] = {}
-    for i, lab in enumerate(labels):  # the same checkpoint given twice
-        seen[lab] = seen.get(lab, 0) + 1
-        if seen[lab] > 1:
-            labels[i] = f"{lab}-{seen[lab]}"
-    return labels
 
 
 def _taken_labels(raw: Path) -> dict[str, set[str]]:
@@ -181,9 +127,12 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
              if {"hessian", "surface"} & set(todo) else None)
 
     def subset(data: Any, n: int, seed: int) -> Any:
+        """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
+        (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
+        from .data.loading import subset_indices
         if not n or n >= len(data):
             return data.to(device)
-        idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
+        idx = subset_indices(np.asarray(data.labels.cpu()), n, seed, data.num_classes)
         return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
                                    indices=idx, seed=seed).to(device)
 
@@ -191,7 +140,7 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
                             "lesion": subset(test, cfg.lesion_samples, cfg.seed),
                             "surface": None, "hessian": None}
     if train is not None:
-        sets["surface"] = subset(train, cfg.surface_samples, cfg.seed + 1)
+        sets["surface"] = subset(train, cfg.surface_samples, cfg.seed)  # as `landscape surface`
         sets["hessian"] = subset(train, max(cfg.curvature_samples,
                                             cfg.spectrum_batches * cfg.spectrum_batch_size
                                             if cfg.spectrum_batches else len(train)), cfg.seed + 2)
@@ -270,7 +219,7 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
                        f"({len(inputs.eval_set)} images)")
         entry.update(_training_fields(net, info, inputs, cfg, cache))
-    base_key = {"data": inputs.data_name, "seed": cfg.seed}
+    base_key = {"data": inputs.data_name, "seed": cfg.seed, "subset": "stratified"}
     timing: dict[str, Any] = {}
     computed = False
     only = info.extra.get("only")  # a model card's own analyses
