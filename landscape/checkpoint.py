@@ -203,8 +203,9 @@ def read_checkpoint(path: str | Path, allow_nonfinite: bool = True) -> Checkpoin
             fmt = "paper"
     if not fmt:
         keys = ", ".join(sorted(map(str, obj))[:8])
-        raise LandscapeError(f"not a checkpoint: {path} has no state dict (expected a dict of "
-                             f"tensors, or one under {', '.join(STATE_DICT_KEYS)}; keys: {keys})")
+        raise LandscapeError(f"not a checkpoint: {path} has neither a state_dict nor tensors "
+                             f"(expected a dict of tensors, or one under "
+                             f"{', '.join(STATE_DICT_KEYS)}; keys: {keys})")
     if not _is_state_dict(sd):
         raise LandscapeError(f"corrupt checkpoint: {path}: its state_dict does not hold tensors")
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}

@@ -98,11 +98,11 @@ def run_variance(model: Any, data: Any, settings: VarianceSettings, store: Any, 
 def robustness_frequencies(settings: RobustnessSettings,
                            freqs: Sequence[float] | None = None) -> list[float]:
     """The noise frequencies (units of π): ``freqs`` when given, else ``settings.freqs``
-    evenly in [0, 1]."""
+    evenly in [0, 1]; rounded to 12 digits, so a list typed on the command line (``0.3``) and
+    the same count (``linspace``'s ``0.30000000000000004``) are one result."""
     import numpy as np
-    if freqs is not None:
-        return [float(f) for f in freqs]
-    return [float(f) for f in np.linspace(0, 1, settings.freqs)]
+    given = np.linspace(0, 1, settings.freqs) if freqs is None else freqs
+    return [round(float(f), 12) for f in given]
 
 
 def robustness_identity(settings: RobustnessSettings,
