@@ -92,7 +92,8 @@ class _Inputs:
 
 
 def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
-                 progress: bool, download: bool = False) -> _Inputs:
+                 progress: bool, download: bool = False,
+                 files: Sequence[Any] | None = None) -> _Inputs:
     """Load and validate every checkpoint (one :class:`~landscape.model_cards.ModelCard` each)
     and the data before anything is computed. Block lists and stages come from the first batch
     of the loaded test images (image folders included), so they match what is analysed."""
@@ -101,7 +102,9 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
     from .model_cards import assign_card_blocks, load_card_weights
 
     device = resolve_device(cfg.device)
-    loaded = [load_card_weights(card, device, cfg.data) for card in cards]
+    files = list(files) if files is not None else [None] * len(cards)
+    loaded = [load_card_weights(card, device, cfg.data, f)
+              for card, f in zip(cards, files, strict=True)]
     datasets = {(cfg.data or info.dataset) for _, info in loaded}
     if None in datasets:
         raise LandscapeError(f"{loaded[0][1].path} does not record its dataset; pass --data")
@@ -323,13 +326,15 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             code_root: str | Path | None = None, *, cards: Sequence[Any] = (),
             model_kwargs: dict[str, Any] | None = None,
             input_shape: tuple[int, int, int] | None = None,
-            download: bool = False) -> dict[str, Any] | None:
+            download: bool = False, allow_nonfinite: bool = True) -> dict[str, Any] | None:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``checkpoints`` are loaded with ``model``/``model_def`` (called with ``model_kwargs``)/
     ``code_root``/``blocks``; ``cards`` (:func:`landscape.model_cards.read_cards`) follow them,
     each loaded its own way, so one run compares any mix of models. ``input_shape`` (C, H, W)
-    is checked against the data's images; ``download`` fetches missing CIFAR archives.
+    is checked against the data's images; ``download`` fetches missing CIFAR archives. Each
+    checkpoint is read once (:func:`landscape.checkpoint.read_checkpoint`), before any output;
+    unless ``allow_nonfinite``, one holding NaN/inf values is refused then.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
     other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
@@ -362,13 +367,15 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
                                    kwargs=model_kwargs, blocks=blocks, input_shape=input_shape)
                  for p in checkpoints] + list(cards)
     checkpoints = checkpoint_paths(all_cards)
+    files = [ckpt.read_checkpoint(p, allow_nonfinite=allow_nonfinite) for p in checkpoints]
     out = output_dir(out_dir) if writer else Path(out_dir)
     if writer:
         for stale in ("report.html", "summary.json"):
             if (out / stale).exists():
                 (out / stale).unlink()
     t_start = time.perf_counter()
-    inputs = _load_inputs(all_cards, cfg, todo, progress and writer, download)
+    inputs = _load_inputs(all_cards, cfg, todo, progress and writer, download, files)
+    del files  # the models hold the weights now
     raw_root = Path(raw_dir or out / "raw")
     labels = checkpoint_labels(checkpoints, [info.sha256 for _, info in inputs.loaded],
                                [info.extra.get("name") for _, info in inputs.loaded],
