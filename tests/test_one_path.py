@@ -137,3 +137,18 @@ def test_command_and_analyze_write_equal_numbers(q, inputs, capsys):
 def test_the_quantities_are_every_runner():
     from landscape.runners import FEATURE_RUNNERS
     assert set(QUANTITIES) == {*FEATURE_RUNNERS, "surface"}
+
+
+def test_analyze_verifies_a_stored_surface_as_the_command_does(inputs, capsys):
+    """A surface.h5 whose values no longer match their chunk checksums is recomputed by
+    ``analyze`` (it used to be reused as it was), to the numbers first written."""
+    d, root, ck = inputs
+    out = d / "an_torn"
+    first = _numbers("surface", _analyze("surface", ck, root, out))
+    path = _analyze("surface", ck, root, out)  # reused as it is
+    with h5py.File(path, "r+") as f:
+        f["train_loss"][0, 0] = 123.0  # a torn write: done, but the checksum no longer matches
+    capsys.readouterr()
+    again = _numbers("surface", _analyze("surface", ck, root, out))
+    assert "failed their checksum" in capsys.readouterr().err
+    np.testing.assert_array_equal(again["train_loss"], first["train_loss"])

@@ -70,7 +70,9 @@ def run_surface(model: Any, data: Any, settings: SurfaceSettings, store: Any, *,
     (:func:`landscape.paper_loss.paper_loss_data`). ``plan``: pinned plan keys of
     :func:`~landscape.surface.compute_surface` (the rest measured once and recorded).
     ``extra`` of the returned run: ``quantity`` (the loss to read), ``wd``, ``augment`` (the
-    transform) and ``recipe_source``. Call from every rank under torchrun.
+    transform) and ``recipe_source``. A stored file is reused only after its chunks pass
+    their checksums (a torn chunk is recomputed), whichever store holds it. Call from every
+    rank under torchrun.
     """
     from .. import distributed as dist
     from .. import surface as S
@@ -94,8 +96,8 @@ def run_surface(model: Any, data: Any, settings: SurfaceSettings, store: Any, *,
     if info is not None:
         file_attrs.update(checkpoint=str(info.path), model=info.model)
 
-    def compute(p: Path) -> Any:
-        if directions_file and dist.is_writer():
+    def compute(p: Path, write_directions: bool = True) -> Any:
+        if directions_file and write_directions and dist.is_writer():
             S.write_directions_file(p.with_name(directions_file), list(directions),
                                     {"seed": int(direction_identity.get("seed", seed)),
                                      "identity": json.dumps(key, default=str)})
@@ -105,6 +107,8 @@ def run_surface(model: Any, data: Any, settings: SurfaceSettings, store: Any, *,
                                  progress=progress, **plan)
 
     res, reused = store.get(name, key, compute, S.load_surface, collective=True, resumable=True)
+    if reused:  # verified as a resumed file is (chunk checksums): a torn chunk is recomputed
+        res = compute(Path(store.folder) / name, write_directions=False)
     quantity = f"{split}_loss_l2_paper" if wd > 0 else f"{split}_loss"
     return Run(res, Path(store.folder) / name, bool(reused),
                {"quantity": quantity, "wd": wd, "augment": transform,
