@@ -1,9 +1,10 @@
-"""The steps of ``landscape analyze``: one runner per analysis (raw result, reused?, figures),
+"""The steps of ``landscape analyze``: one step per analysis (raw result, reused?, figures),
 the figures comparing models, and the summary numbers the report and the claims read.
 
-Each runner computes its quantity through the one library function for it (spectrum, curvature,
-surface, Fourier, variance, robustness, CKA, lesion) and stores the raw result in the analysis
-cache of :mod:`landscape.analyze`.
+The surface and the feature analyses are computed by their runners (:mod:`landscape.runners`,
+the ones the commands call) from settings objects built from the budget
+(:func:`surface_settings`, :func:`feature_settings`), through the analysis cache of
+:mod:`landscape.analyze`; the Hessian step still builds its own settings here.
 """
 from __future__ import annotations
 
