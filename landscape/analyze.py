@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noqa: E402,F401
 from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
 from .checkpoint import resolve_checkpoint  # noqa: F401 - lives in checkpoint.py, kept importable
+from .checkpoint_info import checkpoint_labels
 from .errors import LandscapeError
 from .provenance import output_dir, read_cache_json, read_json, run_metadata, write_json
 from .resume import ResultCache
@@ -42,61 +43,6 @@ def family(arch: str, block_kinds: Sequence[str]) -> str:
     if has_msa:
         return "vit"
     return "cnn"
-
-
-#: File stems that name no model (``landscape train`` writes ``model.pt``, ``last.pt``).
-GENERIC_STEMS = ("model", "last", "best", "final", "checkpoint")
-
-
-def _own_name(path: Path, recorded: str | None) -> str:
-    """The name recorded in the checkpoint, else the file stem (``.pt``/``.pth``/``.tar`` off),
-    else, for a generic stem such as ``model``, the run folder's name (``run/epoch_003`` keeps
-    both)."""
-    if recorded:
-        return str(recorded)
-    stem = path.name
-    for ext in (".tar", ".pth", ".pt", ".ckpt"):
-        stem = stem[:-len(ext)] if stem.endswith(ext) else stem
-    folder = path.resolve().parent.name
-    if stem in GENERIC_STEMS:
-        return folder or stem
-    if stem.startswith("epoch_") and folder:
-        return f"{folder}_{stem}"
-    return stem
-
-
-def checkpoint_labels(paths: Sequence[str | Path], shas: Sequence[str],
-                      recorded: Sequence[str | None] | None = None,
-                      taken: dict[str, set[str]] | None = None) -> list[str]:
-    """One unique, readable name per checkpoint: its own name (see :func:`_own_name`); names
-    shared by different checkpoints get their folder prefixed, then the start of their SHA-256.
-    ``taken`` maps names already used in the output folder to the SHA-256 prefixes that own
-    them; a name owned by another checkpoint gets this checkpoint's SHA-256 prefix appended, so
-    no result of another checkpoint is overwritten."""
-    paths = [Path(p) for p in paths]
-    recorded = list(recorded or [None] * len(paths))
-    labels = [_own_name(p, r) for p, r in zip(paths, recorded, strict=False)]
-
-    def clashes(labs: list[str]) -> set[int]:
-        return {i for i, lab in enumerate(labs)
-                if any(lab == o and shas[i] != shas[j] for j, o in enumerate(labs) if j != i)}
-
-    for i in clashes(labels):
-        folder = paths[i].resolve().parent.name
-        if folder and not labels[i].startswith(folder):
-            labels[i] = f"{folder}_{labels[i]}"
-    for i in clashes(labels):
-        labels[i] = f"{labels[i]}-{shas[i][:8]}"
-    for i, lab in enumerate(labels):
-        owners = (taken or {}).get(lab, set())
-        if owners and not any(shas[i].startswith(o) for o in owners):
-            labels[i] = f"{lab}-{shas[i][:8]}"
-    seen: dict[str, int] = {}
-    for i, lab in enumerate(labels):  # the same checkpoint given twice
-        seen[lab] = seen.get(lab, 0) + 1
-        if seen[lab] > 1:
-            labels[i] = f"{lab}-{seen[lab]}"
-    return labels
 
 
 def _taken_labels(raw: Path) -> dict[str, set[str]]:
@@ -146,7 +92,8 @@ class _Inputs:
 
 
 def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
-                 progress: bool, download: bool = False) -> _Inputs:
+                 progress: bool, download: bool = False,
+                 files: Sequence[Any] | None = None) -> _Inputs:
     """Load and validate every checkpoint (one :class:`~landscape.model_cards.ModelCard` each)
     and the data before anything is computed. Block lists and stages come from the first batch
     of the loaded test images (image folders included), so they match what is analysed."""
@@ -155,7 +102,9 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
     from .model_cards import assign_card_blocks, load_card_weights
 
     device = resolve_device(cfg.device)
-    loaded = [load_card_weights(card, device, cfg.data) for card in cards]
+    files = list(files) if files is not None else [None] * len(cards)
+    loaded = [load_card_weights(card, device, cfg.data, f)
+              for card, f in zip(cards, files, strict=True)]
     datasets = {(cfg.data or info.dataset) for _, info in loaded}
     if None in datasets:
         raise LandscapeError(f"{loaded[0][1].path} does not record its dataset; pass --data")
@@ -181,9 +130,12 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
              if {"hessian", "surface"} & set(todo) else None)
 
     def subset(data: Any, n: int, seed: int) -> Any:
+        """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
+        (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
+        from .data.loading import subset_indices
         if not n or n >= len(data):
             return data.to(device)
-        idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
+        idx = subset_indices(np.asarray(data.labels.cpu()), n, seed, data.num_classes)
         return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
                                    indices=idx, seed=seed).to(device)
 
@@ -191,7 +143,7 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
                             "lesion": subset(test, cfg.lesion_samples, cfg.seed),
                             "surface": None, "hessian": None}
     if train is not None:
-        sets["surface"] = subset(train, cfg.surface_samples, cfg.seed + 1)
+        sets["surface"] = subset(train, cfg.surface_samples, cfg.seed)  # as `landscape surface`
         sets["hessian"] = subset(train, max(cfg.curvature_samples,
                                             cfg.spectrum_batches * cfg.spectrum_batch_size
                                             if cfg.spectrum_batches else len(train)), cfg.seed + 2)
@@ -270,7 +222,7 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
                        f"({len(inputs.eval_set)} images)")
         entry.update(_training_fields(net, info, inputs, cfg, cache))
-    base_key = {"data": inputs.data_name, "seed": cfg.seed}
+    base_key = {"data": inputs.data_name, "seed": cfg.seed, "subset": "stratified"}
     timing: dict[str, Any] = {}
     computed = False
     only = info.extra.get("only")  # a model card's own analyses
@@ -377,13 +329,15 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             code_root: str | Path | None = None, *, cards: Sequence[Any] = (),
             model_kwargs: dict[str, Any] | None = None,
             input_shape: tuple[int, int, int] | None = None,
-            download: bool = False) -> dict[str, Any] | None:
+            download: bool = False, allow_nonfinite: bool = True) -> dict[str, Any] | None:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``checkpoints`` are loaded with ``model``/``model_def`` (called with ``model_kwargs``)/
     ``code_root``/``blocks``; ``cards`` (:func:`landscape.model_cards.read_cards`) follow them,
     each loaded its own way, so one run compares any mix of models. ``input_shape`` (C, H, W)
-    is checked against the data's images; ``download`` fetches missing CIFAR archives.
+    is checked against the data's images; ``download`` fetches missing CIFAR archives. Each
+    checkpoint is read once (:func:`landscape.checkpoint.read_checkpoint`), before any output;
+    unless ``allow_nonfinite``, one holding NaN/inf values is refused then.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
     other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
@@ -416,13 +370,15 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
                                    kwargs=model_kwargs, blocks=blocks, input_shape=input_shape)
                  for p in checkpoints] + list(cards)
     checkpoints = checkpoint_paths(all_cards)
+    files = [ckpt.read_checkpoint(p, allow_nonfinite=allow_nonfinite) for p in checkpoints]
     out = output_dir(out_dir) if writer else Path(out_dir)
     if writer:
         for stale in ("report.html", "summary.json"):
             if (out / stale).exists():
                 (out / stale).unlink()
     t_start = time.perf_counter()
-    inputs = _load_inputs(all_cards, cfg, todo, progress and writer, download)
+    inputs = _load_inputs(all_cards, cfg, todo, progress and writer, download, files)
+    del files  # the models hold the weights now
     raw_root = Path(raw_dir or out / "raw")
     labels = checkpoint_labels(checkpoints, [info.sha256 for _, info in inputs.loaded],
                                [info.extra.get("name") for _, info in inputs.loaded],

@@ -1,9 +1,10 @@
-"""The steps of ``landscape analyze``: one runner per analysis (raw result, reused?, figures),
+"""The steps of ``landscape analyze``: one step per analysis (raw result, reused?, figures),
 the figures comparing models, and the summary numbers the report and the claims read.
 
-Each runner computes its quantity through the one library function for it (spectrum, curvature,
-surface, Fourier, variance, robustness, CKA, lesion) and stores the raw result in the analysis
-cache of :mod:`landscape.analyze`.
+The surface and the feature analyses are computed by their runners (:mod:`landscape.runners`,
+the ones the commands call) from settings objects built from the budget
+(:func:`surface_settings`, :func:`feature_settings`), through the analysis cache of
+:mod:`landscape.analyze`; the Hessian step still builds its own settings here.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .analyze_config import AnalyzeConfig
+from .checkpoint_info import l2_and_augment
 from .errors import LandscapeError
 from .provenance import read_json, write_json
 from .settings import check_memory
@@ -31,42 +33,6 @@ def _say(progress: bool, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # one runner per analysis: (result, reused, {section: [figure files]})
 # ---------------------------------------------------------------------------------------------
-def training_recipe(info: Any) -> dict[str, Any]:
-    """The weight decay and augmentation a checkpoint was trained with: from the checkpoint's
-    ``extra`` (``weight_decay``, ``augment``), else its run folder's ``config.json`` (written by
-    ``landscape train``), else unknown (``wd`` None: the L2 term is left out and the report says
-    so). The paper's landscape and spectrum use the model's own training weight decay."""
-    from .data import Augment
-    extra = dict(getattr(info, "extra", None) or {})
-    d = Augment()  # the one default of pad and flip
-    out: dict[str, Any] = {"wd": None, "pad": d.pad, "flip": d.flip, "source": "unknown"}
-    if "weight_decay" in extra:
-        aug = extra.get("augment") or {}
-        out.update(wd=float(extra["weight_decay"]), pad=int(aug.get("pad", d.pad)),
-                   flip=bool(aug.get("flip", d.flip)), source="checkpoint")
-        return out
-    cfg_path = Path(str(info.path)).parent / "config.json"
-    if cfg_path.is_file():
-        try:
-            c = read_json(cfg_path).get("config") or {}
-        except Exception:  # noqa: BLE001 - an unreadable run config: recipe unknown
-            c = {}
-        if "weight_decay" in c:
-            out.update(wd=float(c["weight_decay"]), pad=int(c.get("pad", d.pad)),
-                       flip=bool(c.get("flip", d.flip)), source=str(cfg_path.name))
-    return out
-
-
-def _l2_and_augment(cfg_wd: float | None, augment: bool, info: Any, data: Any) -> tuple:
-    """(wd, Augment or None, recipe) for one model: ``cfg_wd`` None means the training wd."""
-    from .data import Augment
-    recipe = training_recipe(info)
-    wd = float(cfg_wd) if cfg_wd is not None else float(recipe["wd"] or 0.0)
-    aug = (Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean, std=data.std)
-           if augment else None)
-    return wd, aug, recipe
-
-
 def curvature_settings(cfg: AnalyzeConfig, wd: float, l2: str = "paper") -> Any:
     """The :class:`~landscape.curvature.estimates.CurvatureSettings` of ``cfg`` (one operator
     averaged over ``curvature_samples`` images), with weight decay ``wd``."""
@@ -88,7 +54,7 @@ def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None
     from .reporting.plots.hessian import plot_slq_density
     from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
     pool = sets["hessian"]
-    wd, augment, recipe = _l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
+    wd, augment, recipe = l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
     images, labels, augment, transform = paper_loss_data(cfg.paper_loss, pool, augment, cfg.seed,
                                                          wd=wd)
     scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
@@ -164,104 +130,83 @@ def surface_plan(text: str) -> dict[str, Any]:
 
 
 def _run_surface(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
-    """``surface_planes`` random planes (direction seeds ``seed + 2i``, ``seed + 2i + 1``); the
-    first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
-    from . import directions as D
+    """``surface_planes`` random planes through the surface runner
+    (:func:`landscape.runners.run_surface`; direction seeds ``seed + 2i``, ``seed + 2i + 1``);
+    the first is plotted. The loss is the paper's NLL + wd * sum_p ||p||_2 when wd > 0."""
     from . import distributed as dist
-    from . import surface as S
-    from .paper_loss import paper_loss_data
     from .reporting.plots.surface import plot_surface
-    data = sets["surface"]
+    from .runners import random_plane, run_surface
+    settings = surface_settings(cfg)
     plan = surface_plan(cfg.surface_plan)
-    wd, augment, recipe = _l2_and_augment(cfg.surface_wd, cfg.surface_augment, info, data)
-    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, data, augment, cfg.seed,
-                                                         wd=wd)
-    quantity = "train_loss_l2_paper" if wd > 0 else "train_loss"
-    xs = S.parse_grid(cfg.surface_grid)
-    ys = S.parse_grid(cfg.surface_ygrid) if cfg.surface_ygrid else None
-    planes, reused_all = [], True
+    planes, runs = [], []
     for i in range(max(1, cfg.surface_planes)):
-        seeds = (cfg.seed + 2 * i, cfg.seed + 2 * i + 1)
+        dirs, ident = random_plane(net, settings.norm, cfg.seed + 2 * i, bool(settings.ygrid))
         name = "surface.h5" if i == 0 else f"surface_p{i}.h5"
-        skey = {**key, "grid": [cfg.surface_grid, cfg.surface_ygrid], "n": len(data),
-                "directions": f"{cfg.surface_norm}-normalized, weights, biasbn=False",
-                "seeds": list(seeds), "wd": wd, "augment": transform,
-                **({"plan": cfg.surface_plan} if cfg.surface_plan else {})}
-
-        def compute(p: Path, seeds=seeds, skey=skey) -> Any:
-            dirs = [D.random_direction(net, seeds[0], norm=cfg.surface_norm)]
-            if ys is not None:
-                dirs.append(D.random_direction(net, seeds[1], norm=cfg.surface_norm))
-            if dist.is_writer():
-                S.write_directions_file(p.with_name(p.stem + "_directions.h5"), dirs,
-                                        {"seed": seeds[0],
-                                         "identity": json.dumps(skey, default=str)})
-            return S.compute_surface(net, dirs, images, labels, xs, ys, p,
-                                     split="train", identity={"key": json.dumps(skey, default=str)},
-                                     eval_identity={"n": len(data)}, wd=wd, augment=augment,
-                                     aug_seed=cfg.seed, progress=progress, **plan)
-
-        res, reused = cache.get(name, skey, compute, S.load_surface, collective=True,
-                                resumable=True)
-        planes.append(res)
-        reused_all = reused_all and reused
+        run = run_surface(net, sets["surface"], settings, cache, directions=dirs,
+                          direction_identity=ident, info=info, seed=cfg.seed,
+                          paper_loss=cfg.paper_loss, plan=plan, name=name,
+                          directions_file=name.replace(".h5", "_directions.h5"),
+                          progress=progress, split="train")
+        planes.append(run.result)
+        runs.append(run)
+    extra = runs[0].extra
     files = (plot_surface(cache.folder / "surface.h5", fig_dir / "landscape" / label,
-                          quantities=[quantity], label=label) if dist.is_writer() else [])
+                          quantities=[extra["quantity"]], label=label)
+             if dist.is_writer() else [])
     return {"planes": planes, "seeds": [cfg.seed + 2 * i for i in range(len(planes))],
-            "quantity": quantity, "wd": wd, "augment": transform,
-            "recipe_source": recipe["source"]}, reused_all, {"landscape": files}
+            "quantity": extra["quantity"], "wd": extra["wd"], "augment": extra["augment"],
+            "recipe_source": extra["recipe_source"]}, all(r.reused for r in runs), \
+        {"landscape": files}
+
+
+def surface_settings(cfg: AnalyzeConfig) -> Any:
+    """The :class:`~landscape.settings.SurfaceSettings` of ``cfg``."""
+    from .settings import SurfaceSettings
+    return SurfaceSettings(grid=cfg.surface_grid, ygrid=cfg.surface_ygrid, norm=cfg.surface_norm,
+                           planes=max(1, cfg.surface_planes), radii=cfg.surface_radii,
+                           augment=cfg.surface_augment, wd=cfg.surface_wd,
+                           plan=cfg.surface_plan)
+
+
+def feature_settings(analysis: str, cfg: AnalyzeConfig) -> Any:
+    """The settings object of feature analysis ``analysis`` from ``cfg``."""
+    from .settings import (
+        CKASettings,
+        FourierSettings,
+        LesionSettings,
+        RobustnessSettings,
+        VarianceSettings,
+    )
+    if analysis == "fourier":
+        return FourierSettings(readout=cfg.fourier_readout)
+    if analysis == "variance":
+        return VarianceSettings()
+    if analysis == "robustness":
+        return RobustnessSettings(protocol=cfg.robustness_protocol, freqs=cfg.robustness_freqs,
+                                  eps=cfg.robustness_eps, norm=cfg.robustness_norm,
+                                  width=cfg.robustness_width)
+    if analysis == "cka":
+        return CKASettings(batch_size=cfg.cka_batch_size)
+    return LesionSettings(samples=cfg.lesion_samples)
 
 
 def _feature_runner(analysis: str) -> Callable[..., Any]:
     def run(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
-        from .features import fourier, lesion, robustness, similarity, variance
         from .reporting.plots import features as P
+        from .runners import FEATURE_RUNNERS
+        runner = FEATURE_RUNNERS[analysis][0]
         data = sets["lesion"] if analysis == "lesion" else sets["feat"]
-        bs = cfg.batch_size
-        settings: Any = None
-        pg = progress
-        if analysis == "fourier":
-            settings = cfg.fourier_readout
-            fn, cls, ext = (lambda: fourier.fourier_analysis(
-                net, data, batch_size=bs, progress=pg, readout=cfg.fourier_readout),
-                fourier.FourierResult, "h5")
-        elif analysis == "variance":
-            fn, cls, ext = (lambda: variance.variance_analysis(net, data, batch_size=bs,
-                                                               progress=pg),
-                            variance.VarianceResult, "json")
-        elif analysis == "robustness":
-            freqs = np.linspace(0, 1, cfg.robustness_freqs)
-            settings = [cfg.robustness_freqs, cfg.robustness_protocol, cfg.robustness_eps,
-                        cfg.robustness_norm, cfg.robustness_width]
-            fn, cls, ext = (lambda: robustness.noise_robustness(
-                net, data, freqs=freqs, width=cfg.robustness_width or None,
-                norm=cfg.robustness_norm, seed=cfg.seed, batch_size=bs, progress=pg,
-                label=label, protocol=cfg.robustness_protocol, eps=cfg.robustness_eps),
-                robustness.RobustnessResult, "json")
-        elif analysis == "cka":
-            settings = cfg.cka_batch_size
-            fn, cls, ext = (lambda: similarity.cka_analysis(
-                net, data, batch_size=cfg.cka_batch_size, progress=pg),
-                similarity.CKAResult, "json")
-        else:
-            fn, cls, ext = (lambda: lesion.lesion_study(net, data, batch_size=bs, progress=pg),
-                            lesion.LesionResult, "json")
-        fkey = {**key, "analysis": analysis, "n": len(data), "bs": bs, "settings": settings,
-                "per_image": 1}
-
-        def compute(p: Path) -> Any:
-            r = fn()
-            r.save(p)
-            return r
-
-        res, reused = cache.get(f"{analysis}.{ext}", fkey, compute, cls.load)
+        own = {} if analysis == "cka" else {"batch_size": cfg.batch_size}
+        r = runner(net, data, feature_settings(analysis, cfg), cache, info=info, seed=cfg.seed,
+                   progress=progress, label=label, **own)
         files: dict[str, list[Path]] = {}
         if analysis == "fourier":
-            files["fourier"] = P.plot_fourier_curves(res, fig_dir / "fourier" / label / "dlogA",
+            files["fourier"] = P.plot_fourier_curves(r.result,
+                                                     fig_dir / "fourier" / label / "dlogA",
                                                      title=label)
         elif analysis == "cka":
-            files["cka"] = P.plot_cka(res, fig_dir / "cka" / label / "cka", title=label)
-        return res, reused, files
+            files["cka"] = P.plot_cka(r.result, fig_dir / "cka" / label / "cka", title=label)
+        return r.result, r.reused, files
     return run
 
 

@@ -22,7 +22,6 @@ import torch
 import torch.nn as nn
 
 from .errors import LandscapeError
-from .provenance import file_sha256
 
 FORMAT = "landscape"
 FORMAT_VERSION = 1
@@ -119,16 +118,32 @@ def _plain(obj: Any) -> Any:
 
 def read(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, loaded with ``weights_only=True``; clear errors for bad files."""
+    return _read_bytes(_checked_path(path), None)[0]
+
+
+def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise LandscapeError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise LandscapeError(f"checkpoint path is a directory, not a file: {path}")
+    return path
+
+
+def _read_bytes(path: Path, digest: Any) -> tuple[dict[str, Any], str | None]:
+    """(the checkpoint dict, hex SHA-256 of the same bytes when ``digest`` is a hashlib object):
+    the file is read once, hashed and unpickled (``weights_only=True``) from memory."""
+    import io
     try:
+        raw = path.read_bytes()
+        sha = None
+        if digest is not None:
+            digest.update(raw)
+            sha = digest.hexdigest()
         import warnings
         with warnings.catch_warnings():  # a bare pickle: torch's two-line protocol warning
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes one clear line
         text = str(e)
         reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
@@ -141,7 +156,65 @@ def read(path: str | Path) -> dict[str, Any]:
                              f"{path}: {reason[:160]}") from None
     if not isinstance(obj, dict):
         raise LandscapeError(f"not a checkpoint: {path} holds a {type(obj).__name__}, not a dict")
-    return obj
+    return obj, sha
+
+
+#: Where a checkpoint may hold its weights: our format and the paper's (``state_dict``), most
+#: training scripts (``model_state_dict``, ``model``, ``model_state``), or a bare state dict.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "model_state")
+
+
+@dataclass
+class CheckpointFile:
+    """One checkpoint file read once (:func:`read_checkpoint`): its path, the SHA-256 of the
+    bytes read, the raw dict, the state dict found in it (``module.`` prefixes off) and its
+    format: ``landscape`` (ours), ``paper`` (``{"name", "state_dict"}``), ``state_dict`` (a
+    bare state dict) or the key that held it (``model_state_dict``, ``model``, ...)."""
+
+    path: Path
+    sha256: str
+    obj: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    format: str
+
+
+def _is_state_dict(d: Any) -> bool:
+    return isinstance(d, dict) and bool(d) and all(isinstance(v, torch.Tensor)
+                                                   for v in d.values())
+
+
+def read_checkpoint(path: str | Path, allow_nonfinite: bool = True) -> CheckpointFile:
+    """Read, hash and parse a checkpoint file once; every loader takes the result (the one
+    parser, so every command accepts the same formats, see :data:`STATE_DICT_KEYS`). Unless
+    ``allow_nonfinite``, a state dict holding NaN or inf values is refused
+    (:func:`check_finite`, on the same tensors). ``torch.load(..., weights_only=True)``."""
+    import hashlib
+    path = _checked_path(path)
+    obj, sha = _read_bytes(path, hashlib.sha256())
+    sd: Any = None
+    if obj.get("format") == FORMAT:
+        sd, fmt = obj.get("state_dict"), FORMAT
+    elif _is_state_dict(obj):
+        sd, fmt = obj, "state_dict"
+    else:
+        fmt = ""
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), dict):
+                sd, fmt = obj[key], key
+                break
+        if fmt == "state_dict" and "name" in obj:
+            fmt = "paper"
+    if not fmt:
+        keys = ", ".join(sorted(map(str, obj))[:8])
+        raise LandscapeError(f"not a checkpoint: {path} has neither a state_dict nor tensors "
+                             f"(expected a dict of tensors, or one under "
+                             f"{', '.join(STATE_DICT_KEYS)}; keys: {keys})")
+    if not _is_state_dict(sd):
+        raise LandscapeError(f"corrupt checkpoint: {path}: its state_dict does not hold tensors")
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    if not allow_nonfinite:
+        check_finite(sd, str(path))
+    return CheckpointFile(path, str(sha), obj, sd, fmt)
 
 
 def _paper_model_name(name: str) -> str | None:
@@ -150,63 +223,55 @@ def _paper_model_name(name: str) -> str | None:
     return PAPER_MODELS.get(n)
 
 
-def load(path: str | Path, model: str | None = None,
+def load(path: str | Path | CheckpointFile, model: str | None = None,
          model_kwargs: dict[str, Any] | None = None,
          device: str | torch.device = "cpu",
          bare_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the model a checkpoint describes and load its weights (strict).
 
-    ``model`` names the architecture for bare state_dicts (and may override the paper's name);
-    ``model_kwargs`` (e.g. ``num_classes``) complete or override the recorded constructor args.
-    ``bare_kwargs`` (the dataset's classes, channels and image size, from ``--data``) are the
-    constructor args of a bare state_dict's model, which records none.
-    The model is returned in eval mode on ``device``.
+    ``path``: a file, or one already read (:func:`read_checkpoint`). ``model`` names the
+    architecture for a state dict without a recorded model (bare, or under one of
+    :data:`STATE_DICT_KEYS`), and may override the paper's name; ``model_kwargs`` (e.g.
+    ``num_classes``) complete or override the recorded constructor args. ``bare_kwargs`` (the
+    dataset's classes, channels and image size, from ``--data``) are the constructor args of
+    such a model, which records none. The model is returned in eval mode on ``device``.
     """
-    path = Path(path)
-    obj = read(path)
-    sha = file_sha256(path)
-    if obj.get("format") == FORMAT:
-        sd = obj.get("state_dict")
+    f = path if isinstance(path, CheckpointFile) else read_checkpoint(path)
+    obj, sd, where = f.obj, f.state_dict, f.path
+    if f.format == FORMAT:
         name = model or obj.get("model")
         kwargs = dict(obj.get("model_kwargs") or {})
         kwargs.update(model_kwargs or {})
         norm = obj.get("normalization") or {}
-        info = CheckpointInfo(str(path), sha, "landscape", name, kwargs, obj.get("dataset"),
+        info = CheckpointInfo(str(where), f.sha256, FORMAT, name, kwargs, obj.get("dataset"),
                               norm.get("mean"), norm.get("std"), obj.get("seed"), obj.get("epoch"),
                               dict(obj.get("metrics") or {}), dict(obj.get("extra") or {}))
-    elif "state_dict" in obj and isinstance(obj.get("state_dict"), dict):
-        sd = obj["state_dict"]
+    elif f.format == "paper":
         pname = str(obj.get("name", ""))
         name = model or _paper_model_name(pname)
         if name is None:
-            raise LandscapeError(f"{path}: unknown model name {pname!r} in checkpoint; "
+            raise LandscapeError(f"{where}: unknown model name {pname!r} in checkpoint; "
                                  f"pass --model (one of {', '.join(models.names())})")
         dataset = "cifar100" if "cifar100" in pname.lower() or not pname else None
         kwargs = {"num_classes": 100, "in_chans": 3, "img_size": 32}
         kwargs.update(model_kwargs or {})
-        info = CheckpointInfo(str(path), sha, "paper", name, kwargs, dataset or "cifar100",
+        info = CheckpointInfo(str(where), f.sha256, "paper", name, kwargs, dataset or "cifar100",
                               extra={"paper_name": pname})
-    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        sd = obj
+    else:  # a state dict that records no model: bare or under a training script's key
         if model is None:
-            raise LandscapeError(f"{path} is a bare state_dict; pass --model NAME "
+            shape = "a bare state_dict" if f.format == "state_dict" else \
+                f"a state dict under {f.format!r} without a model name"
+            raise LandscapeError(f"{where} is {shape}; pass --model NAME "
                                  f"(one of {', '.join(models.names())})")
-        info = CheckpointInfo(str(path), sha, "state_dict", model,
+        info = CheckpointInfo(str(where), f.sha256, "state_dict", model,
                               {**(bare_kwargs or {}), **(model_kwargs or {})})
-    else:
-        keys = ", ".join(sorted(map(str, obj))[:8])
-        raise LandscapeError(f"not a checkpoint: {path} has neither a state_dict nor tensors "
-                             f"(keys: {keys})")
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise LandscapeError(f"corrupt checkpoint: {path}: its state_dict does not hold tensors")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     if info.model not in models.names():
-        raise LandscapeError(f"{path}: unknown model {info.model!r}; known models: "
+        raise LandscapeError(f"{where}: unknown model {info.model!r}; known models: "
                              f"{', '.join(models.names())}")
     net = models.create(info.model, **info.model_kwargs)
     info.model_kwargs = dict(net.model_config["kwargs"])
     try:
-        load_state_dict_checked(net, sd, where=str(path))
+        load_state_dict_checked(net, sd, where=str(where))
     except LandscapeError as e:
         if info.format != "state_dict" or bare_kwargs:
             raise
@@ -234,10 +299,8 @@ def check_finite(state: nn.Module | dict[str, Any], where: str = "") -> None:
 
 
 def check_finite_file(path: str | Path) -> None:
-    """:func:`check_finite` on the tensors of a checkpoint file (any supported format)."""
-    obj = read(path)
-    sd = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj
-    check_finite({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, str(path))
+    """:func:`check_finite` on the state dict of a checkpoint file (any supported format)."""
+    read_checkpoint(path, allow_nonfinite=False)
 
 
 def check_compatible(info: CheckpointInfo, data: Any) -> None:

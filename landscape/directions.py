@@ -265,23 +265,10 @@ def load_directions(group: Any, device: torch.device, dtypes: Mapping[str, torch
     return out
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors (``weights_only=True``); accepts a bare state_dict or a dict with
-    ``state_dict``/``model``/``model_state`` entries."""
-    try:
-        import warnings
-        with warnings.catch_warnings():  # a bare pickle: torch's two-line protocol warning
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise LandscapeError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # corrupt files
-        raise LandscapeError(f"cannot read checkpoint {path}: {e}") from None
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model", "model_state", "model_state_dict"):
-            if k in obj and isinstance(obj[k], dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise LandscapeError(f"{path} does not hold a state_dict")
-    return obj
+def load_state_dict_file(path: str | Path, allow_nonfinite: bool = True
+                         ) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors, by the one reader (:func:`landscape.checkpoint.read_checkpoint`:
+    the same formats as every loader, ``weights_only=True``); unless ``allow_nonfinite``, NaN
+    or inf values are refused."""
+    from .checkpoint import read_checkpoint
+    return read_checkpoint(path, allow_nonfinite=allow_nonfinite).state_dict

@@ -239,13 +239,15 @@ def _blocks(items: Any, fail: Callable[[str], LandscapeError]
     return kinds, stages
 
 
-def load_card_weights(card: ModelCard, device: Any, dataset: str | None) -> tuple[Any, Any]:
+def load_card_weights(card: ModelCard, device: Any, dataset: str | None,
+                      file: Any = None) -> tuple[Any, Any]:
     """(model on ``device``, CheckpointInfo) with the checkpoint's weights, blocks not yet
-    assigned (:func:`assign_card_blocks` does that with the data's first batch)."""
+    assigned (:func:`assign_card_blocks` does that with the data's first batch). ``file``: the
+    card's checkpoint already read (:func:`landscape.checkpoint.read_checkpoint`)."""
     from .checkpoint import resolve_checkpoint
     from .user_model import load_weights
 
-    net, info = load_weights(resolve_checkpoint(card.path), model=card.model,
+    net, info = load_weights(file or resolve_checkpoint(card.path), model=card.model,
                              model_def=card.model_def, device=device, dataset=dataset,
                              code_root=card.code_root, kwargs=card.kwargs)
     if card.name:

@@ -150,6 +150,10 @@ class ResultCache:
     def _say(self, text: str) -> None:
         (self.log or (lambda t: print(t, file=sys.stderr, flush=True)))(text)
 
+    def identity(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The :func:`identity` of a result with ``settings`` in this folder."""
+        return identity(settings, self.checkpoint_sha256)
+
     def _stored(self, name: str, ident: Mapping[str, Any], load: Callable[[Path], Any],
                 companions: tuple[str, ...]) -> tuple[bool, Any]:
         """(reusable?, loaded result) on the writer, after verifying the record; raises
@@ -307,6 +311,40 @@ def _write_refused(e: OSError, folder: Path, what: str) -> LandscapeError:
                           "(or free space on it) or use another --raw")
 
 
+class ResultFolder:
+    """The commands' store: ``<folder>/<name>`` holds a result whose own file records its
+    :func:`identity` (``result.config["identity"]``; a surface file checks its own). A stored
+    result is reused when its identity matches; one with other settings is refused with one
+    line naming them (``remedy`` says what to do), unless ``force`` recomputes it. The same
+    :meth:`get` as :class:`ResultCache`, so a runner writes through either."""
+
+    def __init__(self, folder: Path, checkpoint_sha256: str | None = None, force: bool = False,
+                 remedy: str = "delete it, use another --out or pass --force to recompute it"):
+        self.folder, self.checkpoint_sha256 = Path(folder), checkpoint_sha256
+        self.force, self.remedy = force, remedy
+
+    def identity(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The :func:`identity` of a result with ``settings`` in this folder."""
+        return identity(settings, self.checkpoint_sha256)
+
+    def get(self, name: str, settings: Mapping[str, Any], compute: Callable[[Path], Any],
+            load: Callable[[Path], Any], companions: tuple[str, ...] = (),
+            collective: bool = False, resumable: bool = False) -> tuple[Any, bool]:
+        """(result, reused?): the stored result when its identity matches ``settings`` (else
+        one line, see the class), or ``compute(path)``. A ``resumable`` result (a surface
+        file) is always handed to ``compute``, which continues it and checks its identity."""
+        from .provenance import resume_guard
+        path = self.folder / name
+        if resumable or self.force or not path.exists():
+            return compute(path), False
+        what = name.split("_")[0].split(".")[0]
+        with resume_guard(path, f"{what} result", self.remedy):
+            stored = load(path)
+            old = (getattr(stored, "config", None) or {}).get("identity")
+        check(path, f"a {what} result", old, self.identity(settings), self.remedy)
+        return stored, True
+
+
 def _same(path: Path, ident: Mapping[str, Any]) -> bool:
     try:
         return not differences(read_json(path), ident)
@@ -314,5 +352,5 @@ def _same(path: Path, ident: Mapping[str, Any]) -> bool:
         return False
 
 
-__all__ = ["COMPARED_VERSIONS", "RESUME_HINT", "ResultCache", "check", "differences",
-           "identity", "mismatch_message", "plain", "tree_sha256"]
+__all__ = ["COMPARED_VERSIONS", "RESUME_HINT", "ResultCache", "ResultFolder", "check",
+           "differences", "identity", "mismatch_message", "plain", "tree_sha256"]

@@ -1,11 +1,13 @@
 """A researcher's own model: ``--model-def MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``.
 
 The callable is called with the ``--model-kwargs`` (or a model card's ``kwargs``; none by
-default) and returns an ``nn.Module``; the checkpoint is a plain state dict, a dict holding one
-under ``state_dict`` (our format, the paper's, most training scripts), ``model_state_dict`` or
-``model``. Its blocks come, in this order of precedence, from ``--blocks NAME=KIND,...`` (or a
-card's blocks), the model's own ``block_list()``, or :func:`landscape_models.blocks.infer_blocks`
-(printed, so the user can check them). :func:`load_model` is the one loader every command uses,
+default) and returns an ``nn.Module``; the checkpoint is any format
+:func:`landscape.checkpoint.read_checkpoint` accepts (the same for ``--model``): a plain state
+dict, or one under ``state_dict`` (our format, the paper's, most training scripts),
+``model_state_dict``, ``model`` or ``model_state``. Its blocks come, in this order of
+precedence, from ``--blocks NAME=KIND,...`` (or a card's blocks), the model's own
+``block_list()``, or :func:`landscape_models.blocks.infer_blocks` (printed, so the user can
+check them). :func:`load_model` is the one loader every command uses,
 for registry models too; ``analyze`` calls its two halves (:func:`load_weights`, then
 :func:`assign_blocks` with the first batch of the loaded data). Model cards:
 :mod:`landscape.model_cards`.
@@ -31,9 +33,6 @@ from landscape_models.blocks import KINDS, attach_blocks, blocks_from_spec, desc
 from . import checkpoint as ckpt
 from .errors import LandscapeError
 from .model_cards import parse_input_shape, parse_model_kwargs  # noqa: F401 - re-exported
-from .provenance import file_sha256
-
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
 def package_root(path: str | Path) -> tuple[Path, str]:
@@ -220,39 +219,27 @@ def example_input(dataset: str | None, batch: int = 2) -> torch.Tensor | None:
     return torch.randn(batch, s.in_chans, s.img_size, s.img_size, generator=g)
 
 
-def load_user_checkpoint(path: str | Path, model_def: str,
+def load_user_checkpoint(path: str | Path | ckpt.CheckpointFile, model_def: str,
                          device: str | torch.device = "cpu",
                          code_root: str | Path | None = None,
                          kwargs: dict[str, Any] | None = None
                          ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
     """Build the ``model_def`` model (called with ``kwargs``) and load the checkpoint's weights
-    into it (strict)."""
-    path = Path(path)
-    obj = ckpt.read(path)
+    into it (strict). ``path``: a file or one already read (:func:`landscape.checkpoint.
+    read_checkpoint`, which accepts the same formats for every loader)."""
+    f = path if isinstance(path, ckpt.CheckpointFile) else ckpt.read_checkpoint(path)
+    obj = f.obj
     info_kw: dict[str, Any] = {}
-    if obj.get("format") == ckpt.FORMAT:
+    if f.format == ckpt.FORMAT:
         norm = obj.get("normalization") or {}
         info_kw = dict(dataset=obj.get("dataset"), mean=norm.get("mean"), std=norm.get("std"),
                        seed=obj.get("seed"), epoch=obj.get("epoch"),
                        metrics=dict(obj.get("metrics") or {}))
-    sd: Any = None
-    fmt = "state_dict"
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        sd = obj
-    else:
-        for key in STATE_DICT_KEYS:
-            if isinstance(obj.get(key), dict):
-                sd, fmt = obj[key], ("landscape" if obj.get("format") == ckpt.FORMAT else key)
-                break
-    if sd is None or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        keys = ", ".join(sorted(map(str, obj))[:8])
-        raise LandscapeError(f"{path}: no state dict found (expected a dict of tensors, or one "
-                             f"under {', '.join(STATE_DICT_KEYS)}; keys: {keys})")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     net = build_model(model_def, code_root, kwargs)
-    ckpt.load_state_dict_checked(net, sd, where=str(path))
+    ckpt.load_state_dict_checked(net, f.state_dict, where=str(f.path))
     name = model_def.rpartition(":")[2].rsplit(".", 1)[-1]
-    info = ckpt.CheckpointInfo(str(path), file_sha256(path), fmt, name, {},
+    fmt = "state_dict" if f.format == "paper" else f.format
+    info = ckpt.CheckpointInfo(str(f.path), f.sha256, fmt, name, {},
                                extra={"model_def": model_def}, **info_kw)
     return net.to(device).eval(), info
 
@@ -267,7 +254,7 @@ def _dataset_kwargs(dataset: str | None) -> dict[str, Any] | None:
     return {"num_classes": s.num_classes, "in_chans": s.in_chans, "img_size": s.img_size}
 
 
-def load_weights(path: str | Path, *, model: str | None = None,
+def load_weights(path: str | Path | ckpt.CheckpointFile, *, model: str | None = None,
                  model_def: str | None = None, device: str | torch.device = "cpu",
                  dataset: str | None = None, code_root: str | Path | None = None,
                  kwargs: dict[str, Any] | None = None

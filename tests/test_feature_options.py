@@ -101,11 +101,11 @@ class Runner:
 
     def result(self, cmd: str, *extra, label: str = "resnet_tiny", **kw):
         """The result object of a successful run."""
-        from landscape.workflows.features import SPECS
+        from landscape.runners import FEATURE_RUNNERS
+        from landscape.workflows.features import result_loader
         rc, _, err, out = self(cmd, *extra, **kw)
         assert rc == 0, err
-        spec = SPECS[cmd]()
-        return spec.load(out / f"{cmd}_{label}.{spec.ext}")
+        return result_loader(cmd)(out / f"{cmd}_{label}.{FEATURE_RUNNERS[cmd][2]}")
 
 
 @pytest.fixture

@@ -95,13 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from ..model_cards import parse_input_shape, read_cards
     cards = read_cards(args.models) if args.models else []
     shape = parse_input_shape(args.input_shape) if args.input_shape else None
-    from ..workflows.inputs import check_checkpoints
-    # missing or NaN/inf checkpoints: before any output
-    check_checkpoints(args, [*args.checkpoints, *(str(c.path) for c in cards)])
+    # missing or NaN/inf checkpoints are refused by analyze before any output (one read each)
     only = [a.strip() for a in args.only.split(",")] if args.only else None
     analyze(args.checkpoints, args.out, cfg, only=only, force=args.force, model=args.model,
             progress=not args.quiet, budget=args.budget, raw_dir=args.raw,
             model_def=args.model_def, blocks=args.blocks, code_root=args.code_root,
             cards=cards, model_kwargs=args.model_kwargs, input_shape=shape,
-            download=args.download)
+            download=args.download, allow_nonfinite=False)
     return 0

@@ -98,5 +98,13 @@ def add_device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> 
                         f"(default {default or 'auto'})")
 
 
+def input_options(args: argparse.Namespace) -> object:
+    """The :class:`~landscape.workflows.inputs.InputOptions` of a command's checkpoint and data
+    options (the last place their argparse namespace is read)."""
+    from ..workflows.inputs import InputOptions
+    names = [f for f in InputOptions.__dataclass_fields__ if hasattr(args, f)]
+    return InputOptions(**{f: getattr(args, f) for f in names})
+
+
 def add_out_arg(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=default, help=f"output folder (default {default})")

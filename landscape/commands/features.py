@@ -143,10 +143,32 @@ def check_robustness_options(args: argparse.Namespace) -> None:
                              f"--protocol {args.protocol}")
 
 
+def settings_of(args: argparse.Namespace) -> object:
+    """The settings object of a feature command's options (validated by the class)."""
+    a = args.analysis
+    if a == "fourier":
+        return FourierSettings(eps=args.eps, include_input=not args.no_input)
+    if a == "variance":
+        return VarianceSettings(ddof=args.ddof, include_input=not args.no_input)
+    if a == "robustness":
+        given = {k: v for k, v in (("eps", args.eps), ("norm", args.noise_norm),
+                                   ("width", args.width), ("base", args.base)) if v is not None}
+        return RobustnessSettings(protocol=args.protocol, freqs=len(args.freqs), **given)
+    if a == "cka":
+        return CKASettings(batch_size=args.batch_size, estimator=args.estimator)
+    from ..settings import LesionSettings
+    return LesionSettings(samples=args.samples)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..workflows.features import feature_run
+    from ..workflows.features import FeatureJob, feature_run
+    from .common import input_options
     if args.analysis == "robustness":
         check_robustness_options(args)
-    for label, file, reused in feature_run(args.analysis, args):
+    job = FeatureJob(args.analysis, list(args.checkpoints), args.out, settings_of(args),
+                     input_options(args), batch_size=args.batch_size,
+                     freqs=list(args.freqs) if args.analysis == "robustness" else None,
+                     force=args.force, quiet=args.quiet)
+    for label, file, reused in feature_run(job):
         print(f"{args.analysis}: {label}: {'reusing' if reused else 'wrote'} {file}")
     return 0

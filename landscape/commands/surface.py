@@ -93,9 +93,28 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+_AUTO = {"auto": None, "on": True, "off": False}
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..workflows.surface import surface_run
-    line = surface_run(args)
+    from ..settings import SurfaceSettings
+    from ..workflows.surface import SurfaceJob, surface_run
+    from .common import input_options
+    settings = SurfaceSettings(grid=args.grid, ygrid=args.ygrid or "", norm=args.norm,
+                               planes=1, augment=bool(args.augment), wd=args.wd)
+    plan = {"batch_size": args.batch_size or None,
+            "points_per_pass": args.points_per_pass or None,
+            "channels_last": _AUTO[args.channels_last], "fold_bn": _AUTO[args.fold_bn],
+            "first_layer": _AUTO[args.first_layer], "compile": bool(args.compile),
+            "workers": args.workers or None}
+    # the pinned keys only (as analyze's surface_plan); compile only when asked for
+    plan = {k: v for k, v in plan.items() if v is not None and (k != "compile" or v)}
+    job = SurfaceJob(args.checkpoint, args.out, input_options(args), dir_mode=args.dir_mode,
+                     biasbn=args.biasbn, exclude=[] if args.no_exclude else args.exclude,
+                     dir_seed=args.dir_seed, target=args.target, trajectory=args.trajectory,
+                     aug_seed=args.aug_seed, plan=plan, no_plot=args.no_plot, vmax=args.vmax,
+                     vtp=args.vtp, quiet=args.quiet)
+    line = surface_run(settings, job)
     if line:
         print(line)
     return 0

@@ -13,7 +13,7 @@ def loss_preset(a: Any, info: Any, data: Any) -> tuple[float, str, Any]:
     """(wd, l2, Augment or None) of ``--preset`` (:data:`landscape.settings.SPECTRUM_PRESETS`)
     with ``--wd``/``--l2``/``--augment`` overriding it. ``paper``: the checkpoint's training
     weight decay and augmentation (as ``landscape analyze``)."""
-    from ..analyze_steps import training_recipe
+    from ..checkpoint_info import training_recipe
     from ..data import Augment
     from ..settings import SPECTRUM_PRESETS, SpectrumSettings, default_of
     preset = SPECTRUM_PRESETS[a.preset]

@@ -1,26 +1,52 @@
-"""The inputs of a run, from command-line style options (an ``argparse.Namespace`` or any object
-with the same attributes): checked checkpoint files, the model and the dataset it was trained on.
+"""The inputs of a run: checked checkpoint files, the model and the dataset it was trained on,
+from an :class:`InputOptions` (the commands build one from their options; the functions also
+accept any object with the same attributes).
 """
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import LandscapeError
 
 
+@dataclass(frozen=True)
+class InputOptions:
+    """How a command finds its model and images: the checkpoint options (``--model``,
+    ``--model-def``, ``--model-kwargs``, ``--code-root``, ``--blocks``, ``--allow-nonfinite``)
+    and the data options (``--data``, ``--data-root``, ``--download``, ``--split``,
+    ``--samples`` (0: all), ``--seed``, ``--device``)."""
+
+    model: str | None = None
+    model_def: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    code_root: str | None = None
+    blocks: str | None = None
+    allow_nonfinite: bool = False
+    data: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    split: str = "test"
+    samples: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+
+def read_checkpoints(args: Any, paths: Sequence[str | Path]) -> list[Any]:
+    """Every checkpoint file read once (:func:`landscape.checkpoint.read_checkpoint`: parsed,
+    hashed and, unless ``--allow-nonfinite``, refused when it holds NaN/inf values) before any
+    output is written; a run folder stands for its ``model.pt``."""
+    from ..checkpoint import read_checkpoint, resolve_checkpoint
+    allow = bool(getattr(args, "allow_nonfinite", False))
+    return [read_checkpoint(resolve_checkpoint(f), allow_nonfinite=allow) for f in paths]
+
+
 def check_checkpoints(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
-    """Refuse missing checkpoint files and (unless ``--allow-nonfinite``) ones holding NaN/inf
-    values, before any output is written; returns the files (a run folder stands for its
-    ``model.pt``)."""
-    from ..checkpoint import resolve_checkpoint
-    files = [str(resolve_checkpoint(f)) for f in paths]
-    if not getattr(args, "allow_nonfinite", False):
-        from ..checkpoint import check_finite_file
-        for f in files:
-            check_finite_file(f)
-    return files
+    """:func:`read_checkpoints`, returning the files only."""
+    return [str(f.path) for f in read_checkpoints(args, paths)]
 
 
 def load_model_for(args: argparse.Namespace, ckpt_path: str,
@@ -64,25 +90,30 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
     return data.to(resolve_device(args.device))
 
 
-def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[Any, Any, Any]:
-    """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device);
-    a model with NaN/inf values is refused unless ``args.allow_nonfinite``. The block list's
-    order and stages come from the first batch of the loaded data (image folders included). A run
-    folder stands for its ``model.pt`` (as for ``fourier`` and ``analyze``)."""
+def load_model_and_data(args: Any, ckpt: Any) -> tuple[Any, Any, Any]:
+    """(model in eval mode on ``args.device``, CheckpointInfo, ImageData on the same device)
+    from a checkpoint file or one already read (:func:`read_checkpoints`; a file is read and
+    checked here, refused with NaN/inf values unless ``args.allow_nonfinite``). The block
+    list's order and stages come from the first batch of the loaded data (image folders
+    included). A run folder stands for its ``model.pt``."""
     import sys
 
-    from ..checkpoint import check_compatible, resolve_checkpoint
+    from ..checkpoint import (
+        CheckpointFile,
+        check_compatible,
+        read_checkpoint,
+        resolve_checkpoint,
+    )
     from ..device import resolve_device
     from ..user_model import assign_blocks, load_weights
-    ckpt_path = str(resolve_checkpoint(ckpt_path))
+    if not isinstance(ckpt, CheckpointFile):
+        allow = bool(getattr(args, "allow_nonfinite", False))
+        ckpt = read_checkpoint(resolve_checkpoint(ckpt), allow_nonfinite=allow)
     model_def, kwargs = getattr(args, "model_def", None), getattr(args, "model_kwargs", None)
-    model, info = load_weights(ckpt_path, model=getattr(args, "model", None), model_def=model_def,
+    model, info = load_weights(ckpt, model=getattr(args, "model", None), model_def=model_def,
                                device=resolve_device(getattr(args, "device", None) or "auto"),
                                dataset=getattr(args, "data", None),
                                code_root=getattr(args, "code_root", None), kwargs=kwargs)
-    if not getattr(args, "allow_nonfinite", False):
-        from ..checkpoint import check_finite
-        check_finite(model, str(ckpt_path))
     data = load_data_for(info, args, check=False)
     model, info = assign_blocks(model, info, model_def=model_def,
                                 blocks=getattr(args, "blocks", None), example=data.images[:2],
@@ -90,3 +121,8 @@ def load_checkpoint_and_data(args: argparse.Namespace, ckpt_path: str) -> tuple[
                                 log=lambda text: print(text, file=sys.stderr, flush=True))
     check_compatible(info, data)
     return model, info, data
+
+
+def load_checkpoint_and_data(args: Any, ckpt_path: str) -> tuple[Any, Any, Any]:
+    """:func:`load_model_and_data` of one checkpoint file."""
+    return load_model_and_data(args, ckpt_path)

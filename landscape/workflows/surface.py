@@ -4,12 +4,16 @@ settings), the surface evaluated into ``surface.h5`` (resumable, shared among to
 :data:`DESCRIPTION` for its help)."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import LandscapeError
 from ..resume import check
 from ..resume import identity as result_identity
+from ..settings import SurfaceSettings
+from .inputs import InputOptions
 
 DESCRIPTION = """\
 Evaluate loss and accuracy at theta0 + x*d1 (+ y*d2) over a grid (Li et al. 2018).
@@ -31,45 +35,82 @@ and quantity: about 17 bytes a point, 33 with --wd), then proceeds. Under
 --batch-size 0 (the default) measures the fastest batch size."""
 
 
-def surface_run(args: Any) -> str | None:
-    """Run ``landscape surface`` with ``args`` (its argparse namespace); returns the line to
-    print (None on ranks other than the writer)."""
+@dataclass(frozen=True)
+class SurfaceJob:
+    """One ``landscape surface`` run: the checkpoint, output folder and inputs, and the options
+    that are no setting of the quantity: how the directions are made (``dir_mode``, ``biasbn``,
+    ``exclude`` (None: the default exclusions), ``dir_seed`` (None: the data seed), ``target``,
+    ``trajectory``), ``aug_seed``, the pinned plan keys (``plan``: None entries measured) and
+    the output (``no_plot``, ``vmax``, ``vtp``, ``quiet``)."""
+
+    checkpoint: str
+    out: str
+    inputs: InputOptions = field(default_factory=InputOptions)
+    dir_mode: str = "weights"
+    biasbn: bool = False
+    exclude: list[str] | None = None
+    dir_seed: int | None = None
+    target: str | None = None
+    trajectory: list[str] | None = None
+    aug_seed: int = 0
+    plan: dict[str, Any] = field(default_factory=dict)
+    no_plot: bool = False
+    vmax: float | None = None
+    vtp: bool = False
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def surface_run(settings: SurfaceSettings, job: SurfaceJob) -> str | None:
+    """Run ``landscape surface`` (one plane: ``settings.planes`` is analyze's) through the
+    surface runner (:func:`landscape.runners.run_surface`); returns the line to print (None on
+    ranks other than the writer)."""
     import numpy as np
 
     from .. import directions as D
     from .. import distributed as dist
     from .. import surface as S
+    from ..checkpoint import read_checkpoint, resolve_checkpoint
     from ..provenance import file_sha256, output_dir, run_metadata, write_json
-    from .inputs import check_checkpoints, load_checkpoint_and_data
+    from ..resume import ResultFolder
+    from ..runners import plane_identity, run_surface
+    from .inputs import load_model_and_data
 
     dist.init_from_env()
-    xs = S.parse_grid(args.grid)
-    ys = S.parse_grid(args.ygrid) if args.ygrid else None
-    if args.target and (args.trajectory or ys is not None):
+    two = bool(settings.ygrid)
+    if job.target and (job.trajectory or two):
         raise LandscapeError("--target gives a 1-D line: "
                              "do not combine it with --ygrid/--trajectory")
-    if args.trajectory and ys is None:
+    if job.trajectory and not two:
         raise LandscapeError("--trajectory needs a 2-D grid (--ygrid)")
-    model, info, data = load_checkpoint_and_data(args, args.checkpoint)
-    check_checkpoints(args, ([args.target] if args.target else []) + (args.trajectory or []))
-    out = output_dir(args.out) if dist.is_writer() else Path(args.out)
-    exclude = [] if args.no_exclude else (args.exclude or list(D.DEFAULT_EXCLUDE))
-    seed = args.seed if args.dir_seed is None else args.dir_seed
-    kind = "target" if args.target else "trajectory" if args.trajectory else "random"
-    dir_identity: dict[str, Any] = {"kind": kind, "mode": args.dir_mode, "biasbn": args.biasbn,
-                                    "exclude": exclude, "checkpoint_sha256": info.sha256}
-    if kind == "random":
-        dir_identity.update({"norm": args.norm, "seed": seed,
-                             "ndirections": 1 if ys is None else 2})
-    elif kind == "target":
-        dir_identity["target_sha256"] = file_sha256(args.target)
+    allow = job.inputs.allow_nonfinite
+    model, info, data = load_model_and_data(
+        job.inputs, read_checkpoint(resolve_checkpoint(job.checkpoint), allow_nonfinite=allow))
+    target = (read_checkpoint(resolve_checkpoint(job.target), allow_nonfinite=allow)
+              if job.target else None)
+    series = [resolve_checkpoint(f) for f in job.trajectory or []]
+    out = output_dir(job.out) if dist.is_writer() else Path(job.out)
+    exclude = list(D.DEFAULT_EXCLUDE if job.exclude is None else job.exclude)
+    seed = job.inputs.seed if job.dir_seed is None else job.dir_seed
+    kind = "target" if target else "trajectory" if series else "random"
+    if kind == "random":  # the identity analyze's planes have
+        dir_identity = plane_identity(settings.norm, seed, two, mode=job.dir_mode,
+                                      biasbn=job.biasbn, exclude=exclude)
     else:
-        dir_identity["trajectory_sha256"] = [file_sha256(f) for f in args.trajectory]
+        dir_identity = {"kind": kind, "mode": job.dir_mode, "biasbn": job.biasbn,
+                        "exclude": exclude}
+        if target is not None:
+            dir_identity["target_sha256"] = target.sha256
+        else:  # hashed here; each file is parsed once, when the PCA reads it
+            dir_identity["trajectory_sha256"] = [file_sha256(f) for f in series]
     dpath = out / "directions.h5"
     err = None
     if dist.is_writer():
         try:
-            _ensure_directions(dpath, model, dir_identity, args, seed, exclude, ys is not None)
+            _ensure_directions(dpath, model, {**dir_identity, "checkpoint_sha256": info.sha256},
+                               job, settings, seed, exclude, two, target, series)
         except LandscapeError as e:
             err = str(e)
     err = dist.broadcast_object(err)
@@ -77,38 +118,26 @@ def surface_run(args: Any) -> str | None:
         raise LandscapeError(err)
     dist.barrier()
     dirs, dattrs = S.read_directions_file(dpath, model)
-    augment = None
-    if args.augment:
-        from ..data import Augment
-        augment = Augment(mean=data.mean, std=data.std)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    identity = {"checkpoint_sha256": info.sha256, "directions": dir_identity}
-    eval_identity = {"data": data.name, "split": data.split, "samples": args.samples,
-                     "data_seed": args.seed, "augment_repr": repr(augment) if augment else None}
-    attrs = {"config": config, "seed": seed, "checkpoint_sha256": info.sha256,
-             "checkpoint": str(args.checkpoint), "model": info.model, **run_metadata()}
-    res = S.compute_surface(
-        model, dirs, data.images, data.labels, xs, ys, out / "surface.h5", split=data.split,
-        identity=identity, eval_identity=eval_identity, wd=args.wd, augment=augment,
-        aug_seed=args.aug_seed, batch_size=args.batch_size or None,
-        points_per_pass=args.points_per_pass or None,
-        channels_last=_AUTO[args.channels_last],
-        fold_bn=_AUTO[args.fold_bn], first_layer=_AUTO[args.first_layer],
-        compile=args.compile, workers=args.workers or None, attrs=attrs, progress=not args.quiet)
+    run = run_surface(
+        model, data, settings, ResultFolder(out, info.sha256), directions=dirs,
+        direction_identity=dir_identity, info=info, seed=job.inputs.seed, aug_seed=job.aug_seed,
+        plan=job.plan, attrs={"job": job.to_dict(), **run_metadata()},
+        progress=not job.quiet)
     if not dist.is_writer():
         return None
-    write_json(out / "config.json", run_metadata(config=config, seed=seed,
-                                                 checkpoint_sha256=info.sha256,
+    res = run.result
+    write_json(out / "config.json", run_metadata(settings=settings.to_dict(), job=job.to_dict(),
+                                                 seed=seed, checkpoint_sha256=info.sha256,
                                                  directions=dir_identity,
                                                  device=str(data.images.device)))
-    if not args.no_plot:
+    if not job.no_plot:
         from ..reporting.plots import surface as P
-        P.plot_surface(out / "surface.h5", out, vmax=args.vmax)
+        P.plot_surface(out / "surface.h5", out, vmax=job.vmax)
         if "trajectory_coords" in dattrs:
             coords = np.array(_loads(dattrs["trajectory_coords"]))
             P.plot_trajectory(out / "surface.h5", coords, out / "trajectory",
-                              explained=_loads(dattrs.get("explained", "null")), vmax=args.vmax)
-        if args.vtp and ys is not None:
+                              explained=_loads(dattrs.get("explained", "null")), vmax=job.vmax)
+        if job.vtp and two:
             P.export_vtp(out / "surface.h5", out / "surface.vtp")
     split = data.split
     loss = res.arrays[f"{split}_loss"]
@@ -118,16 +147,14 @@ def surface_run(args: Any) -> str | None:
             + f"{loss.size - finite.size} non-finite)")
 
 
-_AUTO = {"auto": None, "on": True, "off": False}
-
-
 def _loads(s: Any) -> Any:
     import json
     return json.loads(s) if isinstance(s, str) else s
 
 
-def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: Any,
-                       seed: int, exclude: list[str], two: bool) -> None:
+def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], job: SurfaceJob,
+                       settings: SurfaceSettings, seed: int, exclude: list[str], two: bool,
+                       target: Any, series: list[Path]) -> None:
     """Create the directions file once; refuse one made with other settings."""
     import json
 
@@ -135,6 +162,7 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: A
 
     from .. import directions as D
     from .. import surface as S
+    from ..runners import random_plane
     ident = result_identity({k: v for k, v in identity.items() if k != "checkpoint_sha256"},
                             identity["checkpoint_sha256"])
     if path.exists():
@@ -144,19 +172,18 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], args: A
         check(path, "directions", old, ident)
         return
     attrs: dict[str, Any] = {"identity": json.dumps(ident, sort_keys=True), "seed": seed}
-    names = D.perturbed_names(model, args.dir_mode, args.biasbn, exclude)
+    names = D.perturbed_names(model, job.dir_mode, job.biasbn, exclude)
     if identity["kind"] == "random":
-        dirs = [D.random_direction(model, seed, args.norm, args.dir_mode, args.biasbn, exclude)]
-        if two:
-            dirs.append(D.random_direction(model, seed + 1, args.norm, args.dir_mode, args.biasbn,
-                                           exclude))
+        dirs = random_plane(model, settings.norm, seed, two, mode=job.dir_mode,
+                            biasbn=job.biasbn, exclude=exclude)[0]
     elif identity["kind"] == "target":
-        start = D.model_tensors(model, args.dir_mode)
-        end = D.load_state_dict_file(args.target)
-        dirs = [D.target_direction(start, end, names)]
+        start = D.model_tensors(model, job.dir_mode)
+        dirs = [D.target_direction(start, target.state_dict, names)]
     else:
-        final = {n: t.detach().cpu() for n, t in D.model_tensors(model, args.dir_mode).items()}
-        pca = D.trajectory_pca(D.load_state_dict_file, list(args.trajectory), final, names)
+        allow = job.inputs.allow_nonfinite
+        final = {n: t.detach().cpu() for n, t in D.model_tensors(model, job.dir_mode).items()}
+        pca = D.trajectory_pca(lambda f: D.load_state_dict_file(f, allow), list(series), final,
+                               names)
         dirs = [pca.d1, pca.d2]
         # the path ends at CKPT itself, the origin of the plane
         attrs["trajectory_coords"] = json.dumps(pca.coords.tolist() + [[0.0, 0.0]])

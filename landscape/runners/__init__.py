@@ -1,0 +1,30 @@
+"""One runner per quantity: ``run_<quantity>(model, data, settings, store) -> Run``.
+
+The only path by which a quantity is computed: ``landscape <command>`` builds the settings from
+its options and writes through a :class:`~landscape.resume.ResultFolder`, ``landscape analyze``
+builds them from its budget and writes through a :class:`~landscape.resume.ResultCache`; the
+runner alone decides what identifies the result (its settings' ``to_dict()``, the images, the
+checkpoint), so the same checkpoint and settings give the same numbers and the same identity by
+either path. Nothing here reads an argparse namespace.
+
+- :mod:`.features`: :func:`run_fourier`, :func:`run_variance`, :func:`run_robustness`,
+  :func:`run_cka`, :func:`run_lesion`;
+- :mod:`.surface`: :func:`run_surface` (and :func:`random_plane`, the directions both paths
+  draw).
+"""
+from __future__ import annotations
+
+from .features import (
+    FEATURE_RUNNERS,
+    Run,
+    robustness_identity,
+    run_cka,
+    run_fourier,
+    run_lesion,
+    run_robustness,
+    run_variance,
+)
+from .surface import plane_identity, random_plane, run_surface
+
+__all__ = ["FEATURE_RUNNERS", "Run", "plane_identity", "random_plane", "robustness_identity",
+           "run_cka", "run_fourier", "run_lesion", "run_robustness", "run_surface", "run_variance"]
