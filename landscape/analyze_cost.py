@@ -71,8 +71,11 @@ def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     from .curvature.hessian_operator import math_attention
     from .device import eval_mode
     params = [p for p in net.parameters() if p.requires_grad]
-    xf = images[:forward_images]
-    xh, yh = images[:hvp_images], labels[:hvp_images]
+    # standard (row-major) layout: a one-channel batch from an image folder can arrive with
+    # channels-last strides, on which CPU double backward through a strided 1x1 conv crashes
+    xf = images[:forward_images].clone(memory_format=torch.contiguous_format)
+    xh = images[:hvp_images].clone(memory_format=torch.contiguous_format)
+    yh = labels[:hvp_images]
     g = torch.Generator().manual_seed(0)
     v = [torch.randn(p.shape, generator=g).to(p) for p in params]
 

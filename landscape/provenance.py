@@ -352,6 +352,12 @@ def read_cache_json(path: str | Path, default: Any, what: str = "cache") -> Any:
     return value
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON values (tuples -> lists, numpy/Path values converted), so that a
+    stored identity read back compares equal to a fresh one."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_default))
+
+
 class JsonResult:
     """Mixin for dataclass results stored as one JSON file tagged with ``KIND``.
 
@@ -365,7 +371,6 @@ class JsonResult:
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically, with the checksum of its data (:mod:`landscape.checksums`)."""
         from .checksums import seal_json
-        from .resume import plain
         write_json(path, seal_json(plain({"kind": self.KIND, **self.__dict__,
                                           **{k: getattr(self, k) for k in self.DERIVED}})))
         return Path(path)

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LandscapeError, disk_reason
-from .provenance import (
+from .provenance import (  # plain: re-exported
     RESUME_HINT,
     file_sha256,
+    plain,
     read_json,
     versions,
     write_json,
@@ -40,13 +41,6 @@ from .provenance import (
 
 COMPARED_VERSIONS = ("landscape", "torch")
 FOREIGN = "another model's result"
-
-
-def plain(obj: Any) -> Any:
-    """``obj`` as plain JSON values (tuples -> lists, numpy/Path values converted), so that a
-    stored identity read back compares equal to a fresh one."""
-    from .provenance import _default
-    return json.loads(json.dumps(obj, sort_keys=True, default=_default))
 
 
 def identity(settings: Mapping[str, Any], checkpoint_sha256: str | None = None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from landscape_models.blocks import KINDS, attach_blocks, blocks_from_spec, desc
 
 from . import checkpoint as ckpt
 from .errors import LandscapeError
-from .model_cards import parse_input_shape, parse_model_kwargs  # noqa: F401 - re-exported
+from .model_args import parse_input_shape, parse_model_kwargs  # noqa: F401 - re-exported
 
 
 def package_root(path: str | Path) -> tuple[Path, str]:

@@ -37,8 +37,9 @@ USER_NET = textwrap.dedent("""
     import landscape_models
 
 
-    def net():
-        return landscape_models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    def net(num_classes=10):
+        return landscape_models.create("resnet_tiny", num_classes=num_classes, in_chans=1,
+                                       img_size=28)
 """)
 
 
@@ -156,7 +157,8 @@ per_command = pytest.mark.parametrize("cmd", FEATURE_COMMANDS)
 
 # --------------------------------------------------------------------------- coverage of options
 
-COMMON = {"--model", "--allow-nonfinite", "--model-def", "--code-root", "--blocks", "--data",
+COMMON = {"--model", "--allow-nonfinite", "--model-def", "--model-kwargs", "--code-root",
+          "--blocks", "--data",
           "--data-root", "--download", "--split", "--samples", "--batch-size", "--seed",
           "--device", "--out", "--force", "--quiet"}
 OWN = {"fourier": {"--eps", "--no-input"}, "variance": {"--ddof", "--no-input"},
@@ -359,6 +361,13 @@ def test_model_def(cmd, run, inp):
     assert r.config["checkpoint"]["model"] == "net"
     rc, _, err, _ = run(cmd, "--model-def", f"{inp['user_file']}:nope", ckpts=[inp["bare"]])
     refused(rc, err, "nope")
+    # --model-kwargs reach the builder: 10 classes loads, 7 does not fit the weights
+    r = run.result(cmd, "--model-def", spec, "--model-kwargs", "num_classes=10", "--data",
+                   "fashion-mnist", ckpts=[inp["bare"]], label="bare")
+    np.testing.assert_allclose(values(cmd, r), values(cmd, ref), rtol=1e-6)
+    rc, _, err, _ = run(cmd, "--model-def", spec, "--model-kwargs", "num_classes=7",
+                        ckpts=[inp["bare"]])
+    refused(rc, err)
 
 
 @per_command

@@ -22,9 +22,9 @@ from .evidence import (
     challenger_families,
     comparison_name,
     family_name,
-    judge_scale,
     missing_models,
 )
+from .verdict import judge_scale
 
 MIN_PLANES = 3           # surface planes a model needs before its sharpness counts
 

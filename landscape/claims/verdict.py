@@ -215,3 +215,30 @@ def _test_text(t: dict[str, Any]) -> str:
     if t["name"] == "sign test":
         return f"sign test {t['statistic']} the paper's way, exact p {t['p']:.3g}"
     return f"Mann-Whitney AUC {t['auc']:.2f} (the paper's way), exact p {t['p']:.3g}"
+
+
+def log_evidence(evidence: Sequence[Evidence]) -> list[Evidence] | None:
+    """The same evidence with the log of its statistic (a positive scale quantity compared as a
+    log ratio), or None when a checkpoint's value is not > 0 (the row stays a difference)."""
+    if any(not ev.value() > 0 for ev in evidence):
+        return None
+
+    def wrap(stat: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def logged(x: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.log(stat(x))
+        return logged
+    return [Evidence(ev.label, ev.arch, ev.seed, ev.side, ev.units, wrap(ev.stat),
+                     ev.comparisons) for ev in evidence]
+
+
+def judge_scale(cid: str, evidence: Sequence[Evidence], log: bool, **kw: Any) -> Any:
+    """:func:`landscape.claims.verdict.judge` on the log scale when ``log`` and every checkpoint
+    value is > 0 (the raw difference beside), else on the difference scale with a note."""
+    logged = log_evidence(evidence) if log and evidence else None
+    if logged is None:
+        if log and evidence:
+            kw["dropped"] = [*kw.get("dropped", ()),
+                             "a checkpoint value <= 0: compared as a difference, not a log ratio"]
+        return judge(cid, evidence=evidence, **kw)
+    return judge(cid, evidence=logged, raw=evidence, **kw)
