@@ -32,6 +32,12 @@ def init_from_env(backend: str | None = None) -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        from .errors import LandscapeError
+        raise LandscapeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} "
+                             "not set: start a distributed run with torchrun "
+                             "(torchrun --nproc-per-node N -m landscape ...)")
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":

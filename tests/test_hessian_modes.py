@@ -66,7 +66,11 @@ def test_auto_counts_every_product_and_spends_none_extra(hvp_calls, name):
     auto = HessianOperator(m, (x, y))  # empty cache: measured inside the Lanczos steps
     ra = _lanczos(auto)
     assert sum(hvp_calls.values()) == auto.n_products == ra.n_products
-    assert hvp_calls["forward_over_reverse"] == PROBE_SCHEDULE.count("forward_over_reverse")
+    # after the probe every product uses the measured winner (which one wins is the machine's)
+    won, lost = auto.loss.mode_choice.mode, ({"double_backward", "forward_over_reverse"}
+                                             - {auto.loss.mode_choice.mode}).pop()
+    assert hvp_calls[lost] == PROBE_SCHEDULE.count(lost)
+    assert hvp_calls[won] == auto.n_products - PROBE_SCHEDULE.count(lost)
     assert auto.loss.mode_choice.source == "probe"
     assert auto.loss.mode_choice.probe_products == len(PROBE_SCHEDULE)
     # the measuring products were Lanczos steps: no more products than the pinned run (the two

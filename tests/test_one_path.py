@@ -150,5 +150,5 @@ def test_analyze_verifies_a_stored_surface_as_the_command_does(inputs, capsys):
         f["train_loss"][0, 0] = 123.0  # a torn write: done, but the checksum no longer matches
     capsys.readouterr()
     again = _numbers("surface", _analyze("surface", ck, root, out))
-    assert "failed their checksum" in capsys.readouterr().err
+    assert "does not match the checksum" in capsys.readouterr().err
     np.testing.assert_array_equal(again["train_loss"], first["train_loss"])

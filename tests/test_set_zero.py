@@ -104,7 +104,8 @@ WORK_KEYS = {
     "robustness_norm": ("robustness", None),  # with the radial protocol, see _EXTRA
     "robustness_width": ("robustness", _paper_width),
     "surface_samples": ("surface", lambda s, out: json.loads(next(
-        (out / "raw").glob("*/surface.h5.key.json")).read_text())["settings"]["n"] == N_TRAIN),
+        (out / "raw").glob("*/surface.h5.key.json")).read_text())["settings"]["samples"]
+        == N_TRAIN),
     "surface_wd": ("surface", lambda s, out: s["surface"]["resnet_tiny"]["wd"] == 0
                    and s["surface"]["resnet_tiny"]["loss"] == "NLL"),
     "hessian_wd": ("hessian", lambda s, out: _hessian(s)["wd"] == 0

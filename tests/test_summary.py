@@ -55,9 +55,11 @@ def test_malformed_summaries_are_refused():
 
 
 def test_claims_read_the_typed_summary_and_the_json_alike():
-    # Hessian evidence of a CNN and a ViT: the effects are known by hand (flatness: mean ViT
-    # lambda_max 2 minus mean CNN 5; lambda ratio: median per checkpoint of max(-lmin, 0) / lmax,
-    # (0.5 + 0.5/3) / 2 - (1/4 + 1/6) / 2 = 0.125), so a claim that misread either form fails.
+    # Hessian evidence of a CNN and a ViT: the effects are known by hand. Both are positive
+    # scale quantities, compared as ratios of geometric means (one checkpoint a side) with the
+    # raw difference beside: flatness 2 / 5 = 0.4 (mean ViT lambda_max 2, CNN 5; difference -3);
+    # lambda ratio: median per checkpoint of max(-lmin, 0) / lmax, ViT (0.5 + 0.5/3) / 2 = 1/3,
+    # CNN (1/4 + 1/6) / 2 = 5/24: ratio 1.6, difference 0.125. A misread form fails.
     raw = {**RAW, "models": [*RAW["models"], {"label": "b", "arch": "vit_tiny", "seed": 0,
                                               "family": "vit"}],
            "hessian": {"a": {"per_batch": {"lambda_max": [4.0, 6.0], "lambda_min": [-1.0, -1.0]}},
@@ -66,8 +68,10 @@ def test_claims_read_the_typed_summary_and_the_json_alike():
     typed = Summary.from_json(raw)
     for form in (raw, typed, json.loads(json.dumps(typed.to_json()))):
         got = {c["id"]: c for c in (c.to_dict() for c in evaluate_claims(form, n_boot=20))}
-        assert got["flatness-vit"]["effect"] == pytest.approx(-3.0)
-        assert got["lambda-ratio-vit"]["effect"] == pytest.approx(0.125)
+        assert got["flatness-vit"]["effect"] == pytest.approx(0.4)
+        assert got["flatness-vit"]["raw"]["effect"] == pytest.approx(-3.0)
+        assert got["lambda-ratio-vit"]["effect"] == pytest.approx(1.6)
+        assert got["lambda-ratio-vit"]["raw"]["effect"] == pytest.approx(0.125)
         assert got["flatness-vit"]["extra"]["bootstrap"]["seed"] == 3
         assert all(c["verdict"] == "not measured" for i, c in got.items()
                    if i.startswith("robustness"))
