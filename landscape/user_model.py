@@ -6,7 +6,7 @@ default) and returns an ``nn.Module``; the checkpoint is any format
 dict, or one under ``state_dict`` (our format, the paper's, most training scripts),
 ``model_state_dict``, ``model`` or ``model_state``. Its blocks come, in this order of
 precedence, from ``--blocks NAME=KIND,...`` (or a card's blocks), the model's own
-``block_list()``, or :func:`landscape_models.blocks.infer_blocks` (printed, so the user can
+``block_list()``, or :func:`landscape_models.inference.infer_blocks` (printed, so the user can
 check them). :func:`load_model` is the one loader every command uses,
 for registry models too; ``analyze`` calls its two halves (:func:`load_weights`, then
 :func:`assign_blocks` with the first batch of the loaded data). Model cards:
@@ -28,7 +28,8 @@ from typing import Any
 import landscape_models as models
 import torch
 import torch.nn as nn
-from landscape_models.blocks import KINDS, attach_blocks, blocks_from_spec, describe, infer_blocks
+from landscape_models.blocks import KINDS, attach_blocks
+from landscape_models.inference import blocks_from_spec, describe, infer_blocks
 
 from . import checkpoint as ckpt
 from .errors import LandscapeError

@@ -12,12 +12,12 @@ from .blocks import (
     block_outputs,
     blocks,
     capture,
-    infer_blocks,
     lesioned,
     named_blocks,
     readable,
     to_grid,
 )
+from .inference import infer_blocks
 from .registry import create, names, register
 
 __all__ = ["Block", "KINDS", "blocks", "block_outputs", "capture", "lesioned", "named_blocks",

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from landscape_models.blocks import infer_blocks
+from landscape_models.inference import infer_blocks
 
 from landscape.features.fourier import fourier_analysis
 from landscape.features.lesion import lesion_study

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 from cases import TINY, needs_fashion_mnist
-from landscape_models.blocks import blocks_from_spec, infer_blocks
+from landscape_models.inference import blocks_from_spec, infer_blocks
 
 from landscape import checkpoint
 from landscape.cli import main as cli_main
