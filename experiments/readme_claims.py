@@ -108,8 +108,8 @@ def claims_paragraph(summary: dict) -> str:
         out.append(f"*inconclusive* ({len(other)}): {_names(other)}.")
     if capped:
         n = sorted({"+".join(map(str, (c.get("test") or {}).get("n") or [])) for c in capped})
-        out.append(f"*inconclusive because n cannot reach p < 0.05* ({len(capped)}; "
-                   f"checkpoints {', '.join(n)}): "
+        out.append(f"*inconclusive, where n cannot reach p < 0.05 and not every checkpoint "
+                   f"points one way* ({len(capped)}; checkpoints {', '.join(n)}): "
                    + "; ".join(f"`{c['id']}` {_interval(c)}, {_test(c)}" for c in capped) + ".")
     fragile = [c for c in claims if c.get("fragile")]
     if fragile:
