@@ -89,6 +89,36 @@ class _Inputs:
     sets: dict[str, Any]
     eval_set: Any
     train: Any = None  # the whole training split (None when no analysis loads it)
+    test: Any = None  # the whole test split
+    device: Any = None
+
+
+def _subset(data: Any, n: int, seed: int, device: Any) -> Any:
+    """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
+    (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
+    from .data.loading import subset_indices
+    if not n or n >= len(data):
+        return data.to(device)
+    idx = subset_indices(np.asarray(data.labels.cpu()), n, seed, data.num_classes)
+    return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
+                               indices=idx, seed=seed).to(device)
+
+
+def _draw_sets(inputs: _Inputs, cfg: AnalyzeConfig) -> _Inputs:
+    """``inputs`` with the image subsets of ``cfg`` (drawn again after the quick budget's
+    adaptation changed how many images an analysis takes)."""
+    test, train, device = inputs.test, inputs.train, inputs.device
+    sets: dict[str, Any] = {"feat": _subset(test, cfg.samples, cfg.seed, device),
+                            "lesion": _subset(test, cfg.lesion_samples, cfg.seed, device),
+                            "surface": None, "hessian": None}
+    if train is not None:
+        sets["surface"] = _subset(train, cfg.surface_samples, cfg.seed, device)
+        sets["hessian"] = _subset(train, max(cfg.curvature_samples,
+                                             cfg.spectrum_batches * cfg.spectrum_batch_size
+                                             if cfg.spectrum_batches else len(train)),
+                                  cfg.seed + 2, device)
+    return dataclasses.replace(inputs, sets=sets,
+                               eval_set=_subset(test, cfg.eval_samples, cfg.seed, device))
 
 
 def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
@@ -129,25 +159,7 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
                           download=download)
              if {"hessian", "surface"} & set(todo) else None)
 
-    def subset(data: Any, n: int, seed: int) -> Any:
-        """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
-        (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
-        from .data.loading import subset_indices
-        if not n or n >= len(data):
-            return data.to(device)
-        idx = subset_indices(np.asarray(data.labels.cpu()), n, seed, data.num_classes)
-        return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
-                                   indices=idx, seed=seed).to(device)
-
-    sets: dict[str, Any] = {"feat": subset(test, cfg.samples, cfg.seed),
-                            "lesion": subset(test, cfg.lesion_samples, cfg.seed),
-                            "surface": None, "hessian": None}
-    if train is not None:
-        sets["surface"] = subset(train, cfg.surface_samples, cfg.seed)  # as `landscape surface`
-        sets["hessian"] = subset(train, max(cfg.curvature_samples,
-                                            cfg.spectrum_batches * cfg.spectrum_batch_size
-                                            if cfg.spectrum_batches else len(train)), cfg.seed + 2)
-    return _Inputs(loaded, data_name, sets, subset(test, cfg.eval_samples, cfg.seed), train)
+    return _draw_sets(_Inputs(loaded, data_name, {}, None, train, test, device), cfg)
 
 
 def _training_fields(net: Any, info: Any, inputs: _Inputs, cfg: AnalyzeConfig,
@@ -285,7 +297,7 @@ def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig
                       todo: Sequence[str], budget: str, say: bool
                       ) -> tuple[AnalyzeConfig, dict[str, list[Any]]]:
     """Time a probe on every model, print the estimate per model and analysis, and under the
-    quick budget shrink the Hessian/surface work for all models alike when the most expensive
+    quick budget shrink the work for all models alike when the most expensive
     model would exceed :data:`~landscape.analyze_cost.QUICK_TARGET_S` (settings that differ
     from the preset were set by the user and are kept). Under torchrun the writer decides."""
     from . import analyze_cost as C
@@ -303,13 +315,13 @@ def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig
             p = probes[shape]
             costs.append(lambda c, p=p, n_res=n_res: C.estimate(
                 p, c, todo, len(pool), len(inputs.sets["feat"]), len(inputs.sets["lesion"]),
-                n_res))
+                n_res, n_eval=len(inputs.eval_set)))
         new, adapted = cfg, {}
         if budget == "quick":
             preset = make_config("quick")
             fixed = {a for a in C.ADAPTABLE if getattr(cfg, a) != getattr(preset, a)}
             new, adapted = C.adapt_quick(cfg, lambda c: max(
-                (f(c) for f in costs), key=C.heavy_seconds), fixed)
+                (f(c) for f in costs), key=C.total_seconds), fixed, target=C.QUICK_TARGET_S)
         if say:
             _say(True, "cost estimate (timed probe; this machine, now):")
             for lab, f in zip(labels, costs, strict=True):
@@ -393,6 +405,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     summary["settings"].update(cfg.to_dict())
     if adapted:
         summary["settings"]["adapted"] = adapted
+        inputs = _draw_sets(inputs, cfg)  # fewer images where the adaptation says so
     results: dict[str, dict[str, Any]] = {a: {} for a in todo}
     timing: dict[str, dict[str, Any]] = {}
     per_model: list[float] = []

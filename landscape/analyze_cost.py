@@ -6,14 +6,17 @@ gradients) and one Hessian-vector product (seconds per image, double backward of
 the MATH attention kernel, as every curvature product is computed). :func:`estimate` turns them
 into seconds per analysis by counting what each runner of ``analyze`` does with ``cfg``:
 
-* hessian: ``spectrum_batches`` mini-batches × :data:`PRODUCTS_PER_BATCH` products of
-  ``spectrum_batch_size`` images, plus the curvature operator's products (Hutch++ trace, SLQ
-  probes × steps, a top-k Lanczos of :data:`PRODUCTS_PER_BATCH`) over ``curvature_samples``;
+* hessian: ``spectrum_batches`` Lanczos runs of :data:`PRODUCTS_PER_BATCH` steps on
+  ``spectrum_batch_size`` images, plus the curvature operator's work over ``curvature_samples``
+  (Hutch++ products, SLQ probes × steps, the top and the bottom Lanczos of
+  :data:`PRODUCTS_PER_BATCH` steps); a product's cost is fixed + per image, and a Lanczos step
+  also reads its float64 basis (:class:`Probe`);
 * surface: planes × grid points forward passes over ``surface_samples`` training images;
 * fourier, variance, cka: one pass over ``samples``; robustness: one per noise frequency;
-  lesion: one per residual block plus the intact baseline over the lesion images.
+  lesion: one per residual block plus the intact baseline over the lesion images;
+  evaluation: test and training accuracy on ``eval_samples`` images each.
 
-:func:`adapt_quick` shrinks the Hessian and surface work of the ``quick`` budget, for every model
+:func:`adapt_quick` shrinks the work of the ``quick`` budget, for every model
 of the run alike (the comparison stays like with like), until the most expensive model's
 estimate fits :data:`QUICK_TARGET_S`; what changed is recorded in the summary's settings and
 stated in the report. Settings the user set explicitly are never changed.
@@ -32,26 +35,42 @@ import torch.nn.functional as F
 
 #: Hessian-vector products per Lanczos solve (top-k and bottom eigenvalue of one mini-batch at
 #: the default tolerance): the demo checkpoints took 18-23 (resnet_tiny, vit_tiny and
-#: alternet_tiny seed 2, two mini-batches each, ``n_products``); the estimate uses 21 for every
-#: model.
+#: alternet_tiny seed 2, two mini-batches each, ``n_products``), a torchvision-style ResNet-18
+#: on Fashion-MNIST 19-23; the estimate uses 21 for every model.
 PRODUCTS_PER_BATCH = 21
-#: The quick budget's target per model, seconds (Hessian + surface; the feature analyses are
-#: small): "a few minutes per model on 2 cores".
+#: The quick budget's target per model, seconds (every analysis and the accuracy evaluations):
+#: "a few minutes per model on 2 cores".
 QUICK_TARGET_S = 180.0
-#: The settings :func:`adapt_quick` may halve, in this order, and their floors (below them
-#: the verdicts lose their units: 4 spectrum mini-batches are the fewest a per-batch statistic
-#: is judged on).
+#: The settings :func:`adapt_quick` may halve, in this order (round robin), and their floors
+#: (below them the verdicts lose their units: 4 spectrum mini-batches are the fewest a
+#: per-batch statistic is judged on; Hutch++ needs 6 products; 250 images keep 10 per claims
+#: group of the 25).
 FLOORS = {"spectrum_batches": 4, "curvature_samples": 32, "surface_samples": 128,
-          "spectrum_batch_size": 8, "surface_planes": 1}
+          "spectrum_batch_size": 8, "surface_planes": 1, "trace_products": 6,
+          "density_steps": 15, "lesion_samples": 250, "eval_samples": 500}
 ADAPTABLE = tuple(FLOORS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
-    """Measured unit costs of one model on this machine."""
+    """Measured unit costs of one model on this machine. A Hessian-vector product on a batch of
+    ``b`` images takes ``hvp_fixed_s + b * hvp_s`` (a fixed part, the parameter-sized work, and
+    a part per image, from two timed batch sizes); a Lanczos step also reads its basis, each
+    basis vector (float64, every parameter) costing ``row_s``."""
 
     forward_s: float  # seconds per image: eval forward without gradients
-    hvp_s: float      # seconds per image: one Hessian-vector product
+    hvp_s: float      # seconds per image of one Hessian-vector product
+    hvp_fixed_s: float = 0.0  # seconds per product, whatever the batch size
+    row_s: float = 0.0  # seconds to read one float64 basis vector of the model's size
+
+    def product(self, images: int) -> float:
+        """Seconds of one Hessian-vector product on a batch of ``images``."""
+        return self.hvp_fixed_s + images * self.hvp_s
+
+    def lanczos(self, steps: int, images: int) -> float:
+        """Seconds of ``steps`` Lanczos steps on a batch of ``images``: the products plus the
+        full reorthogonalization (step j reads j basis vectors twice, sum ~ steps^2)."""
+        return steps * self.product(images) + steps * steps * self.row_s
 
 
 def _timed(fn: Any, repeats: int = 2) -> float:
@@ -66,16 +85,18 @@ def _timed(fn: Any, repeats: int = 2) -> float:
 
 def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
           forward_images: int = 32, hvp_images: int = 16) -> Probe:
-    """Time a forward pass on ``forward_images`` and one Hessian-vector product of the mean NLL
-    on ``hvp_images`` of ``images``/``labels`` (the model's train/eval flags are restored)."""
+    """Time a forward pass on ``forward_images``, one Hessian-vector product of the mean NLL on
+    ``hvp_images`` and on a quarter of them (the fixed and per-image parts, see
+    :class:`Probe`), and a read of a float64 basis of 4 parameter-sized vectors (the model's
+    train/eval flags are restored)."""
     from .curvature.hessian_operator import math_attention
     from .device import eval_mode
     params = [p for p in net.parameters() if p.requires_grad]
     # standard (row-major) layout: a one-channel batch from an image folder can arrive with
     # channels-last strides, on which CPU double backward through a strided 1x1 conv crashes
     xf = images[:forward_images].clone(memory_format=torch.contiguous_format)
-    xh = images[:hvp_images].clone(memory_format=torch.contiguous_format)
-    yh = labels[:hvp_images]
+    big = min(hvp_images, len(images))
+    small = max(1, big // 4)
     g = torch.Generator().manual_seed(0)
     v = [torch.randn(p.shape, generator=g).to(p) for p in params]
 
@@ -83,17 +104,33 @@ def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         with torch.no_grad():
             net(xf)
 
-    def hvp() -> None:
-        with math_attention():
-            loss = F.cross_entropy(net(xh), yh)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            dot = sum((gr * vv).sum() for gr, vv in zip(grads, v, strict=True))
-            torch.autograd.grad(dot, params)
+    def hvp(n: int) -> Any:
+        xh = images[:n].clone(memory_format=torch.contiguous_format)
+        yh = labels[:n]
+
+        def run() -> None:
+            with math_attention():
+                loss = F.cross_entropy(net(xh), yh)
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+                dot = sum((gr * vv).sum() for gr, vv in zip(grads, v, strict=True))
+                torch.autograd.grad(dot, params)
+        return run
+
+    n_params = sum(p.numel() for p in params)
+    basis = torch.zeros((4, n_params), dtype=torch.float64)
+    w = torch.ones(n_params, dtype=torch.float64)
+
+    def orth() -> None:
+        basis.T @ (basis @ w)
 
     with eval_mode(net):
         f = _timed(forward) / len(xf)
-        h = _timed(hvp, repeats=1) / len(xh)
-    return Probe(f, h)
+        t_big = _timed(hvp(big), repeats=1)
+        t_small = _timed(hvp(small), repeats=1) if small < big else t_big
+    row = _timed(orth, repeats=1) / (2 * len(basis))
+    per_image = max((t_big - t_small) / (big - small), 0.0) if big > small else t_big / big
+    fixed = max(t_big - big * per_image, 0.0)
+    return Probe(f, per_image, fixed, row)
 
 
 def _points(grid: str, ygrid: str | None) -> int:
@@ -102,17 +139,24 @@ def _points(grid: str, ygrid: str | None) -> int:
 
 
 def estimate(p: Probe, cfg: Any, todo: Sequence[str], n_pool: int, n_feat: int, n_lesion: int,
-             n_residual: int) -> dict[str, float]:
+             n_residual: int, n_eval: int | None = None) -> dict[str, float]:
     """Seconds per analysis in ``todo`` for a model with unit costs ``p`` under ``cfg`` (an
     :class:`~landscape.analyze_config.AnalyzeConfig`); ``n_pool`` training images for the
-    Hessian, ``n_feat``/``n_lesion`` test images, ``n_residual`` residual blocks."""
+    Hessian, ``n_feat``/``n_lesion`` test images, ``n_residual`` residual blocks. With
+    ``n_eval``, also ``evaluation``: test and training accuracy/NLL on ``n_eval`` images each
+    (``eval_samples``; 0: the whole split)."""
     out: dict[str, float] = {}
+    if n_eval is not None:
+        out["evaluation"] = 2 * (cfg.eval_samples or n_eval) * p.forward_s
     if "hessian" in todo:
-        batches = cfg.spectrum_batches or max(1, math.ceil(0.1 * n_pool / cfg.spectrum_batch_size))
-        spectrum = batches * PRODUCTS_PER_BATCH * cfg.spectrum_batch_size * p.hvp_s
-        products = (cfg.trace_products + cfg.density_probes * cfg.density_steps
-                    + (PRODUCTS_PER_BATCH if cfg.top_k else 0))
-        out["hessian"] = spectrum + products * cfg.curvature_samples * p.hvp_s
+        b = cfg.spectrum_batch_size
+        batches = cfg.spectrum_batches or max(1, math.ceil(0.1 * n_pool / b))
+        spectrum = batches * p.lanczos(PRODUCTS_PER_BATCH, b)
+        n = cfg.curvature_samples
+        curvature = (cfg.trace_products * p.product(n)
+                     + cfg.density_probes * p.lanczos(cfg.density_steps, n)
+                     + (2 * p.lanczos(PRODUCTS_PER_BATCH, n) if cfg.top_k else 0.0))
+        out["hessian"] = spectrum + curvature
     if "surface" in todo:
         out["surface"] = (max(1, cfg.surface_planes) * _points(cfg.surface_grid, cfg.surface_ygrid)
                           * cfg.surface_samples * p.forward_s)
@@ -121,37 +165,42 @@ def estimate(p: Probe, cfg: Any, todo: Sequence[str], n_pool: int, n_feat: int, 
         if a in todo:
             out[a] = k * n_feat * p.forward_s
     if "lesion" in todo:
-        out["lesion"] = (n_residual + 1) * n_lesion * p.forward_s
+        n = min(n_lesion, cfg.lesion_samples or n_lesion)
+        out["lesion"] = (n_residual + 1) * n * p.forward_s
     return out
 
 
-def heavy_seconds(est: dict[str, float]) -> float:
-    """The part of an estimate the quick budget adapts (Hessian and surface)."""
-    return est.get("hessian", 0.0) + est.get("surface", 0.0)
+def total_seconds(est: dict[str, float]) -> float:
+    """What the quick budget adapts: the whole estimate of one model."""
+    return float(sum(est.values()))
 
 
 def adapt_quick(cfg: Any, cost: Any, fixed: set[str], target: float = QUICK_TARGET_S
                 ) -> tuple[Any, dict[str, list[Any]]]:
-    """(``cfg`` with smaller Hessian/surface work, ``{setting: [old, new]}``) so that
-    ``heavy_seconds(cost(cfg)) <= target``: the :data:`ADAPTABLE` settings are halved in turn
+    """(``cfg`` with less work, ``{setting: [old, new]}``) so that
+    ``total_seconds(cost(cfg)) <= target``: the :data:`ADAPTABLE` settings are halved in turn
     (round robin, down to :data:`FLOORS`) until the estimate fits or all are at their floors;
-    settings in ``fixed`` (set by the user) are left alone. ``cost(cfg)`` is the estimate of the
+    a halving that does not lower the estimate is not made (nor recorded); settings in
+    ``fixed`` (set by the user) are left alone. ``cost(cfg)`` is the estimate of the
     most expensive model."""
     changed: dict[str, list[Any]] = {}
     new = cfg
-    while heavy_seconds(cost(new)) > target:
+    while total_seconds(cost(new)) > target:
         moved = False
         for name in ADAPTABLE:
             old = getattr(new, name)
             if name in fixed or not old or old <= FLOORS[name]:
                 continue
             value = max(FLOORS[name], old // 2)
+            trial = dataclasses.replace(new, **{name: value})
+            if not total_seconds(cost(trial)) < total_seconds(cost(new)):
+                continue  # a setting of an analysis this run does not do, or one that is free
             changed.setdefault(name, [getattr(cfg, name), value])[1] = value
-            new = dataclasses.replace(new, **{name: value})
+            new = trial
             moved = True
-            if heavy_seconds(cost(new)) <= target:
+            if total_seconds(cost(new)) <= target:
                 break
-        if not moved:  # everything at its floor
+        if not moved:  # everything that costs is at its floor
             break
     return new, changed
 
