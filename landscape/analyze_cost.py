@@ -9,8 +9,8 @@ into seconds per analysis by counting what each runner of ``analyze`` does with 
 * hessian: ``spectrum_batches`` Lanczos runs of :data:`PRODUCTS_PER_BATCH` steps on
   ``spectrum_batch_size`` images, plus the curvature operator's work over ``curvature_samples``
   (Hutch++ products, SLQ probes × steps, the top and the bottom Lanczos of
-  :data:`PRODUCTS_PER_BATCH` steps); a product's cost is fixed + per image, and a Lanczos step
-  also reads its float64 basis (:class:`Probe`);
+  :data:`PRODUCTS_PER_BATCH` and :data:`PRODUCTS_BOTTOM` steps); a product's cost is fixed +
+  per image, and a Lanczos step also reads its float64 basis (:class:`Probe`);
 * surface: planes × grid points forward passes over ``surface_samples`` training images;
 * fourier, variance, cka: one pass over ``samples``; robustness: one per noise frequency;
   lesion: one per residual block plus the intact baseline over the lesion images;
@@ -26,18 +26,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-#: Hessian-vector products per Lanczos solve (top-k and bottom eigenvalue of one mini-batch at
-#: the default tolerance): the demo checkpoints took 18-23 (resnet_tiny, vit_tiny and
-#: alternet_tiny seed 2, two mini-batches each, ``n_products``), a torchvision-style ResNet-18
-#: on Fashion-MNIST 19-23; the estimate uses 21 for every model.
+#: Hessian-vector products per Lanczos solve of the top-k (with the most negative eigenvalue of
+#: one mini-batch) at the default tolerance: the demo checkpoints took 18-23 per spectrum batch
+#: (``n_products``) and 14-25 for the curvature's top-5, a torchvision-style ResNet-18 on
+#: Fashion-MNIST 19-32 per batch and 21; the estimate uses 21 for every model.
 PRODUCTS_PER_BATCH = 21
+#: Products of the curvature's bottom-5 (smallest algebraic) solve, which converges slower: the
+#: 27 demo checkpoints took 31-64 (median 44), the ResNet-18 61; the estimate uses 50.
+PRODUCTS_BOTTOM = 50
 #: The quick budget's target per model, seconds (every analysis and the accuracy evaluations):
 #: "a few minutes per model on 2 cores".
 QUICK_TARGET_S = 180.0
@@ -85,51 +88,52 @@ def _timed(fn: Any, repeats: int = 2) -> float:
 
 def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
           forward_images: int = 32, hvp_images: int = 16) -> Probe:
-    """Time a forward pass on ``forward_images``, one Hessian-vector product of the mean NLL on
-    ``hvp_images`` and on a quarter of them (the fixed and per-image parts, see
-    :class:`Probe`), and a read of a float64 basis of 4 parameter-sized vectors (the model's
-    train/eval flags are restored)."""
-    from .curvature.hessian_operator import math_attention
+    """Time a forward pass on ``forward_images``; one product of the curvature operator the
+    Hessian analyses use (:class:`~landscape.curvature.HessianOperator` of the mean NLL plus the
+    paper's L2 term, a float64 vector in and out as Lanczos applies it) on ``hvp_images`` and on
+    a quarter of them (the fixed and per-image parts, see :class:`Probe`); and a read of a
+    float64 basis of 4 parameter-sized vectors. The model's train/eval flags are restored."""
+    from .curvature import HessianOperator
     from .device import eval_mode
-    params = [p for p in net.parameters() if p.requires_grad]
     # standard (row-major) layout: a one-channel batch from an image folder can arrive with
     # channels-last strides, on which CPU double backward through a strided 1x1 conv crashes
     xf = images[:forward_images].clone(memory_format=torch.contiguous_format)
     big = min(hvp_images, len(images))
     small = max(1, big // 4)
-    g = torch.Generator().manual_seed(0)
-    v = [torch.randn(p.shape, generator=g).to(p) for p in params]
 
     def forward() -> None:
         with torch.no_grad():
             net(xf)
 
-    def hvp(n: int) -> Any:
-        xh = images[:n].clone(memory_format=torch.contiguous_format)
-        yh = labels[:n]
+    def product(n: int) -> Any:
+        batch = (images[:n].clone(memory_format=torch.contiguous_format), labels[:n])
+        op = HessianOperator(net, batch, wd=1e-4, l2="paper", mode="double_backward")
+        v = torch.randn(op.shape[0], generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
 
         def run() -> None:
-            with math_attention():
-                loss = F.cross_entropy(net(xh), yh)
-                grads = torch.autograd.grad(loss, params, create_graph=True)
-                dot = sum((gr * vv).sum() for gr, vv in zip(grads, v, strict=True))
-                torch.autograd.grad(dot, params)
-        return run
+            op.matvec(v.to(op.dtype)).to(torch.float64)
+        return run, op
 
-    n_params = sum(p.numel() for p in params)
+    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     basis = torch.zeros((4, n_params), dtype=torch.float64)
     w = torch.ones(n_params, dtype=torch.float64)
 
     def orth() -> None:
         basis.T @ (basis @ w)
 
-    with eval_mode(net):
+    with eval_mode(net), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. the paper L2 of a zero tensor: timing only
         f = _timed(forward) / len(xf)
-        t_big = _timed(hvp(big), repeats=1)
-        t_small = _timed(hvp(small), repeats=1) if small < big else t_big
+        times = []
+        for n in (big, small) if small < big else (big,):
+            run, op = product(n)
+            times.append(_timed(run, repeats=1))
+            op.free()
     row = _timed(orth, repeats=1) / (2 * len(basis))
-    per_image = max((t_big - t_small) / (big - small), 0.0) if big > small else t_big / big
-    fixed = max(t_big - big * per_image, 0.0)
+    per_image = max((times[0] - times[1]) / (big - small), 0.0) if len(times) == 2 \
+        else times[0] / big
+    fixed = max(times[0] - big * per_image, 0.0)
     return Probe(f, per_image, fixed, row)
 
 
@@ -155,7 +159,8 @@ def estimate(p: Probe, cfg: Any, todo: Sequence[str], n_pool: int, n_feat: int, 
         n = cfg.curvature_samples
         curvature = (cfg.trace_products * p.product(n)
                      + cfg.density_probes * p.lanczos(cfg.density_steps, n)
-                     + (2 * p.lanczos(PRODUCTS_PER_BATCH, n) if cfg.top_k else 0.0))
+                     + (p.lanczos(PRODUCTS_PER_BATCH, n) + p.lanczos(PRODUCTS_BOTTOM, n)
+                        if cfg.top_k else 0.0))
         out["hessian"] = spectrum + curvature
     if "surface" in todo:
         out["surface"] = (max(1, cfg.surface_planes) * _points(cfg.surface_grid, cfg.surface_ygrid)

@@ -26,7 +26,8 @@ def test_estimate_counts_each_runner():
     spectrum = 4 * (k * (0.5 + 8 * 1e-2) + k * k * 1e-3)
     product32 = 0.5 + 32 * 1e-2
     curvature = (10 * product32 + 2 * (5 * product32 + 25 * 1e-3)
-                 + 2 * (k * product32 + k * k * 1e-3))  # trace, SLQ, top and bottom Lanczos
+                 + k * product32 + k * k * 1e-3  # top Lanczos
+                 + (b := C.PRODUCTS_BOTTOM) * product32 + b * b * 1e-3)  # bottom Lanczos
     assert est["hessian"] == pytest.approx(spectrum + curvature)
     assert est["surface"] == pytest.approx(2 * 3 * 5 * 100 * 1e-3)
     assert est["fourier"] == pytest.approx(50 * 1e-3)
