@@ -128,11 +128,12 @@ def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         times = []
         for n in (big, small) if small < big else (big,):
             run, op = product(n)
-            times.append(_timed(run, repeats=1))
+            times.append(_timed(run, repeats=2))
             op.free()
     row = _timed(orth, repeats=1) / (2 * len(basis))
-    per_image = max((times[0] - times[1]) / (big - small), 0.0) if len(times) == 2 \
-        else times[0] / big
+    per_image = (times[0] - times[1]) / (big - small) if len(times) == 2 else 0.0
+    if not per_image > 0:  # timing noise (or one size only): all of it per image
+        per_image = times[0] / big
     fixed = max(times[0] - big * per_image, 0.0)
     return Probe(f, per_image, fixed, row)
 
