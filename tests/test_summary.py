@@ -7,6 +7,7 @@ from landscape.claims import evaluate_claims
 from landscape.errors import LandscapeError
 from landscape.reporting.report import write_report
 from landscape.summary import SUMMARY_VERSION, ModelSummary, Summary, as_summary, read_summary
+from landscape.summary_sections import HessianEntry
 
 RAW = {"schema_version": SUMMARY_VERSION,
        "models": [{"label": "a", "arch": "resnet_tiny", "seed": 0, "family": "cnn",
@@ -21,7 +22,8 @@ def test_parse_gives_typed_fields_and_round_trips():
     assert isinstance(s.models[0], ModelSummary)
     assert s.models[0].label == "a" and s.models[0].params == 10 and s.labels() == ["a"]
     assert s.models[0].extra == {"note": "kept"}
-    assert s.sections == {"hessian": {"a": {"top_eigenvalues": [2.0, 1.0]}}}
+    assert s.sections == {"hessian": {"a": HessianEntry(top_eigenvalues=(2.0, 1.0))}}
+    assert s.hessian is s.sections["hessian"] and s.model("a") is s.models[0]
     assert s.settings["seed"] == 3 and s["settings"]["budget"] == "quick"
     back = s.to_json()
     assert back["hessian"] == RAW["hessian"] and back["models"][0]["note"] == "kept"
@@ -92,7 +94,8 @@ def test_sections_are_typed_all_the_way_down():
     assert h.per_batch.lambda_min == (-1.0, None) and h.per_batch.top_k == 5
     f = s.entries("fourier")["a"]
     assert isinstance(f, BlocksEntry) and isinstance(f.blocks[0], Block)
-    assert f.blocks[0].grid == 8 and f.blocks[0].extra == {"dlogA_hf": 1.5}
+    assert f.blocks[0].grid == 8 and f.blocks[0].extra == {}
+    assert f.blocks[0].value == 1.5 and f.blocks[0].measure == "dlogA_hf"
     assert f.to_json() == raw["fourier"]["a"] and h.to_json() == raw["hessian"]["a"]
     assert s.entries("surface") == {}
 
