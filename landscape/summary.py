@@ -70,6 +70,8 @@ class ModelSummary:
     model: str | None = None
     variant: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not name
+    #: the named keys the JSON object held as ``null`` (written back so; equality ignores it)
+    nulls: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     #: how each field is read (the others are kept as they are)
     _NUMBERS = ("test_acc", "test_nll", "epochs", "data_fraction", "train_nll", "train_acc")
@@ -84,8 +86,9 @@ class ModelSummary:
             return d
         if not isinstance(d, Mapping) or d.get("label") is None:
             raise LandscapeError(f"summary: a model entry needs a label, got {d!r:.80}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "nulls"}
         known = {k: v for k, v in d.items() if k in names and v is not None}
+        nulls = frozenset(k for k in names if k in d and d[k] is None)
         for k in cls._NUMBERS:
             if k in known:
                 known[k] = _num(known[k], f"{path}.{k}")
@@ -98,12 +101,14 @@ class ModelSummary:
         if "recipe" in known:
             known["recipe"] = _dict(known["recipe"], f"{path}.recipe")
         known["label"] = str(known["label"])
-        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+        return cls(**known, extra={k: v for k, v in d.items() if k not in names}, nulls=nulls)
 
     def to_json(self) -> dict[str, Any]:
-        """The model object: the fields that are set, then ``extra``."""
+        """The model object: the fields that are set (and those read as ``null``), then
+        ``extra``."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name != "extra" and getattr(self, f.name) is not None}
+             if f.name not in ("extra", "nulls")
+             and (getattr(self, f.name) is not None or f.name in self.nulls)}
         return {**d, **self.extra}
 
 

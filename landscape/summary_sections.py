@@ -161,19 +161,26 @@ def plain(v: Any) -> Any:
     return v
 
 
+@dataclass(frozen=True)
 class _Entry:
     """Shared parsing and ``to_json``. ``FIELDS`` maps each JSON key a class names to its
-    converter; every dataclass field but ``extra`` is one of them unless the class parses it
-    itself."""
+    converter; every dataclass field but ``extra`` and ``nulls`` is one of them unless the class
+    parses it itself. ``nulls`` names the keys the JSON object held as ``null`` (written back as
+    ``null``; equality ignores it: absent and ``null`` read alike)."""
 
     FIELDS: ClassVar[dict[str, Conv]] = {}
+    nulls: frozenset[str] = field(default=frozenset(), compare=False, repr=False, kw_only=True)
 
     @classmethod
     def _split(cls, d: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(the typed known keys, the rest) of JSON object ``d``."""
+        """(the typed known keys, the rest) of JSON object ``d``; the known keys held as
+        ``null`` are under ``"nulls"``."""
         d = _obj(d, path)
-        known = {k: conv(d[k], f"{path}.{k}") for k, conv in cls.FIELDS.items()
-                 if d.get(k) is not None}
+        known: dict[str, Any] = {k: conv(d[k], f"{path}.{k}") for k, conv in cls.FIELDS.items()
+                                 if d.get(k) is not None}
+        nulls = frozenset(k for k in cls.FIELDS if k in d and d[k] is None)
+        if nulls:
+            known["nulls"] = nulls
         return known, {k: v for k, v in d.items() if k not in cls.FIELDS}
 
     @classmethod
@@ -185,13 +192,19 @@ class _Entry:
         known, rest = cls._split(d, path)
         return cls(**known, extra=rest)  # type: ignore[call-arg]
 
+    def _json_name(self, name: str) -> str:
+        return name
+
     def to_json(self) -> dict[str, Any]:
+        """The JSON object: the fields that are set (and those read as ``null``), then
+        ``extra``."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name == "extra" or v is None:
+            if f.name in ("extra", "nulls", "measure") or (v is None and f.name not in
+                                                             self.nulls):
                 continue
-            out[f.name] = _plain(v)
+            out[self._json_name(f.name)] = _plain(v)
         return {**out, **getattr(self, "extra", {})}
 
 
@@ -358,22 +371,22 @@ class Block(_Entry):
     value: float | None = None
     measure: str | None = None
     same_grid: bool | None = None
+    groups: Numbers | None = None
     grid: int | None = None
     freq: float | None = None
     freq_label: str | None = None
-    groups: Numbers | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     FIELDS: ClassVar[dict[str, Conv]] = {
         "name": _str, "kind": _str, "stage": _any, "depth": _num, "same_grid": _bool,
-        "freq": _num, "freq_label": _str, "groups": _nums}
+        "groups": _nums, "freq": _num, "freq_label": _str}
 
     @classmethod
     def parse(cls, d: Any, path: str) -> Block:
         if isinstance(d, cls):
             return d
         known, rest = cls._split(d, path)
-        g = rest.pop("grid", None)
+        g = rest.pop("grid") if rest.get("grid") is not None else None
         if isinstance(g, list | tuple):  # an (h, w) grid: square maps only compare by n
             if len(set(g)) == 1 and g:
                 g = g[0]
@@ -388,14 +401,9 @@ class Block(_Entry):
             known["value"] = _num(rest.pop("value"), f"{path}.value")
         return cls(**known, extra=rest)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("extra", "measure") or v is None:
-                continue
-            out[self.measure or "value" if f.name == "value" else f.name] = _plain(v)
-        return {**out, **self.extra}
+    def _json_name(self, name: str) -> str:
+        """``value`` is written under its section's key (``measure``)."""
+        return (self.measure or "value") if name == "value" else name
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,48 @@ def test_version_1_is_refused():
     assert SUMMARY_VERSION == 2
     with pytest.raises(LandscapeError, match="schema version 1; this landscape reads version 2"):
         Summary.from_json({**RAW, "schema_version": 1})
+
+
+@pytest.mark.parametrize("section, key", [("fourier", "dlogA_hf"), ("variance", "variance"),
+                                          ("lesion", "acc")])
+def test_block_value_is_read_from_its_sections_key_and_written_back_under_it(section, key):
+    from landscape.summary_sections import Block
+    rows = [{"name": "a", "kind": "conv", "depth": 0.5, key: 0.25, "grid": [4, 4]},
+            {"name": "b", "kind": "msa", "depth": 1.0, "grid": [4, 2]},  # no value, h != w
+            {"name": "c", "kind": "msa", "depth": 1.5, key: -1.0, "same_grid": True}]
+    s = Summary.from_json({**RAW, section: {"a": {"blocks": rows}}})
+    a, b, c = s.entries(section)["a"].blocks
+    assert isinstance(a, Block) and (a.value, a.measure, a.grid) == (0.25, key, 4)
+    assert b.value is None and b.measure is None and b.grid is None  # absent: None, not 0
+    assert b.extra == {"grid": [4, 2]} and (c.value, c.same_grid) == (-1.0, True)
+    back = s.to_json()[section]["a"]["blocks"]
+    assert back[0] == {**rows[0], "grid": 4} and back[1] == rows[1] and back[2] == rows[2]
+    assert "value" not in back[0] and "measure" not in back[0]
+    assert Summary.from_json(json.loads(json.dumps(s.to_json()))) == s
+
+
+def test_typed_entries_and_model_fields_are_refused_when_malformed():
+    with pytest.raises(LandscapeError, match=r"summary: fourier.a.blocks\[0\].dlogA_hf must be"):
+        Summary.from_json({**RAW, "fourier": {"a": {"blocks": [{"dlogA_hf": "high"}]}}})
+    with pytest.raises(LandscapeError, match=r"summary: models\[0\].test_acc must be a number"):
+        Summary.from_json({**RAW, "models": [{"label": "a", "test_acc": "90%"}]})
+    with pytest.raises(LandscapeError, match="hessian.a.spectrum.count must be an integer"):
+        Summary.from_json({**RAW, "hessian": {"a": {"spectrum": {"count": 2.5}}}})
+
+
+def test_summary_built_from_entries_equals_the_parsed_file():
+    from landscape.summary_sections import Block, BlocksEntry, CkaEntry, HessianEntry
+    entries = {"fourier": {"a": BlocksEntry(blocks=(Block(name="x", depth=0.0, value=1.5,
+                                                          measure="dlogA_hf"),))},
+               "hessian": {"a": HessianEntry(trace=None, trace_note="not computed")},
+               "cka": {"a": CkaEntry(within_stage_mean=0.5, stages=(0, 1))}}
+    built = Summary(models=(ModelSummary("a", family="cnn", data_fraction=1.0),),
+                    settings={"seed": 3}, sections=entries)
+    text = json.dumps(built.to_json())
+    assert json.loads(text)["fourier"]["a"]["blocks"] == [{"name": "x", "depth": 0.0,
+                                                          "dlogA_hf": 1.5}]
+    assert "trace" not in json.loads(text)["hessian"]["a"]  # None is written as absent
+    assert Summary.from_json(json.loads(text)) == built
+    assert built.hessian["a"].trace is None and built.model("a").data_fraction == 1.0
+    with pytest.raises(LandscapeError, match="unknown section 'spectra'"):
+        Summary(sections={"spectra": {}})
