@@ -264,9 +264,10 @@ def _blocks_table(res: Any, value_key: str, values: Sequence[float],
 
 
 def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> Any:
-    """The typed summary entry of one analysis result (:class:`~landscape.summary_sections.
-    HessianEntry`, ..., see ``ENTRY_TYPES``): the numbers the report and the claims read, parsed
-    by the section's own parser, so the entry equals what reading ``summary.json`` gives."""
+    """The typed summary entry of one analysis result (``HessianEntry``, ``SurfaceEntry``, ...:
+    ``landscape.summary_sections.ENTRY_TYPES``): the numbers the report and the claims read,
+    parsed by the section's own parser, so the entry equals what reading ``summary.json``
+    gives."""
     from .summary_sections import parse_entry, plain
     return parse_entry(analysis, plain(summary_numbers(analysis, res, cfg)))
 

@@ -12,7 +12,8 @@ Typed all the way down, in both directions: ``landscape analyze`` assembles a :c
 :class:`HessianEntry`, :class:`SurfaceEntry`, :class:`BlocksEntry` for ``fourier`` and
 ``variance``, :class:`RobustnessEntry`, :class:`CkaEntry`, :class:`LesionEntry`, see
 :mod:`landscape.summary_sections`), hands it to the claims and the report, and writes
-:meth:`Summary.to_json`; :func:`read_summary` parses the file back into an equal object.
+:meth:`Summary.to_json`; :func:`read_summary` parses the file back into an equal object (a NaN
+compares unequal to itself, as floats do; :meth:`Summary.to_json` of both is the same JSON).
 ``summary.sections[name]`` or ``summary.entries(name)`` (also ``summary.hessian``, ...) gives a
 section's entries. Parsing validates the structure (an object where an object belongs, a list of
 numbers where numbers belong) and refuses a malformed file with one line naming the field; a

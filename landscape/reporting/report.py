@@ -1,9 +1,10 @@
 """The run report: one self-contained ``report.html`` and a fixed-width terminal summary.
 
-``write_report(out_dir, summary)`` renders the ``summary.json`` dictionary of ``landscape analyze``
-(schema in the module docstring of :mod:`landscape.claims` and the analyze command) into
+``write_report(out_dir, summary)`` renders the typed summary of ``landscape analyze``
+(:class:`landscape.summary.Summary`, whose attributes it reads; a ``summary.json`` object is
+parsed first; schema in :mod:`landscape.summary`) into
 ``out_dir/report.html``: inline CSS, every figure embedded as a base64 ``data:`` URI read from the
-PNG files listed in ``summary["figures"]`` (paths relative to ``out_dir``), no scripts and no
+PNG files listed in ``summary.figures`` (paths relative to ``out_dir``), no scripts and no
 network access. Sections, in order and with these ids: models, landscape, hessian, fourier,
 variance, robustness, cka, lesion, claims, settings. A section whose numbers and figures are both
 missing says "not computed in this run". All text is HTML-escaped.
