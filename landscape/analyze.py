@@ -32,7 +32,8 @@ from .checkpoint_info import checkpoint_labels
 from .errors import LandscapeError
 from .provenance import output_dir, read_cache_json, read_json, run_metadata, write_json
 from .resume import ResultCache
-from .summary import SUMMARY_VERSION
+from .summary import ModelSummary, Summary
+from .summary_sections import plain
 
 
 def family(arch: str, block_kinds: Sequence[str]) -> str:
@@ -201,9 +202,9 @@ def _training_fields(net: Any, info: Any, inputs: _Inputs, cfg: AnalyzeConfig,
 def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg: AnalyzeConfig,
                    todo: Sequence[str], raw_root: Path, fig_dir: Path, out: Path, force: bool,
                    progress: bool, results: dict[str, dict[str, Any]],
-                   figs: dict[str, list[str]]) -> tuple[dict[str, Any] | None, dict[str, Any],
+                   figs: dict[str, list[str]]) -> tuple[ModelSummary | None, dict[str, Any],
                                                         bool]:
-    """Every analysis of one model: (its summary entry (writer only), timings, computed?).
+    """Every analysis of one model: (its model entry (writer only), timings, computed?).
     Collective analyses run on every rank; the rest on the writer alone."""
     from . import distributed as D
     from .train import evaluate
@@ -233,7 +234,8 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
                  "eval_samples": len(inputs.eval_set)}
         _say(progress, f"{tag} test acc {ev['acc']:.4f}, NLL {ev['loss']:.4f} "
                        f"({len(inputs.eval_set)} images)")
-        entry.update(_training_fields(net, info, inputs, cfg, cache))
+        entry = ModelSummary.from_json(plain(
+            {**entry, **_training_fields(net, info, inputs, cfg, cache)}), f"models[{i}]")
     base_key = {"data": inputs.data_name, "seed": cfg.seed, "subset": "stratified"}
     timing: dict[str, Any] = {}
     computed = False
@@ -265,32 +267,35 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
     return entry, timing, computed
 
 
-def _finish(summary: dict[str, Any], results: dict[str, dict[str, Any]], labels: list[str],
-            figs: dict[str, list[str]], cfg: AnalyzeConfig, todo: Sequence[str], out: Path,
-            fig_dir: Path, timing: dict[str, Any], t_start: float, progress: bool) -> None:
-    """The figures comparing models, the per-analysis summaries, the claims, ``config.json``,
-    ``report.html`` and ``summary.json`` (written last)."""
+def _finish(models: Sequence[ModelSummary], settings: dict[str, Any],
+            results: dict[str, dict[str, Any]], labels: list[str], figs: dict[str, list[str]],
+            cfg: AnalyzeConfig, todo: Sequence[str], out: Path, fig_dir: Path,
+            timing: dict[str, Any], t_start: float, progress: bool) -> Summary:
+    """The figures comparing models, the typed summary (one entry per analysis and model), the
+    claims, ``config.json``, ``report.html`` and ``summary.json`` (written last)."""
     _say(progress, f"figures comparing {len(labels)} model(s) ...")
     for section, paths in joint_figures(results, labels, fig_dir).items():
         figs.setdefault(section, []).extend(_rel(paths, out))
-    for analysis in todo:
-        summary[analysis] = {lab: summarize(analysis, r, cfg)
-                             for lab, r in results[analysis].items()}
-    summary["figures"] = figs
-    summary["wall_time_s"] = time.perf_counter() - t_start
-    summary["timing"] = _timing_summary(timing, summary["wall_time_s"])
-    summary.update(run_metadata())
+    sections = {analysis: {lab: summarize(analysis, r, cfg)
+                           for lab, r in results[analysis].items()} for analysis in todo}
+    wall = time.perf_counter() - t_start
+    meta = run_metadata()
+    summary = Summary(models=tuple(models), settings=plain(settings), sections=sections,
+                      figures=plain(figs), timing=plain(_timing_summary(timing, wall)),
+                      versions=plain(meta["versions"]), created=meta["created"],
+                      wall_time_s=wall)
     from .claims import claims_to_json, evaluate_claims
     from .reporting.report import format_summary_table, write_report
     claims = evaluate_claims(summary)
-    summary["claims"] = claims_to_json(claims)
-    shas = {lab: m["sha256"] for lab, m in zip(labels, summary["models"], strict=True)}
-    write_json(out / "config.json", run_metadata(config=summary["settings"], checkpoints=shas))
+    summary = dataclasses.replace(summary, claims=plain(claims_to_json(claims)))
+    shas = {m.label: m.sha256 for m in summary.models}
+    write_json(out / "config.json", run_metadata(config=summary.settings, checkpoints=shas))
     write_report(out, summary, claims)
-    write_json(out / "summary.json", summary)
+    summary.write(out / "summary.json")
     if progress:
         print(format_summary_table(summary, claims))
-        print(f"report: {out / 'report.html'} ({summary['wall_time_s']:.0f} s)")
+        print(f"report: {out / 'report.html'} ({wall:.0f} s)")
+    return summary
 
 
 def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig,
@@ -341,7 +346,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             code_root: str | Path | None = None, *, cards: Sequence[Any] = (),
             model_kwargs: dict[str, Any] | None = None,
             input_shape: tuple[int, int, int] | None = None,
-            download: bool = False, allow_nonfinite: bool = True) -> dict[str, Any] | None:
+            download: bool = False, allow_nonfinite: bool = True) -> Summary | None:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``checkpoints`` are loaded with ``model``/``model_def`` (called with ``model_kwargs``)/
@@ -352,7 +357,9 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     unless ``allow_nonfinite``, one holding NaN/inf values is refused then.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
-    other's finished results (the paper-figure targets reuse the demo's). Returns the summary.
+    other's finished results (the paper-figure targets reuse the demo's). Returns the typed
+    :class:`~landscape.summary.Summary` that ``summary.json`` holds (also a read-only mapping
+    over that JSON object: ``summary["models"]``).
     Bad input (missing checkpoint, wrong classes, a file as output folder) raises
     ``LandscapeError`` before anything is computed.
 
@@ -397,14 +404,13 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
                                _taken_labels(raw_root))
     labels = D.broadcast_object(labels)  # the writer's view of the raw folder names them
     figs: dict[str, list[str]] = {}
-    summary: dict[str, Any] = {"schema_version": SUMMARY_VERSION, "models": [],
-                               "settings": {"budget": budget, "only": todo,
-                                            "dataset": inputs.data_name, **cfg.to_dict(),
-                                            "ranks": D.world_size()}}
+    settings: dict[str, Any] = {"budget": budget, "only": todo, "dataset": inputs.data_name,
+                                **cfg.to_dict(), "ranks": D.world_size()}
+    model_entries: list[ModelSummary] = []
     cfg, adapted = _cost_before_work(inputs, labels, cfg, todo, budget, progress and writer)
-    summary["settings"].update(cfg.to_dict())
+    settings.update(cfg.to_dict())
     if adapted:
-        summary["settings"]["adapted"] = adapted
+        settings["adapted"] = adapted
         inputs = _draw_sets(inputs, cfg)  # fewer images where the adaptation says so
     results: dict[str, dict[str, Any]] = {a: {} for a in todo}
     timing: dict[str, dict[str, Any]] = {}
@@ -418,7 +424,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             i, net, info, label, inputs, cfg, todo, raw_root, out / "figures", out, force,
             progress, results, figs)
         if entry is not None:
-            summary["models"].append(entry)
+            model_entries.append(entry)
         if computed:
             per_model.append(time.perf_counter() - t_model)
         left = len(inputs.loaded) - i - 1
@@ -426,8 +432,9 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             _say(progress and writer, f"model {i + 1} of {len(inputs.loaded)} done; about "
                                       f"{left * float(np.mean(per_model)) / 60:.0f} min left "
                                       f"for {left} more (if none is cached)")
+    summary = None
     if writer:
-        _finish(summary, results, labels, figs, cfg, todo, out, out / "figures", timing,
-                t_start, progress)
+        summary = _finish(model_entries, settings, results, labels, figs, cfg, todo, out,
+                          out / "figures", timing, t_start, progress)
     D.barrier()
-    return summary if writer else None
+    return summary

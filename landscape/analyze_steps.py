@@ -263,8 +263,17 @@ def _blocks_table(res: Any, value_key: str, values: Sequence[float],
     return rows
 
 
-def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
-    """The numbers the report and the claims table need, from one analysis result."""
+def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> Any:
+    """The typed summary entry of one analysis result (``HessianEntry``, ``SurfaceEntry``, ...:
+    ``landscape.summary_sections.ENTRY_TYPES``): the numbers the report and the claims read,
+    parsed by the section's own parser, so the entry equals what reading ``summary.json``
+    gives."""
+    from .summary_sections import parse_entry, plain
+    return parse_entry(analysis, plain(summary_numbers(analysis, res, cfg)))
+
+
+def summary_numbers(analysis: str, res: Any, cfg: AnalyzeConfig) -> dict[str, Any]:
+    """The JSON object of one analysis's summary entry, from its result."""
     if analysis == "hessian":
         c = res["curvature"]
         trace = c.get("trace") or {}  # absent with trace_products = 0

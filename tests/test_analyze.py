@@ -9,6 +9,8 @@ from cases import TINY, needs_fashion_mnist
 
 from landscape import checkpoint
 from landscape.cli import main as cli_main
+from landscape.summary import read_summary
+from landscape.summary_sections import HessianEntry, SurfaceEntry
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,15 @@ def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
     assert cl["fourier-msa-vit"]["verdict"] != "agrees"  # one checkpoint: no seed-level interval
     h = summary["hessian"]["vit_tiny"]["per_batch"]
     assert h["top_k"] == 2 and len(h["negative_top_k"]) == len(h["lambda_max"])
+    # the typed summary: Hessian and surface entries (the fast test_summary_analyze.py reads the
+    # feature sections), read back from the file with the numbers the JSON holds
+    typed = read_summary(out / "summary.json")
+    th, ts = typed.hessian["vit_tiny"], typed.surface["vit_tiny"]
+    assert isinstance(th, HessianEntry) and isinstance(ts, SurfaceEntry)
+    assert th.per_batch.top_k == 2 and th.spectrum.count == h["top_k"] * len(h["lambda_max"])
+    assert th.trace == summary["hessian"]["vit_tiny"]["trace"] and ts.grid == (3, 3)
+    assert [b.value for b in typed.fourier["vit_tiny"].blocks] == [
+        b["dlogA_hf"] for b in summary["fourier"]["vit_tiny"]["blocks"]]
     assert "effect [95% CI]" in (out / "report.html").read_text()
     p = _Imgs()
     p.feed((out / "report.html").read_text())

@@ -16,7 +16,7 @@ from landscape.claims import (
     main_models,
     slope_interval,
 )
-from landscape.summary import SUMMARY_VERSION
+from landscape.summary import SUMMARY_VERSION, Summary
 
 N_BOOT = 200
 FRACTIONS = {0.1: range(10, 13), 0.3: range(20, 23), 1.0: range(5)}   # seeds per data size
@@ -106,7 +106,7 @@ def test_data_size_is_not_measured_without_variants_and_the_main_rows_ignore_the
     # the subset-trained checkpoints never enter the main ViT-vs-CNN rows
     full, sub = claims(s)["negative-eigenvalues-vit"], claims(main_only)["negative-eigenvalues-vit"]
     assert full.n == sub.n == 10 and full.effect == pytest.approx(sub.effect)
-    models, aside = main_models({"models": s["models"]})
+    models, aside = main_models(Summary(models=s["models"]))
     assert len(models) == 10 and len(aside) == 12
 
 
@@ -165,14 +165,14 @@ def test_alternet_against_the_cnn_only_at_matched_training():
     assert c.effect == pytest.approx(-0.009) and c.verdict == DISAGREES
     assert c.test["p"] == pytest.approx(2 / 252)
     # the 8-epoch AlterNet is not a main checkpoint (the longest recipe of its arch is)
-    models, aside = main_models(ms(12, extra_alt8=True))
+    models, aside = main_models(Summary(models=ms(12, extra_alt8=True)["models"]))
     assert set(aside) == {f"alternet_tiny_e8_s{s}" for s in range(5)}
     # the same when the variant carries its own arch name (alternet_tiny_e8)
     renamed = ms(12, extra_alt8=True)
     for m in renamed["models"]:
         if "_e8_" in m["label"]:
             m["arch"] = "alternet_tiny_e8"
-    assert set(main_models(renamed)[1]) == set(aside)
+    assert set(main_models(Summary(models=renamed["models"]))[1]) == set(aside)
     assert claims(renamed)["accuracy-matched-hybrid"].effect == pytest.approx(-0.009)
     assert "epochs" in claims({"models": [entry("a", "alt", 0, "hybrid", test_acc=0.9),
                                           entry("r", "res", 0, "cnn", test_acc=0.9)]}

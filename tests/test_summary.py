@@ -7,6 +7,7 @@ from landscape.claims import evaluate_claims
 from landscape.errors import LandscapeError
 from landscape.reporting.report import write_report
 from landscape.summary import SUMMARY_VERSION, ModelSummary, Summary, as_summary, read_summary
+from landscape.summary_sections import HessianEntry
 
 RAW = {"schema_version": SUMMARY_VERSION,
        "models": [{"label": "a", "arch": "resnet_tiny", "seed": 0, "family": "cnn",
@@ -21,7 +22,8 @@ def test_parse_gives_typed_fields_and_round_trips():
     assert isinstance(s.models[0], ModelSummary)
     assert s.models[0].label == "a" and s.models[0].params == 10 and s.labels() == ["a"]
     assert s.models[0].extra == {"note": "kept"}
-    assert s.sections == {"hessian": {"a": {"top_eigenvalues": [2.0, 1.0]}}}
+    assert s.sections == {"hessian": {"a": HessianEntry(top_eigenvalues=(2.0, 1.0))}}
+    assert s.hessian is s.sections["hessian"] and s.model("a") is s.models[0]
     assert s.settings["seed"] == 3 and s["settings"]["budget"] == "quick"
     back = s.to_json()
     assert back["hessian"] == RAW["hessian"] and back["models"][0]["note"] == "kept"
@@ -92,7 +94,8 @@ def test_sections_are_typed_all_the_way_down():
     assert h.per_batch.lambda_min == (-1.0, None) and h.per_batch.top_k == 5
     f = s.entries("fourier")["a"]
     assert isinstance(f, BlocksEntry) and isinstance(f.blocks[0], Block)
-    assert f.blocks[0].grid == 8 and f.blocks[0].extra == {"dlogA_hf": 1.5}
+    assert f.blocks[0].grid == 8 and f.blocks[0].extra == {}
+    assert f.blocks[0].value == 1.5 and f.blocks[0].measure == "dlogA_hf"
     assert f.to_json() == raw["fourier"]["a"] and h.to_json() == raw["hessian"]["a"]
     assert s.entries("surface") == {}
 
@@ -114,3 +117,48 @@ def test_version_1_is_refused():
     assert SUMMARY_VERSION == 2
     with pytest.raises(LandscapeError, match="schema version 1; this landscape reads version 2"):
         Summary.from_json({**RAW, "schema_version": 1})
+
+
+@pytest.mark.parametrize("section, key", [("fourier", "dlogA_hf"), ("variance", "variance"),
+                                          ("lesion", "acc")])
+def test_block_value_is_read_from_its_sections_key_and_written_back_under_it(section, key):
+    from landscape.summary_sections import Block
+    rows = [{"name": "a", "kind": "conv", "depth": 0.5, key: 0.25, "grid": [4, 4]},
+            {"name": "b", "kind": "msa", "depth": 1.0, "grid": [4, 2]},  # no value, h != w
+            {"name": "c", "kind": "msa", "depth": 1.5, key: -1.0, "same_grid": True}]
+    s = Summary.from_json({**RAW, section: {"a": {"blocks": rows}}})
+    a, b, c = s.entries(section)["a"].blocks
+    assert isinstance(a, Block) and (a.value, a.measure, a.grid) == (0.25, key, 4)
+    assert b.value is None and b.measure is None and b.grid is None  # absent: None, not 0
+    assert b.extra == {"grid": [4, 2]} and (c.value, c.same_grid) == (-1.0, True)
+    back = s.to_json()[section]["a"]["blocks"]
+    assert back[0] == {**rows[0], "grid": 4} and back[1] == rows[1] and back[2] == rows[2]
+    assert "value" not in back[0] and "measure" not in back[0]
+    assert Summary.from_json(json.loads(json.dumps(s.to_json()))) == s
+
+
+def test_typed_entries_and_model_fields_are_refused_when_malformed():
+    with pytest.raises(LandscapeError, match=r"summary: fourier.a.blocks\[0\].dlogA_hf must be"):
+        Summary.from_json({**RAW, "fourier": {"a": {"blocks": [{"dlogA_hf": "high"}]}}})
+    with pytest.raises(LandscapeError, match=r"summary: models\[0\].test_acc must be a number"):
+        Summary.from_json({**RAW, "models": [{"label": "a", "test_acc": "90%"}]})
+    with pytest.raises(LandscapeError, match="hessian.a.spectrum.count must be an integer"):
+        Summary.from_json({**RAW, "hessian": {"a": {"spectrum": {"count": 2.5}}}})
+
+
+def test_summary_built_from_entries_equals_the_parsed_file():
+    from landscape.summary_sections import Block, BlocksEntry, CkaEntry, HessianEntry
+    entries = {"fourier": {"a": BlocksEntry(blocks=(Block(name="x", depth=0.0, value=1.5,
+                                                          measure="dlogA_hf"),))},
+               "hessian": {"a": HessianEntry(trace=None, trace_note="not computed")},
+               "cka": {"a": CkaEntry(within_stage_mean=0.5, stages=(0, 1))}}
+    built = Summary(models=(ModelSummary("a", family="cnn", data_fraction=1.0),),
+                    settings={"seed": 3}, sections=entries)
+    text = json.dumps(built.to_json())
+    assert json.loads(text)["fourier"]["a"]["blocks"] == [{"name": "x", "depth": 0.0,
+                                                          "dlogA_hf": 1.5}]
+    assert "trace" not in json.loads(text)["hessian"]["a"]  # None is written as absent
+    assert Summary.from_json(json.loads(text)) == built
+    assert built.hessian["a"].trace is None and built.model("a").data_fraction == 1.0
+    with pytest.raises(LandscapeError, match="unknown section 'spectra'"):
+        Summary(sections={"spectra": {}})

@@ -1,8 +1,10 @@
 """The paper's claims checked against measured numbers: effect, 95% interval, n and a verdict.
 
-``evaluate_claims(summary, seed=None, n_boot=None)`` reads the ``summary.json`` dictionary written
-by ``landscape analyze`` and returns one :class:`Claim` per claim of "How Do Vision Transformers
-Work?" (Park & Kim, 2022) that the analyses can test.
+``evaluate_claims(summary, seed=None, n_boot=None)`` reads the typed summary that ``landscape
+analyze`` builds (:class:`landscape.summary.Summary`: the rules read the attributes of its
+:class:`~landscape.summary.ModelSummary` and section entries; a ``summary.json`` object is parsed
+into one first) and returns one :class:`Claim` per claim of "How Do Vision Transformers Work?"
+(Park & Kim, 2022) that the analyses can test.
 
 Rows
 ----
@@ -165,6 +167,9 @@ family suffix (``fourier-mlp``).
 
 Evidence format in the summary (per model label; a missing field makes the claim not measured)
 ---------------------------------------------------------------------------------------------
+As written in ``summary.json`` (the typed entries of :mod:`landscape.summary_sections` have one
+attribute per key; a block row's value is ``Block.value``).
+
 ``models[i]``: ``{"label", "arch", "seed", "family", ...}`` (``arch`` falls back to the label,
 ``seed`` to None = its own seed); for the training rows also ``data_fraction`` (default 1.0),
 ``train_nll``, ``test_nll``, ``test_acc``, ``epochs`` or ``recipe`` (a dict), ``variant``.

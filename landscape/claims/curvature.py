@@ -2,16 +2,17 @@
 loss surface), the share of negative eigenvalues (the paper's Fig. 4) and λmin/λmax."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..summary import Summary
-from ..summary_sections import HessianEntry
+from ..summary_sections import HessianEntry, parse_entry
 from .evidence import (
     N_BOOT,
     Claim,
+    ModelInfo,
     _between,
     _finite,
     _mean_col,
@@ -29,9 +30,11 @@ from .verdict import judge_scale
 MIN_PLANES = 3           # surface planes a model needs before its sharpness counts
 
 
-def top_eigenvalue(entry: dict) -> float | None:
-    """Largest of ``top_eigenvalues`` (None when absent or empty)."""
-    vals = [float(v) for v in entry.get("top_eigenvalues") or [] if _finite(v)]
+def top_eigenvalue(entry: HessianEntry | Mapping[str, Any]) -> float | None:
+    """Largest finite value of ``top_eigenvalues`` (None when absent or empty); a JSON object is
+    parsed first."""
+    entry = parse_entry("hessian", entry)
+    vals = [float(v) for v in entry.top_eigenvalues or () if _finite(v)]
     return max(vals) if vals else None
 
 
@@ -83,9 +86,9 @@ def claim_flatness(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> lis
     return _rows(summary, row)
 
 
-def _for(dropped: list[str], models: dict[str, dict], fam: str) -> list[str]:
+def _for(dropped: list[str], models: dict[str, ModelInfo], fam: str) -> list[str]:
     """The dropped notes of the models of ``fam`` and the CNN (notes start with the label)."""
-    keep = {lab for lab, m in models.items() if m["family"] in (fam, "cnn")}
+    keep = {lab for lab, m in models.items() if m.family in (fam, "cnn")}
     return [d for d in dropped if d.split(":", 1)[0] in keep or d.split(":", 1)[0] not in models]
 
 
@@ -163,7 +166,7 @@ def negative_top_k_share(entry: HessianEntry) -> tuple[np.ndarray | None, str]:
         a = a[np.isfinite(a)]
         if a.size:
             return (a / pb.top_k)[:, None], "per batch"
-    share = (entry.spectrum or {}).get("negative_share")
+    share = entry.spectrum.negative_share if entry.spectrum is not None else None
     if _finite(share):
         return np.array([[float(share)]]), "overall share only (no per-batch counts)"
     return None, "no hessian.spectrum.negative_share"

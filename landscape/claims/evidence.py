@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..summary import ModelSummary, Summary
+
 AGREES = "agrees"
 DISAGREES = "disagrees"
 NOT_MEASURED = "not measured"
@@ -101,57 +103,66 @@ def _finite(x: Any) -> bool:
         return False
 
 
-def _section(summary: dict, name: str) -> dict:
-    sec = summary.get(name)
-    return sec if isinstance(sec, dict) else {}
+def _section(summary: Summary, name: str) -> dict[str, Any]:
+    """label -> typed entry of section ``name`` (empty when the summary has none)."""
+    return summary.entries(name)
 
 
-def _fraction(m: dict) -> float:
-    f = m.get("data_fraction")
-    return float(f) if _finite(f) else 1.0
-
-
-def recipe_key(m: dict) -> str | None:
+def recipe_key(m: ModelSummary) -> str | None:
     """The training recipe a model entry records: its ``recipe`` (less ``data_fraction``) when
     given, else its ``epochs``; None when it records neither."""
-    r = m.get("recipe")
-    if isinstance(r, dict) and r:
+    r = m.recipe
+    if r:
         return ", ".join(f"{k}={r[k]}" for k in sorted(r) if k != "data_fraction")
-    e = m.get("epochs")
+    e = m.epochs
     return f"epochs={int(e) if float(e).is_integer() else e}" if _finite(e) else None
 
 
-def _epochs(m: dict) -> float:
-    r = m.get("recipe") if isinstance(m.get("recipe"), dict) else {}
-    e = m.get("epochs", r.get("epochs"))
+def _epochs(m: ModelSummary) -> float:
+    """The entry's ``epochs``, else its recipe's, else 0."""
+    e = m.epochs if m.epochs is not None else (m.recipe or {}).get("epochs")
     return float(e) if _finite(e) else 0.0
 
 
-def all_models(summary: Any) -> dict[str, dict]:
-    """label -> {"family", "arch", "seed", "data_fraction", "recipe", "entry"} for every entry of
-    ``summary["models"]`` (``data_fraction`` defaults to 1.0, ``recipe`` is :func:`recipe_key`)."""
-    out: dict[str, dict] = {}
-    for m in summary.get("models") or []:
-        if isinstance(m, dict) and m.get("label") is not None:
-            lab = str(m["label"])
-            out[lab] = {"family": str(m.get("family", "")).lower(),
-                        "arch": str(m.get("arch") or lab), "seed": m.get("seed"),
-                        "data_fraction": _fraction(m), "recipe": recipe_key(m), "entry": m}
-    return out
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the claims read of one model entry: its family (lower case; "" when unknown), its
+    architecture (the label when unknown), seed, training-data fraction (1.0 when absent), the
+    recipe as :func:`recipe_key` gives it, and the entry itself."""
+
+    label: str
+    family: str = ""
+    arch: str = ""
+    seed: Any = None
+    data_fraction: float = 1.0
+    recipe: str | None = None
+    entry: ModelSummary | None = None
+
+    @classmethod
+    def unknown(cls, label: str) -> ModelInfo:
+        """A label that has section entries but no model entry."""
+        return cls(label, arch=label)
 
 
-def _base_arch(m: dict, archs: set[str]) -> str:
+def all_models(summary: Summary) -> dict[str, ModelInfo]:
+    """label -> :class:`ModelInfo` for every entry of ``summary.models``."""
+    return {m.label: ModelInfo(
+        m.label, family=str(m.family or "").lower(), arch=str(m.arch or m.label), seed=m.seed,
+        data_fraction=float(m.data_fraction) if _finite(m.data_fraction) else 1.0,
+        recipe=recipe_key(m), entry=m) for m in summary.models}
+
+
+def _base_arch(m: ModelInfo, archs: set[str]) -> str:
     """The architecture a checkpoint is a variant of: its entry's ``model`` when given, else the
     longest other architecture name of which its own is an extension (``alternet_tiny_e8`` ->
     ``alternet_tiny``), else its own."""
-    model = m["entry"].get("model")
-    if model:
-        return str(model)
-    stems = [a for a in archs if m["arch"].startswith(a + "_")]
-    return max(stems, key=len) if stems else m["arch"]
+    if m.entry is not None and m.entry.model:
+        return m.entry.model
+    stems = [a for a in archs if m.arch.startswith(a + "_")]
+    return max(stems, key=len) if stems else m.arch
 
 
-def main_models(summary: Any) -> tuple[dict[str, dict], list[str]]:
+def main_models(summary: Summary) -> tuple[dict[str, ModelInfo], list[str]]:
     """The checkpoints of the main rows, and the labels left to the training rows: a model
     trained on a subset (``data_fraction`` < 1), marked ``variant``, or a variant of another
     architecture in the summary (arch ``<arch>_<suffix>``, or ``model: <arch>`` beside its own
@@ -159,23 +170,22 @@ def main_models(summary: Any) -> tuple[dict[str, dict], list[str]]:
     longest (most ``epochs``; entries without epochs count as 0) enters the main rows (a shorter
     one answers the matched-training row)."""
     models = all_models(summary)
-    archs = {m["arch"] for m in models.values()}
+    archs = {m.arch for m in models.values()}
     base = {lab: _base_arch(m, archs) for lab, m in models.items()}
     aside = [lab for lab, m in models.items()
-             if m["data_fraction"] != 1.0 or m["entry"].get("variant")
-             or (base[lab] != m["arch"] and base[lab] in archs)]
+             if m.data_fraction != 1.0 or (m.entry is not None and m.entry.variant)
+             or (base[lab] != m.arch and base[lab] in archs)]
     longest: dict[str, float] = {}
     for lab, m in models.items():
-        if lab not in aside:
-            longest[base[lab]] = max(longest.get(base[lab], 0.0), _epochs(m["entry"]))
-    aside += [lab for lab, m in models.items() if lab not in aside
-              and _epochs(m["entry"]) < longest[base[lab]]]
+        if lab not in aside and m.entry is not None:
+            longest[base[lab]] = max(longest.get(base[lab], 0.0), _epochs(m.entry))
+    aside += [lab for lab, m in models.items() if lab not in aside and m.entry is not None
+              and _epochs(m.entry) < longest[base[lab]]]
     return {lab: m for lab, m in models.items() if lab not in aside}, aside
 
 
-def _models(summary: Any) -> dict[str, dict]:
-    """label -> {"family", "arch", "seed", ...} of the main rows' checkpoints
-    (:func:`main_models`)."""
+def _models(summary: Summary) -> dict[str, ModelInfo]:
+    """label -> :class:`ModelInfo` of the main rows' checkpoints (:func:`main_models`)."""
     return main_models(summary)[0]
 
 
@@ -293,24 +303,24 @@ def comparison_name(fam: str) -> str:
     return COMPARISONS.get(fam, f"{family_name(fam)} vs CNN")
 
 
-def challenger_families(models: dict[str, dict]) -> list[str]:
-    """ViT and hybrid, then every other non-CNN family present in ``summary["models"]``."""
-    present = [m["family"] for m in models.values()]
+def challenger_families(models: dict[str, ModelInfo]) -> list[str]:
+    """ViT and hybrid, then every other non-CNN family present in ``summary.models``."""
+    present = [m.family for m in models.values()]
     return [*CHALLENGERS, *sorted({f for f in present
                                    if f and f != "cnn" and f not in CHALLENGERS})]
 
 
-def _between(values: dict[str, np.ndarray | None], models: dict[str, dict], family: str,
+def _between(values: dict[str, np.ndarray | None], models: dict[str, ModelInfo], family: str,
              stat: Callable[[np.ndarray], np.ndarray]) -> tuple[list[Evidence], list[str]]:
     """Evidence for a ``family``-vs-CNN claim from per-model unit arrays."""
     evs, missing = [], []
     for lab, units in values.items():
-        info = models.get(lab, {"family": "", "arch": lab, "seed": None})
-        fam = info["family"]
+        info = models.get(lab) or ModelInfo.unknown(lab)
+        fam = info.family
         side = "test" if fam == family else "ref" if fam == "cnn" else None
         if side is None or units is None or len(units) == 0:
             continue
-        evs.append(Evidence(lab, info["arch"], info["seed"], side, units, stat))
+        evs.append(Evidence(lab, info.arch, info.seed, side, units, stat))
     if not any(e.side == "ref" for e in evs):
         missing.append("no CNN model with this evidence")
     if not any(e.side == "test" for e in evs):
@@ -318,17 +328,17 @@ def _between(values: dict[str, np.ndarray | None], models: dict[str, dict], fami
     return evs, missing
 
 
-def missing_models(summary: Any, section: str, models: dict[str, dict],
+def missing_models(summary: Summary, section: str, models: dict[str, ModelInfo],
                    families: Sequence[str]) -> list[str]:
     """'label: no <section> results' for every model of ``families`` the section lacks."""
     have = set(_section(summary, section))
     if not have:
         return []
     return [f"{lab}: no {section} results" for lab, m in models.items()
-            if m["family"] in families and lab not in have]
+            if m.family in families and lab not in have]
 
 
-def _why(summary: dict, section: str, field: str, evs: Sequence[Evidence],
+def _why(summary: Summary, section: str, field: str, evs: Sequence[Evidence],
          missing: Sequence[str], extra: Sequence[str] = ()) -> str:
     """Why a between-family claim is not measured: no section, no field, or a missing family."""
     if not _section(summary, section):

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..summary import Summary
+from ..summary_sections import Block, RobustnessEntry, parse_entry
 from .evidence import (
     N_BOOT,
     Claim,
     Evidence,
+    ModelInfo,
     _between,
     _finite,
     _mean_col,
@@ -39,27 +42,28 @@ KIND_NAMES = {"msa": "MSA", "conv": "Conv", "mlp": "MLP"}
 
 
 # ----------------------------------------------------------------------------- feature claims
-def _depth(b: Any) -> float:
-    d = b.get("depth") if isinstance(b, dict) else getattr(b, "depth", None)
-    return float(d) if _finite(d) else 0.0
+def _family(models: dict[str, ModelInfo], label: str) -> str:
+    """The family of ``label`` ("" for a label without a model entry)."""
+    m = models.get(label)
+    return m.family if m is not None else ""
 
 
-def _get(b: Any, key: str) -> Any:
-    return b.get(key) if isinstance(b, dict) else getattr(b, key, None)
+def _depth(b: Block) -> float:
+    return float(b.depth) if _finite(b.depth) else 0.0
 
 
-def same_grid_pairs(blocks: Sequence[Any], kind: str) -> list[tuple[Any, Any]]:
+def same_grid_pairs(blocks: Sequence[Block], kind: str) -> list[tuple[Block, Block]]:
     """(previous, block) pairs for every block of ``kind`` whose preceding output (in depth order,
     input included) has the same grid and both have per-group values; others are skipped.
-    Blocks are typed :class:`~landscape.summary_sections.Block` rows or their JSON objects."""
+    Blocks are typed :class:`~landscape.summary_sections.Block` rows."""
     seq = sorted((b for b in blocks if b is not None), key=_depth)
     out = []
     for prev, cur in zip(seq, seq[1:], strict=False):
-        if _get(cur, "kind") != kind:
+        if cur.kind != kind:
             continue
-        if _get(prev, "grid") is None or _get(prev, "grid") != _get(cur, "grid"):
+        if prev.grid is None or prev.grid != cur.grid:
             continue
-        pg, cg = _units(_get(prev, "groups")), _units(_get(cur, "groups"))
+        pg, cg = _units(prev.groups), _units(cur.groups)
         if pg is None or cg is None or len(pg) != len(cg):
             continue
         out.append((prev, cur))
@@ -95,7 +99,7 @@ def _pi(freq: float | None, label: str | None) -> str:
 BlockPairs = list[tuple[str, float, list, list]]
 
 
-def _kind_evidence(summary: Any, section: str, kind: str, min_freq: float
+def _kind_evidence(summary: Summary, section: str, kind: str, min_freq: float
                    ) -> dict[str, tuple[BlockPairs | None, Any, list[str], set[str]]]:
     """label -> (compared blocks or None, per-model note, dropped notes, frequencies read), for
     the main rows' checkpoints (:func:`~landscape.claims.evidence.main_models`)."""
@@ -137,7 +141,7 @@ def _kind_evidence(summary: Any, section: str, kind: str, min_freq: float
     return out
 
 
-def _block_evidence(lab: str, info: dict, section: str, pairs: BlockPairs,
+def _block_evidence(lab: str, info: ModelInfo, section: str, pairs: BlockPairs,
                     exclude: frozenset = frozenset()) -> Evidence | None:
     """A checkpoint's evidence from its compared blocks less ``exclude`` (None when none is left):
     Fourier, the mean over blocks of the ΔlogA change; variance, the mean log ratio."""
@@ -150,13 +154,13 @@ def _block_evidence(lab: str, info: dict, section: str, pairs: BlockPairs,
         units, stat = cur - prev, _mean_col
     else:
         units, stat = np.concatenate([cur, prev], axis=1), _log_ratio_stat(len(keep))
-    return Evidence(lab, info["arch"], info["seed"], "self", units, stat, len(keep))
+    return Evidence(lab, info.arch, info.seed, "self", units, stat, len(keep))
 
 
 _FAMILY_ORDER = ("cnn", "vit", "hybrid")
 
 
-def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
+def _kind_claims(summary: Summary, section: str, kind: str, seed: int, n_boot: int,
                  min_freq: float = FOURIER_MIN_FREQ) -> list[Claim]:
     """One row per family that has blocks of ``kind`` (one not-measured row when none has), with
     the per-block breakdown and the blocks that carry it."""
@@ -164,7 +168,7 @@ def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
     up = kind != "msa"
     name = KIND_NAMES[kind]
     found = _kind_evidence(summary, section, kind, min_freq)
-    fams = sorted({models.get(lab, {"family": ""})["family"] for lab in found},
+    fams = sorted({_family(models, lab) for lab in found},
                   key=lambda f: (_FAMILY_ORDER.index(f) if f in _FAMILY_ORDER else 9, f))
     pi = _pi(min_freq, None)
     if section == "fourier":
@@ -178,8 +182,8 @@ def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
     pred = f"{name} blocks {'raise' if up else 'lower'} it (effect {'>' if up else '<'} 0)"
     rows = []
     for fam in fams or [""]:
-        labs = [lab for lab in found if models.get(lab, {"family": ""})["family"] == fam]
-        info = {lab: models.get(lab, {"arch": lab, "seed": None}) for lab in labs}
+        labs = [lab for lab in found if _family(models, lab) == fam]
+        info = {lab: models.get(lab) or ModelInfo.unknown(lab) for lab in labs}
         have = [lab for lab in labs if found[lab][0] is not None]
 
         def build(exclude: frozenset, have: list = have, info: dict = info) -> list[Evidence]:
@@ -222,7 +226,7 @@ def _kind_claims(summary: Any, section: str, kind: str, seed: int, n_boot: int,
     return rows
 
 
-def claim_fourier(summary: Any, seed: int = 0, n_boot: int = N_BOOT,
+def claim_fourier(summary: Summary, seed: int = 0, n_boot: int = N_BOOT,
                   min_freq: float = FOURIER_MIN_FREQ) -> list[Claim]:
     """MSAs lower, Convs and MLPs raise the high-frequency ΔlogA: one row per kind and family,
     counting only comparisons read at >= ``min_freq`` π."""
@@ -230,15 +234,17 @@ def claim_fourier(summary: Any, seed: int = 0, n_boot: int = N_BOOT,
             for c in _kind_claims(summary, "fourier", k, seed, n_boot, min_freq)]
 
 
-def claim_variance(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_variance(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """MSAs lower, Convs and MLPs raise the feature-map variance: one row per kind and family."""
     return [c for k in ("msa", "conv", "mlp")
             for c in _kind_claims(summary, "variance", k, seed, n_boot)]
 
 
-def high_frequency_drop(entry: dict) -> float | None:
-    """``clean_acc`` minus the mean accuracy over the highest-frequency quarter of the noise."""
-    freqs, acc, clean = entry.get("freqs") or [], entry.get("acc") or [], entry.get("clean_acc")
+def high_frequency_drop(entry: RobustnessEntry | Mapping[str, Any]) -> float | None:
+    """``clean_acc`` minus the mean accuracy over the highest-frequency quarter of the noise (a
+    JSON object is parsed first; None when a number is missing)."""
+    entry = parse_entry("robustness", entry)
+    freqs, acc, clean = entry.freqs or (), entry.acc or (), entry.clean_acc
     pairs = [(float(f), float(a)) for f, a in zip(freqs, acc, strict=False)
              if _finite(f) and _finite(a)]
     if not pairs or not _finite(clean):
@@ -255,20 +261,21 @@ def _high_band(freqs: Sequence[float]) -> list[int]:
     return [int(i) for i in order[-k:]]
 
 
-def claim_robustness(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_robustness(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """ViTs are robust to high-frequency noise: accuracy drop, one row per family vs the CNN."""
     models = _models(summary)
     vals: dict[str, np.ndarray | None] = {}
     dropped = []
     for lab, e in summary.entries("robustness").items():
         g = e.groups
-        if not g or not e.freqs or not g.get("acc"):
+        if g is None or not e.freqs or not g.acc:
             dropped.append(f"{lab}: no per-group robustness accuracies")
             continue
         band = _high_band([np.nan if f is None else f for f in e.freqs])
-        clean = _units(list(g.get("clean") or ()))
+        clean = _units(list(g.clean or ()))
         try:
-            acc = _units(np.asarray(g["acc"], dtype=float).T)
+            acc = _units(np.asarray([[np.nan if v is None else v for v in row] for row in g.acc],
+                                    dtype=float).T)
         except (TypeError, ValueError):
             acc = None
         if clean is None or acc is None or len(clean) != len(acc):
@@ -282,7 +289,7 @@ def claim_robustness(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[
     def row(fam: str) -> Claim:
         evs, missing = _between(vals, models, fam, lambda x: x[:, 0] - x[:, 1:].mean(axis=1))
         name = family_name(fam)
-        keep = {lab for lab, m in models.items() if m["family"] in (fam, "cnn")}
+        keep = {lab for lab, m in models.items() if m.family in (fam, "cnn")}
         return judge(f"robustness-{fam}",
                      "ViTs are robust to high-frequency noise, CNNs vulnerable: "
                      f"{comparison_name(fam)}",

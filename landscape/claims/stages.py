@@ -7,7 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from .evidence import N_BOOT, Claim, Evidence, _section, _units, family_name, main_models
+from ..summary import Summary
+from ..summary_sections import Block
+from .evidence import (
+    N_BOOT,
+    Claim,
+    Evidence,
+    ModelInfo,
+    _section,
+    _units,
+    family_name,
+    main_models,
+)
 from .verdict import judge
 
 
@@ -38,7 +49,7 @@ def cka_stage_stat(pairs: dict[int, tuple[list, list]], size: int
     return stat
 
 
-def _per_arch(summary: Any, section: str, cid: str, evs: list[Evidence],
+def _per_arch(summary: Summary, section: str, cid: str, evs: list[Evidence],
               notes: dict[str, str], make: Callable[..., Claim]) -> list[Claim]:
     """One row per architecture with evidence (``<cid>-<arch>``); one not-measured row ``cid``
     when none has. ``notes``: label -> why the model gave none."""
@@ -49,34 +60,37 @@ def _per_arch(summary: Any, section: str, cid: str, evs: list[Evidence],
     rows = []
     for arch in archs:
         mine = [ev for ev in evs if ev.arch == arch]
-        fam = next((models[ev.label]["family"] for ev in mine if ev.label in models), "")
+        fam = next((models[ev.label].family for ev in mine if ev.label in models), "")
         rows.append(make(f"{cid}-{arch}", mine, arch, fam))
     return rows
 
 
-def claim_stage_cka(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_stage_cka(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """Multi-stage models form stages: within- vs across-stage CKA at equal depth distance, one
     row per multi-stage architecture (a ResNet and an AlterNet are never pooled)."""
     models, aside = main_models(summary)
     evs, per_model = [], {}
     for lab, e in _section(summary, "cka").items():
-        if not isinstance(e, dict) or lab in aside:
+        if lab in aside:
             continue
-        stages = list(e.get("stages") or [])
+        stages = list(e.stages or ())
         if len(set(map(str, stages))) < 2:
             per_model[lab] = "single stage"
             continue
         pairs = matched_distance_pairs([str(s) for s in stages])
-        hb = e.get("hsic_batches")
+        hb = e.hsic_batches
         if not pairs or not hb:
             per_model[lab] = "no matched-distance pairs" if not pairs else "no per-batch HSIC"
             continue
-        h = np.asarray(hb, dtype=np.float64)
+        try:
+            h = np.asarray(hb, dtype=np.float64)
+        except (TypeError, ValueError):  # ragged or not numbers
+            h = np.zeros(0)
         if h.ndim != 3 or h.shape[1:] != (len(stages), len(stages)) or not np.isfinite(h).all():
             per_model[lab] = "malformed per-batch HSIC"
             continue
-        info = models.get(lab, {"arch": lab, "seed": None})
-        evs.append(Evidence(lab, info["arch"], info["seed"], "self", h.reshape(len(h), -1),
+        info = models.get(lab) or ModelInfo.unknown(lab)
+        evs.append(Evidence(lab, info.arch, info.seed, "self", h.reshape(len(h), -1),
                             cka_stage_stat(pairs, len(stages)),
                             sum(len(w) + len(a) for w, a in pairs.values())))
 
@@ -90,17 +104,23 @@ def claim_stage_cka(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[C
                      else "no CKA results", seed, n_boot,
                      {k: v for k, v in per_model.items() if not arch},
                      dropped=[f"{k}: {v}" for k, v in per_model.items() if not arch
-                              or models.get(k, {}).get("arch") == arch],
+                              or _arch(models, k) == arch],
                      group="stage-cka", family=fam)
     return _per_arch(summary, "cka", "stage-cka", evs, per_model, make)
 
 
-def _lesion_reason(msas: list[dict]) -> str:
+def _arch(models: dict[str, ModelInfo], label: str) -> str:
+    """The architecture of ``label`` (the label itself without a model entry)."""
+    m = models.get(label)
+    return m.arch if m is not None else label
+
+
+def _lesion_reason(msas: list[Block]) -> str:
     """Why a model's MSAs give no end-of-stage comparison (the rule needs MSAs in at least two
     stages and a stage with more than one MSA)."""
     stages: dict[str, int] = {}
     for b in msas:
-        stages[str(b.get("stage"))] = stages.get(str(b.get("stage")), 0) + 1
+        stages[str(b.stage)] = stages.get(str(b.stage), 0) + 1
     if not msas:
         return "no MSA block"
     if len(stages) < 2:
@@ -110,42 +130,41 @@ def _lesion_reason(msas: list[dict]) -> str:
             "one MSA to compare its last MSA with the others)")
 
 
-def claim_stage_lesion(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_stage_lesion(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """The MSA at the end of a stage matters most (lesion study), one row per architecture."""
     models, aside = main_models(summary)
     evs, per_model = [], {}
     for lab, e in _section(summary, "lesion").items():
-        if not isinstance(e, dict) or lab in aside:
+        if lab in aside:
             continue
-        base = _units(e.get("baseline_groups"))
-        msas = [b for b in e.get("blocks") or [] if isinstance(b, dict)
-                and b.get("kind") == "msa" and _units(b.get("groups")) is not None]
+        base = _units(e.baseline_groups)
+        msas = [b for b in e.blocks or () if b.kind == "msa" and _units(b.groups) is not None]
         if base is None:
             per_model[lab] = "no per-group accuracy"
             continue
-        last: dict[str, dict] = {}
+        last: dict[str, Block] = {}
         for b in msas:
-            s = str(b.get("stage"))
-            if s not in last or float(b.get("depth", 0)) > float(last[s].get("depth", 0)):
+            s = str(b.stage)
+            if s not in last or (b.depth or 0.0) > (last[s].depth or 0.0):
                 last[s] = b
-        end = [b for b in msas if b is last[str(b.get("stage"))]]
-        other = [b for b in msas if b is not last[str(b.get("stage"))]]
+        end = [b for b in msas if b is last[str(b.stage)]]
+        other = [b for b in msas if b is not last[str(b.stage)]]
         if len(last) < 2 or not other:
             per_model[lab] = _lesion_reason(msas)
             continue
-        acc = np.array([b["groups"] for b in end + other], dtype=np.float64).T
+        acc = np.array([b.groups for b in end + other], dtype=np.float64).T
         if len(acc) != len(base):
             per_model[lab] = "block and baseline group counts differ"
             continue
         k = len(end)
-        info = models.get(lab, {"arch": lab, "seed": None})
+        info = models.get(lab) or ModelInfo.unknown(lab)
 
         def stat(x: np.ndarray, k: int = k) -> np.ndarray:
             loss = x[:, :1] - x[:, 1:]
             return loss[:, :k].mean(axis=1) - loss[:, k:].mean(axis=1)
-        evs.append(Evidence(lab, info["arch"], info["seed"], "self",
+        evs.append(Evidence(lab, info.arch, info.seed, "self",
                             np.concatenate([base, acc], axis=1), stat, len(end) + len(other)))
-    reasons = sorted({f"{models.get(k, {}).get('arch', k)}: {v}" for k, v in per_model.items()})
+    reasons = sorted({f"{_arch(models, k)}: {v}" for k, v in per_model.items()})
 
     def make(cid: str, mine: list[Evidence], arch: str, fam: str) -> Claim:
         where = f": {arch} ({family_name(fam)})" if arch else ""
@@ -158,6 +177,6 @@ def claim_stage_lesion(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> lis
                      +1, "image groups", why, seed, n_boot,
                      {k: v for k, v in per_model.items() if not arch},
                      dropped=[f"{k}: {v}" for k, v in per_model.items() if not arch
-                              or models.get(k, {}).get("arch") == arch],
+                              or _arch(models, k) == arch],
                      group="stage-lesion", family=fam)
     return _per_arch(summary, "lesion", "stage-lesion", evs, per_model, make)

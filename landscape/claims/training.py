@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from ..summary import Summary
 from .curvature import negative_top_k_share
 from .evidence import (
     LEVEL,
@@ -18,6 +18,7 @@ from .evidence import (
     NOT_MEASURED,
     Claim,
     Evidence,
+    ModelInfo,
     _finite,
     _fmt,
     _mean_col,
@@ -36,7 +37,7 @@ def _pct(f: float) -> str:
 
 
 # ----------------------------------------------------------------------------- data size
-def _trend_values(summary: Any, family: str, quantity: str
+def _trend_values(summary: Summary, family: str, quantity: str
                   ) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """label -> (data fraction, checkpoint value) for ``family``: the main checkpoints (fraction
     1.0) and every subset-trained one; ``quantity`` "negative" (mean per-batch share of negative
@@ -46,9 +47,9 @@ def _trend_values(summary: Any, family: str, quantity: str
     out, dropped = {}, []
     for lab, e in summary.entries("hessian").items():
         m = models.get(lab)
-        if m is None or m["family"] != family:
+        if m is None or m.family != family:
             continue
-        if m["data_fraction"] == 1.0 and lab not in main:
+        if m.data_fraction == 1.0 and lab not in main:
             continue                      # a full-data checkpoint of another recipe
         if quantity == "negative":
             u, src = negative_top_k_share(e)
@@ -60,7 +61,7 @@ def _trend_values(summary: Any, family: str, quantity: str
         if v is None or (quantity == "lambda-max" and v <= 0):
             dropped.append(f"{lab}: {src if v is None else 'mean λmax <= 0'}")
             continue
-        out[lab] = (m["data_fraction"], v)
+        out[lab] = (m.data_fraction, v)
     return out, dropped
 
 
@@ -136,7 +137,7 @@ def judge_trend(cid: str, text: str, quantity: str, prediction: str, values:
                  test=dict(test), fragile=fragile, leave_one_out=loo, **base)
 
 
-def claim_data_size(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_data_size(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """Large datasets reduce the ViT's non-convexity (the paper's Fig. 4): per family (ViT, and
     the CNN as a reference) the negative-eigenvalue share and λmax against the training-data
     fraction, judged on the trend (:func:`judge_trend`)."""
@@ -171,25 +172,25 @@ def claim_data_size(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[C
 
 
 # ----------------------------------------------------------------------------- overfitting
-def _scalar(lab: str, m: dict, side: str, v: float) -> Evidence:
-    return Evidence(lab, m["arch"], m["seed"], side, np.array([[float(v)]]), _mean_col)
+def _scalar(lab: str, m: ModelInfo, side: str, v: float) -> Evidence:
+    return Evidence(lab, m.arch, m.seed, side, np.array([[float(v)]]), _mean_col)
 
 
-def claim_overfitting(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_overfitting(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """ViTs do not overfit small data; their weakness is optimization: per data size, the ViT's
     training NLL against the CNN's (predicted higher) and the generalization gap test − train
     NLL (predicted not larger than the CNN's), from the model entries' ``train_nll``/``test_nll``
     (the main checkpoints at 100%, the subset-trained ones at their fraction)."""
     models = all_models(summary)
     main, _ = main_models(summary)
-    use = {lab: m for lab, m in models.items() if m["family"] in TREND_FAMILIES
-           and (m["data_fraction"] != 1.0 or lab in main)}
-    have = {lab: m for lab, m in use.items() if _finite(m["entry"].get("train_nll"))
-            and _finite(m["entry"].get("test_nll"))}
-    fracs = sorted({m["data_fraction"] for m in have.values()}, reverse=True)
+    use = {lab: m for lab, m in models.items() if m.family in TREND_FAMILIES
+           and (m.data_fraction != 1.0 or lab in main)}
+    have = {lab: m for lab, m in use.items() if m.entry is not None
+            and _finite(m.entry.train_nll) and _finite(m.entry.test_nll)}
+    fracs = sorted({m.data_fraction for m in have.values()}, reverse=True)
     rows = []
     for f in fracs or [None]:
-        at = {lab: m for lab, m in have.items() if m["data_fraction"] == f}
+        at = {lab: m for lab, m in have.items() if m.data_fraction == f}
         sfx = f"-d{100 * f:g}" if f is not None else ""
         where = f" at {_pct(f)} of the training data" if f is not None else ""
         why = ("model entries carry no train_nll and test_nll" if not have else
@@ -198,12 +199,12 @@ def claim_overfitting(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list
         for cid, text, qty, pred, direction, value in (
                 ("train-nll", "ViTs' weakness is optimization: higher training NLL",
                  "Δ training NLL (ViT − CNN)", "ViT training NLL > CNN's (effect > 0)", +1,
-                 lambda e: float(e["train_nll"])),
+                 lambda e: float(e.train_nll)),
                 ("overfit-gap", "ViTs do not overfit small data: generalization gap",
                  "Δ (test NLL − training NLL) (ViT − CNN)",
                  "ViT gap not larger than CNN's (effect < 0 agrees; > 0 disagrees)", -1,
-                 lambda e: float(e["test_nll"]) - float(e["train_nll"]))):
-            evs = [_scalar(lab, m, "test" if m["family"] == "vit" else "ref", value(m["entry"]))
+                 lambda e: float(e.test_nll) - float(e.train_nll))):
+            evs = [_scalar(lab, m, "test" if m.family == "vit" else "ref", value(m.entry))
                    for lab, m in at.items()]
             rows.append(judge(cid + sfx, f"{text}: ViT vs CNN (whole architecture){where}",
                               qty + where, pred, "models", evs, direction, "checkpoint values",
@@ -212,16 +213,17 @@ def claim_overfitting(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list
 
 
 # ----------------------------------------------------------------------------- matched training
-def claim_matched_accuracy(summary: Any, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
+def claim_matched_accuracy(summary: Summary, seed: int = 0, n_boot: int = N_BOOT) -> list[Claim]:
     """AlterNet outperforms CNNs: hybrid vs CNN test accuracy, only between checkpoints trained
     by the same recipe (``recipe``, else ``epochs``) on all the data; not measured, with both
     recipes named, when they differ."""
     models = all_models(summary)
-    full = {lab: m for lab, m in models.items() if m["data_fraction"] == 1.0
-            and m["family"] in ("hybrid", "cnn") and _finite(m["entry"].get("test_acc"))}
+    full = {lab: m for lab, m in models.items() if m.data_fraction == 1.0
+            and m.family in ("hybrid", "cnn") and m.entry is not None
+            and _finite(m.entry.test_acc)}
     recipes: dict[str, dict[str, set]] = {"hybrid": {}, "cnn": {}}
     for m in full.values():
-        recipes[m["family"]].setdefault(m["recipe"] or "", set()).add(m["arch"])
+        recipes[m.family].setdefault(m.recipe or "", set()).add(m.arch)
     common = sorted(set(recipes["hybrid"]) & set(recipes["cnn"]) - {""})
     text = "AlterNet outperforms CNNs at matched training: MSA in place of Conv (same trunk)"
     qty = "Δ test accuracy (hybrid − CNN), same recipe"
@@ -234,7 +236,7 @@ def claim_matched_accuracy(summary: Any, seed: int = 0, n_boot: int = N_BOOT) ->
                 if r else f"no {family_name(fam)} checkpoint with test_acc")
         if not (recipes["hybrid"] and recipes["cnn"]):
             why = "; ".join(say(f) for f in ("hybrid", "cnn") if not recipes[f])
-        elif all(not m["recipe"] for m in full.values()):
+        elif all(not m.recipe for m in full.values()):
             why = "model entries record no recipe or epochs"
         else:
             why = f"recipes differ: {say('hybrid')}; {say('cnn')}"
@@ -243,9 +245,9 @@ def claim_matched_accuracy(summary: Any, seed: int = 0, n_boot: int = N_BOOT) ->
                       family="hybrid")]
     rows = []
     for k in common:
-        evs = [_scalar(lab, m, "test" if m["family"] == "hybrid" else "ref",
-                       float(m["entry"]["test_acc"]))
-               for lab, m in full.items() if m["recipe"] == k]
+        evs = [_scalar(lab, m, "test" if m.family == "hybrid" else "ref",
+                       float(m.entry.test_acc))
+               for lab, m in full.items() if m.entry is not None and m.recipe == k]
         sfx = "" if len(common) == 1 else f"-{k.replace('=', '').replace(', ', '-')}"
         rows.append(judge(f"accuracy-matched-hybrid{sfx}", text + f" ({k})", qty + f" ({k})",
                           pred, "models", evs, +1, "checkpoint values", "", seed, n_boot,

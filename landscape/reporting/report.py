@@ -1,9 +1,10 @@
 """The run report: one self-contained ``report.html`` and a fixed-width terminal summary.
 
-``write_report(out_dir, summary)`` renders the ``summary.json`` dictionary of ``landscape analyze``
-(schema in the module docstring of :mod:`landscape.claims` and the analyze command) into
+``write_report(out_dir, summary)`` renders the typed summary of ``landscape analyze``
+(:class:`landscape.summary.Summary`, whose attributes it reads; a ``summary.json`` object is
+parsed first; schema in :mod:`landscape.summary`) into
 ``out_dir/report.html``: inline CSS, every figure embedded as a base64 ``data:`` URI read from the
-PNG files listed in ``summary["figures"]`` (paths relative to ``out_dir``), no scripts and no
+PNG files listed in ``summary.figures`` (paths relative to ``out_dir``), no scripts and no
 network access. Sections, in order and with these ids: models, landscape, hessian, fourier,
 variance, robustness, cka, lesion, claims, settings. A section whose numbers and figures are both
 missing says "not computed in this run". All text is HTML-escaped.
@@ -20,7 +21,15 @@ from typing import Any
 
 from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
 from ..provenance import atomic_write
-from ..summary import Summary, as_summary
+from ..summary import ModelSummary, Summary, as_summary
+from ..summary_sections import (
+    Block,
+    CkaEntry,
+    HessianEntry,
+    LesionEntry,
+    RobustnessEntry,
+    SpectrumStats,
+)
 from .report_claims import claims_body, loss_statement, test_text
 from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
     _by_model_table,
@@ -104,90 +113,93 @@ code{font-size:.9em}
 
 
 # ----------------------------------------------------------------------------- formatting
-def _eval_images(models: Sequence[dict]) -> str:
+def _eval_images(models: Sequence[ModelSummary]) -> str:
     """ "2,000 test images" when every model was evaluated on the same number, else ""."""
-    ns = {m.get("eval_samples") for m in models}
+    ns = {m.eval_samples for m in models}
     n = ns.pop() if len(ns) == 1 else None
     return f"{n:,} test images" if isinstance(n, int) and n > 0 else ""
 
 
-def _models_body(summary: dict) -> str:
-    models = [m for m in summary.get("models") or [] if isinstance(m, dict)]
+def _models_body(summary: Summary) -> str:
+    models = summary.models
     if not models:
         return ""
     same_n = _eval_images(models)
     rows = []
     for m in models:
-        sha = str(m.get("sha256") or "")
-        rows.append([f"<td><b>{_e(m.get('label'))}</b></td>", f"<td>{_e(m.get('arch'))}</td>",
-                     f"<td>{_e(m.get('family') or '—')}</td>",
-                     f'<td class="num">{_e(fmt_params(m.get("params")))}</td>',
-                     f"<td>{_e(m.get('dataset') or '—')}</td>",
-                     _cell(m.get("test_acc"), "pct") if same_n or not _is_num(
-                         m.get("eval_samples")) else _cell(
-                         f"{fmt_percent(m.get('test_acc'))} ({m['eval_samples']:,} images)",
-                         "text"),
-                     _cell(m.get("test_nll")),
-                     f"<td><code>{_e(m.get('checkpoint'))}</code></td>",
+        sha = m.sha256 or ""
+        rows.append([f"<td><b>{_e(m.label)}</b></td>", f"<td>{_e(m.arch)}</td>",
+                     f"<td>{_e(m.family or '—')}</td>",
+                     f'<td class="num">{_e(fmt_params(m.params))}</td>',
+                     f"<td>{_e(m.dataset or '—')}</td>",
+                     _cell(m.test_acc, "pct") if same_n or m.eval_samples is None else _cell(
+                         f"{fmt_percent(m.test_acc)} ({m.eval_samples:,} images)", "text"),
+                     _cell(m.test_nll),
+                     f"<td><code>{_e(m.checkpoint)}</code></td>",
                      f'<td><code title="{_e(sha)}">{_e(sha[:12])}</code></td>'])
     on = f" on {same_n}" if same_n else ""
     return _table(["model", "architecture", "family", "parameters", "dataset",
                    f"test accuracy{on}", f"test NLL{on}", "checkpoint", "sha256"], rows)
 
 
-def _landscape_body(summary: dict) -> str:
+def _landscape_body(summary: Summary) -> str:
     return _by_model_table(summary, "surface", [
-        ("centre loss", lambda e: (e.get("center_loss"), "num")),
-        ("mean loss increase (within radius)", lambda e: (e.get("mean_loss_increase"), "num")),
-        ("radius", lambda e: (e.get("radius"), "num")),
-        ("grid", lambda e: ("×".join(str(g) for g in e["grid"]) if e.get("grid") else None,
-                            "text")),
+        ("centre loss", lambda e: (e.center_loss, "num")),
+        ("mean loss increase (within radius)", lambda e: (e.mean_loss_increase, "num")),
+        ("radius", lambda e: (e.radius, "num")),
+        ("grid", lambda e: ("×".join(str(g) for g in e.grid) if e.grid else None, "text")),
     ])
 
 
-def _trace(e: dict) -> tuple[Any, str]:
-    t, se = e.get("trace"), e.get("trace_se")
-    if not _is_num(t):
-        return (e["trace_note"], "text") if e.get("trace_note") else (None, "num")
-    return (f"{fmt_number(t)} ± {fmt_number(se)}" if _is_num(se) else fmt_number(t)), "text"
+def _trace(e: HessianEntry) -> tuple[Any, str]:
+    t, se = e.trace, e.trace_se
+    if t is None:
+        return (e.trace_note, "text") if e.trace_note else (None, "num")
+    return (f"{fmt_number(t)} ± {fmt_number(se)}" if se is not None else fmt_number(t)), "text"
 
 
-def _spectrum_size(e: dict) -> tuple[Any, str]:
+def _spectrum_size(e: HessianEntry) -> tuple[Any, str]:
     """"80 values (16 batches × 16 images)"; the parts that are missing are left out."""
-    s = e.get("spectrum") or {}
-    n = s.get("count", s.get("n_values"))
-    if not _is_num(n):
+    s = e.spectrum
+    n = s.values if s is not None else None
+    if n is None:
         return None, "num"
-    parts = [f"{int(n):,} values"]
-    nb, bs = s.get("n_batches_finished", s.get("n_batches")), s.get("batch_size")
-    if _is_num(nb) and _is_num(bs):
-        parts.append(f"({int(nb)} batches × {int(bs)} images)")
-    elif _is_num(nb):
-        parts.append(f"({int(nb)} batches)")
+    parts = [f"{n:,} values"]
+    nb = s.n_batches_finished if s.n_batches_finished is not None else s.n_batches
+    if nb is not None and s.batch_size is not None:
+        parts.append(f"({nb} batches × {s.batch_size} images)")
+    elif nb is not None:
+        parts.append(f"({nb} batches)")
     return " ".join(parts), "text"
 
 
-def _hessian_body(summary: dict) -> str:
+def _spectrum(e: HessianEntry) -> SpectrumStats:
+    """The entry's spectrum numbers (every one None when it has none)."""
+    return e.spectrum if e.spectrum is not None else SpectrumStats()
+
+
+def _hessian_body(summary: Summary) -> str:
     return _by_model_table(summary, "hessian", [
         ("largest eigenvalue λmax", lambda e: (top_eigenvalue(e), "num")),
-        ("top eigenvalues", lambda e: (fmt_number(list(e["top_eigenvalues"])), "text")),
-        ("bottom eigenvalues", lambda e: (fmt_number(list(e["bottom_eigenvalues"]))
-                                          if e.get("bottom_eigenvalues") else None, "text")),
+        ("top eigenvalues", lambda e: (fmt_number(list(e.top_eigenvalues))
+                                       if e.top_eigenvalues is not None else None, "text")),
+        ("bottom eigenvalues", lambda e: (fmt_number(list(e.bottom_eigenvalues))
+                                          if e.bottom_eigenvalues else None, "text")),
         ("trace ± s.e.", _trace),
-        ("spectral density", lambda e: (e.get("density"), "text")),
+        ("spectral density", lambda e: (e.density, "text")),
         ("negative share of the max-eigenvalue spectrum",
-         lambda e: (fmt_percent((e.get("spectrum") or {}).get("negative_share")), "text")),
-        ("mean positive eigenvalue", lambda e: ((e.get("spectrum") or {}).get("mean_positive"),
-                                                "num")),
+         lambda e: (fmt_percent(_spectrum(e).negative_share), "text")),
+        ("mean positive eigenvalue", lambda e: (_spectrum(e).mean_positive, "num")),
         ("spectrum sample", _spectrum_size),
     ])
 
 
-def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
-                    claim: Claim | None, extra_cols: Sequence[tuple[str, Any]] = ()) -> str:
-    """Per-model block tables (collapsible), side by side, plus the claim's per-model counts."""
-    sec = summary.get(key)
-    if not isinstance(sec, dict) or not sec:
+def _blocks_details(summary: Summary, key: str, value_name: str, claim: Claim | None,
+                    extra_cols: Sequence[tuple[str, Any]] = ()) -> str:
+    """Per-model block tables (collapsible), side by side, plus the claim's per-model counts;
+    a block's value column is its measured ``value``."""
+    sec = summary.entries(key)
+    if not sec:
         return ""
     labels = [k for k in _model_labels(summary) if k in sec]
     parts = []
@@ -197,17 +209,16 @@ def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
         parts.append(_table(["quantity"] + labels, rows))
     cols = []
     for lab in labels:
-        entry = sec.get(lab) or {}
-        blocks = [b for b in entry.get("blocks") or [] if isinstance(b, dict)]
+        entry = sec[lab]
+        blocks = list(entry.blocks or ())
         rows = []
         for b in blocks:
-            row = [f"<td>{_e(b.get('name'))}</td>", f"<td>{_e(b.get('kind'))}</td>",
-                   f"<td>{_e(b.get('stage'))}</td>", _cell(b.get("depth")),
-                   _cell(b.get(value_key))]
+            row = [f"<td>{_e(b.name)}</td>", f"<td>{_e(b.kind)}</td>",
+                   f"<td>{_e(b.stage)}</td>", _cell(b.depth), _cell(b.value)]
             for _, fn in extra_cols:
                 try:
                     v, kind = fn(entry, b)
-                except (KeyError, TypeError, ValueError):
+                except (TypeError, ValueError):
                     v, kind = None, "num"
                 row.append(_cell(v, kind))
             rows.append(row)
@@ -219,21 +230,21 @@ def _blocks_details(summary: dict, key: str, value_key: str, value_name: str,
     return "".join(parts)
 
 
-def _noise_text(e: dict) -> str:
+def _noise_text(e: RobustnessEntry) -> str:
     """The noise as the protocol defines it: the paper's sign noise of amplitude eps in a square
     band (FreqAttack), or the radial band's L2 norm per image."""
-    if e.get("protocol") == "paper":
-        return (f"sign noise ±{fmt_number(e.get('eps'))} (normalized pixels), square band "
-                f"±{fmt_number(e.get('width'))} (paper FreqAttack)")
-    return f"L2 norm {fmt_number(e.get('noise_norm'))} per image, radial band"
+    if e.protocol == "paper":
+        return (f"sign noise ±{fmt_number(e.eps)} (normalized pixels), square band "
+                f"±{fmt_number(e.width)} (paper FreqAttack)")
+    return f"L2 norm {fmt_number(e.noise_norm)} per image, radial band"
 
 
-def _robustness_body(summary: dict) -> str:
-    sec = summary.get("robustness")
-    if not isinstance(sec, dict) or not sec:
+def _robustness_body(summary: Summary) -> str:
+    sec = summary.robustness
+    if not sec:
         return ""
     top = _by_model_table(summary, "robustness", [
-        ("clean accuracy", lambda e: (e.get("clean_acc"), "pct")),
+        ("clean accuracy", lambda e: (e.clean_acc, "pct")),
         ("noise", lambda e: (_noise_text(e), "text")),
         ("accuracy drop at the highest frequencies", lambda e: (high_frequency_drop(e), "pct")),
     ])
@@ -241,12 +252,12 @@ def _robustness_body(summary: dict) -> str:
     freqs: list[float] = []
     acc: dict[tuple[str, float], Any] = {}
     for lab in labels:
-        e = sec.get(lab) or {}
-        for f, a in zip(e.get("freqs") or [], e.get("acc") or [], strict=False):
-            if _is_num(f):
-                if float(f) not in freqs:
-                    freqs.append(float(f))
-                acc[(lab, float(f))] = a
+        e = sec[lab]
+        for f, a in zip(e.freqs or (), e.acc or (), strict=False):
+            if f is not None:
+                if f not in freqs:
+                    freqs.append(f)
+                acc[(lab, f)] = a
     freqs.sort()
     rows = [[f"<th>{_e(fmt_number(f, 3))}π</th>"]
             + [_cell(acc.get((lab, f)), "pct") for lab in labels] for f in freqs]
@@ -260,56 +271,81 @@ def _finite(x: Any) -> bool:
     return _is_num(x) and math.isfinite(float(x))
 
 
-def cka_not_applicable(e: dict) -> str:
+def cka_not_applicable(e: CkaEntry) -> str:
     """Why a model's stage CKA comparison cannot be made ("" when it can)."""
-    stages = {str(s) for s in e.get("stages") or []}
-    if len(stages) < 2 or not _finite(e.get("across_stage_mean")):
-        return (f"not applicable: all {len(e.get('names') or [])} blocks are in one stage, "
+    stages = {str(s) for s in e.stages or ()}
+    if len(stages) < 2 or not _finite(e.across_stage_mean):
+        return (f"not applicable: all {len(e.names or ())} blocks are in one stage, "
                 "so there is no across-stage pair")
-    if not _finite(e.get("within_stage_mean")):
+    if not _finite(e.within_stage_mean):
         return "not applicable: no stage holds two blocks, so there is no within-stage pair"
     return ""
 
 
-def _cka_value(e: dict, key: str) -> tuple[Any, str]:
-    """A CKA number of one model, or the reason it does not exist; ``key="diff"``: within −
-    across."""
+def _cka_diff(e: CkaEntry) -> float:
+    """Within- minus across-stage mean CKA (NaN where either is missing)."""
+    w, a = e.within_stage_mean, e.across_stage_mean
+    return math.nan if w is None or a is None else w - a
+
+
+def _cka_value(e: CkaEntry, key: str) -> tuple[Any, str]:
+    """A CKA number of one model (``key``: "within", "across" or "diff", within − across), or
+    the reason it does not exist."""
     why = cka_not_applicable(e)
     if key == "diff":
         return (why, "text") if why else (
-            float(e["within_stage_mean"]) - float(e["across_stage_mean"]), "num")
-    return (why, "text") if why and not _finite(e.get(key)) else (e.get(key), "num")
+            _cka_diff(e), "num")
+    v = e.within_stage_mean if key == "within" else e.across_stage_mean
+    return (why, "text") if why and not _finite(v) else (v, "num")
 
 
-def _cka_body(summary: dict) -> str:
+def _cka_body(summary: Summary) -> str:
     return _by_model_table(summary, "cka", [
-        ("within-stage mean CKA", lambda e: _cka_value(e, "within_stage_mean")),
-        ("across-stage mean CKA", lambda e: _cka_value(e, "across_stage_mean")),
+        ("within-stage mean CKA", lambda e: _cka_value(e, "within")),
+        ("across-stage mean CKA", lambda e: _cka_value(e, "across")),
         ("within − across", lambda e: _cka_value(e, "diff")),
-        ("blocks", lambda e: (len(e.get("names") or []), "num")),
-        ("stages", lambda e: (len({str(s) for s in e.get("stages") or []}), "num")),
+        ("blocks", lambda e: (len(e.names or ()), "num")),
+        ("stages", lambda e: (len({str(s) for s in e.stages or ()}), "num")),
     ])
 
 
-def _lesion_body(summary: dict, claim: Claim | None) -> str:
-    sec = summary.get("lesion")
-    if not isinstance(sec, dict) or not sec:
+def _accuracy_loss(e: LesionEntry, b: Block) -> float | None:
+    """Baseline accuracy minus the accuracy without block ``b`` (None when either is missing)."""
+    if e.baseline_acc is None or b.value is None:
+        return None
+    return e.baseline_acc - b.value
+
+
+def _largest_loss(e: LesionEntry) -> Block | None:
+    """The block whose removal loses the most accuracy (None without measured blocks)."""
+    measured = [b for b in e.blocks or () if _accuracy_loss(e, b) is not None]
+    return max(measured, key=lambda b: _accuracy_loss(e, b) or 0.0) if measured else None
+
+
+def _lesion_body(summary: Summary, claim: Claim | None) -> str:
+    if not summary.lesion:
         return ""
+
+    def largest(e: LesionEntry) -> tuple[Any, str]:
+        b = _largest_loss(e)
+        return (None if b is None else _accuracy_loss(e, b)), "pct"
+
+    def which(e: LesionEntry) -> tuple[Any, str]:
+        b = _largest_loss(e)
+        return (None if b is None else b.name), "text"
     top = _by_model_table(summary, "lesion", [
-        ("baseline accuracy", lambda e: (e.get("baseline_acc"), "pct")),
-        ("largest accuracy loss", lambda e: (max(float(e["baseline_acc"]) - float(b["acc"])
-                                                 for b in e["blocks"]), "pct")),
-        ("block with the largest loss", lambda e: (min(e["blocks"], key=lambda b: b["acc"])
-                                                   ["name"], "text")),
+        ("baseline accuracy", lambda e: (e.baseline_acc, "pct")),
+        ("largest accuracy loss", largest),
+        ("block with the largest loss", which),
     ])
-    drop = ("accuracy loss", lambda e, b: (float(e["baseline_acc"]) - float(b["acc"]), "pct"))
-    return top + _blocks_details(summary, "lesion", "acc", "accuracy", claim, [drop])
+    drop = ("accuracy loss", lambda e, b: (_accuracy_loss(e, b), "pct"))
+    return top + _blocks_details(summary, "lesion", "accuracy", claim, [drop])
 
 
-def timing_text(summary: dict) -> str:
+def timing_text(summary: Summary) -> str:
     """Compute time of the results, this run's wall time, and how many came from the cache."""
-    t = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
-    wall = t.get("wall_time_s", summary.get("wall_time_s"))
+    t = summary.timing
+    wall = t.get("wall_time_s", summary.wall_time_s)
     if not t:
         return f"wall time of this run: {fmt_duration(wall)}" if _is_num(wall) else ""
     n, reused, unknown = t.get("n_results", 0), t.get("n_reused", 0), t.get("n_unknown", 0)
@@ -324,11 +360,10 @@ def timing_text(summary: dict) -> str:
     return text
 
 
-def adapted_text(summary: dict) -> str:
+def adapted_text(summary: Summary) -> str:
     """The quick budget's adaptation to large models (``settings["adapted"]``), one sentence."""
-    st = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
-    adapted = st.get("adapted") if isinstance(st.get("adapted"), dict) else {}
-    if not adapted:
+    adapted = summary.settings.get("adapted")
+    if not isinstance(adapted, Mapping) or not adapted:
         return ""
     what = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in adapted.items()
                      if isinstance(v, (list, tuple)) and len(v) == 2)
@@ -336,15 +371,15 @@ def adapted_text(summary: dict) -> str:
             f"alike): {what}.")
 
 
-def _settings_body(summary: dict) -> str:
+def _settings_body(summary: Summary) -> str:
     parts = []
     if adapted_text(summary):
         parts.append(f"<p><b>{_e(adapted_text(summary))}</b></p>")
-    if isinstance(summary.get("settings"), dict) and summary["settings"]:
-        parts.append("<h3>Effective configuration</h3>" + _kv_table(summary["settings"]))
+    if summary.settings:
+        parts.append("<h3>Effective configuration</h3>" + _kv_table(summary.settings))
     parts.append(loss_statement(summary))
-    if isinstance(summary.get("versions"), dict) and summary["versions"]:
-        parts.append("<h3>Versions</h3>" + _kv_table(summary["versions"]))
+    if summary.versions:
+        parts.append("<h3>Versions</h3>" + _kv_table(summary.versions))
     timing = timing_text(summary)
     if timing:
         parts.append(f"<p><b>Time:</b> {_e(timing)}</p>")
@@ -365,11 +400,10 @@ def render_html(out_dir: str | Path, summary: Summary | Mapping[str, Any],
         "models": _models_body(summary),
         "landscape": _landscape_body(summary),
         "hessian": _hessian_body(summary),
-        "fourier": _blocks_details(summary, "fourier", "dlogA_hf",
-                                   "ΔlogA at the read-out frequency", None,
-                                   [("read at", lambda e, b: (b.get("freq_label"), "text")),
-                                    ("grid", lambda e, b: (b.get("grid"), "text"))]),
-        "variance": _blocks_details(summary, "variance", "variance", "variance", None),
+        "fourier": _blocks_details(summary, "fourier", "ΔlogA at the read-out frequency", None,
+                                   [("read at", lambda e, b: (b.freq_label, "text")),
+                                    ("grid", lambda e, b: (b.grid, "text"))]),
+        "variance": _blocks_details(summary, "variance", "variance", None),
         "robustness": _robustness_body(summary),
         "cka": _cka_body(summary),
         "lesion": _lesion_body(summary, by_id.get("stage-lesion")),
@@ -383,14 +417,13 @@ def render_html(out_dir: str | Path, summary: Summary | Mapping[str, Any],
         content = body + figs if (body or figs) else _missing()
         sections.append(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>')
     known = {k for s in SECTIONS for k in s[3]}
-    other = [rel for k, v in (summary.get("figures") or {}).items() if k not in known
+    other = [rel for k, v in summary.figures.items() if k not in known
              for rel in v or [] if str(rel).lower().endswith(".png")]
     if other:
         sections.append('<section id="other-figures"><h2>Other figures</h2>'
                         + _figures_html(out_dir, summary, [str(r) for r in other]) + "</section>")
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _, _ in SECTIONS)
-    datasets = sorted({str(m.get("dataset")) for m in summary.get("models") or []
-                       if isinstance(m, dict) and m.get("dataset")})
+    datasets = sorted({m.dataset for m in summary.models if m.dataset})
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     timing = timing_text(summary)
     timing_html = f"<p>{_e(timing[:1].upper() + timing[1:])}</p>" if timing else ""
@@ -430,29 +463,23 @@ def format_summary_table(summary: Summary | Mapping[str, Any],
     """Fixed-width text: one row per model with the key numbers, then the claims' verdicts."""
     summary = as_summary(summary)
     labels = _model_labels(summary)
-    models = {str(m.get("label")): m for m in summary.get("models") or [] if isinstance(m, dict)}
-
-    def sec(key: str, lab: str) -> dict:
-        s = summary.get(key)
-        e = s.get(lab) if isinstance(s, dict) else None
-        return e if isinstance(e, dict) else {}
-
     rows = []
     for lab in labels:
-        m, h = models.get(lab, {}), sec("hessian", lab)
-        c = sec("cka", lab)
-        tr = fmt_number(h.get("trace"), 3) if _is_num(h.get("trace")) else "—"
-        if _is_num(h.get("trace")) and _is_num(h.get("trace_se")):
-            tr += f"±{fmt_number(h['trace_se'], 2)}"
-        cka = ("—" if not c else "n/a*" if cka_not_applicable(c) else
-               fmt_number(float(c["within_stage_mean"]) - float(c["across_stage_mean"]), 3))
-        rows.append([lab, str(m.get("family") or "—"), fmt_params(m.get("params")),
-                     fmt_percent(m.get("test_acc")), fmt_number(m.get("test_nll"), 4),
-                     fmt_number(top_eigenvalue(h), 4) if h else "—", tr,
-                     fmt_percent((h.get("spectrum") or {}).get("negative_share")) if h else "—",
-                     fmt_number(sec("surface", lab).get("mean_loss_increase"), 4),
-                     fmt_percent(high_frequency_drop(sec("robustness", lab)))
-                     if sec("robustness", lab) else "—",
+        m = summary.model(lab) or ModelSummary(lab)
+        h, c = summary.hessian.get(lab), summary.cka.get(lab)
+        surf, rob = summary.surface.get(lab), summary.robustness.get(lab)
+        tr = "—"
+        if h is not None and h.trace is not None:
+            tr = fmt_number(h.trace, 3) + (f"±{fmt_number(h.trace_se, 2)}"
+                                           if h.trace_se is not None else "")
+        cka = ("—" if c is None else "n/a*" if cka_not_applicable(c) else
+               fmt_number(_cka_diff(c), 3))
+        rows.append([lab, m.family or "—", fmt_params(m.params),
+                     fmt_percent(m.test_acc), fmt_number(m.test_nll, 4),
+                     fmt_number(top_eigenvalue(h), 4) if h is not None else "—", tr,
+                     fmt_percent(_spectrum(h).negative_share) if h is not None else "—",
+                     fmt_number(surf.mean_loss_increase if surf is not None else None, 4),
+                     fmt_percent(high_frequency_drop(rob)) if rob is not None else "—",
                      cka])
     out = [_text_table(["model", "family", "params", "acc", "NLL", "λmax", "trace",
                         "neg.share", "Δloss", "HF drop", "CKA w−a"], rows)]
@@ -469,7 +496,7 @@ def format_summary_table(summary: Summary | Mapping[str, Any],
     out.append(_text_table(["claim", "verdict", "effect [95% CI] or why", "exact test",
                             "dropped"], crow))
     for lab in labels:
-        why = cka_not_applicable(sec("cka", lab)) if sec("cka", lab) else ""
+        why = cka_not_applicable(summary.cka[lab]) if lab in summary.cka else ""
         if why:
             out[0] += f"\n* CKA w−a of {lab}: {why}"
     timing = timing_text(summary)

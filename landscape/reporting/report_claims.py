@@ -10,10 +10,11 @@ leave-one-out verdicts, the per-block breakdown and every piece of evidence the 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..claims import Claim
+from ..summary import Summary
 from .report_format import _e, _is_num, _table, fmt_number
 
 FAMILY = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN", "": "—"}
@@ -139,26 +140,23 @@ def claims_body(claims: Sequence[Claim], labels: Sequence[str]) -> str:
                          cls="claims")
 
 
-def loss_statement(summary: Mapping[str, Any]) -> str:
+def loss_statement(summary: Summary) -> str:
     """What the loss of the surface and the Hessian was, per model (the paper's fig1 loss:
     NLL + wd·Σ‖p‖₂ on the training transform, wd = 0.05 in the paper's configs), from the
-    sections' ``loss``/``wd``/``augment``; the heading names the wd values actually used."""
+    entries' ``loss``/``wd``/``augment``; the heading names the wd values actually used."""
     rows = []
     wds: set[str] = set()
     for sec in ("surface", "hessian"):
-        s = summary.get(sec)
-        if not isinstance(s, Mapping):
-            continue
-        for lab, e in s.items():
-            if not isinstance(e, Mapping) or not (e.get("loss") or e.get("wd") is not None):
+        for lab, e in summary.entries(sec).items():
+            if not (e.loss or e.wd is not None):
                 continue
-            if _is_num(e.get("wd")):
-                wds.add(fmt_number(float(e["wd"])))
+            if e.wd is not None:
+                wds.add(fmt_number(e.wd))
             rows.append([f"<td>{_e(sec)}</td>", f"<td>{_e(lab)}</td>",
-                         f"<td>{_e(e.get('loss', '—'))}</td>",
-                         f"<td class='num'>{_e(fmt_number(e.get('wd')))}</td>",
-                         f"<td>{_e(e.get('wd_source', '—'))}</td>",
-                         f"<td class='note'>{_e(e.get('transform') or e.get('augment') or '—')}"
+                         f"<td>{_e(e.loss or '—')}</td>",
+                         f"<td class='num'>{_e(fmt_number(e.wd))}</td>",
+                         f"<td>{_e(e.wd_source or '—')}</td>",
+                         f"<td class='note'>{_e(e.transform or e.augment or '—')}"
                          "</td>"])
     if not rows:
         return ""

@@ -11,7 +11,10 @@ import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..summary import Summary
 
 NOT_COMPUTED = "not computed in this run"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -98,34 +101,28 @@ def _missing(what: str = NOT_COMPUTED) -> str:
     return f'<p class="missing">{_e(what)}</p>'
 
 
-def _model_labels(summary: dict) -> list[str]:
-    """Model labels in the order of ``summary["models"]``, then any others seen in sections."""
-    labels = [str(m["label"]) for m in summary.get("models") or []
-              if isinstance(m, dict) and m.get("label") is not None]
-    for key in ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion"):
-        sec = summary.get(key)
-        if isinstance(sec, dict):
-            labels += [str(k) for k in sec if str(k) not in labels]
+def _model_labels(summary: Summary) -> list[str]:
+    """Model labels in the order of ``summary.models``, then any others seen in sections."""
+    labels = summary.labels()
+    for sec in summary.sections.values():
+        labels += [k for k in sec if k not in labels]
     return labels
 
 
-def _by_model_table(summary: dict, key: str, rows: Sequence[tuple[str, Any]]) -> str:
-    """Quantities as rows, models as columns. ``rows``: (name, fn(entry) -> (value, kind))."""
-    sec = summary.get(key)
-    if not isinstance(sec, dict) or not sec:
+def _by_model_table(summary: Summary, key: str, rows: Sequence[tuple[str, Any]]) -> str:
+    """Quantities as rows, models as columns. ``rows``: (name, fn(typed entry) -> (value,
+    kind)); a value that cannot be formed (a field missing) is shown as "—"."""
+    sec = summary.entries(key)
+    if not sec:
         return ""
     labels = [k for k in _model_labels(summary) if k in sec]
     out = []
     for name, fn in rows:
         cells = [f"<th>{_e(name)}</th>"]
         for lab in labels:
-            entry = sec.get(lab)
-            if not isinstance(entry, dict):
-                cells.append(_cell(None))
-                continue
             try:
-                value, kind = fn(entry)
-            except (KeyError, TypeError, ValueError, IndexError):
+                value, kind = fn(sec[lab])
+            except (TypeError, ValueError, IndexError):
                 value, kind = None, "num"
             cells.append(_cell(value, kind))
         out.append(cells)
@@ -180,8 +177,8 @@ def _label_of(rel: str, labels: Sequence[str]) -> str | None:
     return None
 
 
-def _section_figures(summary: dict, keys: Sequence[str]) -> list[str]:
-    figs = summary.get("figures") or {}
+def _section_figures(summary: Summary, keys: Sequence[str]) -> list[str]:
+    figs = summary.figures
     out: list[str] = []
     for k in keys:
         for rel in figs.get(k) or []:
@@ -191,7 +188,7 @@ def _section_figures(summary: dict, keys: Sequence[str]) -> list[str]:
     return out
 
 
-def _figures_html(out_dir: Path, summary: dict, rels: Sequence[str]) -> str:
+def _figures_html(out_dir: Path, summary: Summary, rels: Sequence[str]) -> str:
     """Shared figures first (wide ones at page width); per-model figures in a grid of model
     columns, folded away under the shared figures when there are any."""
     if not rels:
