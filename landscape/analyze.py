@@ -132,21 +132,17 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
     def subset(data: Any, n: int, seed: int) -> Any:
         """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
         (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
-        from .data.loading import subset_indices
-        if not n or n >= len(data):
-            return data.to(device)
-        idx = subset_indices(np.asarray(data.labels.cpu()), n, seed, data.num_classes)
-        return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
-                                   indices=idx, seed=seed).to(device)
+        return data.subset(n, seed).to(device)
 
     sets: dict[str, Any] = {"feat": subset(test, cfg.samples, cfg.seed),
                             "lesion": subset(test, cfg.lesion_samples, cfg.seed),
                             "surface": None, "hessian": None}
     if train is not None:
+        from .analyze_steps import curvature_settings, spectrum_settings
+        from .runners import hessian_pool
         sets["surface"] = subset(train, cfg.surface_samples, cfg.seed)  # as `landscape surface`
-        sets["hessian"] = subset(train, max(cfg.curvature_samples,
-                                            cfg.spectrum_batches * cfg.spectrum_batch_size
-                                            if cfg.spectrum_batches else len(train)), cfg.seed + 2)
+        sets["hessian"] = hessian_pool(train, spectrum_settings(cfg), curvature_settings(cfg),
+                                       cfg.seed).to(device)  # as `landscape hessian`
     return _Inputs(loaded, data_name, sets, subset(test, cfg.eval_samples, cfg.seed), train)
 
 
