@@ -132,7 +132,8 @@ def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
     def subset(data: Any, n: int, seed: int) -> Any:
         """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
         (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
-        return data.subset(n, seed).to(device)
+        from .data import stratified_subset
+        return stratified_subset(data, n, seed).to(device)
 
     sets: dict[str, Any] = {"feat": subset(test, cfg.samples, cfg.seed),
                             "lesion": subset(test, cfg.lesion_samples, cfg.seed),

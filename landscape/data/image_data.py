@@ -71,19 +71,6 @@ class ImageData:
         return self._replace(images=self.images[:n], labels=self.labels[:n],
                              indices=base[:n].copy())
 
-    def subset(self, n: int, seed: int) -> ImageData:
-        """A seeded, class-stratified subset of ``n`` images (the one ``load_dataset(subset=n,
-        seed=seed)`` draws from the whole split); this data itself when ``n`` is 0 or at least
-        its size. Indices are recorded relative to the full split."""
-        from .loading import subset_indices
-        if not n or n >= len(self):
-            return self
-        idx = subset_indices(np.asarray(self.labels.cpu()), int(n), seed, self.num_classes)
-        base = self.indices if self.indices is not None else np.arange(len(self), dtype=np.int64)
-        ii = torch.as_tensor(idx, device=self.images.device)
-        return self._replace(images=self.images[ii], labels=self.labels[ii], indices=base[idx],
-                             seed=int(seed))
-
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
                 drop_last: bool = False) -> Batches:
         """Iterator of ``(x, y)`` mini-batches; with ``shuffle`` the order is a seeded

@@ -33,9 +33,10 @@ def hessian_pool(train: Any, spectrum: SpectrumSettings, curvature: CurvatureSet
     class-stratified subset (seed ``seed + 2``) of ``max(curvature.samples, n_batches *
     batch_size)`` images, or all of ``train`` when ``spectrum.n_batches`` is 0/None (the
     spectrum then covers ``spectrum.subset`` of it)."""
+    from ..data import stratified_subset
     n = (max(curvature.samples, spectrum.n_batches * spectrum.batch_size)
          if spectrum.n_batches else len(train))
-    return train.subset(n, seed + 2)
+    return stratified_subset(train, n, seed + 2)
 
 
 def hessian_key(what: str, data: Any, seed: int, settings: Mapping[str, Any], transform: str,
