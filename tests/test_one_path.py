@@ -100,8 +100,8 @@ def _files(q: str, folder: Path, by: str) -> dict[str, Path]:
         return {"spectrum": folder / "spectrum.h5"}
     if q == "curvature":
         return {"curvature": folder / "curvature.json", "density": folder / "density.h5"}
-    if q == "surface":
-        return {"surface": folder / "surface.h5"}
+    if q == "surface":  # analyze's 3 planes, as the command's
+        return {f"surface{s}": folder / f"surface{s}.h5" for s in ("", "_p1", "_p2")}
     ext = FEATURE_RUNNERS[q][2]
     return {q: folder / (f"{q}_resnet_tiny.{ext}" if by == "command" else f"{q}.{ext}")}
 
@@ -130,10 +130,13 @@ def _numbers(q: str, files: dict[str, Path]) -> dict[str, np.ndarray]:
                                                                     "weights")})
         return out
     if q == "surface":
-        with h5py.File(files["surface"], "r") as f:
-            return {k: np.asarray(f[k]) for k in ("train_loss", "train_acc",
-                                                  "train_loss_l2_paper", "xcoordinates",
-                                                  "ycoordinates")}
+        out = {}
+        for plane, path in files.items():
+            with h5py.File(path, "r") as f:
+                out.update({f"{plane}:{k}": np.asarray(f[k]) for k in (
+                    "train_loss", "train_acc", "train_loss_l2_paper", "xcoordinates",
+                    "ycoordinates")})
+        return out
     from landscape.workflows.features import result_loader
     r = result_loader(q)(files[q])
     keys = {"fourier": ("spectra", "high_frequency", "per_image"),
@@ -151,8 +154,11 @@ def _identity(q: str, files: dict[str, Path]) -> dict:
     if q == "curvature":
         return json.loads(files["curvature"].read_text())["config"]["identity"]["settings"]
     if q == "surface":
-        with h5py.File(files["surface"], "r") as f:
-            return json.loads(f.attrs["key"])
+        keys = {}
+        for plane, path in files.items():
+            with h5py.File(path, "r") as f:
+                keys[plane] = json.loads(f.attrs["key"])
+        return keys
     from landscape.workflows.features import result_loader
     return result_loader(q)(files[q]).config["identity"]["settings"]
 
@@ -191,8 +197,8 @@ def test_command_and_analyze_write_equal_numbers_by_default(q, runs, capsys):
 
 def test_the_defaults_are_the_paper_loss_and_the_quick_budget(runs):
     """What the defaults computed: the checkpoint's training weight decay on augmented images
-    (the paper preset), mini-batches of 16 from the pool analyze draws, Hutch++ alone, a 9 x 9
-    surface."""
+    (the paper preset), mini-batches of 16 from the pool analyze draws, Hutch++ alone, three
+    9 x 9 planes."""
     spec = _identity("spectrum", _files("spectrum", runs("spectrum", "command"), "command"))
     cfg = spec["settings"]
     assert (cfg["wd"], cfg["l2"], cfg["augment"]) == (0.05, "paper", True)
@@ -203,8 +209,9 @@ def test_the_defaults_are_the_paper_loss_and_the_quick_budget(runs):
     meta = json.loads((runs("spectrum", "command") / "hessian_summary.json").read_text())
     assert meta["n_data"] == 32  # max(curvature samples, 2 batches of 16) images
     surf = _numbers("surface", _files("surface", runs("surface", "command"), "command"))
-    assert surf["train_loss"].shape == (9, 9)
-    assert (surf["train_loss_l2_paper"] > surf["train_loss"]).all()  # wd 0.05 > 0
+    assert surf["surface_p2:train_loss"].shape == (9, 9)  # 3 planes of 9 x 9
+    assert (surf["surface:train_loss_l2_paper"] > surf["surface:train_loss"]).all()  # wd 0.05
+    assert not np.array_equal(surf["surface:train_loss"], surf["surface_p1:train_loss"])
 
 
 def test_the_quantities_are_every_runner():
@@ -217,11 +224,11 @@ def test_analyze_verifies_a_stored_surface_as_the_command_does(runs, inputs, cap
     ``analyze`` (it used to be reused as it was), to the numbers first written."""
     d, root, ck = inputs
     raw = runs("surface", "analyze")
-    first = _numbers("surface", {"surface": raw / "surface.h5"})
+    first = _numbers("surface", {"surface": raw / "surface.h5"})["surface:train_loss"]
     with h5py.File(raw / "surface.h5", "r+") as f:
         f["train_loss"][0, 0] = 123.0  # a torn write: done, but the checksum no longer matches
     capsys.readouterr()
     again = _analyze("surface", ck, root, raw.parent.parent)
     assert "does not match the checksum" in capsys.readouterr().err
     np.testing.assert_array_equal(_numbers("surface", {"surface": again / "surface.h5"})[
-        "train_loss"], first["train_loss"])
+        "surface:train_loss"], first)

@@ -31,7 +31,7 @@ PARSER_DEFAULTS = {
         "hutchinson_probes": (S.CurvatureSettings, "hutchinson_probes"),
         "preset": (S.LossSettings, "preset"), "wd": (S.LossSettings, "wd"),
         "augment": (S.LossSettings, "augment"), "paper_loss": (S.LossSettings, "paper_loss")},
-    "surface": {"grid": (S.SurfaceSettings, "grid"), "ygrid": (S.SurfaceSettings, "ygrid"),
+    "surface": {"grid": (S.SurfaceSettings, "grid"), "planes": (S.SurfaceSettings, "planes"),
                 "norm": (S.SurfaceSettings, "norm"), "wd": (S.SurfaceSettings, "wd"),
                 "augment": (S.SurfaceSettings, "augment"),
                 "samples": (S.SurfaceSettings, "samples")},
@@ -59,8 +59,9 @@ def test_command_defaults_come_from_the_settings(command):
     for dest, (cls, name) in PARSER_DEFAULTS[command].items():
         assert dest in defaults, (command, dest)
         assert defaults[dest] == S.default_of(cls, name), (command, dest)
-    if command == "surface":  # analyze's: a 2-D surface on training images
-        assert defaults["ygrid"] and defaults["split"] == "train"
+    if command == "surface":  # analyze's (None: the settings' ygrid, '' with --target)
+        assert defaults["ygrid"] is None and defaults["split"] == "train"
+        assert S.default_of(S.SurfaceSettings, "ygrid") == "-1:1:9"
     if command == "robustness":
         n = S.default_of(S.RobustnessSettings, "freqs")
         assert len(defaults["freqs"]) == n and defaults["freqs"][0] == 0.0

@@ -172,7 +172,7 @@ def test_the_commands_say_which_settings_they_build():
                  ("lesion", "LesionSettings")]:
         assert built[c] == [k, "ImagesSettings"]
     linked = sum(settings_field(a) is not None for _, a, _ in OPTIONS)
-    assert linked >= 50  # hessian 27, surface 6, features 22
+    assert linked >= 50  # hessian 27, surface 7, features 22
 
 
 @pytest.mark.parametrize("item", OPTIONS, ids=[_id(i) for i in OPTIONS])

@@ -13,7 +13,15 @@ def add_parser(sub: Any) -> None:
     from ..settings import SurfaceSettings as SF
     from ..settings import default_of as d
     from ..workflows.surface import DESCRIPTION
-    from .argtypes import grid_spec, nonneg_float, nonneg_int, positive_float, seed_int, ygrid_spec
+    from .argtypes import (
+        grid_spec,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+        seed_int,
+        ygrid_spec,
+    )
     from .common import add_checkpoint_args, add_data_args
     from .options import link, settings_option, uses_settings
 
@@ -32,9 +40,14 @@ def add_parser(sub: Any) -> None:
                     metavar="MIN:MAX:NUM",
                     help=f"x coordinates (np.linspace(MIN, MAX, NUM); default {d(SF, 'grid')})")
     settings_option(p, "--ygrid", "--y", dest="ygrid", settings=SF, field="ygrid", type=ygrid_spec,
-                    metavar="MIN:MAX:NUM",
-                    help=f"y coordinates of a 2-D surface (default {d(SF, 'ygrid')}; none: a 1-D "
-                         "curve)")
+                    metavar="MIN:MAX:NUM", default_doc=f"{d(SF, 'ygrid')}, none with --target",
+                    help=f"y coordinates of a 2-D surface (default {d(SF, 'ygrid')}, as analyze; "
+                         "none: a 1-D curve, the default with --target)")
+    settings_option(p, "--planes", settings=SF, field="planes", type=positive_int,
+                    help="random planes, written to surface.h5, surface_p1.h5, ... with "
+                         "directions.h5, directions_p1.h5, ... (direction seeds --dir-seed + 2i "
+                         "and + 2i + 1, as analyze's surface_planes; --target and --trajectory "
+                         "give one)")
     p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
     g = p.add_argument_group("directions")
     settings_option(g, "--norm", settings=SF, field="norm",
@@ -107,9 +120,10 @@ def run(args: argparse.Namespace) -> int:
     from ..settings import SurfaceSettings
     from ..workflows.surface import SurfaceJob, surface_run
     from .common import input_options
-    settings = SurfaceSettings(grid=args.grid, ygrid=args.ygrid or "", norm=args.norm,
-                               planes=1, augment=bool(args.augment), wd=args.wd,
-                               samples=args.samples)
+    ygrid = args.ygrid if args.ygrid is not None else (
+        "" if args.target else SurfaceSettings.ygrid)
+    settings = SurfaceSettings(grid=args.grid, ygrid=ygrid, norm=args.norm, planes=args.planes,
+                               augment=bool(args.augment), wd=args.wd, samples=args.samples)
     plan = {"batch_size": args.batch_size or None,
             "points_per_pass": args.points_per_pass or None,
             "channels_last": _AUTO[args.channels_last], "fold_bn": _AUTO[args.fold_bn],
