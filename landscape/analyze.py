@@ -97,12 +97,8 @@ class _Inputs:
 def _subset(data: Any, n: int, seed: int, device: Any) -> Any:
     """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
     (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
-    from .data.loading import subset_indices
-    if not n or n >= len(data):
-        return data.to(device)
-    idx = subset_indices(np.asarray(data.labels.cpu()), n, seed, data.num_classes)
-    return dataclasses.replace(data, images=data.images[idx], labels=data.labels[idx],
-                               indices=idx, seed=seed).to(device)
+    from .data import stratified_subset
+    return stratified_subset(data, n, seed).to(device)
 
 
 def _draw_sets(inputs: _Inputs, cfg: AnalyzeConfig) -> _Inputs:
@@ -113,11 +109,11 @@ def _draw_sets(inputs: _Inputs, cfg: AnalyzeConfig) -> _Inputs:
                             "lesion": _subset(test, cfg.lesion_samples, cfg.seed, device),
                             "surface": None, "hessian": None}
     if train is not None:
-        sets["surface"] = _subset(train, cfg.surface_samples, cfg.seed, device)
-        sets["hessian"] = _subset(train, max(cfg.curvature_samples,
-                                             cfg.spectrum_batches * cfg.spectrum_batch_size
-                                             if cfg.spectrum_batches else len(train)),
-                                  cfg.seed + 2, device)
+        from .analyze_steps import curvature_settings, spectrum_settings
+        from .runners import hessian_pool
+        sets["surface"] = _subset(train, cfg.surface_samples, cfg.seed, device)  # as the command
+        sets["hessian"] = hessian_pool(train, spectrum_settings(cfg), curvature_settings(cfg),
+                                       cfg.seed).to(device)  # as `landscape hessian`
     return dataclasses.replace(inputs, sets=sets,
                                eval_set=_subset(test, cfg.eval_samples, cfg.seed, device))
 

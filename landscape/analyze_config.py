@@ -15,7 +15,9 @@ from .settings import (
     CKASettings,
     CurvatureSettings,
     FourierSettings,
+    ImagesSettings,
     LesionSettings,
+    LossSettings,
     RobustnessSettings,
     SpectrumSettings,
     SurfaceSettings,
@@ -30,6 +32,8 @@ ANALYSES = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "l
 #: The keys of :class:`AnalyzeConfig` that are a field of one quantity's settings class
 #: (:mod:`landscape.settings`): their default and validation come from there, nowhere else.
 FROM_SETTINGS: dict[str, tuple[type, str]] = {
+    "samples": (ImagesSettings, "samples"),
+    "batch_size": (ImagesSettings, "batch_size"),
     "fourier_readout": (FourierSettings, "readout"),
     "robustness_freqs": (RobustnessSettings, "freqs"),
     "robustness_protocol": (RobustnessSettings, "protocol"),
@@ -44,11 +48,17 @@ FROM_SETTINGS: dict[str, tuple[type, str]] = {
     "surface_planes": (SurfaceSettings, "planes"),
     "surface_norm": (SurfaceSettings, "norm"),
     "surface_plan": (SurfaceSettings, "plan"),
+    "surface_samples": (SurfaceSettings, "samples"),
+    "surface_augment": (SurfaceSettings, "augment"),
+    "surface_wd": (SurfaceSettings, "wd"),
+    "paper_loss": (LossSettings, "paper_loss"),
+    "spectrum_batches": (SpectrumSettings, "n_batches"),
     "spectrum_batch_size": (SpectrumSettings, "batch_size"),
     "top_k": (SpectrumSettings, "k"),
     "lanczos_tol": (SpectrumSettings, "tol"),
     "lanczos_max_iter": (SpectrumSettings, "max_iter"),
     "hessian_mode": (SpectrumSettings, "mode"),
+    "hessian_wd": (LossSettings, "wd"),
     "curvature_samples": (CurvatureSettings, "samples"),
     "curvature_batch_size": (CurvatureSettings, "batch_size"),
     "trace_products": (CurvatureSettings, "trace_products"),
@@ -76,8 +86,8 @@ class AnalyzeConfig:
     device: str = "auto"
     eval_samples: int = 2000            # test images for accuracy/NLL
     # feature-map analyses (test images)
-    samples: int = 500
-    batch_size: int = 250
+    samples: int = _d("samples")
+    batch_size: int = _d("batch_size")
     fourier_readout: str = _d("fourier_readout")
     fourier_min_freq: float | None = None  # claims: lowest read-out (units of π); None: 3π/4
     robustness_freqs: int = _d("robustness_freqs")
@@ -90,27 +100,27 @@ class AnalyzeConfig:
     lesion_samples: int = _d("lesion_samples")
     # loss surface (training images, BN in eval mode). The paper's losslandscape.ipynb: NLL +
     # wd * sum_p ||p||_2 on augmented training images; a fixed, seeded augmented copy here.
-    surface_samples: int = 500
+    surface_samples: int = _d("surface_samples")
     surface_grid: str = _d("surface_grid")
     surface_ygrid: str = _d("surface_ygrid")
     surface_radius: float = 1.0         # the plotted half-width of the first plane
     surface_radii: str = _d("surface_radii")
     surface_planes: int = _d("surface_planes")
     surface_norm: str = _d("surface_norm")
-    surface_augment: bool = LOSS_PRESETS["paper"]["augment"]
-    surface_wd: float | None = LOSS_PRESETS["paper"]["wd"]  # None: the training weight decay
+    surface_augment: bool = _d("surface_augment")
+    surface_wd: float | None = _d("surface_wd")  # None: the training weight decay
     surface_plan: str = _d("surface_plan")
     # surface and Hessian on the paper's training transform: Mixup/CutMix + label smoothing,
     # soft-target NLL (landscape.paper_loss); the paper budget also sets both wd to 0.05
-    paper_loss: bool = False
-    # Hessian (training images)
-    spectrum_batches: int = 16
+    paper_loss: bool = _d("paper_loss")
+    # Hessian (training images); the loss: the paper preset (LossSettings' default)
+    spectrum_batches: int = _d("spectrum_batches")
     spectrum_batch_size: int = _d("spectrum_batch_size")
     top_k: int = _d("top_k")
     lanczos_tol: float = _d("lanczos_tol")
     lanczos_max_iter: int = _d("lanczos_max_iter")
     hessian_mode: str = _d("hessian_mode")
-    hessian_wd: float | None = LOSS_PRESETS["paper"]["wd"]  # None: the training weight decay
+    hessian_wd: float | None = _d("hessian_wd")  # None: the training weight decay
     hessian_augment: bool = LOSS_PRESETS["paper"]["augment"]
     curvature_samples: int = _d("curvature_samples")
     curvature_batch_size: int = _d("curvature_batch_size")
@@ -122,9 +132,10 @@ class AnalyzeConfig:
         return dataclasses.asdict(self)
 
 
-#: Budgets: what differs from the settings' defaults. quick is the CPU demo's.
+#: Budgets: what differs from the settings' defaults. quick, the CPU demo's, is the settings'
+#: defaults themselves (so every command computes by default what `analyze` computes).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "quick": dict(surface_grid="-1:1:9", surface_ygrid="-1:1:9", robustness_freqs=6),
+    "quick": {},
     "standard": dict(eval_samples=0, samples=2000, lesion_samples=5000, surface_samples=2000,
                      surface_grid="-1:1:21", surface_ygrid="-1:1:21", spectrum_batches=100,
                      curvature_samples=1024, trace_products=99, density_probes=4,
@@ -211,11 +222,7 @@ def _allowed(hint: Any) -> tuple[type, ...]:
 #: (tests/test_set_zero.py runs every numeric key at 0).
 _ALL = " (0 = all images)"
 LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
-    "seed": (0, False, ""), "eval_samples": (0, False, _ALL), "samples": (0, False, _ALL),
-    "surface_samples": (0, False, _ALL),
-    "spectrum_batches": (0, False, " (0 = every batch of the subset)"),
-    "batch_size": (1, False, ""), "surface_radius": (0, True, ""),
-    "surface_wd": (0, False, ""), "hessian_wd": (0, False, ""),
+    "seed": (0, False, ""), "eval_samples": (0, False, _ALL), "surface_radius": (0, True, ""),
 }
 #: Closed ranges of budget settings whose meaning bounds them from above too.
 RANGES: dict[str, tuple[float, float]] = {"fourier_min_freq": (0.0, 1.0),

@@ -1,15 +1,14 @@
 """The steps of ``landscape analyze``: one step per analysis (raw result, reused?, figures),
 the figures comparing models, and the summary numbers the report and the claims read.
 
-The surface and the feature analyses are computed by their runners (:mod:`landscape.runners`,
+Every analysis is computed by its runner (:mod:`landscape.runners`,
 the ones the commands call) from settings objects built from the budget
-(:func:`surface_settings`, :func:`feature_settings`), through the analysis cache of
-:mod:`landscape.analyze`; the Hessian step still builds its own settings here.
+(:func:`surface_settings`, :func:`feature_settings`, :func:`spectrum_settings`,
+:func:`curvature_settings`, :func:`loss_settings`), through the analysis cache of
+:mod:`landscape.analyze`.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,10 +17,7 @@ from typing import Any
 import numpy as np
 
 from .analyze_config import AnalyzeConfig
-from .checkpoint_info import l2_and_augment
 from .errors import LandscapeError
-from .provenance import read_json, write_json
-from .settings import check_memory
 
 
 def _say(progress: bool, text: str) -> None:
@@ -33,76 +29,59 @@ def _say(progress: bool, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # one runner per analysis: (result, reused, {section: [figure files]})
 # ---------------------------------------------------------------------------------------------
-def curvature_settings(cfg: AnalyzeConfig, wd: float, l2: str = "paper") -> Any:
-    """The :class:`~landscape.curvature.estimates.CurvatureSettings` of ``cfg`` (one operator
-    averaged over ``curvature_samples`` images), with weight decay ``wd``."""
-    from .curvature.estimates import CurvatureSettings
+def spectrum_settings(cfg: AnalyzeConfig) -> Any:
+    """The :class:`~landscape.settings.SpectrumSettings` of ``cfg`` (the loss's fields are the
+    runner's, from :func:`loss_settings`)."""
+    from .settings import SpectrumSettings
+    return SpectrumSettings(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
+                            n_batches=cfg.spectrum_batches, seed=cfg.seed, tol=cfg.lanczos_tol,
+                            max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
+
+
+def curvature_settings(cfg: AnalyzeConfig) -> Any:
+    """The :class:`~landscape.settings.CurvatureSettings` of ``cfg`` (one operator averaged
+    over ``curvature_samples`` images; its eigenvalues, tolerance, cap and product mode are the
+    spectrum's ``top_k``, ``lanczos_tol``, ``lanczos_max_iter``, ``hessian_mode``)."""
+    from .settings import CurvatureSettings
     return CurvatureSettings(
-        samples=cfg.curvature_samples, batch_size=cfg.curvature_batch_size, seed=cfg.seed, wd=wd,
-        l2=l2, mode=cfg.hessian_mode, top_k=cfg.top_k, lanczos_tol=cfg.lanczos_tol,
+        samples=cfg.curvature_samples, batch_size=cfg.curvature_batch_size, seed=cfg.seed,
+        mode=cfg.hessian_mode, top_k=cfg.top_k, lanczos_tol=cfg.lanczos_tol,
         lanczos_max_iter=cfg.lanczos_max_iter, trace_products=cfg.trace_products,
         density_probes=cfg.density_probes, density_steps=cfg.density_steps)
 
 
+def loss_settings(cfg: AnalyzeConfig) -> Any:
+    """The :class:`~landscape.settings.LossSettings` of the Hessian step: the paper preset with
+    ``hessian_wd`` (None: the training weight decay), ``hessian_augment`` and ``paper_loss``."""
+    from .settings import LossSettings
+    return LossSettings(preset="paper", wd=cfg.hessian_wd, augment=cfg.hessian_augment,
+                        paper_loss=cfg.paper_loss)
+
+
 def _run_hessian(net, label, cfg, cache, key, sets, fig_dir, progress, info=None, tag=""):
     """Spectrum (mini-batches sharded over torchrun ranks) and curvature of the averaged loss
-    (its batches sharded); every rank calls this, the writer alone writes and plots."""
+    (its batches sharded) through the Hessian runners (:func:`landscape.runners.run_spectrum`,
+    :func:`~landscape.runners.run_curvature`, the ones ``landscape hessian`` calls); every rank
+    calls this, the writer alone writes and plots."""
     from . import distributed as D
-    from .curvature.estimates import curvature_estimates
-    from .curvature.results import DensityResult
-    from .paper_loss import paper_loss_data
     from .reporting.plots.hessian import plot_slq_density
-    from .spectrum import SpectrumConfig, SpectrumResult, max_eigenvalue_spectrum
-    pool = sets["hessian"]
-    wd, augment, recipe = l2_and_augment(cfg.hessian_wd, cfg.hessian_augment, info, pool)
-    images, labels, augment, transform = paper_loss_data(cfg.paper_loss, pool, augment, cfg.seed,
-                                                         wd=wd)
-    scfg = SpectrumConfig(k=cfg.top_k, batch_size=cfg.spectrum_batch_size,
-                          n_batches=cfg.spectrum_batches or None,
-                          subset=SpectrumConfig.subset, seed=cfg.seed,
-                          wd=wd, l2="paper", augment=augment is not None, tol=cfg.lanczos_tol,
-                          max_iter=cfg.lanczos_max_iter, mode=cfg.hessian_mode)
-    n_params = sum(p.numel() for p in net.parameters())
-    check_memory(scfg, n_params, {"k": "setting top_k"})
-    cs = curvature_settings(cfg, wd)
-    check_memory(cs, n_params, {k: f"setting {k}" for k in ("top_k", "trace_products",
-                                                              "density_probes")})
-    skey = {**key, "spectrum": scfg.to_dict(), "n_pool": len(pool), "augment": transform}
-    spec, r1 = cache.get("spectrum.h5", skey, lambda p: max_eigenvalue_spectrum(
-        net, images, labels, scfg, out=p, augment=augment, progress=progress),
-        SpectrumResult.load, collective=True, resumable=True)
-
-    with_density = cs.density_probes > 0
-
-    def curvature(p: Path) -> dict[str, Any]:
-        res, dens, op_config = curvature_estimates(
-            net, images, labels, cs, augment=augment, distributed=True,
-            say=lambda what: _say(progress and D.is_writer(), f"{tag} {what}"))
-        res.update(wd=wd, l2=cs.l2, augment=transform, density=dens is not None)
-        if D.is_writer():
-            dens_file = p.with_name("density.h5")
-            if dens is not None:
-                dens.save(dens_file, config=json.dumps(op_config, default=str))
-            else:  # density_probes = 0: no density, and none of an earlier run left to be drawn
-                dens_file.unlink(missing_ok=True)
-            write_json(p, res)
-        return res
-
-    def load_curvature(p: Path) -> dict[str, Any]:
-        if with_density:
-            DensityResult.load(p.with_name("density.h5"))  # a torn file fails here, named
-        return read_json(p)
-
-    ckey = {**key, "curvature": dataclasses.asdict(cs), "augment": transform}
-    curv, r2 = cache.get("curvature.json", ckey, curvature, load_curvature,
-                         companions=("density.h5",) if with_density else (), collective=True)
+    from .runners import resolve_loss, run_curvature, run_spectrum
+    from .settings import check_memory
+    pool, loss, cs = sets["hessian"], loss_settings(cfg), curvature_settings(cfg)
+    names = {k: f"setting {k}" for k in ("top_k", "trace_products", "density_probes")}
+    check_memory(cs, sum(p.numel() for p in net.parameters()), names)  # before any work
+    lo = resolve_loss(loss, info, pool, cfg.seed)  # once for both runners
+    spec = run_spectrum(net, pool, spectrum_settings(cfg), cache, info=info, loss=loss,
+                        resolved=lo, names={"k": "setting top_k"}, progress=progress)
+    curv = run_curvature(net, pool, cs, cache, info=info, loss=loss, resolved=lo, names=names,
+                         say=lambda what: _say(progress and D.is_writer(), f"{tag} {what}"))
     files = []
-    if with_density and D.is_writer():
-        files = plot_slq_density(cache.folder / "density.h5",
-                                 fig_dir / "hessian" / label / "density", title=label)
-    return {"spectrum": spec, "curvature": curv, "spectrum_file": cache.folder / "spectrum.h5",
-            "wd": wd, "augment": transform, "recipe_source": recipe["source"]}, \
-        r1 and r2, {"hessian": files}
+    if curv.extra["density"] is not None and D.is_writer():
+        files = plot_slq_density(curv.extra["density"], fig_dir / "hessian" / label / "density",
+                                 title=label)
+    return {"spectrum": spec.result, "curvature": curv.result, "spectrum_file": spec.file,
+            "wd": lo.wd, "augment": lo.transform, "recipe_source": lo.recipe_source}, \
+        spec.reused and curv.reused, {"hessian": files}
 
 
 def surface_plan(text: str) -> dict[str, Any]:
@@ -165,7 +144,7 @@ def surface_settings(cfg: AnalyzeConfig) -> Any:
     return SurfaceSettings(grid=cfg.surface_grid, ygrid=cfg.surface_ygrid, norm=cfg.surface_norm,
                            planes=max(1, cfg.surface_planes), radii=cfg.surface_radii,
                            augment=cfg.surface_augment, wd=cfg.surface_wd,
-                           plan=cfg.surface_plan)
+                           plan=cfg.surface_plan, samples=cfg.surface_samples)
 
 
 def feature_settings(analysis: str, cfg: AnalyzeConfig) -> Any:

@@ -334,7 +334,9 @@ class ResultFolder:
         what = name.split("_")[0].split(".")[0]
         with resume_guard(path, f"{what} result", self.remedy):
             stored = load(path)
-            old = (getattr(stored, "config", None) or {}).get("identity")
+            cfg = stored.get("config") if isinstance(stored, Mapping) else getattr(
+                stored, "config", None)  # a JSON result records it under "config" too
+            old = (cfg or {}).get("identity")
         check(path, f"a {what} result", old, self.identity(settings), self.remedy)
         return stored, True
 

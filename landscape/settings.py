@@ -7,11 +7,13 @@ commands take their argparse defaults from these classes (``default_of``), ``lan
 builds them from its budget (:mod:`landscape.analyze_config`), and result files record their
 ``to_dict()``. Torch-free, so ``--help`` needs no heavy import.
 
-Where ``landscape hessian`` and ``landscape analyze`` compute a quantity differently it is one
-named preset (:data:`SPECTRUM_PRESETS`): ``plain`` (the Hessian of the NLL on the images as
-given) and ``paper`` (the paper's loss: NLL + wd * sum_p ||p||_2 with the checkpoint's training
-weight decay, on augmented images, as ``losslandscape.ipynb`` and the spectrum code of
-xxxnell/how-do-vits-work do).
+``landscape analyze``'s default budget is these defaults, so every command computes by default
+what ``analyze`` does. The loss of the spectrum and curvature is a named preset
+(:data:`LOSS_PRESETS`, chosen by :class:`LossSettings`): ``paper`` by default (the paper's
+loss: NLL + wd * sum_p ||p||_2 with the checkpoint's training weight decay, on augmented
+images, as ``losslandscape.ipynb`` and the spectrum code of xxxnell/how-do-vits-work do), or
+``plain`` (the Hessian of the NLL on the images as given); the surface's ``wd``/``augment``
+defaults are the paper preset's too.
 """
 from __future__ import annotations
 
@@ -165,8 +167,8 @@ class SpectrumSettings(Settings):
                          choices=("LM", "LA", "SA"))
     batch_size: int = setting(16, "images per mini-batch (the paper: 16)", minimum=1,
                              maximum=MAX_IMAGES)
-    n_batches: int | None = setting(None, "mini-batches (None: subset * N / batch_size)",
-                                    minimum=1, maximum=MAX_IMAGES)
+    n_batches: int | None = setting(16, "mini-batches (0 or None: subset * N / batch_size, the "
+                                    "paper's budget)", minimum=0, maximum=MAX_IMAGES)
     subset: float = setting(0.1, "fraction of the data the batches cover when n_batches is None",
                             minimum=0.0, maximum=1.0)
     seed: int = setting(0, "batches, augmentation and start vectors", minimum=0,
@@ -212,6 +214,38 @@ SPECTRUM_PRESETS = LOSS_PRESETS
 
 
 @dataclass(frozen=True)
+class LossSettings(Settings):
+    """The loss whose curvature the spectrum and the curvature estimates take: a named preset
+    (:data:`LOSS_PRESETS`; ``paper``, as ``landscape analyze``, by default) and what overrides
+    it. Resolved for one checkpoint by :func:`landscape.runners.loss.resolve_loss`."""
+
+    QUANTITY: ClassVar[str] = "loss"
+    preset: str = setting("paper", "plain = NLL on the images as given (wd 0, half L2, no "
+                          "augmentation); paper = NLL + wd * sum_p ||p||_2 with the "
+                          "checkpoint's training weight decay, on augmented images",
+                          choices=tuple(LOSS_PRESETS))
+    wd: float | None = setting(None, "L2 weight decay (None: the preset's; paper: the "
+                               "checkpoint's training weight decay, 0 when unknown)", minimum=0.0)
+    l2: str = setting("", "L2 convention ('': the preset's; see SpectrumSettings.l2)",
+                      choices=("", "half", "paper"))
+    augment: bool | None = setting(None, "pad-and-crop + flip each batch (None: the preset's)")
+    paper_loss: bool = setting(False, "the paper's training transform (Mixup/CutMix, label "
+                               "smoothing, soft-target NLL; landscape.paper_loss)")
+
+
+@dataclass(frozen=True)
+class ImagesSettings(Settings):
+    """The test images the feature analyses (Fourier, variance, robustness, CKA, lesion) run
+    the model on: how many (a seeded, class-stratified subset) and the forward batch size."""
+
+    QUANTITY: ClassVar[str] = "images"
+    samples: int = setting(500, "test images (a seeded stratified subset; 0: all)", minimum=0,
+                           maximum=MAX_IMAGES)
+    batch_size: int = setting(250, "images per forward pass (robustness: also per noise draw)",
+                              minimum=1, maximum=MAX_IMAGES)
+
+
+@dataclass(frozen=True)
 class CurvatureSettings(Settings):
     """Extreme eigenvalues, Hutch++/Hutchinson trace and SLQ density of the loss averaged over
     ``samples`` images. 0 products/probes/k: that estimate is not taken."""
@@ -227,7 +261,7 @@ class CurvatureSettings(Settings):
     l2: str = setting("half", "L2 convention (see SpectrumSettings.l2)", choices=("half", "paper"))
     mode: str = setting("auto", "Hessian-vector product mode (as SpectrumSettings.mode)",
                         choices=("auto", "double_backward", "forward_over_reverse"))
-    top_k: int = setting(0, "top (LM) and bottom (SA) eigenvalues (0: none)", minimum=0,
+    top_k: int = setting(5, "top (LM) and bottom (SA) eigenvalues (0: none)", minimum=0,
                          maximum=MAX_EIGENVALUES)
     lanczos_tol: float = setting(1e-3, "Ritz residual <= tol * |eigenvalue|", minimum=0.0)
     lanczos_max_iter: int | None = setting(100, "cap on products per eigen-problem", minimum=1,
@@ -251,16 +285,21 @@ class SurfaceSettings(Settings):
     """A filter-normalized random-plane loss surface (Li et al.; the paper's Fig. 1)."""
 
     QUANTITY: ClassVar[str] = "surface"
-    grid: str = setting("-1:1:21", "x coordinates MIN:MAX:NUM")
-    ygrid: str = setting("", "y coordinates MIN:MAX:NUM ('': a 1-D curve)")
+    grid: str = setting("-1:1:9", "x coordinates MIN:MAX:NUM")
+    ygrid: str = setting("-1:1:9", "y coordinates MIN:MAX:NUM ('': a 1-D curve)")
     norm: str = setting("filter", "direction normalization (filter: Li et al.; hdvw: the paper "
                         "code's dim-0)", choices=("filter", "hdvw", "layer", "model", "none"))
     planes: int = setting(3, "random planes per model (direction seeds differ)", minimum=1,
                          maximum=MAX_PLANES)
     radii: str = setting("0.25,0.5,0.75,1.0", "sharpness read at these radii")
-    augment: bool = setting(False, "the training transform (pad-crop + flip), fixed seed")
-    wd: float | None = setting(0.0, "L2 weight decay (None: the checkpoint's training wd)",
+    augment: bool = setting(LOSS_PRESETS["paper"]["augment"],
+                            "the training transform (pad-crop + flip), fixed seed")
+    wd: float | None = setting(LOSS_PRESETS["paper"]["wd"],
+                               "L2 weight decay (None: the checkpoint's training wd)",
                                minimum=0.0)
+    samples: int = setting(500, "training images the loss is averaged over (a seeded "
+                           "stratified subset; 0: all); the caller selects them", minimum=0,
+                           maximum=MAX_IMAGES)
     plan: str = setting("", "'' = measured per file, or KEY=VALUE,... pinned plan keys")
 
 
@@ -302,7 +341,7 @@ class RobustnessSettings(Settings):
     protocol: str = setting("paper", "paper: FreqAttack square band, eps * sign noise; radial: "
                             "radial band, fixed L2 norm per image",
                             choices=tuple(ROBUSTNESS_PROTOCOLS))
-    freqs: int = setting(11, "noise frequencies evenly in [0, 1] (units of pi)", minimum=1,
+    freqs: int = setting(6, "noise frequencies evenly in [0, 1] (units of pi)", minimum=1,
                         maximum=MAX_FREQS)
     eps: float = setting(0.5, "paper protocol: sign-noise amplitude (normalized pixels)",
                          minimum=0.0)
@@ -335,10 +374,11 @@ class LesionSettings(Settings):
 
 SETTINGS: dict[str, type] = {c.QUANTITY: c for c in (
     SpectrumSettings, CurvatureSettings, SurfaceSettings, FourierSettings, VarianceSettings,
-    RobustnessSettings, CKASettings, LesionSettings)}
+    RobustnessSettings, CKASettings, LesionSettings, LossSettings, ImagesSettings)}
 
 __all__ = ["CKASettings", "CONFIRM_STEPS", "CurvatureSettings", "FourierSettings",
-           "LOSS_PRESETS", "LesionSettings", "ROBUSTNESS_PROTOCOLS", "RobustnessSettings",
+           "ImagesSettings", "LOSS_PRESETS", "LesionSettings", "LossSettings",
+           "ROBUSTNESS_PROTOCOLS", "RobustnessSettings",
            "SETTINGS", "SPECTRUM_PRESETS", "Settings", "SpectrumSettings", "SurfaceSettings",
            "VarianceSettings", "check_memory", "check_number", "check_value", "default_of",
            "memory_needed", "setting"]

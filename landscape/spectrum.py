@@ -181,8 +181,8 @@ def spectrum_batches(n_data: int, batch_size: int = SpectrumSettings.batch_size,
                      subset: float = SpectrumSettings.subset,
                      seed: int = SpectrumSettings.seed) -> np.ndarray:
     """Sample indices (n_batches, batch_size): a seeded permutation of the data cut into batches;
-    ``n_batches`` defaults to ``floor(subset * n_data / batch_size)``."""
-    if n_batches is None:
+    ``n_batches`` 0 or None: ``floor(subset * n_data / batch_size)``."""
+    if not n_batches:
         if not 0 < subset <= 1:
             raise LandscapeError(f"subset must be in (0, 1], got {subset}")
         n_batches = int(subset * n_data) // batch_size

@@ -153,11 +153,12 @@ def test_hessian_trace_equals_analyze_trace(tmp_path):
     assert main(["hessian", str(ck), *common, "--samples", "0", "--batch-size", "8",
                  "--batches", "1", "--top-k", "1", "--max-iter", "4", "--trace", "--probes", "6",
                  "--curvature-samples", "16", "--curvature-batch-size", "8",
-                 "--mode", "double_backward", "--out", str(tmp_path / "h")]) == 0
+                 "--curvature-top-k", "1", "--mode", "double_backward",
+                 "--out", str(tmp_path / "h")]) == 0
     sets = ["spectrum_batches=1", "spectrum_batch_size=8", "top_k=1", "lanczos_max_iter=4",
             "curvature_samples=16", "curvature_batch_size=8", "trace_products=6",
-            "density_probes=1", "density_steps=3", "hessian_wd=0.0", "hessian_augment=false",
-            "hessian_mode=\"double_backward\"", "eval_samples=10"]
+            "density_probes=1", "density_steps=3", "hessian_mode=\"double_backward\"",
+            "eval_samples=10"]
     assert main(["analyze", str(ck), *common, "--only", "hessian", "--out", str(tmp_path / "a"),
                  *[a for s in sets for a in ("--set", s)]]) == 0
     cli = json.loads((tmp_path / "h" / "hessian_summary.json").read_text())["trace"]

@@ -11,6 +11,8 @@ from landscape.cli import build_parser
 from landscape.errors import LandscapeError
 
 # command -> {option dest: (settings class, field)}
+IMAGES = {"samples": (S.ImagesSettings, "samples"),
+          "batch_size": (S.ImagesSettings, "batch_size")}
 PARSER_DEFAULTS = {
     "hessian": {
         "top_k": (S.SpectrumSettings, "k"), "which": (S.SpectrumSettings, "which"),
@@ -24,13 +26,23 @@ PARSER_DEFAULTS = {
         "probes": (S.CurvatureSettings, "trace_products"),
         "slq_probes": (S.CurvatureSettings, "density_probes"),
         "slq_steps": (S.CurvatureSettings, "density_steps"),
-        "sigma": (S.CurvatureSettings, "sigma")},
-    "surface": {"grid": (S.SurfaceSettings, "grid"), "norm": (S.SurfaceSettings, "norm"),
-                "wd": (S.SurfaceSettings, "wd"), "augment": (S.SurfaceSettings, "augment")},
-    "fourier": {"eps": (S.FourierSettings, "eps")},
-    "variance": {"ddof": (S.VarianceSettings, "ddof")},
-    "robustness": {"protocol": (S.RobustnessSettings, "protocol")},
-    "cka": {"estimator": (S.CKASettings, "estimator")},
+        "sigma": (S.CurvatureSettings, "sigma"),
+        "curvature_top_k": (S.CurvatureSettings, "top_k"),
+        "hutchinson_probes": (S.CurvatureSettings, "hutchinson_probes"),
+        "preset": (S.LossSettings, "preset"), "wd": (S.LossSettings, "wd"),
+        "augment": (S.LossSettings, "augment"), "paper_loss": (S.LossSettings, "paper_loss")},
+    "surface": {"grid": (S.SurfaceSettings, "grid"), "planes": (S.SurfaceSettings, "planes"),
+                "norm": (S.SurfaceSettings, "norm"), "wd": (S.SurfaceSettings, "wd"),
+                "augment": (S.SurfaceSettings, "augment"),
+                "samples": (S.SurfaceSettings, "samples")},
+    "fourier": {"eps": (S.FourierSettings, "eps"), **IMAGES},
+    "variance": {"ddof": (S.VarianceSettings, "ddof"), **IMAGES},
+    "robustness": {"protocol": (S.RobustnessSettings, "protocol"), **IMAGES},
+    "cka": {"estimator": (S.CKASettings, "estimator"),
+            "batch_size": (S.CKASettings, "batch_size"),
+            "samples": (S.ImagesSettings, "samples")},
+    "lesion": {"samples": (S.LesionSettings, "samples"),
+               "batch_size": (S.ImagesSettings, "batch_size")},
 }
 
 
@@ -47,8 +59,9 @@ def test_command_defaults_come_from_the_settings(command):
     for dest, (cls, name) in PARSER_DEFAULTS[command].items():
         assert dest in defaults, (command, dest)
         assert defaults[dest] == S.default_of(cls, name), (command, dest)
-    if command == "surface":  # '' in the settings is argparse's None: a 1-D curve
-        assert defaults["ygrid"] is None and S.default_of(S.SurfaceSettings, "ygrid") == ""
+    if command == "surface":  # analyze's (None: the settings' ygrid, '' with --target)
+        assert defaults["ygrid"] is None and defaults["split"] == "train"
+        assert S.default_of(S.SurfaceSettings, "ygrid") == "-1:1:9"
     if command == "robustness":
         n = S.default_of(S.RobustnessSettings, "freqs")
         assert len(defaults["freqs"]) == n and defaults["freqs"][0] == 0.0
@@ -59,11 +72,17 @@ def test_analyze_defaults_come_from_the_settings():
     cfg = AnalyzeConfig()
     for key, (cls, name) in FROM_SETTINGS.items():
         assert getattr(cfg, key) == S.default_of(cls, name), key
-    # the loss is the paper preset in analyze, the plain one in the commands
+    # the loss is the paper preset in analyze and in the commands alike
     assert (cfg.hessian_wd, cfg.hessian_augment) == (S.LOSS_PRESETS["paper"]["wd"],
                                                      S.LOSS_PRESETS["paper"]["augment"])
-    assert S.default_of(S.SpectrumSettings, "augment") is False
-    assert "paper" in _subparsers()["hessian"].format_help()  # the preset is in --help
+    assert S.default_of(S.LossSettings, "preset") == "paper"
+    assert _subparsers()["hessian"].get_default("preset") == "paper"
+    assert (cfg.surface_wd, cfg.surface_augment) == (None, True)
+    assert S.default_of(S.SpectrumSettings, "augment") is False  # resolved from the loss
+    # the quick budget (analyze's default) is the settings' defaults: the commands' defaults
+    from landscape.analyze_config import BUDGETS
+    assert BUDGETS["quick"] == {} and make_config("quick") == AnalyzeConfig()
+    assert (cfg.samples, cfg.batch_size, cfg.spectrum_batches) == (500, 250, 16)
 
 
 @pytest.mark.parametrize("cls", list(S.SETTINGS.values()), ids=list(S.SETTINGS))

@@ -29,6 +29,7 @@ MODULE_SETTINGS: dict[str, tuple[type, ...]] = {
     "landscape.features.robustness": (S.RobustnessSettings,),
     "landscape.features.similarity": (S.CKASettings,),
     "landscape.features.lesion": (S.LesionSettings,),
+    "landscape.runners": (S.ImagesSettings,),
 }
 
 #: (function, parameter) named like a field but meaning another thing, with the reason.
@@ -45,6 +46,9 @@ NOT_THE_FIELD: dict[tuple[str, str], str] = {
         "how the reference differentiates (func/autograd), not the eigen solver",
     ("landscape.surface.evaluate.SurfaceEvaluator.prepare", "plan"):
         "a resolved Plan object (None: measure), not the plan's KEY=VALUE string",
+    ("landscape.surface.compute.compute_surface", "wd"):
+        "the resolved L2 factor (a number); the settings' None (the checkpoint's training "
+        "weight decay) is resolved by the surface runner (landscape.runners.loss)",
     ("landscape.features.lesion.lesion_study", "samples"):
         "None: every image of the data given; the command and analyze subset the data to "
         "LesionSettings.samples before calling it",
@@ -161,13 +165,14 @@ def _id(item):
 
 def test_the_commands_say_which_settings_they_build():
     built = {c: [k.__name__ for k in getattr(p, "settings_classes", ())] for c, p in _commands()}
-    assert built["hessian"] == ["SpectrumSettings", "CurvatureSettings"]
-    for c, k in [("surface", "SurfaceSettings"), ("fourier", "FourierSettings"),
-                 ("variance", "VarianceSettings"), ("robustness", "RobustnessSettings"),
-                 ("cka", "CKASettings"), ("lesion", "LesionSettings")]:
-        assert built[c] == [k]
+    assert built["hessian"] == ["SpectrumSettings", "CurvatureSettings", "LossSettings"]
+    assert built["surface"] == ["SurfaceSettings"]
+    for c, k in [("fourier", "FourierSettings"), ("variance", "VarianceSettings"),
+                 ("robustness", "RobustnessSettings"), ("cka", "CKASettings"),
+                 ("lesion", "LesionSettings")]:
+        assert built[c] == [k, "ImagesSettings"]
     linked = sum(settings_field(a) is not None for _, a, _ in OPTIONS)
-    assert linked >= 35  # hessian 23, surface 5, features 12
+    assert linked >= 50  # hessian 27, surface 7, features 22
 
 
 @pytest.mark.parametrize("item", OPTIONS, ids=[_id(i) for i in OPTIONS])

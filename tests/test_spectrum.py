@@ -122,7 +122,7 @@ def test_cli_hessian(tmp_path):
                  "spectrum.pdf", "density.h5", "density.png"):
         assert (out / name).exists(), name
     summ = json.loads((out / "hessian_summary.json").read_text())
-    assert summ["schema_version"] == 1 and summ["kind"] == "landscape-hessian"
+    assert summ["schema_version"] == 2 and summ["kind"] == "landscape-hessian"
     assert summ["spectrum"]["n_batches_finished"] == 2 and "trace" in summ
     assert main(["hessian", *argv]) == 0  # resumed: nothing left to do
     assert main(["hessian", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2

@@ -241,8 +241,8 @@ def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
     ck = checkpoint.save(tmp_path / "m.pt", m, dataset="fashion-mnist")
     out = tmp_path / "out"
     argv = ["surface", str(ck), "--samples", "40", "--grid", "-1:1:3", "--ygrid", "-1:1:2",
-            "--out", str(out), "--quiet", "--batch-size", "20", "--points-per-pass", "1",
-            "--channels-last", "off"]
+            "--split", "test", "--out", str(out), "--quiet", "--batch-size", "20",
+            "--points-per-pass", "1", "--channels-last", "off"]
     assert main(argv) == 0
     for f in ("surface.h5", "directions.h5", "config.json", "test_loss_2dcontour.png",
               "test_loss_3dsurface.pdf", "test_acc_2dcontourf.png"):

@@ -42,5 +42,8 @@ unit_float_below_one = _argtype(lambda s: V.to_float(s, lo=0.0, hi=1.0, hi_open=
 """A float in [0, 1) (label smoothing)."""
 grid_spec = _argtype(lambda s: (V.grid_spec(s), s)[1], "grid")
 """``MIN:MAX:NUM`` with finite bounds, NUM >= 1 (returned as the validated string)."""
+ygrid_spec = _argtype(lambda s: "" if s.strip().lower() in ("", "none") else (V.grid_spec(s), s)[1],
+                     "grid or none")
+"""``MIN:MAX:NUM`` as :data:`grid_spec`, or ``none`` (or empty): no y axis, a 1-D curve."""
 subset_arg = _argtype(V.subset_value, "subset")
 """A count (integer >= 1, returned as int) or a fraction in (0, 1] / a percentage (float)."""

@@ -9,6 +9,7 @@ from ..settings import (
     ROBUSTNESS_PROTOCOLS,
     CKASettings,
     FourierSettings,
+    ImagesSettings,
     LesionSettings,
     RobustnessSettings,
     VarianceSettings,
@@ -23,11 +24,16 @@ RADIAL_WIDTH = ROBUSTNESS_PROTOCOLS["radial"]["width"]
 RADIAL_NORM = default_of(RobustnessSettings, "norm")
 
 
-def _common(p: argparse.ArgumentParser, samples: int, batch_size: int) -> None:
-    """Checkpoints, data, --out, --force, --quiet."""
+def _common(p: argparse.ArgumentParser, *settings: type) -> None:
+    """Checkpoints, data, --out, --force, --quiet; ``settings``: the classes the command builds
+    (with :class:`~landscape.settings.ImagesSettings`, whose --samples and --batch-size are
+    analyze's ``samples`` and ``batch_size``)."""
     from .common import add_checkpoint_args, add_data_args, add_out_arg
     add_checkpoint_args(p, many=True)
-    add_data_args(p, samples=samples, batch_size=batch_size)
+    add_data_args(p, samples=ImagesSettings.samples, batch_size=ImagesSettings.batch_size)
+    uses_settings(p, *settings, ImagesSettings)
+    link(p, "samples", ImagesSettings, "samples")
+    link(p, "batch_size", ImagesSettings, "batch_size")
     add_out_arg(p, "runs/features")
     p.add_argument("--force", action="store_true",
                    help="recompute even if a result with the same settings exists in --out")
@@ -41,8 +47,7 @@ def add_parser(sub: Any) -> None:
         description="Mean over images and channels of log|FFT2| of every block output (tokens "
                     "reshaped to the grid, class token dropped); ΔlogA along the diagonal from "
                     "0 to π, and the value at π against normalized depth (Fig. 2a, 8).")
-    _common(p, 1000, 128)
-    uses_settings(p, FourierSettings)
+    _common(p, FourierSettings)
     settings_option(p, "--eps", settings=FourierSettings, field="eps", type=positive_float,
                     help="added to |FFT| before the log (the notebook's 1e-6)")
     p.add_argument("--no-input", action="store_true", help="leave out the input reference")
@@ -52,8 +57,7 @@ def add_parser(sub: Any) -> None:
         "variance", help="feature-map variance per block against depth",
         description="Spatial variance of each block output per channel and image, averaged "
                     "(Fig. 9).")
-    _common(p, 1000, 128)
-    uses_settings(p, VarianceSettings)
+    _common(p, VarianceSettings)
     settings_option(p, "--ddof", settings=VarianceSettings, field="ddof", type=int,
                     help="variance estimator: 1 = unbiased (torch default, as the paper), "
                          "0 = population")
@@ -79,9 +83,8 @@ def add_parser(sub: Any) -> None:
                     "scaled to L2 norm\n"
                     f"    --noise-norm (default {RADIAL_NORM:g}). --noise-norm applies; --eps is "
                     "refused.\n")
-    _common(p, 1000, 256)
     R = RobustnessSettings
-    uses_settings(p, R)
+    _common(p, R)
     settings_option(p, "--protocol", settings=R, field="protocol",
                     help="noise protocol (see above)")
     nf = default_of(R, "freqs")
@@ -110,8 +113,7 @@ def add_parser(sub: Any) -> None:
         "cka", help="mini-batch linear CKA between all block outputs",
         description="Linear CKA between every pair of block outputs, HSIC averaged over "
                     "mini-batches (Nguyen et al. 2021); heatmap (Fig. 10).")
-    _common(p, 1000, CKASettings.batch_size)
-    uses_settings(p, CKASettings)
+    _common(p, CKASettings)
     link(p, "batch_size", CKASettings, "batch_size",
          help="images per CKA mini-batch (the HSIC is estimated per mini-batch, so this is part "
               "of the estimate, not only of the speed)")
@@ -123,8 +125,7 @@ def add_parser(sub: Any) -> None:
         "lesion", help="accuracy with one residual block removed at a time",
         description="Zeroes the residual branch of each residual block in turn and measures test "
                     "accuracy (Fig. 10).")
-    _common(p, LesionSettings.samples, 256)
-    uses_settings(p, LesionSettings)
+    _common(p, LesionSettings)
     link(p, "samples", LesionSettings, "samples")
     p.set_defaults(func=run, analysis="lesion")
 

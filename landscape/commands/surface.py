@@ -13,9 +13,17 @@ def add_parser(sub: Any) -> None:
     from ..settings import SurfaceSettings as SF
     from ..settings import default_of as d
     from ..workflows.surface import DESCRIPTION
-    from .argtypes import grid_spec, nonneg_float, nonneg_int, positive_float, seed_int
+    from .argtypes import (
+        grid_spec,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+        seed_int,
+        ygrid_spec,
+    )
     from .common import add_checkpoint_args, add_data_args
-    from .options import settings_option, uses_settings
+    from .options import link, settings_option, uses_settings
 
     p = sub.add_parser("surface",
                        help="filter-normalized 1-D/2-D loss surfaces (resumable, distributed)",
@@ -23,14 +31,23 @@ def add_parser(sub: Any) -> None:
     # let "--grid -1:1:21" through: a value starting with "-<digit>" is not an option here
     p._negative_number_matcher = re.compile(r"^-\.?\d")
     add_checkpoint_args(p)
-    add_data_args(p, samples=2000, batch_size=0)
+    add_data_args(p, samples=SF.samples, batch_size=0, split="train")
     uses_settings(p, SF)
+    link(p, "samples", SF, "samples",
+         help=f"images the loss is averaged over (a seeded stratified subset of --split; 0 = "
+              f"all; default {SF.samples}, as analyze's surface_samples)")
     settings_option(p, "--grid", "--x", dest="grid", settings=SF, field="grid", type=grid_spec,
                     metavar="MIN:MAX:NUM",
                     help=f"x coordinates (np.linspace(MIN, MAX, NUM); default {d(SF, 'grid')})")
-    settings_option(p, "--ygrid", "--y", dest="ygrid", settings=SF, field="ygrid", type=grid_spec,
-                    default_doc="a 1-D curve", metavar="MIN:MAX:NUM",
-                    help="y coordinates for a 2-D surface (default: 1-D curve)")
+    settings_option(p, "--ygrid", "--y", dest="ygrid", settings=SF, field="ygrid", type=ygrid_spec,
+                    metavar="MIN:MAX:NUM", default_doc=f"{d(SF, 'ygrid')}, none with --target",
+                    help=f"y coordinates of a 2-D surface (default {d(SF, 'ygrid')}, as analyze; "
+                         "none: a 1-D curve, the default with --target)")
+    settings_option(p, "--planes", settings=SF, field="planes", type=positive_int,
+                    help="random planes, written to surface.h5, surface_p1.h5, ... with "
+                         "directions.h5, directions_p1.h5, ... (direction seeds --dir-seed + 2i "
+                         "and + 2i + 1, as analyze's surface_planes; --target and --trajectory "
+                         "give one)")
     p.add_argument("--out", default="runs/surface", help="output folder (default runs/surface)")
     g = p.add_argument_group("directions")
     settings_option(g, "--norm", settings=SF, field="norm",
@@ -60,10 +77,13 @@ def add_parser(sub: Any) -> None:
     settings_option(e, "--wd", settings=SF, field="wd", type=nonneg_float,
                     help="also store NLL + wd*L2 with both conventions: <split>_loss_l2_paper "
                         "(wd * sum of per-tensor norms) and <split>_loss_l2_half "
-                        "(wd*0.5*||theta||^2)")
-    settings_option(e, "--augment", settings=SF, field="augment", action="store_true",
-                    help="evaluate on augmented images (pad-and-crop + flip), drawn once with "
-                        "--aug-seed so every grid point sees the same images")
+                        "(wd*0.5*||theta||^2); default: the checkpoint's training weight decay "
+                        "(0 when unknown), as analyze's paper loss")
+    settings_option(e, "--augment", settings=SF, field="augment",
+                    action=argparse.BooleanOptionalAction,
+                    help="evaluate on augmented images (the training recipe's pad-and-crop + "
+                        "flip), drawn once with --aug-seed so every grid point sees the same "
+                        "images (default on, as analyze; --no-augment: the images as given)")
     e.add_argument("--aug-seed", type=seed_int, default=0,
                    help="seed of the augmentation (default 0)")
     e.add_argument("--points-per-pass", type=nonneg_int, default=0,
@@ -100,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
     from ..settings import SurfaceSettings
     from ..workflows.surface import SurfaceJob, surface_run
     from .common import input_options
-    settings = SurfaceSettings(grid=args.grid, ygrid=args.ygrid or "", norm=args.norm,
-                               planes=1, augment=bool(args.augment), wd=args.wd)
+    ygrid = args.ygrid if args.ygrid is not None else (
+        "" if args.target else SurfaceSettings.ygrid)
+    settings = SurfaceSettings(grid=args.grid, ygrid=ygrid, norm=args.norm, planes=args.planes,
+                               augment=bool(args.augment), wd=args.wd, samples=args.samples)
     plan = {"batch_size": args.batch_size or None,
             "points_per_pass": args.points_per_pass or None,
             "channels_last": _AUTO[args.channels_last], "fold_bn": _AUTO[args.fold_bn],

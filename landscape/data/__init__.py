@@ -37,11 +37,17 @@ from .fashion_mnist import _decode_idx_pair as _decode_idx_pair  # re-exported f
 from .files import ENV_VAR, PathLike
 from .image_data import Batches, ImageData
 from .image_folder import IMAGE_EXTENSIONS
-from .loading import clear_cache, load_dataset, subset_indices, to_float_tensor
+from .loading import (
+    clear_cache,
+    load_dataset,
+    stratified_subset,
+    subset_indices,
+    to_float_tensor,
+)
 from .specs import DatasetSpec, canonical_name, dataset_spec, names
 
 __all__ = ["CIFAR100_MD5", "CIFAR100_URL", "CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_URL",
            "ENV_VAR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "IMAGE_EXTENSIONS", "Augment",
            "Batches", "DatasetSpec", "ImageData", "PathLike", "canonical_name", "clear_cache",
            "dataset_spec", "default_cache_root", "download_archive", "load_dataset", "mix", "names",
-           "read_idx", "subset_indices", "to_float_tensor"]
+           "read_idx", "stratified_subset", "subset_indices", "to_float_tensor"]

@@ -151,6 +151,20 @@ def subset_indices(labels: np.ndarray, subset: None | int | float | str, seed: i
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def stratified_subset(data: ImageData, n: int, seed: int) -> ImageData:
+    """A seeded, class-stratified subset of ``n`` images of ``data`` (the one
+    ``load_dataset(subset=n, seed=seed)`` draws from the whole split; :func:`subset_indices`);
+    ``data`` itself when ``n`` is 0 or at least its size. Indices are recorded relative to the
+    full split."""
+    if not n or n >= len(data):
+        return data
+    idx = subset_indices(np.asarray(data.labels.cpu()), int(n), seed, data.num_classes)
+    base = data.indices if data.indices is not None else np.arange(len(data), dtype=np.int64)
+    ii = torch.as_tensor(idx, device=data.images.device)
+    return data._replace(images=data.images[ii], labels=data.labels[ii], indices=base[idx],
+                         seed=int(seed))
+
+
 def clear_cache() -> None:
     """Forget the decoded arrays kept in this process."""
     _decode_idx_pair.cache_clear()

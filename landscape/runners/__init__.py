@@ -10,7 +10,11 @@ either path. Nothing here reads an argparse namespace.
 - :mod:`.features`: :func:`run_fourier`, :func:`run_variance`, :func:`run_robustness`,
   :func:`run_cka`, :func:`run_lesion`;
 - :mod:`.surface`: :func:`run_surface` (and :func:`random_plane`, the directions both paths
-  draw).
+  draw);
+- :mod:`.hessian`: :func:`run_spectrum`, :func:`run_curvature` (and :func:`hessian_pool`, the
+  training images both paths draw them from);
+- :mod:`.loss`: :func:`resolve_loss`, the one resolution of the loss preset (training weight
+  decay, L2 convention, augmentation, the paper's transform) for the Hessian and the surface.
 """
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ from .features import (
     run_robustness,
     run_variance,
 )
+from .hessian import hessian_pool, run_curvature, run_spectrum
+from .loss import Loss, resolve_loss
 from .surface import plane_identity, random_plane, run_surface
 
-__all__ = ["FEATURE_RUNNERS", "Run", "plane_identity", "random_plane", "robustness_identity",
-           "run_cka", "run_fourier", "run_lesion", "run_robustness", "run_surface", "run_variance"]
+__all__ = ["FEATURE_RUNNERS", "Loss", "Run", "hessian_pool", "plane_identity", "random_plane",
+           "resolve_loss", "robustness_identity", "run_cka", "run_curvature", "run_fourier",
+           "run_lesion", "run_robustness", "run_spectrum", "run_surface", "run_variance"]

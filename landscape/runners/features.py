@@ -17,6 +17,7 @@ from ..settings import (
     ROBUSTNESS_PROTOCOLS,
     CKASettings,
     FourierSettings,
+    ImagesSettings,
     LesionSettings,
     RobustnessSettings,
     VarianceSettings,
@@ -71,7 +72,8 @@ def _run(analysis: str, ext: str, load: Callable[[Path], Any], compute: Callable
 
 
 def run_fourier(model: Any, data: Any, settings: FourierSettings, store: Any, *,
-                info: Any = None, seed: int = 0, batch_size: int = 128, progress: bool = False,
+                info: Any = None, seed: int = 0, batch_size: int = ImagesSettings.batch_size,
+                progress: bool = False,
                 stem: str | None = None, label: str = "") -> Run:
     """Relative log amplitude of every block's feature map
     (:func:`landscape.features.fourier.fourier_analysis`) on ``data``."""
@@ -84,7 +86,8 @@ def run_fourier(model: Any, data: Any, settings: FourierSettings, store: Any, *,
 
 
 def run_variance(model: Any, data: Any, settings: VarianceSettings, store: Any, *,
-                 info: Any = None, seed: int = 0, batch_size: int = 128, progress: bool = False,
+                 info: Any = None, seed: int = 0, batch_size: int = ImagesSettings.batch_size,
+                 progress: bool = False,
                  stem: str | None = None, label: str = "") -> Run:
     """Feature-map variance per block (:func:`landscape.features.variance.variance_analysis`)."""
     from ..features.variance import VarianceResult, variance_analysis
@@ -123,7 +126,7 @@ def robustness_identity(settings: RobustnessSettings,
 
 
 def run_robustness(model: Any, data: Any, settings: RobustnessSettings, store: Any, *,
-                   info: Any = None, seed: int = 0, batch_size: int = 256,
+                   info: Any = None, seed: int = 0, batch_size: int = ImagesSettings.batch_size,
                    freqs: Sequence[float] | None = None, progress: bool = False,
                    stem: str | None = None, label: str = "") -> Run:
     """Accuracy under band-limited noise per frequency
@@ -154,7 +157,8 @@ def run_cka(model: Any, data: Any, settings: CKASettings, store: Any, *, info: A
 
 
 def run_lesion(model: Any, data: Any, settings: LesionSettings, store: Any, *,
-               info: Any = None, seed: int = 0, batch_size: int = 256, progress: bool = False,
+               info: Any = None, seed: int = 0, batch_size: int = ImagesSettings.batch_size,
+               progress: bool = False,
                stem: str | None = None, label: str = "") -> Run:
     """Accuracy with each residual branch removed in turn
     (:func:`landscape.features.lesion.lesion_study`) on ``data`` (the caller selects

@@ -65,9 +65,10 @@ def run_surface(model: Any, data: Any, settings: SurfaceSettings, store: Any, *,
     ``directions``: one or two directions (see :func:`random_plane`), described by
     ``direction_identity``; ``directions_file``: also write them there (beside the surface).
     ``settings.wd`` None is the checkpoint's training weight decay and ``settings.augment``
-    its training augmentation (:func:`landscape.checkpoint_info.l2_and_augment`), drawn once
-    with ``aug_seed`` (default ``seed``); ``paper_loss``: the paper's Mixup/CutMix transform
-    (:func:`landscape.paper_loss.paper_loss_data`). ``plan``: pinned plan keys of
+    its training augmentation, drawn once with ``aug_seed`` (default ``seed``); ``paper_loss``:
+    the paper's Mixup/CutMix transform (both resolved by
+    :func:`landscape.runners.loss.resolve_loss`). ``data``: the images (the caller selects
+    ``settings.samples`` of them). ``plan``: pinned plan keys of
     :func:`~landscape.surface.compute_surface` (the rest measured once and recorded).
     ``extra`` of the returned run: ``quantity`` (the loss to read), ``wd``, ``augment`` (the
     transform) and ``recipe_source``. A stored file is reused only after its chunks pass
@@ -76,13 +77,15 @@ def run_surface(model: Any, data: Any, settings: SurfaceSettings, store: Any, *,
     """
     from .. import distributed as dist
     from .. import surface as S
-    from ..checkpoint_info import l2_and_augment
-    from ..paper_loss import paper_loss_data
+    from ..settings import LossSettings
+    from .loss import resolve_loss
     plan = dict(plan or {})
     aug_seed = seed if aug_seed is None else aug_seed
-    wd, augment, recipe = l2_and_augment(settings.wd, settings.augment, info, data)
-    images, labels, augment, transform = paper_loss_data(paper_loss, data, augment, aug_seed,
-                                                         wd=wd)
+    # wd None: the paper preset's, the training weight decay
+    lo = resolve_loss(LossSettings(preset="paper", wd=settings.wd, augment=settings.augment,
+                                   paper_loss=paper_loss), info, data, aug_seed)
+    wd, augment, transform = lo.wd, lo.augment, lo.transform
+    images, labels = lo.images, lo.labels
     split = split or data.split
     key = surface_key(settings, data, seed, direction_identity, wd, transform, plan)
     xs = S.parse_grid(settings.grid)
@@ -112,7 +115,7 @@ def run_surface(model: Any, data: Any, settings: SurfaceSettings, store: Any, *,
     quantity = f"{split}_loss_l2_paper" if wd > 0 else f"{split}_loss"
     return Run(res, Path(store.folder) / name, bool(reused),
                {"quantity": quantity, "wd": wd, "augment": transform,
-                "recipe_source": recipe["source"]})
+                "recipe_source": lo.recipe_source})
 
 
 __all__ = ["plane_identity", "random_plane", "run_surface", "surface_key"]

@@ -1,9 +1,11 @@
-"""One library function per command: each takes the command's options (an ``argparse.Namespace``
-or any object with the same attributes), runs its quantity through the library function that
-``landscape analyze`` uses too, writes the output folder and returns what the command prints.
+"""One library function per command: each takes the settings objects the command built from
+its options and a job (inputs, output folder, how it runs; no argparse namespace), runs its
+quantity through the runner (:mod:`landscape.runners`) that ``landscape analyze`` calls too,
+writes the output folder and returns what the command prints.
 
 - :mod:`.inputs`: checkpoints, model and dataset from the options;
-- :mod:`.hessian`: spectrum, trace and density of a checkpoint (``landscape hessian``);
+- :mod:`.hessian`: spectrum, and the extreme eigenvalues, trace and density of the averaged loss
+  (``landscape hessian``);
 - :mod:`.surface`: directions (made once, resumed) and the surface (``landscape surface``);
 - :mod:`.features`: Fourier, variance, robustness, CKA and lesion results, reused through the
   result store (``landscape fourier|variance|robustness|cka|lesion``).

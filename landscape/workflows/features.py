@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
+from ..settings import ImagesSettings, Settings
 from .inputs import InputOptions
 
 
@@ -26,7 +26,7 @@ class FeatureJob:
     out: str
     settings: Settings
     inputs: InputOptions = field(default_factory=InputOptions)
-    batch_size: int = 128
+    batch_size: int = ImagesSettings.batch_size
     freqs: list[float] | None = None
     force: bool = False
     quiet: bool = False

@@ -1,93 +1,98 @@
 """``landscape hessian``: the max-eigenvalue spectrum of a checkpoint (resumable, sharded under
-torchrun) and, optionally, the trace and SLQ density of the loss averaged over a set of images,
-computed by :func:`landscape.curvature.estimates.curvature_estimates` like ``landscape
-analyze`` does."""
+torchrun) and, optionally, the trace, extreme eigenvalues and SLQ density of the loss averaged
+over a set of images, computed by the Hessian runners (:func:`landscape.runners.run_spectrum`,
+:func:`landscape.runners.run_curvature`), the ones ``landscape analyze`` calls, on the images
+:func:`landscape.runners.hessian_pool` chooses for both."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-HESSIAN_SUMMARY_VERSION = 1  # hessian_summary.json's layout
+from ..settings import CurvatureSettings, LossSettings, SpectrumSettings
+from .inputs import InputOptions
+
+HESSIAN_SUMMARY_VERSION = 2  # hessian_summary.json's layout (2: curvature from run_curvature)
 
 
-def loss_preset(a: Any, info: Any, data: Any) -> tuple[float, str, Any]:
-    """(wd, l2, Augment or None) of ``--preset`` (:data:`landscape.settings.SPECTRUM_PRESETS`)
-    with ``--wd``/``--l2``/``--augment`` overriding it. ``paper``: the checkpoint's training
-    weight decay and augmentation (as ``landscape analyze``)."""
-    from ..checkpoint_info import training_recipe
-    from ..data import Augment
-    from ..settings import SPECTRUM_PRESETS, SpectrumSettings, default_of
-    preset = SPECTRUM_PRESETS[a.preset]
-    # plain: Augment's own pad and flip (the one default); paper: the checkpoint's recipe
-    recipe = training_recipe(info) if a.preset == "paper" else {"wd": None}
-    wd = a.wd if a.wd is not None else float(recipe["wd"] or default_of(SpectrumSettings, "wd"))
-    l2 = a.l2 or preset.get("l2", default_of(SpectrumSettings, "l2"))
-    on = a.augment if a.augment is not None else preset.get(
-        "augment", default_of(SpectrumSettings, "augment"))
-    augment = Augment(**{k: recipe[k] for k in ("pad", "flip") if k in recipe},
-                      mean=data.mean, std=data.std) if on else None
-    return wd, l2, augment
+@dataclass(frozen=True)
+class HessianJob:
+    """One ``landscape hessian`` run: the checkpoint, output folder and inputs
+    (``inputs.samples`` 0: the images of :func:`~landscape.runners.hessian_pool`, else a
+    stratified subset of that many), whether the curvature of the averaged loss is computed
+    (``curvature``: --trace or --density) and ``quiet``."""
+
+    checkpoint: str
+    out: str
+    inputs: InputOptions = field(default_factory=InputOptions)
+    curvature: bool = False
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def hessian_run(options: Any) -> dict[str, Any]:
-    """Run ``landscape hessian`` with ``options`` (its argparse namespace); writes
-    ``spectrum.h5``, ``config.json``, ``hessian_summary.json`` (versioned; not analyze's
-    ``summary.json``), the figures and, with ``density``,
-    ``density.h5`` into ``options.out``. Returns the summary (every rank does)."""
+def hessian_run(spectrum: SpectrumSettings, curvature: CurvatureSettings, loss: LossSettings,
+                job: HessianJob) -> dict[str, Any]:
+    """Run ``landscape hessian``: writes ``spectrum.h5``, ``config.json`` (the settings'
+    ``to_dict()``), ``hessian_summary.json`` (versioned; not analyze's ``summary.json``), the
+    figures and, with ``job.curvature``, ``curvature.json`` (and ``density.h5`` when
+    ``curvature.density_probes``) into ``job.out``. Returns the summary (every rank does)."""
     from .. import distributed as D
-    from ..curvature.estimates import CurvatureSettings, curvature_estimates
-    from ..provenance import output_dir, run_metadata, write_json
-    from ..spectrum import SpectrumConfig, max_eigenvalue_spectrum
-    from .inputs import load_checkpoint_and_data
-
-    a = options
     from ..curvature import check_curvature_options
-    check_curvature_options(a.curvature, backend=a.backend, mode=a.mode)  # before any work
+    from ..provenance import output_dir, run_metadata, write_json
+    from ..resume import ResultFolder
+    from ..runners import hessian_pool, resolve_loss, run_curvature, run_spectrum
+    from ..settings import check_memory
+    from .inputs import load_model_and_data
+
+    check_curvature_options(spectrum.curvature, backend=spectrum.backend,
+                            mode=spectrum.mode)  # before any work
     D.init_from_env()
-    model, info, data = load_checkpoint_and_data(a, a.checkpoint)
+    model, info, data = load_model_and_data(job.inputs, job.checkpoint)
     model.eval()
-    out = output_dir(a.out) if D.is_writer() else None
-    wd, l2, augment = loss_preset(a, info, data)
-    cfg = SpectrumConfig(k=a.top_k, which=a.which, batch_size=a.batch_size, n_batches=a.batches,
-                         subset=a.subset, seed=a.seed, wd=wd, l2=l2, augment=augment is not None,
-                         tol=a.tol, max_iter=a.max_iter, backend=a.backend, mode=a.mode,
-                         start=a.start, warm_start=a.warm_start,
-                         curvature=a.curvature)
-    cs = CurvatureSettings(
-        samples=a.curvature_samples, batch_size=a.curvature_batch_size, seed=a.seed, wd=wd,
-        l2=l2, mode=a.mode, trace_products=a.probes if a.trace else 0,
-        hutchinson_probes=a.probes if a.trace else 0,
-        density_probes=a.slq_probes if a.density else 0, density_steps=a.slq_steps,
-        sigma=a.sigma)
-    from ..settings import check_memory  # before any work: a count that cannot fit, one line
-    n_params = sum(p.numel() for p in model.parameters())
-    check_memory(cfg, n_params, {"k": "--top-k"})
-    check_memory(cs, n_params, {"top_k": "--top-k", "trace_products": "--probes",
-                                "density_probes": "--slq-probes"})
+    pool = data if job.inputs.samples else hessian_pool(data, spectrum, curvature,
+                                                        job.inputs.seed)
+    names = {"top_k": "--curvature-top-k", "trace_products": "--probes",
+             "density_probes": "--slq-probes"}
+    if job.curvature:  # before any work: a count that cannot fit, one line
+        check_memory(curvature, sum(p.numel() for p in model.parameters()), names)
+    out = output_dir(job.out) if D.is_writer() else Path(job.out)
+    store = ResultFolder(out, info.sha256, remedy="delete it or use another --out")
+    lo = resolve_loss(loss, info, pool, spectrum.seed)
+    spec = run_spectrum(model, pool, spectrum, store, info=info, loss=loss, resolved=lo,
+                        names={"k": "--top-k"}, progress=not job.quiet)
     meta = {"checkpoint": info.path, "checkpoint_sha256": info.sha256, "model": info.model,
-            "dataset": data.name, "split": data.split, "n_data": len(data),
-            "data_indices_seed": data.seed}
-    res = max_eigenvalue_spectrum(model, data.images, data.labels, cfg,
-                                  out=(out / "spectrum.h5") if out else None, augment=augment,
-                                  progress=not a.quiet, meta=meta)
+            "dataset": pool.name, "split": pool.split, "n_data": len(pool),
+            "data_indices_seed": pool.seed}
+    resolved = {"wd": lo.wd, "l2": lo.l2, "augment": lo.transform,
+                "recipe_source": lo.recipe_source}
     if D.is_writer():  # after the spectrum: a refused or unreadable spectrum.h5 changes nothing
-        write_json(out / "config.json", run_metadata(command="hessian", config=cfg.to_dict(),
-                                                      args=vars(a) | {"func": None}, **meta))
-    summary: dict[str, Any] = {"spectrum": res.summary()}
-    if a.trace or a.density:
-        curv, dens, op_config = curvature_estimates(model, data.images, data.labels, cs,
-                                                    augment=augment, distributed=True,
-                                                    curvature=a.curvature)
-        if a.trace:
-            summary["trace"] = {"hutchinson": curv["hutchinson"], "hutch++": curv["trace"],
-                                "n_samples": curv["n_samples"], "batch_size": cs.batch_size}
-        if dens is not None:
-            if D.is_writer():
-                dens.save(out / "density.h5", config=op_config, meta=meta)
-                from ..reporting.plots.hessian import plot_slq_density
-                plot_slq_density(out / "density.h5", out / "density")
+        write_json(out / "config.json", run_metadata(
+            command="hessian", spectrum=spectrum.to_dict(), loss=loss.to_dict(),
+            curvature=curvature.to_dict() if job.curvature else None, resolved_loss=resolved,
+            spectrum_config=spec.result.config, job=job.to_dict(), **meta))
+    summary: dict[str, Any] = {"spectrum": spec.result.summary(), "loss": resolved}
+    if job.curvature:
+        curv = run_curvature(model, pool, curvature, store, info=info, loss=loss, resolved=lo,
+                             kind=spectrum.curvature, names=names)
+        c = curv.result or {}
+        if "trace" in c or "hutchinson" in c:
+            summary["trace"] = {"hutchinson": c.get("hutchinson"), "hutch++": c.get("trace"),
+                                "n_samples": c["n_samples"], "batch_size": c["batch_size"]}
+        if "top" in c:
+            summary["extreme"] = {"top": c["top"]["eigenvalues"],
+                                  "bottom": c["bottom"]["eigenvalues"]}
+        if curv.extra["density"] is not None and D.is_writer():
+            from ..curvature.results import DensityResult
+            from ..reporting.plots.hessian import plot_slq_density
+            dens = DensityResult.load(curv.extra["density"])
+            plot_slq_density(curv.extra["density"], out / "density")
             summary["density"] = {"sigma": dens.sigma, "n_products": dens.n_products,
-                                  "steps": dens.steps, "n_probes": a.slq_probes,
-                                  "file": "density.h5"}
+                                  "steps": dens.steps, "n_probes": curvature.density_probes,
+                                  "file": curv.extra["density"].name}
+        summary["curvature_file"] = curv.file.name
     if D.is_writer():
         write_json(out / "hessian_summary.json",
                    run_metadata(kind="landscape-hessian", schema_version=HESSIAN_SUMMARY_VERSION,
@@ -95,13 +100,13 @@ def hessian_run(options: Any) -> dict[str, Any]:
         from ..reporting.plots.hessian import plot_spectrum
         plot_spectrum([out / "spectrum.h5"], out / "spectrum", labels=[info.model])
     D.barrier()
-    return {**summary, "model": info.model, "out": str(out) if out else None}
+    return {**summary, "model": info.model, "out": str(out) if D.is_writer() else None}
 
 
 def summary_line(summary: dict[str, Any]) -> str:
     """The one line ``landscape hessian`` prints."""
     s, nan = summary["spectrum"], float("nan")
-    trace = summary.get("trace", {}).get("hutch++")
+    trace = (summary.get("trace") or {}).get("hutch++")
     return (f"{summary['model']}: {s['n_batches_finished']}/{s['n_batches']} batches, "
             f"negative share {s['negative_share']:.4f}, mean positive {s['mean_positive']:.4g}, "
             f"lambda_min < 0 in {s.get('lambda_min_negative_share', nan):.3f} of batches, "

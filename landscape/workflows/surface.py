@@ -23,6 +23,9 @@ checkpoint (x=1); --trajectory gives the two PCA directions of a series of check
 (CKPT is the final one) and draws the projected path over the contours.
 Output folder: surface.h5 (datasets xcoordinates, ycoordinates, <split>_loss, <split>_acc as
 in the reference tool; unfinished points NaN), directions.h5, config.json and figures.
+The defaults are `landscape analyze`'s: --planes 3 random 9x9 planes (surface.h5,
+surface_p1.h5, surface_p2.h5; the first is drawn) on 500 training images, augmented with the
+checkpoint's recipe, the loss with its training weight decay beside the NLL.
 Kill it at any time and run the same command again to continue: finished chunks of points are
 checksummed, a torn write is detected and only its chunk recomputed. Every plan choice left
 automatic (batch size, points per pass, channels_last, BN folding, first-layer reuse, workers) is
@@ -64,9 +67,10 @@ class SurfaceJob:
 
 
 def surface_run(settings: SurfaceSettings, job: SurfaceJob) -> str | None:
-    """Run ``landscape surface`` (one plane: ``settings.planes`` is analyze's) through the
-    surface runner (:func:`landscape.runners.run_surface`); returns the line to print (None on
-    ranks other than the writer)."""
+    """Run ``landscape surface`` through the surface runner
+    (:func:`landscape.runners.run_surface`): ``settings.planes`` random planes as analyze's
+    (``surface.h5``, ``surface_p1.h5``, ...), or one target line or trajectory plane; returns
+    the line to print (None on ranks other than the writer)."""
     import numpy as np
 
     from .. import directions as D
@@ -95,40 +99,52 @@ def surface_run(settings: SurfaceSettings, job: SurfaceJob) -> str | None:
     exclude = list(D.DEFAULT_EXCLUDE if job.exclude is None else job.exclude)
     seed = job.inputs.seed if job.dir_seed is None else job.dir_seed
     kind = "target" if target else "trajectory" if series else "random"
-    if kind == "random":  # the identity analyze's planes have
-        dir_identity = plane_identity(settings.norm, seed, two, mode=job.dir_mode,
-                                      biasbn=job.biasbn, exclude=exclude)
-    else:
-        dir_identity = {"kind": kind, "mode": job.dir_mode, "biasbn": job.biasbn,
-                        "exclude": exclude}
-        if target is not None:
-            dir_identity["target_sha256"] = target.sha256
-        else:  # hashed here; each file is parsed once, when the PCA reads it
-            dir_identity["trajectory_sha256"] = [file_sha256(f) for f in series]
-    dpath = out / "directions.h5"
-    err = None
-    if dist.is_writer():
-        try:
-            _ensure_directions(dpath, model, {**dir_identity, "checkpoint_sha256": info.sha256},
-                               job, settings, seed, exclude, two, target, series)
-        except LandscapeError as e:
-            err = str(e)
-    err = dist.broadcast_object(err)
-    if err:
-        raise LandscapeError(err)
-    dist.barrier()
-    dirs, dattrs = S.read_directions_file(dpath, model)
-    run = run_surface(
-        model, data, settings, ResultFolder(out, info.sha256), directions=dirs,
-        direction_identity=dir_identity, info=info, seed=job.inputs.seed, aug_seed=job.aug_seed,
-        plan=job.plan, attrs={"job": job.to_dict(), **run_metadata()},
-        progress=not job.quiet)
+    # random directions: settings.planes planes (direction seeds seed + 2i, + 2i + 1), as
+    # analyze's surface_planes; a target line or a trajectory plane is one
+    planes = settings.planes if kind == "random" else 1
+    store = ResultFolder(out, info.sha256)
+    idents, runs, dattrs = [], [], {}
+    for i in range(planes):
+        suffix = "" if i == 0 else f"_p{i}"
+        if kind == "random":  # the identity analyze's planes have
+            dir_identity = plane_identity(settings.norm, seed + 2 * i, two, mode=job.dir_mode,
+                                          biasbn=job.biasbn, exclude=exclude)
+        else:
+            dir_identity = {"kind": kind, "mode": job.dir_mode, "biasbn": job.biasbn,
+                            "exclude": exclude}
+            if target is not None:
+                dir_identity["target_sha256"] = target.sha256
+            else:  # hashed here; each file is parsed once, when the PCA reads it
+                dir_identity["trajectory_sha256"] = [file_sha256(f) for f in series]
+        dpath = out / f"directions{suffix}.h5"
+        err = None
+        if dist.is_writer():
+            try:
+                _ensure_directions(dpath, model,
+                                   {**dir_identity, "checkpoint_sha256": info.sha256}, job,
+                                   settings, seed + 2 * i, exclude, two, target, series)
+            except LandscapeError as e:
+                err = str(e)
+        err = dist.broadcast_object(err)
+        if err:
+            raise LandscapeError(err)
+        dist.barrier()
+        dirs, attrs_i = S.read_directions_file(dpath, model)
+        dattrs = dattrs or attrs_i
+        runs.append(run_surface(
+            model, data, settings, store, directions=dirs, direction_identity=dir_identity,
+            info=info, seed=job.inputs.seed, aug_seed=job.aug_seed, plan=job.plan,
+            name=f"surface{suffix}.h5", attrs={"job": job.to_dict(), **run_metadata()},
+            progress=not job.quiet))
+        idents.append(dir_identity)
     if not dist.is_writer():
         return None
-    res = run.result
+    res = runs[0].result
     write_json(out / "config.json", run_metadata(settings=settings.to_dict(), job=job.to_dict(),
                                                  seed=seed, checkpoint_sha256=info.sha256,
-                                                 directions=dir_identity,
+                                                 directions=idents[0], planes=idents,
+                                                 loss={k: runs[0].extra[k] for k in (
+                                                     "wd", "augment", "recipe_source")},
                                                  device=str(data.images.device)))
     if not job.no_plot:
         from ..reporting.plots import surface as P
@@ -142,7 +158,8 @@ def surface_run(settings: SurfaceSettings, job: SurfaceJob) -> str | None:
     split = data.split
     loss = res.arrays[f"{split}_loss"]
     finite = loss[np.isfinite(loss)]
-    return (f"surface: {out / 'surface.h5'} ({loss.size} points, "
+    more = f" and {len(runs) - 1} more plane(s), surface_p1.h5 ..." if len(runs) > 1 else ""
+    return (f"surface: {out / 'surface.h5'}{more} ({loss.size} points, "
             + (f"loss min {finite.min():.4g}, " if finite.size else "no finite loss, ")
             + f"{loss.size - finite.size} non-finite)")
 
