@@ -46,8 +46,8 @@ def set_precision(name: str) -> torch.autocast | None:
 def bench_surface(args: argparse.Namespace, device: torch.device) -> dict:
     import landscape_models as models
 
-    from landscape import directions as D
     from landscape import surface as S
+    from landscape.surface import directions as D
     torch.manual_seed(0)
     model = models.create(args.model, num_classes=100, in_chans=3, img_size=32).to(device).eval()
     g = torch.Generator().manual_seed(0)

@@ -81,7 +81,7 @@ def get_model(name: str, x, y, steps: int, device, ckpt_dir: Path):
     import landscape_models as models
     p = ckpt_dir / f"{name}_s0.pt"
     if p.exists():
-        from landscape.checkpoint import load
+        from landscape.loading.checkpoint import load
         m, info = load(p, device=device)
         return m.eval(), f"demo checkpoint {p.name}"
     torch.manual_seed(0)
@@ -665,7 +665,11 @@ def workload_reference(model, x_all, y_all, idx: np.ndarray) -> dict:
 def bench_workload(model, x_all, y_all, n_batches: int, n_sample: int, tol_m, cap: int) -> dict:
     """The paper's spectrum workload (top-5 per batch of 16) by cold starts, warm starts and
     pyhessian at its matched tolerance; accuracy of every batch of a sample against eigsh."""
-    from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum, spectrum_batches
+    from landscape.curvature.spectrum import (
+        SpectrumConfig,
+        max_eigenvalue_spectrum,
+        spectrum_batches,
+    )
     base = dict(k=5, batch_size=16, n_batches=n_batches, seed=0, tol=1e-3)
     variants = {"cold": SpectrumConfig(**base, negative=False),
                 "warm": SpectrumConfig(**base, negative=False, warm_start=True),

@@ -153,8 +153,8 @@ def build(name: str) -> nn.Module:
 
 def bench_model(name: str, args: argparse.Namespace, imgs: np.ndarray, labels: np.ndarray,
                 tmp: Path) -> dict:
-    from landscape import directions as D
     from landscape import surface as S
+    from landscape.surface import directions as D
     model = build(name).eval()
     x = ((torch.from_numpy(imgs.copy()).float().div(255) - MEAN) / STD).unsqueeze(1)
     y = torch.from_numpy(labels)

@@ -36,10 +36,10 @@ import landscape_models as models
 import torch
 
 from landscape.alternet_search import model_size, spread
+from landscape.curvature.spectrum import SpectrumConfig, max_eigenvalue_spectrum
 from landscape.data import load_dataset
 from landscape.device import resolve_device
-from landscape.provenance import read_json, run_metadata, write_json
-from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
+from landscape.store.provenance import read_json, run_metadata, write_json
 from landscape.train import TrainConfig, evaluate, train
 
 FRACTIONS = (0.02, 0.10, 0.30, 1.0)

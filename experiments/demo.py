@@ -70,7 +70,7 @@ def _minutes(seconds: float) -> str:
 
 def _cached(out: Path, ckpt: Path) -> set[str]:
     """Analyses of ``ckpt`` already finished in ``out/raw`` (by its SHA-256 prefix)."""
-    from landscape.provenance import file_sha256
+    from landscape.store.provenance import file_sha256
     if not ckpt.is_file() or not (out / "raw").is_dir():
         return set()
     sha = file_sha256(ckpt)[:10]

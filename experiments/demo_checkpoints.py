@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 import landscape_models as models  # noqa: E402
 import torch  # noqa: E402
 
-from landscape import checkpoint  # noqa: E402
 from landscape.data import load_dataset  # noqa: E402
+from landscape.loading import checkpoint  # noqa: E402
 from landscape.train import TrainConfig, evaluate, train  # noqa: E402
 
 DEMO_MODELS = ("resnet_tiny", "vit_tiny", "alternet_tiny")

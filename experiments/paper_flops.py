@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import landscape_models as models  # noqa: E402
 
-from landscape.analyze import BUDGETS, AnalyzeConfig  # noqa: E402
-from landscape.hessian import HessianOperator  # noqa: E402
+from landscape.analyze.config import BUDGETS, AnalyzeConfig  # noqa: E402
+from landscape.curvature import HessianOperator  # noqa: E402
 
 NAMES = ("resnet50", "vit_ti", "alternet50")
 TRAIN, TEST = 50_000, 10_000  # CIFAR-100

@@ -159,7 +159,7 @@ def main() -> int:
     if args.rederive:
         sys.path.insert(0, str(ROOT))
         from landscape.claims import claims_to_json, evaluate_claims
-        from landscape.provenance import write_json
+        from landscape.store.provenance import write_json
         summary["claims"] = claims_to_json(evaluate_claims(summary))
         write_json(args.summary, summary)
     readme = Path(args.readme).read_text()

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in ("out", "runs_dir"):
             if getattr(args, name, None):
-                from .provenance import check_output_path
+                from .store.provenance import check_output_path
                 check_output_path(getattr(args, name))
         if getattr(args, "device", None) is not None:
             from .device import resolve_device
@@ -171,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "saved, re-run the same command to resume", file=sys.stderr)
         return 1
     finally:
-        if "landscape.provenance" in sys.modules:
-            sys.modules["landscape.provenance"].release_locks()
+        if "landscape.store.provenance" in sys.modules:
+            sys.modules["landscape.store.provenance"].release_locks()
     return int(rc or 0)
 
 

@@ -4,7 +4,7 @@ Each class holds the settings that define one quantity, each field with its type
 allowed values and a one-line doc (``field.metadata["doc"]``); building one validates it and a
 bad value raises :class:`~landscape.errors.LandscapeError` in one line naming the field. The
 commands take their argparse defaults from these classes (``default_of``), ``landscape analyze``
-builds them from its budget (:mod:`landscape.analyze_config`), and result files record their
+builds them from its budget (:mod:`landscape.analyze.config`), and result files record their
 ``to_dict()``. Torch-free, so ``--help`` needs no heavy import.
 
 ``landscape analyze``'s default budget is these defaults, so every command computes by default

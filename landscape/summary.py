@@ -200,7 +200,7 @@ class Summary(Mapping):
 
     def write(self, path: str | Path) -> Path:
         """Write :meth:`to_json` to ``path`` (atomically) and return the path."""
-        from .provenance import write_json
+        from .store.provenance import write_json
         write_json(Path(path), self.to_json())
         return Path(path)
 

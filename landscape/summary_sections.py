@@ -3,7 +3,7 @@
 One frozen dataclass per section entry (and per nested object: :class:`PerBatch`,
 :class:`SpectrumStats`, :class:`Plane`, :class:`Block`, :class:`NoiseGroups`,
 :class:`MatchedDistance`). ``landscape analyze`` builds them from its numbers
-(:func:`landscape.analyze_steps.summarize` parses the numbers it computed, so what it passes on
+(:func:`landscape.analyze.summarize.summarize` parses the numbers it computed, so what it passes on
 is exactly what reading ``summary.json`` back gives); the claims and the report read their
 attributes.
 

@@ -20,9 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import checkpoint
 from .errors import LandscapeError, NonFiniteLossError
-from .provenance import (
+from .loading import checkpoint
+from .store.provenance import (
     output_dir,
     read_json,
     read_resume_file,
@@ -30,7 +30,7 @@ from .provenance import (
     run_metadata,
     write_json,
 )
-from .resume import check, differences, identity
+from .store.resume import check, differences, identity
 
 
 @dataclass

@@ -7,8 +7,8 @@ import pytest
 import torch
 from cases import TINY, needs_fashion_mnist
 
-from landscape import checkpoint
 from landscape.cli import main as cli_main
+from landscape.loading import checkpoint
 from landscape.summary import read_summary
 from landscape.summary_sections import HessianEntry, SurfaceEntry
 
@@ -92,7 +92,7 @@ def test_analyze_end_to_end_and_cache(ckpts, tmp_path, capsys, monkeypatch):
     assert {"models", "hessian", "claims", "settings"} <= p.ids
 
     # Second run: everything reused, nothing recomputed (any compute call would raise).
-    import landscape.analyze as A
+    import landscape.analyze.run as A
     monkeypatch.setattr(A, "ResultCache", _NoCompute(A.ResultCache))
     assert cli_main(args) == 0
     again = json.loads((out / "summary.json").read_text())

@@ -8,8 +8,8 @@ import landscape_models as models
 import pytest
 import torch
 
-from landscape import analyze_cost as C
-from landscape.analyze_config import make_config
+from landscape.analyze import cost as C
+from landscape.analyze.config import make_config
 
 
 def test_estimate_counts_each_runner():
@@ -104,8 +104,8 @@ def test_analyze_draws_the_adapted_image_counts(tmp_path, monkeypatch, capsys):
     it, and the images drawn are the adapted counts (not the preset's)."""
     import cases
 
-    from landscape import checkpoint
-    from landscape.analyze import analyze
+    from landscape.analyze.run import analyze
+    from landscape.loading import checkpoint
     root = tmp_path / "fashion-mnist"
     cases.write_fmnist(root, n_train=20, n_test=600)
     torch.manual_seed(0)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from cases import needs_fashion_mnist
 
-from landscape import checkpoint
-from landscape.analyze import checkpoint_labels, resolve_checkpoint
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
+from landscape.loading import checkpoint
+from landscape.loading.checkpoint import resolve_checkpoint
+from landscape.loading.checkpoint_info import checkpoint_labels
 
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
 

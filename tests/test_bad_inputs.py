@@ -25,10 +25,11 @@ import pytest
 import torch
 from cases import needs_fashion_mnist
 
-from landscape import checkpoint, validate
+from landscape import validate
 from landscape.cli import main
 from landscape.errors import LandscapeError
-from landscape.provenance import LOCK_NAME, lock_output_dir, release_locks
+from landscape.loading import checkpoint
+from landscape.store.provenance import LOCK_NAME, lock_output_dir, release_locks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -299,7 +300,7 @@ def test_train_resume_over_a_corrupt_config(text, tmp_path, capsys):
 
 
 def test_resume_guard_names_file_reason_and_remedy(tmp_path):
-    from landscape.provenance import read_json, read_resume_file
+    from landscape.store.provenance import read_json, read_resume_file
     p = tmp_path / "c.json"
     p.write_text("{oops")
     with pytest.raises(LandscapeError) as e:

@@ -1,13 +1,13 @@
-"""Checkpoint formats and every error path of landscape.checkpoint.load."""
+"""Checkpoint formats and every error path of landscape.loading.checkpoint.load."""
 import pickle
 
 import landscape_models as models
 import pytest
 import torch
 
-from landscape import checkpoint
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
+from landscape.loading import checkpoint
 
 NAME = "resnet_tiny"
 KW = dict(num_classes=10, in_chans=1, img_size=28)

@@ -10,9 +10,9 @@ import landscape_models as models
 import pytest
 import torch
 
-from landscape import checkpoint
 from landscape.errors import LandscapeError
-from landscape.user_model import load_weights
+from landscape.loading import checkpoint
+from landscape.loading.user_model import load_weights
 
 USER_NET = textwrap.dedent("""
     import landscape_models
@@ -97,7 +97,7 @@ def test_a_command_reads_each_checkpoint_once(net, tmp_path, monkeypatch):
         return real(f, *a, **k)
 
     monkeypatch.setattr(torch, "load", counting)
-    import landscape.provenance as P
+    import landscape.store.provenance as P
     hashed: list[str] = []
     real_sha = P.file_sha256
     monkeypatch.setattr(P, "file_sha256", lambda p, *a, **k: hashed.append(str(p))

@@ -9,8 +9,8 @@ import torch.nn as nn
 from cases import Chain, DepthwiseCircular
 
 from landscape import claims as C
-from landscape.analyze import AnalyzeConfig
-from landscape.analyze_steps import summarize as _summarize
+from landscape.analyze.config import AnalyzeConfig
+from landscape.analyze.summarize import summarize as _summarize
 from landscape.claims import (
     AGREES,
     DISAGREES,
@@ -21,6 +21,7 @@ from landscape.claims import (
     group_means,
     matched_distance_pairs,
 )
+from landscape.claims.evidence import _mean_col
 from landscape.claims.rules import decide
 from landscape.features.fourier import fourier_analysis
 from landscape.features.variance import variance_analysis
@@ -458,15 +459,15 @@ def test_empty_summary_is_not_measured_everywhere():
 def test_bootstrap_of_two_units_spans_them():
     # one checkpoint, two units a and b: the resampled mean is a, (a+b)/2 or b with probability
     # 1/4, 1/2, 1/4, so the 2.5% and 97.5% quantiles are exactly a and b
-    ev = C.Evidence("m", "arch", 0, "self", np.array([[1.0], [3.0]]), C._mean_col)
+    ev = C.Evidence("m", "arch", 0, "self", np.array([[1.0], [3.0]]), _mean_col)
     effect, lo, hi = C.bootstrap_effect([ev], seed=0, n_boot=4000)
     assert (effect, lo, hi) == (2.0, 1.0, 3.0)
-    same = C.Evidence("m", "arch", 0, "self", np.full((5, 1), 0.7), C._mean_col)
+    same = C.Evidence("m", "arch", 0, "self", np.full((5, 1), 0.7), _mean_col)
     assert C.bootstrap_effect([same], n_boot=100) == pytest.approx((0.7, 0.7, 0.7))
     # between families: test minus ref, seeds of each architecture resampled
-    t = [C.Evidence(f"v{i}", "vit", i, "test", np.full((3, 1), v), C._mean_col)
+    t = [C.Evidence(f"v{i}", "vit", i, "test", np.full((3, 1), v), _mean_col)
          for i, v in enumerate((1.0, 2.0))]
-    r = [C.Evidence("r0", "cnn", 0, "ref", np.full((3, 1), 5.0), C._mean_col)]
+    r = [C.Evidence("r0", "cnn", 0, "ref", np.full((3, 1), 5.0), _mean_col)]
     effect, lo, hi = C.bootstrap_effect(t + r, n_boot=4000)
     assert (effect, lo, hi) == (-3.5, -4.0, -3.0)
 
@@ -486,7 +487,7 @@ def test_cka_stage_stat_matches_the_cka_matrix():
 
 
 def test_fourier_min_freq_is_an_analyze_setting():
-    from landscape.analyze_config import make_config
+    from landscape.analyze.config import make_config
     assert make_config().fourier_min_freq is None  # the claims' FOURIER_MIN_FREQ, 3π/4
     assert C.FOURIER_MIN_FREQ == 0.75
     assert make_config(overrides={"fourier_min_freq": 0.5}).fourier_min_freq == 0.5

@@ -122,7 +122,7 @@ def test_repository_on_pythonpath_breaks_no_toolkit_import(repo, tmp_path):
     # A registry model still loads: the toolkit's zoo is not the user's `models`.
     from landscape_models import create
 
-    from landscape import checkpoint
+    from landscape.loading import checkpoint
     checkpoint.save(tmp_path / "res.pt", create("resnet_tiny", num_classes=10, in_chans=1,
                                                  img_size=28), dataset="fashion-mnist")
     r = subprocess.run([*cmd, "blocks", str(tmp_path / "res.pt")], env=env, cwd=tmp_path,
@@ -160,7 +160,7 @@ REL = textwrap.dedent("""
 
 
 def test_package_root_rule():
-    from landscape.user_model import package_root
+    from landscape.loading.user_model import package_root
     assert package_root(ROOT / "landscape" / "commands" / "blocks.py") == (
         ROOT, "landscape.commands.blocks")
     assert package_root(ROOT / "landscape" / "commands" / "__init__.py") == (

@@ -15,9 +15,9 @@ from landscape.curvature import (
     LossHessian,
     top_eigenvalues,
 )
+from landscape.curvature.spectrum import max_eigenvalue_spectrum
 from landscape.errors import LandscapeError
 from landscape.settings import SpectrumSettings
-from landscape.spectrum import max_eigenvalue_spectrum
 
 
 @pytest.fixture

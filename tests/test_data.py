@@ -18,6 +18,7 @@ import torch
 from cases import cifar_batches, idx_bytes, write_fmnist
 
 from landscape import data as D
+from landscape.data import fashion_mnist
 from landscape.errors import LandscapeError
 
 REAL_FMNIST = Path(D.FASHION_MNIST_ROOT)
@@ -117,7 +118,7 @@ def test_decoded_arrays_cached_by_path_and_mtime(tmp_path):
     write_fmnist(tmp_path)
     D.load_dataset("fashion-mnist", root=tmp_path)
     D.load_dataset("fashion-mnist", root=tmp_path, subset=5)
-    info = D._decode_idx_pair.cache_info()
+    info = fashion_mnist._decode_idx_pair.cache_info()
     assert (info.hits, info.misses) == (1, 1)
     # rewriting the files (new mtime/size) invalidates the entry and the new values are read
     truth = write_fmnist(tmp_path, n_train=30, seed=3)

@@ -22,7 +22,7 @@ def test_plan_names_every_model_and_uses_measured_times(tmp_path):
                    {"label": "a", "arch": "alternet_tiny"}],
         "timing": {"per_model": {"r": per, "v": per, "a": per}}}))
     # resnet_tiny_s0's analyses are cached in OUT (its timings.json, keyed by its sha prefix)
-    from landscape.provenance import file_sha256
+    from landscape.store.provenance import file_sha256
     sha = file_sha256(ckpts / "resnet_tiny_s0.pt")[:10]
     raw = tmp_path / "out" / "raw" / f"resnet_tiny_s0-{sha}"
     raw.mkdir(parents=True)

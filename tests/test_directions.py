@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from landscape import directions as D
 from landscape.errors import LandscapeError
+from landscape.surface import directions as D
 
 torch.set_num_threads(1)
 
@@ -109,7 +109,7 @@ def test_trajectory_pca_equals_numpy_svd():
 
 def test_hdvw_norm_matches_the_paper_codes_dim0_rule():
     """The paper's normalize_filter: d * ||w||_dim0 / (||d||_dim0 + 1e-7); 1-D tensors zeroed."""
-    from landscape.directions import normalize_direction
+    from landscape.surface.directions import normalize_direction
     w = torch.tensor([[3.0, 0.0], [4.0, 2.0]], dtype=torch.float64)
     d = torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
     out = normalize_direction({"w": d.clone(), "b": torch.ones(2, dtype=torch.float64)},

@@ -19,11 +19,11 @@ import pytest
 import torch
 from cases import needs_fashion_mnist
 
-from landscape import checkpoint
 from landscape.cli import main
 from landscape.curvature.results import DensityResult
 from landscape.errors import LandscapeError
-from landscape.provenance import atomic_h5, atomic_write, disk_error, write_json
+from landscape.loading import checkpoint
+from landscape.store.provenance import atomic_h5, atomic_write, disk_error, write_json
 
 
 def _enospc(*_a, **_k):

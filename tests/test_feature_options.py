@@ -19,9 +19,9 @@ import pytest
 import torch
 from cases import write_fmnist
 
-from landscape import checkpoint
 from landscape.cli import build_parser
 from landscape.cli import main as cli_main
+from landscape.loading import checkpoint
 
 torch.set_num_threads(1)
 

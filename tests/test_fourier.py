@@ -169,10 +169,10 @@ def test_eval_mode_used_and_restored():
 
 
 def test_cli_smoke_on_a_registry_model(tmp_path):
-    from landscape import checkpoint
     from landscape.cli import main
     from landscape.features.fourier import FourierResult
     from landscape.features.variance import VarianceResult
+    from landscape.loading import checkpoint
     torch.manual_seed(0)
     m = models.create("vit_tiny", num_classes=10, in_chans=1, img_size=28)
     ck = checkpoint.save(tmp_path / "vit.pt", m, dataset="fashion-mnist", seed=0, epoch=0)

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from cases import TinyAttention, TinyCNN, TinyMLP, fmnist_model, make  # noqa: F401 (tiny models)
 
-from landscape.errors import LandscapeError
-from landscape.hessian import (
+from landscape.curvature import (
     DenseOperator,
     HessianOperator,
     dense_hessian,
@@ -22,6 +21,7 @@ from landscape.hessian import (
     slq_density,
     top_eigenvalues,
 )
+from landscape.errors import LandscapeError
 
 torch.set_num_threads(1)
 
@@ -420,8 +420,9 @@ def test_lanczos_confirming_steps_find_an_eigenvalue_the_first_converged_step_mi
     """A start vector nearly orthogonal to the second-largest eigenvector: the first step at which
     five Ritz pairs meet the residual rule holds [10, 9, 8, 7, 6] and misses 9.5; three
     confirming steps (the default) find the exact top-5."""
-    from landscape.curvature.lanczos import CONFIRM_STEPS, lanczos_eigenpairs
+    from landscape.curvature.lanczos import lanczos_eigenpairs
     from landscape.curvature.operators import as_operator
+    from landscape.settings import CONFIRM_STEPS
     n = 400
     ev = np.concatenate([[10, 9, 8, 7, 6, 9.5], np.linspace(0, 1, n - 6)])
     A = as_operator(torch.diag(torch.tensor(ev, dtype=torch.float64)))

@@ -18,8 +18,8 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, {here!r})
     torch.set_num_threads(1)
     from landscape import distributed as D
-    from landscape.hessian import HessianOperator
-    from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
+    from landscape.curvature import HessianOperator
+    from landscape.curvature.spectrum import SpectrumConfig, max_eigenvalue_spectrum
     from cases import tiny_cnn_data
 
     def setup():

@@ -14,7 +14,8 @@ from cases import needs_fashion_mnist
 
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
-from landscape.model_cards import parse_input_shape, parse_model_kwargs, read_cards
+from landscape.loading.model_args import parse_input_shape, parse_model_kwargs
+from landscape.loading.model_cards import read_cards
 
 LAYERS = textwrap.dedent("""
     import torch.nn as nn
@@ -142,7 +143,7 @@ def user_repo(tmp_path: Path):
 
 def _save_state_dict(repo: Path, module: str, fn: str, dest: Path, **kwargs) -> Path:
     """Build ``models.<module>:<fn>(**kwargs)`` of ``repo`` and save it as a plain state dict."""
-    from landscape.user_model import build_model
+    from landscape.loading.user_model import build_model
     torch.manual_seed(0)
     net = build_model(f"{repo / 'models' / module}.py:{fn}", kwargs=kwargs)
     torch.save(net.state_dict(), dest)
@@ -286,7 +287,7 @@ def test_card_with_user_cnn_and_vit_gives_between_family_rows(user_repo, tmp_pat
     # a zoo checkpoint needs no card and mixes with the card's models (it comes first)
     import landscape_models
 
-    from landscape import checkpoint
+    from landscape.loading import checkpoint
     zoo = checkpoint.save(ck / "resnet_tiny.pt", landscape_models.create(
         "resnet_tiny", num_classes=10, in_chans=1, img_size=28), dataset="fashion-mnist")
     out = tmp_path / "out"
@@ -369,7 +370,7 @@ def test_image_folder_gives_the_stages_of_a_four_stage_model(user_repo, tmp_path
 def test_stages_from_the_card_win_over_the_probe(user_repo, tmp_path):
     from landscape_models import blocks as model_blocks
 
-    from landscape.model_cards import assign_card_blocks, load_card_weights
+    from landscape.loading.model_cards import assign_card_blocks, load_card_weights
     ck = _save_state_dict(user_repo, "cnn", "cnn", tmp_path / "c.pt", width=4, stages=3)
     card = tmp_path / "c.toml"
     card.write_text(textwrap.dedent("""

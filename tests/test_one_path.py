@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 import pytest
 
-from landscape import checkpoint
 from landscape.cli import main as cli_main
+from landscape.loading import checkpoint
 
 QUANTITIES = ("spectrum", "curvature", "surface", "fourier", "variance", "robustness", "cka",
               "lesion")
@@ -167,7 +167,7 @@ def _identity(q: str, files: dict[str, Path]) -> dict:
 def runs(inputs):
     """{(quantity, path): output folder}, each run once (the spectrum and the curvature come
     from one `landscape hessian --trace --density` and one `analyze --only hessian`)."""
-    from landscape import analyze_cost
+    from landscape.analyze import cost as analyze_cost
     d, root, ck = inputs
     done: dict[tuple[str, str], Path] = {}
     mp = pytest.MonkeyPatch()  # the quick budget as it is (see module doc)

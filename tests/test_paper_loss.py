@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from landscape.analyze_config import make_config
+from landscape.analyze.config import make_config
 from landscape.errors import LandscapeError
 from landscape.paper_loss import (
     PaperLoss,
@@ -70,7 +70,7 @@ def test_e_paper_loss_with_mixup_equals_a_hand_computation():
     assert float(ce) == pytest.approx(nll, rel=1e-12)
     # the loss surface's evaluator reads the same soft targets: its NLL at the centre is the
     # hand NLL and its L2 column the hand Σ‖p‖₂
-    from landscape.directions import random_direction
+    from landscape.surface.directions import random_direction
     from landscape.surface.evaluate import SurfaceEvaluator
     m = tiny()
     ev = SurfaceEvaluator(m, [random_direction(m, 0)], t.images, t.targets, l2=True,
@@ -120,7 +120,7 @@ def test_the_hessian_operator_takes_the_soft_targets_of_the_paper_transform():
 
 
 def test_the_spectrum_runs_on_the_paper_transform(tmp_path):
-    from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
+    from landscape.curvature.spectrum import SpectrumConfig, max_eigenvalue_spectrum
 
     class Data:
         images = torch.cat([X, X.flip(-1)])

@@ -15,8 +15,8 @@ import pytest
 import torch
 from cases import cifar_batches, free_port
 
-from landscape import checkpoint
 from landscape.cli import main as cli_main
+from landscape.loading import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "tests" / "paper_manifests"

@@ -16,12 +16,11 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from landscape.reporting.report import (  # noqa: E402
-    NOT_COMPUTED,
-    PNG_SIGNATURE,
     SECTION_IDS,
     format_summary_table,
     write_report,
 )
+from landscape.reporting.report_format import NOT_COMPUTED, PNG_SIGNATURE  # noqa: E402
 from landscape.summary import SUMMARY_VERSION  # noqa: E402
 
 LABELS = ["resnet_tiny", "vit_tiny", "alternet_tiny"]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from landscape.errors import LandscapeError
-from landscape.provenance import atomic_write, read_json, write_json
-from landscape.resume import ResultCache
+from landscape.store.provenance import atomic_write, read_json, write_json
+from landscape.store.resume import ResultCache
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

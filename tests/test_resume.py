@@ -1,4 +1,4 @@
-"""The one result store (landscape.resume): what a stored result is compared on, the one line
+"""The one result store (landscape.store.resume): what a stored result is compared on, the one line
 that names every differing setting on every resumable analysis, and one library path for the
 trace (``landscape hessian --trace`` and ``landscape analyze`` give the same numbers)."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from cases import fmnist_model, write_fmnist
 
-from landscape import checkpoint
-from landscape import resume as R
 from landscape.cli import main
 from landscape.errors import LandscapeError
+from landscape.loading import checkpoint
+from landscape.store import resume as R
 
 
 def _ident(settings, sha="a" * 64, torch_v="2.13.0", landscape_v="0.1.0"):
@@ -85,7 +85,7 @@ def _tiny_data(n=16):
 
 
 def _spectrum(tmp_path, seed):
-    from landscape.spectrum import SpectrumConfig, max_eigenvalue_spectrum
+    from landscape.curvature.spectrum import SpectrumConfig, max_eigenvalue_spectrum
     m, x, y = _tiny_data()
     max_eigenvalue_spectrum(m, x, y, SpectrumConfig(k=1, batch_size=4, n_batches=2, seed=seed,
                                                     max_iter=5), out=tmp_path / "spectrum.h5",
@@ -93,8 +93,8 @@ def _spectrum(tmp_path, seed):
 
 
 def _surface(tmp_path, seed):
-    from landscape import directions as D
     from landscape import surface as S
+    from landscape.surface import directions as D
     m, x, y = _tiny_data()
     dirs = [D.random_direction(m, 0)]
     S.compute_surface(m, dirs, x, y, np.linspace(-1, 1, 3), None, tmp_path / "surface.h5",

@@ -16,10 +16,10 @@ import pytest
 import torch
 from cases import fmnist_model, write_fmnist
 
-from landscape import checkpoint
-from landscape.analyze_config import AnalyzeConfig, make_config
+from landscape.analyze.config import AnalyzeConfig, make_config
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
+from landscape.loading import checkpoint
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from landscape import settings as S
-from landscape.analyze_config import FROM_SETTINGS, AnalyzeConfig, make_config
+from landscape.analyze.config import FROM_SETTINGS, AnalyzeConfig, make_config
 from landscape.cli import build_parser
 from landscape.errors import LandscapeError
 
@@ -80,7 +80,7 @@ def test_analyze_defaults_come_from_the_settings():
     assert (cfg.surface_wd, cfg.surface_augment) == (None, True)
     assert S.default_of(S.SpectrumSettings, "augment") is False  # resolved from the loss
     # the quick budget (analyze's default) is the settings' defaults: the commands' defaults
-    from landscape.analyze_config import BUDGETS
+    from landscape.analyze.config import BUDGETS
     assert BUDGETS["quick"] == {} and make_config("quick") == AnalyzeConfig()
     assert (cfg.samples, cfg.batch_size, cfg.spectrum_batches) == (500, 250, 16)
 
@@ -115,5 +115,5 @@ def test_analyze_keys_are_checked_by_their_settings_field():
 
 def test_the_spectrum_and_curvature_objects_are_the_settings_classes():
     from landscape.curvature.estimates import CurvatureSettings
-    from landscape.spectrum import SpectrumConfig
+    from landscape.curvature.spectrum import SpectrumConfig
     assert SpectrumConfig is S.SpectrumSettings and CurvatureSettings is S.CurvatureSettings

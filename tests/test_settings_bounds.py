@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from landscape.analyze_config import FROM_SETTINGS, AnalyzeConfig, make_config
+from landscape.analyze.config import FROM_SETTINGS, AnalyzeConfig, make_config
 from landscape.cli import main
 from landscape.errors import LandscapeError
 from landscape.settings import (

@@ -21,9 +21,9 @@ from landscape.commands.options import settings_field
 #: Which quantity's settings a module's functions take their defaults from.
 MODULE_SETTINGS: dict[str, tuple[type, ...]] = {
     "landscape.curvature": (S.SpectrumSettings, S.CurvatureSettings),
-    "landscape.spectrum": (S.SpectrumSettings,),
+    "landscape.curvature.spectrum": (S.SpectrumSettings,),
     "landscape.surface": (S.SurfaceSettings,),
-    "landscape.directions": (S.SurfaceSettings,),
+    "landscape.surface.directions": (S.SurfaceSettings,),
     "landscape.features.fourier": (S.FourierSettings,),
     "landscape.features.variance": (S.VarianceSettings,),
     "landscape.features.robustness": (S.RobustnessSettings,),
@@ -39,7 +39,7 @@ NOT_THE_FIELD: dict[tuple[str, str], str] = {
        for f in ("landscape.curvature.base.CurvatureOperator.__init__",
                  "landscape.curvature.estimates.curvature_operator",
                  "landscape.curvature.estimates.curvature_estimates",
-                 "landscape.spectrum.max_eigenvalue_spectrum",
+                 "landscape.curvature.spectrum.max_eigenvalue_spectrum",
                  "landscape.surface.compute.compute_surface",
                  "landscape.surface.evaluate.SurfaceEvaluator.__init__")},
     ("landscape.curvature.hessian_operator.dense_hessian", "method"):

@@ -13,9 +13,9 @@ import torch
 from cases import TinyCNN, dense_ef, dense_ggn, fashion_mnist_available, fmnist_model, write_fmnist
 from cases import tiny_cnn_data as _data
 
-from landscape import spectrum as S  # noqa: E402
+from landscape.curvature import HessianOperator, dense_hessian, top_eigenvalues  # noqa: E402
+from landscape.curvature import spectrum as S  # noqa: E402
 from landscape.errors import LandscapeError  # noqa: E402
-from landscape.hessian import HessianOperator, dense_hessian, top_eigenvalues  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -100,8 +100,8 @@ def test_resume_computes_only_unfinished(tmp_path, monkeypatch):
 def test_cli_hessian(tmp_path):
     """On the installed Fashion-MNIST, or on IDX files written here when it is absent."""
 
-    from landscape.checkpoint import save
     from landscape.data import dataset_spec
+    from landscape.loading.checkpoint import save
     root = []
     if not fashion_mnist_available():
         write_fmnist(tmp_path / "fm", n_train=256, n_test=10)
@@ -243,7 +243,7 @@ import sys, time, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 import cases as T
-from landscape import spectrum as S
+from landscape.curvature import spectrum as S
 m, x, y = T.tiny_cnn_data(n=80)
 seen = set()
 

@@ -19,8 +19,8 @@ import torch.nn as nn
 
 from landscape.curvature.results import DensityResult
 from landscape.errors import LandscapeError
-from landscape.provenance import atomic_write, read_cache_json, read_json, write_json
-from landscape.resume import ResultCache, tree_sha256
+from landscape.store.provenance import atomic_write, read_cache_json, read_json, write_json
+from landscape.store.resume import ResultCache, tree_sha256
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -166,8 +166,8 @@ def test_damaged_density_file_is_recomputed(tmp_path, capsys):
 
 # ------------------------------------------------------------------ a real surface file
 def _tiny_surface(path: Path) -> None:
-    from landscape import directions as D
     from landscape.surface import compute_surface
+    from landscape.surface import directions as D
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     x = torch.randn(8, 1, 2, 2)
@@ -216,7 +216,7 @@ def test_store_recomputes_a_flipped_surface_through_load_surface(tmp_path, capsy
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from landscape.resume import ResultCache
+    from landscape.store.resume import ResultCache
     folder, marker = Path(sys.argv[1]), Path(sys.argv[2])
     def compute(p):
         with open(marker, "a") as f:

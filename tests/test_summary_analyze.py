@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from cases import fmnist_model
 
-from landscape import checkpoint
-from landscape.analyze import analyze
-from landscape.analyze_config import make_config
+from landscape.analyze.config import make_config
+from landscape.analyze.run import analyze
+from landscape.loading import checkpoint
 from landscape.summary import ModelSummary, Summary, read_summary
 from landscape.summary_sections import ENTRY_TYPES, Block, BlocksEntry, LesionEntry
 

@@ -11,9 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from cases import fmnist_model, needs_fashion_mnist
 
-from landscape import directions as D
 from landscape import surface as S
 from landscape.errors import LandscapeError
+from landscape.surface import directions as D
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,8 +234,8 @@ def test_mismatched_files_refused(tmp_path, monkeypatch):
 
 @needs_fashion_mnist
 def test_cli_smoke_resume_and_refusal(tmp_path, capsys):
-    from landscape import checkpoint
     from landscape.cli import main
+    from landscape.loading import checkpoint
     torch.manual_seed(0)
     m = fmnist_model()
     ck = checkpoint.save(tmp_path / "m.pt", m, dataset="fashion-mnist")

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
     torch.set_num_threads(1)
-    from landscape import directions as D, surface as S, distributed
+    from landscape import surface as S, distributed
+    from landscape.surface import directions as D
     distributed.init_from_env()
     class Net(nn.Module):
         def __init__(self):

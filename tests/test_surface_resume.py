@@ -17,16 +17,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from landscape import directions as D
 from landscape import surface as S
 from landscape.errors import LandscapeError
+from landscape.surface import directions as D
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time, numpy as np, torch, torch.nn as nn
     torch.set_num_threads(1)
-    from landscape import directions as D, surface as S
+    from landscape import surface as S
+    from landscape.surface import directions as D
     path, plan, hang_after = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
     if hang_after:  # this run stops for good before its chunk number hang_after + 1
         put, calls = S.SurfaceFile.put, []

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from landscape import checkpoint
 from landscape import train as T
 from landscape.cli import main as cli_main
 from landscape.data import ImageData
 from landscape.errors import LandscapeError, NonFiniteLossError
+from landscape.loading import checkpoint
 
 
 def _data(n=96, seed=0, classes=10, nan=False):

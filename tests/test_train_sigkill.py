@@ -13,7 +13,7 @@ import pytest
 import torch
 from cases import needs_fashion_mnist
 
-from landscape import checkpoint
+from landscape.loading import checkpoint
 
 EPOCHS = 5
 

@@ -16,11 +16,11 @@ import torch.nn as nn
 from cases import TINY, needs_fashion_mnist
 from landscape_models.inference import blocks_from_spec, infer_blocks
 
-from landscape import checkpoint
 from landscape.cli import main as cli_main
 from landscape.errors import LandscapeError
-from landscape.provenance import file_sha256
-from landscape.user_model import import_callable, load_model, parse_blocks_arg
+from landscape.loading import checkpoint
+from landscape.loading.user_model import import_callable, load_model, parse_blocks_arg
+from landscape.store.provenance import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LandscapeError
-from ..provenance import run_metadata, write_json
+from ..store.provenance import run_metadata, write_json
 from .patterns import baseline_pattern, heads_per_stage, pattern_str
 from .search import SearchConfig, SearchResult, run_search
 from .trainer import RegistryTrainer, compare_models, split_validation
@@ -114,8 +114,8 @@ def buildup_run(settings: BuildupSettings, out_dir: str | Path,
                 runs_dir: str | Path | None = None, progress: bool = True) -> list[str]:
     """``landscape alternet-search``: :func:`run_buildup` into the locked folder ``out_dir``,
     then its figures (``buildup``, ``comparison``); returns the lines that report it."""
-    from ..provenance import output_dir
     from ..reporting.plots.alternet import plot_buildup, plot_comparison
+    from ..store.provenance import output_dir
 
     out = output_dir(out_dir)
     result, comparison = run_buildup(settings, out, runs_dir, progress=progress)

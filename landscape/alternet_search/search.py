@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import LandscapeError
-from ..provenance import read_json, run_metadata, write_json
-from ..resume import check, identity
+from ..store.provenance import read_json, run_metadata, write_json
+from ..store.resume import check, identity
 from .patterns import Pattern, next_slot, parse_pattern, pattern_str, with_msa
 
 SCHEMA = "landscape.alternet_search/1"

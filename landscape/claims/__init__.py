@@ -233,7 +233,6 @@ from .evidence import (
     pair_count,
     seed_interval,
 )
-from .evidence import _mean_col as _mean_col  # re-exported for the tests
 from .features import (
     FOURIER_MIN_FREQ,
     HIGH_BAND_FRACTION,

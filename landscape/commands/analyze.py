@@ -7,7 +7,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from ..analyze_config import ANALYSES, BUDGETS, AnalyzeConfig
+    from ..analyze.config import ANALYSES, BUDGETS, AnalyzeConfig
     from .argtypes import seed_int
     from .common import add_device_arg, add_nonfinite_arg
     p = sub.add_parser(
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import LandscapeError
     if not args.checkpoints and not args.models:
         raise LandscapeError("no checkpoint given: pass CKPT files or --models CARDS.toml")
-    from ..analyze import analyze, make_config
+    from ..analyze.config import make_config
+    from ..analyze.run import analyze
     overrides: dict[str, Any] = {"data": args.data, "data_root": args.data_root,
                                  "seed": args.seed, "device": args.device}
     for item in args.set:
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         k, v = item.split("=", 1)
         overrides[k.strip()] = _parse_value(v.strip())
     cfg = make_config(args.budget, args.config, overrides)
-    from ..model_cards import parse_input_shape, read_cards
+    from ..loading.model_args import parse_input_shape
+    from ..loading.model_cards import read_cards
     cards = read_cards(args.models) if args.models else []
     shape = parse_input_shape(args.input_shape) if args.input_shape else None
     # missing or NaN/inf checkpoints are refused by analyze before any output (one read each)

@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..user_model import describe_checkpoint_blocks
+    from ..loading.user_model import describe_checkpoint_blocks
     from ..workflows.inputs import check_checkpoints
     checkpoint = check_checkpoints(args, [args.checkpoint])[0]  # NaN/inf weights: refused
     print(describe_checkpoint_blocks(checkpoint, model=args.model, model_def=args.model_def,

@@ -57,9 +57,10 @@ def add_model_def_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_kwargs(text: str) -> dict:
-    """argparse type of ``--model-kwargs`` (:func:`landscape.model_cards.parse_model_kwargs`)."""
+    """argparse type of ``--model-kwargs``
+    (:func:`landscape.loading.model_args.parse_model_kwargs`)."""
     from ..errors import LandscapeError
-    from ..model_cards import parse_model_kwargs
+    from ..loading.model_args import parse_model_kwargs
     try:
         return parse_model_kwargs(text)
     except LandscapeError as e:

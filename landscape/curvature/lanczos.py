@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
-from ..settings import CONFIRM_STEPS, SpectrumSettings  # noqa: F401 (CONFIRM_STEPS: re-exported)
+from ..settings import SpectrumSettings
 from .hessian_operator import curvature_term_of
 from .operators import LinearOperator, as_operator
 from .random_vectors import generator, randn

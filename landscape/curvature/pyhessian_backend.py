@@ -127,4 +127,4 @@ def pyhessian_trace(op: Any, n_probes: int, tol: float, seed: int) -> TraceResul
 def pyhessian_density(*_args: Any, **_kw: Any):
     """Not available: pyhessian's ``density()`` calls ``torch.eig``, removed from PyTorch (2.x)."""
     raise LandscapeError("pyhessian's density() cannot run on this PyTorch: it calls torch.eig, "
-                         "which PyTorch removed; use landscape.hessian.slq_density instead")
+                         "which PyTorch removed; use landscape.curvature.slq_density instead")

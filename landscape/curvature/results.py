@@ -79,7 +79,7 @@ class DensityResult:
         """Write to HDF5 atomically (datasets grid/density/nodes/weights; attrs sigma, seed, ...,
         attrs)."""
 
-        from ..provenance import atomic_h5, versions
+        from ..store.provenance import atomic_h5, versions
         with atomic_h5(path, seal=True) as f:
             for k in ("grid", "density", "nodes", "weights"):
                 f.create_dataset(k, data=getattr(self, k))
@@ -95,7 +95,7 @@ class DensityResult:
     def load(cls, path) -> DensityResult:
         import h5py
 
-        from ..checksums import verify_h5
+        from ..store.checksums import verify_h5
         with h5py.File(path, "r") as f:
             verify_h5(f, path)
             return cls(grid=f["grid"][()], density=f["density"][()], nodes=f["nodes"][()],

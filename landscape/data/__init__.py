@@ -33,7 +33,6 @@ from .cifar import (
     download_archive,
 )
 from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx
-from .fashion_mnist import _decode_idx_pair as _decode_idx_pair  # re-exported for the tests
 from .files import ENV_VAR, PathLike
 from .image_data import Batches, ImageData
 from .image_folder import IMAGE_EXTENSIONS

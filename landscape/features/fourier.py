@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from ..provenance import atomic_h5
+from ..store.provenance import atomic_h5
 from .streaming import data_description, kept_rows, stream_block_outputs
 
 DEFAULT_EPS = 1e-6  # the notebook's ``abs() + 1e-6`` before the log
@@ -230,7 +230,7 @@ class FourierResult:
     def load(cls, path: str | Path) -> FourierResult:
         import h5py
 
-        from ..checksums import verify_h5
+        from ..store.checksums import verify_h5
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "fourier":
                 raise LandscapeError(f"{path} is not a Fourier result")
@@ -305,7 +305,7 @@ def fourier_analysis(model: nn.Module, data: Any, block_list: Sequence | None = 
     names, kinds, stages, dep = ([r[j] for r in rows] for j in range(4))
     spectra = [src[name].mean_centered() for name in names]
     per = [src[name].high_frequency_per_image() for name in names]
-    from ..provenance import run_metadata
+    from ..store.provenance import run_metadata
     cfg = {"analysis": "fourier", "eps": eps, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data), "readout": readout,
            "quantity": "mean over images and channels of log(|fft2(z)| + eps), fftshift-centred",

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from ..provenance import JsonResult
+from ..store.provenance import JsonResult
 from .streaming import data_description, evaluate_images, normalized_depths
 
 
@@ -69,7 +69,7 @@ def lesion_study(model: nn.Module, data: Any, block_list: Sequence | None = None
         acc.append(a)
         loss.append(lo)
         hits.append(h)
-    from ..provenance import run_metadata
+    from ..store.provenance import run_metadata
     cfg = {"analysis": "lesion", "samples": samples, "batch_size": batch_size,
            "data": data_description(data),
            "lesion": "residual branch output replaced by zeros (models.lesioned)"}

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from ..device import eval_mode, model_device
 from ..errors import LandscapeError
-from ..provenance import JsonResult
 from ..settings import ROBUSTNESS_PROTOCOLS, RobustnessSettings, default_of
+from ..store.provenance import JsonResult
 from .streaming import data_description, image_batches
 
 # The protocols' defaults live in landscape.settings (RobustnessSettings, ROBUSTNESS_PROTOCOLS).
@@ -237,7 +237,7 @@ def noise_robustness(model: nn.Module, data: Any,
                 loss[j] += float(F.cross_entropy(logits.float(), y, reduction="sum"))
                 bar.update(len(x))
     acc, loss = correct / n, loss / n
-    from ..provenance import run_metadata
+    from ..store.provenance import run_metadata
     cfg = {"analysis": "robustness", "protocol": protocol, "freqs": freqs, "width": width,
            "norm": norm if not paper else None, "eps": eps if paper else None, "base": base,
            "samples": samples, "batch_size": batch_size, "seed": seed,

@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from ..provenance import JsonResult
 from ..settings import CKASettings
+from ..store.provenance import JsonResult
 from .streaming import data_description, normalized_depths, stream_block_outputs
 
 ESTIMATORS = ("unbiased", "biased")
@@ -171,7 +171,7 @@ def cka_analysis(model: nn.Module, data: Any, block_list: Sequence | None = None
     for _x, _y, outs in stream_block_outputs(model, data, bl, samples, batch_size, device,
                                              progress, desc="cka"):
         acc.update([outs[b.name] for b in bl])
-    from ..provenance import run_metadata
+    from ..store.provenance import run_metadata
     cfg = {"analysis": "cka", "estimator": estimator, "samples": samples,
            "batch_size": batch_size, "data": data_description(data),
            "kernel": "linear on each block output flattened per image",

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LandscapeError
-from ..provenance import JsonResult
+from ..store.provenance import JsonResult
 from .fourier import _spatial, changes_from_previous
 from .streaming import data_description, kept_rows, stream_block_outputs
 
@@ -137,7 +137,7 @@ def variance_analysis(model: nn.Module, data: Any, block_list: Sequence | None =
     var = [src[name].mean for name in names]
     se = [src[name].stderr for name in names]
     per = [src[name].per_image for name in names]
-    from ..provenance import run_metadata
+    from ..store.provenance import run_metadata
     cfg = {"analysis": "variance", "ddof": ddof, "samples": samples, "batch_size": batch_size,
            "include_input": include_input, "data": data_description(data),
            "quantity": "mean over images and channels of the spatial variance of the grid"}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..claims import Claim, evaluate_claims, high_frequency_drop, top_eigenvalue
-from ..provenance import atomic_write
+from ..store.provenance import atomic_write
 from ..summary import ModelSummary, Summary, as_summary
 from ..summary_sections import (
     Block,
@@ -31,19 +31,15 @@ from ..summary_sections import (
     SpectrumStats,
 )
 from .report_claims import claims_body, loss_statement, test_text
-from .report_format import (  # noqa: F401 - re-exported: tests and callers use report.<name>
+from .report_format import (
     _by_model_table,
     _cell,
     _e,
-    _figure_html,
     _figures_html,
-    _flatten,
     _is_num,
     _kv_table,
-    _label_of,
     _missing,
     _model_labels,
-    _png_size,
     _section_figures,
     _table,
     fmt_duration,
@@ -53,7 +49,6 @@ from .report_format import (  # noqa: F401 - re-exported: tests and callers use 
 )
 
 REPORT_NAME = "report.html"
-from .report_format import NOT_COMPUTED, PNG_SIGNATURE  # noqa: E402,F401
 
 #: (section id, heading, summary key holding its numbers, keys of summary["figures"] shown in it)
 SECTIONS: tuple[tuple[str, str, str | None, tuple[str, ...]], ...] = (

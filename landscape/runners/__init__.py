@@ -1,11 +1,12 @@
 """One runner per quantity: ``run_<quantity>(model, data, settings, store) -> Run``.
 
 The only path by which a quantity is computed: ``landscape <command>`` builds the settings from
-its options and writes through a :class:`~landscape.resume.ResultFolder`, ``landscape analyze``
-builds them from its budget and writes through a :class:`~landscape.resume.ResultCache`; the
-runner alone decides what identifies the result (its settings' ``to_dict()``, the images, the
-checkpoint), so the same checkpoint and settings give the same numbers and the same identity by
-either path. Nothing here reads an argparse namespace.
+its options and writes through a :class:`~landscape.store.resume.ResultFolder`, ``landscape
+analyze`` builds them from its budget and writes through a
+:class:`~landscape.store.resume.ResultCache`; the runner alone decides what identifies the
+result (its settings' ``to_dict()``, the images, the checkpoint), so the same checkpoint and
+settings give the same numbers and the same identity by either path. Nothing here reads an
+argparse namespace.
 
 - :mod:`.features`: :func:`run_fourier`, :func:`run_variance`, :func:`run_robustness`,
   :func:`run_cka`, :func:`run_lesion`;

@@ -77,14 +77,14 @@ def run_spectrum(model: Any, data: Any, settings: SpectrumSettings, store: Any, 
                  resolved: Loss | None = None, names: Mapping[str, str] | None = None,
                  progress: bool = False, name: str = "spectrum.h5") -> Run:
     """Top-k eigenvalues (and the most negative one) of the curvature of each mini-batch
-    (:func:`landscape.spectrum.max_eigenvalue_spectrum`) drawn from ``data`` (the pool of
+    (:func:`landscape.curvature.spectrum.max_eigenvalue_spectrum`) drawn from ``data`` (the pool of
     :func:`hessian_pool`), of the loss ``loss`` (default ``LossSettings()``: the paper preset;
     ``resolved``: already resolved by the caller), through ``store`` as ``name`` (resumable: an
     interrupted file is continued). ``names``: how the caller calls the settings in a refusal
     (``{"k": "--top-k"}``). ``extra`` of the run: ``wd``, ``l2``, ``augment`` (the transform)
     and ``recipe_source``. Call from every rank under torchrun."""
     from ..curvature import check_curvature_options
-    from ..spectrum import SpectrumResult, max_eigenvalue_spectrum
+    from ..curvature.spectrum import SpectrumResult, max_eigenvalue_spectrum
     check_curvature_options(settings.curvature, backend=settings.backend, mode=settings.mode)
     loss = loss or LossSettings()
     lo = resolved or resolve_loss(loss, info, data, settings.seed)
@@ -119,7 +119,7 @@ def run_curvature(model: Any, data: Any, settings: CurvatureSettings, store: Any
     from ..curvature import check_curvature_options
     from ..curvature.estimates import curvature_estimates
     from ..curvature.results import DensityResult
-    from ..provenance import read_json, write_json
+    from ..store.provenance import read_json, write_json
     check_curvature_options(kind, mode=settings.mode)
     loss = loss or LossSettings()
     lo = resolved or resolve_loss(loss, info, data, settings.seed)

@@ -1,9 +1,10 @@
 """The loss a curvature or surface runner differentiates or evaluates, resolved for one
 checkpoint in one place: the preset (:data:`landscape.settings.LOSS_PRESETS`), the weight decay
 (``None``: the checkpoint's training weight decay, 0 when unknown), the L2 convention, the
-augmentation (the recipe's pad and flip, :func:`landscape.checkpoint_info.l2_and_augment`) and
-the paper's training transform (:func:`landscape.paper_loss.paper_loss_data`). ``landscape
-hessian``, ``landscape surface`` and ``landscape analyze`` all resolve it here.
+augmentation (the recipe's pad and flip,
+:func:`landscape.loading.checkpoint_info.l2_and_augment`) and the paper's training transform
+(:func:`landscape.paper_loss.paper_loss_data`). ``landscape hessian``, ``landscape surface``
+and ``landscape analyze`` all resolve it here.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class Loss:
 def resolve_loss(loss: LossSettings, info: Any, data: Any, seed: int) -> Loss:
     """The :class:`Loss` of ``loss`` for the checkpoint ``info`` on ``data`` (an ImageData);
     ``seed``: the paper transform's draws (with ``loss.paper_loss``)."""
-    from ..checkpoint_info import l2_and_augment
+    from ..loading.checkpoint_info import l2_and_augment
     from ..paper_loss import paper_loss_data
     preset = LOSS_PRESETS[loss.preset]
     wd = loss.wd if loss.wd is not None else preset.get(

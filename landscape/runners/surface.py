@@ -22,9 +22,9 @@ def random_plane(model: Any, norm: str, seed: int, two: bool, *, mode: str = "we
                  ) -> tuple[list[Any], dict[str, Any]]:
     """(directions, their identity): a random Gaussian direction from ``seed`` (and one from
     ``seed + 1`` when ``two``), normalized by ``norm``
-    (:func:`landscape.directions.random_direction`); ``exclude`` None: the default
+    (:func:`landscape.surface.directions.random_direction`); ``exclude`` None: the default
     exclusions (position embeddings)."""
-    from .. import directions as D
+    from ..surface import directions as D
     ident = plane_identity(norm, seed, two, mode=mode, biasbn=biasbn, exclude=exclude)
     ex = ident["exclude"]
     dirs = [D.random_direction(model, seed, norm, mode, biasbn, ex)]
@@ -37,7 +37,7 @@ def plane_identity(norm: str, seed: int, two: bool, *, mode: str = "weights",
                    biasbn: bool = False, exclude: Sequence[str] | None = None
                    ) -> dict[str, Any]:
     """What identifies the directions of :func:`random_plane` (without drawing them)."""
-    from ..directions import DEFAULT_EXCLUDE
+    from ..surface.directions import DEFAULT_EXCLUDE
     return {"kind": "random", "mode": mode, "biasbn": bool(biasbn),
             "exclude": list(DEFAULT_EXCLUDE if exclude is None else exclude), "norm": norm,
             "seed": int(seed), "ndirections": 2 if two else 1}

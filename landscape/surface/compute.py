@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from .. import distributed as dist
-from ..directions import Direction
 from ..errors import LandscapeError
-from ..resume import mismatch_message
+from ..store.resume import mismatch_message
+from .directions import Direction
 from .evaluate import SurfaceEvaluator
 from .plan import PLAN_KEYS
 from .store import SurfaceFile, SurfaceResult, file_bytes, grid_points, load_surface, value_names

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..directions import Direction
 from ..errors import LandscapeError
 from .batched import l2_terms, stacked_points, start_pool, vmap_sums
+from .directions import Direction
 from .layers import BNFolder, FirstLayerReuse, conv_bn_pairs, first_layer, first_layer_bytes
 from .plan import Plan, measure_plan
 

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from ..directions import Direction
 from ..errors import LandscapeError
-from ..provenance import atomic_h5
-from ..resume import differences, mismatch_message
-from ..resume import identity as result_identity
+from ..store.provenance import atomic_h5
+from ..store.resume import differences, mismatch_message
+from ..store.resume import identity as result_identity
+from .directions import Direction
 from .plan import Plan
 
 FORMAT = "landscape-surface"
@@ -176,7 +176,7 @@ class SurfaceFile:
         self._x, self._y, self._eval = x, y, _json(dict(eval_identity))
         if not self.path.exists():
             return
-        from ..provenance import resume_guard
+        from ..store.provenance import resume_guard
         with resume_guard(self.path, "surface file"):
             _repair_truncated(self.path)
             old = SurfaceFile.read(self.path)
@@ -345,7 +345,7 @@ def write_directions_file(path: str | Path, directions: Sequence[Direction],
     """Directions to their own HDF5 file (``xdirection/<name>``, ``ydirection/<name>``),
     atomically."""
 
-    from ..directions import save_directions
+    from .directions import save_directions
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_h5(path) as f:
@@ -358,7 +358,7 @@ def read_directions_file(path: str | Path, model: nn.Module
     """Directions from :func:`write_directions_file` on the model's device and dtypes."""
     import h5py
 
-    from ..directions import load_directions
+    from .directions import load_directions
     tensors = dict(model.named_parameters())
     tensors.update(dict(model.named_buffers()))
     dev = next(model.parameters()).device

@@ -56,10 +56,10 @@ def _plotter(analysis: str) -> Callable[[list[Any], Path, list[str]], Any]:
 
 def _labels(paths: list[str], shas: list[str], existing: list[Path],
             loader: Callable[[Path], Any]) -> list[str]:
-    """Unique names (:func:`landscape.checkpoint_info.checkpoint_labels`: the run folder for
+    """Unique names (:func:`landscape.loading.checkpoint_info.checkpoint_labels`: the run folder for
     ``model.pt``); a name whose result file in ``--out`` belongs to another checkpoint is not
     reused, so no earlier result is overwritten."""
-    from ..checkpoint_info import checkpoint_labels
+    from ..loading.checkpoint_info import checkpoint_labels
     taken: dict[str, set[str]] = {}
     for f in existing:
         try:
@@ -76,9 +76,9 @@ def feature_run(job: FeatureJob) -> list[tuple[str, Path, bool]]:
     """Run ``job.analysis`` on every checkpoint into ``job.out``; returns (label, result file,
     reused?) per checkpoint. A stored result with other settings is refused (one line naming
     them) unless ``job.force``."""
-    from ..provenance import output_dir, run_metadata, write_json
-    from ..resume import ResultFolder
     from ..runners import FEATURE_RUNNERS
+    from ..store.provenance import output_dir, run_metadata, write_json
+    from ..store.resume import ResultFolder
     from .inputs import load_model_and_data, read_checkpoints
 
     runner, _, ext = FEATURE_RUNNERS[job.analysis]

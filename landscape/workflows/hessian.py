@@ -41,10 +41,10 @@ def hessian_run(spectrum: SpectrumSettings, curvature: CurvatureSettings, loss: 
     ``curvature.density_probes``) into ``job.out``. Returns the summary (every rank does)."""
     from .. import distributed as D
     from ..curvature import check_curvature_options
-    from ..provenance import output_dir, run_metadata, write_json
-    from ..resume import ResultFolder
     from ..runners import hessian_pool, resolve_loss, run_curvature, run_spectrum
     from ..settings import check_memory
+    from ..store.provenance import output_dir, run_metadata, write_json
+    from ..store.resume import ResultFolder
     from .inputs import load_model_and_data
 
     check_curvature_options(spectrum.curvature, backend=spectrum.backend,

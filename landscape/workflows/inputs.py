@@ -36,10 +36,10 @@ class InputOptions:
 
 
 def read_checkpoints(args: Any, paths: Sequence[str | Path]) -> list[Any]:
-    """Every checkpoint file read once (:func:`landscape.checkpoint.read_checkpoint`: parsed,
-    hashed and, unless ``--allow-nonfinite``, refused when it holds NaN/inf values) before any
-    output is written; a run folder stands for its ``model.pt``."""
-    from ..checkpoint import read_checkpoint, resolve_checkpoint
+    """Every checkpoint file read once (:func:`~landscape.loading.checkpoint.read_checkpoint`:
+    parsed, hashed and, unless ``--allow-nonfinite``, refused when it holds NaN/inf values)
+    before any output is written; a run folder stands for its ``model.pt``."""
+    from ..loading.checkpoint import read_checkpoint, resolve_checkpoint
     allow = bool(getattr(args, "allow_nonfinite", False))
     return [read_checkpoint(resolve_checkpoint(f), allow_nonfinite=allow) for f in paths]
 
@@ -56,7 +56,7 @@ def load_model_for(args: argparse.Namespace, ckpt_path: str,
     import sys
 
     from ..device import resolve_device
-    from ..user_model import load_model
+    from ..loading.user_model import load_model
     return load_model(ckpt_path, model=getattr(args, "model", None),
                       model_def=getattr(args, "model_def", None),
                       blocks=getattr(args, "blocks", None),
@@ -71,9 +71,9 @@ def load_data_for(info: Any, args: argparse.Namespace, split: str | None = None,
                   samples: int | None = None, check: bool = True) -> Any:
     """The dataset a checkpoint was trained on (or ``--data``), as tensors on ``args.device``;
     ``check``: refuse data whose classes or channels differ from the model's."""
-    from ..checkpoint import check_compatible
     from ..data import load_dataset
     from ..device import resolve_device
+    from ..loading.checkpoint import check_compatible
 
     name = getattr(args, "data", None) or info.dataset
     if not name:
@@ -98,14 +98,14 @@ def load_model_and_data(args: Any, ckpt: Any) -> tuple[Any, Any, Any]:
     included). A run folder stands for its ``model.pt``."""
     import sys
 
-    from ..checkpoint import (
+    from ..device import resolve_device
+    from ..loading.checkpoint import (
         CheckpointFile,
         check_compatible,
         read_checkpoint,
         resolve_checkpoint,
     )
-    from ..device import resolve_device
-    from ..user_model import assign_blocks, load_weights
+    from ..loading.user_model import assign_blocks, load_weights
     if not isinstance(ckpt, CheckpointFile):
         allow = bool(getattr(args, "allow_nonfinite", False))
         ckpt = read_checkpoint(resolve_checkpoint(ckpt), allow_nonfinite=allow)

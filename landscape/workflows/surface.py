@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LandscapeError
-from ..resume import check
-from ..resume import identity as result_identity
 from ..settings import SurfaceSettings
+from ..store.resume import check
+from ..store.resume import identity as result_identity
 from .inputs import InputOptions
 
 DESCRIPTION = """\
@@ -73,13 +73,13 @@ def surface_run(settings: SurfaceSettings, job: SurfaceJob) -> str | None:
     the line to print (None on ranks other than the writer)."""
     import numpy as np
 
-    from .. import directions as D
     from .. import distributed as dist
     from .. import surface as S
-    from ..checkpoint import read_checkpoint, resolve_checkpoint
-    from ..provenance import file_sha256, output_dir, run_metadata, write_json
-    from ..resume import ResultFolder
+    from ..loading.checkpoint import read_checkpoint, resolve_checkpoint
     from ..runners import plane_identity, run_surface
+    from ..store.provenance import file_sha256, output_dir, run_metadata, write_json
+    from ..store.resume import ResultFolder
+    from ..surface import directions as D
     from .inputs import load_model_and_data
 
     dist.init_from_env()
@@ -177,13 +177,13 @@ def _ensure_directions(path: Path, model: Any, identity: dict[str, Any], job: Su
 
     import h5py
 
-    from .. import directions as D
     from .. import surface as S
     from ..runners import random_plane
+    from ..surface import directions as D
     ident = result_identity({k: v for k, v in identity.items() if k != "checkpoint_sha256"},
                             identity["checkpoint_sha256"])
     if path.exists():
-        from ..provenance import resume_guard
+        from ..store.provenance import resume_guard
         with resume_guard(path, "directions file"), h5py.File(path, "r") as f:
             old = json.loads(f.attrs.get("identity", "{}"))
         check(path, "directions", old, ident)

@@ -16,7 +16,7 @@ def train_run(options: Any) -> tuple[dict[str, float], list[str], Path]:
     from ..data import load_dataset
     from ..device import resolve_device
     from ..errors import LandscapeError
-    from ..provenance import output_dir
+    from ..store.provenance import output_dir
     from ..train import TrainConfig, init_from, train
 
     o = options

@@ -48,7 +48,7 @@ def save(fig: Figure, stem: PathLike, dpi: int = 150) -> FigureFiles:
     the earlier figure kept)."""
     import io
 
-    from ...provenance import atomic_write
+    from ...store.provenance import atomic_write
     stem = Path(stem)
     paths = []
     for ext in ("png", "pdf"):

@@ -28,7 +28,7 @@ def plot_spectrum(files: Sequence[PathLike], out: PathLike, labels: Sequence[str
                   bandwidth: float | None = None, log: bool = True) -> FigureFiles:
     """Density of all top-k eigenvalues in each spectrum file (Gaussian KDE, Silverman bandwidth
     unless given), log-scaled y as in the paper; writes ``out``.png/.pdf."""
-    from ...spectrum import SpectrumResult
+    from ...curvature.spectrum import SpectrumResult
     results = [SpectrumResult.load(f) for f in files]
     labels = list(labels) if labels else [Path(f).parent.name or Path(f).stem for f in files]
     allv = np.concatenate([r.values() for r in results]) if results else np.zeros(1)
@@ -64,7 +64,7 @@ def plot_slq_density(file: PathLike, out: PathLike, log: bool = True,
                      title: str = "") -> FigureFiles:
     """The SLQ density (and its Gaussian width) from a density HDF5 file; ``title`` names the
     model."""
-    from ...hessian import DensityResult
+    from ...curvature import DensityResult
     d = DensityResult.load(file)
     fig = new_figure((5, 3.2))
     ax = fig.subplots()

@@ -1,7 +1,7 @@
 """Checksums of a result file's data, stored inside the file and verified when it is read, so
 that a raw result damaged after it was written (flipped bytes, a torn copy) is refused in one
 line wherever it is read, not only where the result store reads it (the store also checks the
-SHA-256 of the whole file against its record: :class:`landscape.resume.ResultCache`).
+SHA-256 of the whole file against its record: :class:`landscape.store.resume.ResultCache`).
 
 HDF5 results: the root attribute ``data_sha256`` = SHA-256 over every dataset (name, dtype,
 shape, bytes) and every attribute (name and value), in name order. JSON results: the key
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 
 KEY = "data_sha256"
 

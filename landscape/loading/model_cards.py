@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import LandscapeError
-from .model_args import parse_input_shape, parse_model_kwargs  # noqa: F401 - re-exported
+from ..errors import LandscapeError
+from .model_args import parse_input_shape
 
 FAMILIES = ("cnn", "vit", "hybrid")
 CARD_KEYS = ("path", "model", "model_def", "code_root", "kwargs", "input_shape", "blocks",
@@ -152,7 +152,7 @@ def _card(card_file: Path, name: str, table: dict[str, Any]) -> ModelCard:
         raise fail(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
     only = t.get("only")
     if only is not None:
-        from .analyze_config import ANALYSES
+        from ..analyze.config import ANALYSES
         if not (isinstance(only, list) and all(a in ANALYSES for a in only)):
             raise fail(f"only must be a list of analyses from {', '.join(ANALYSES)} ([]: "
                        f"evaluation only), got {only!r}")
@@ -201,7 +201,7 @@ def load_card_weights(card: ModelCard, device: Any, dataset: str | None,
                       file: Any = None) -> tuple[Any, Any]:
     """(model on ``device``, CheckpointInfo) with the checkpoint's weights, blocks not yet
     assigned (:func:`assign_card_blocks` does that with the data's first batch). ``file``: the
-    card's checkpoint already read (:func:`landscape.checkpoint.read_checkpoint`)."""
+    card's checkpoint already read (:func:`landscape.loading.checkpoint.read_checkpoint`)."""
     from .checkpoint import resolve_checkpoint
     from .user_model import load_weights
 

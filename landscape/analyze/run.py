@@ -22,18 +22,18 @@ from typing import Any
 import landscape_models as models
 import numpy as np
 
-from . import checkpoint as ckpt
+from ..errors import LandscapeError
+from ..loading import checkpoint as ckpt
+from ..loading.checkpoint_info import checkpoint_labels
+from ..store.provenance import output_dir, read_cache_json, read_json, run_metadata, write_json
+from ..store.resume import ResultCache
+from ..summary import ModelSummary, Summary
+from ..summary_sections import plain
 
 # The settings live in a light module so that `landscape analyze --help` needs no torch.
-from .analyze_config import ANALYSES, BUDGETS, AnalyzeConfig, make_config  # noqa: E402,F401
-from .analyze_steps import RUNNERS, _say, joint_figures, summarize  # noqa: E402
-from .checkpoint import resolve_checkpoint  # noqa: F401 - lives in checkpoint.py, kept importable
-from .checkpoint_info import checkpoint_labels
-from .errors import LandscapeError
-from .provenance import output_dir, read_cache_json, read_json, run_metadata, write_json
-from .resume import ResultCache
-from .summary import ModelSummary, Summary
-from .summary_sections import plain
+from .config import ANALYSES, AnalyzeConfig, make_config  # noqa: E402
+from .steps import RUNNERS, _say, joint_figures  # noqa: E402
+from .summarize import summarize  # noqa: E402
 
 
 def family(arch: str, block_kinds: Sequence[str]) -> str:
@@ -97,7 +97,7 @@ class _Inputs:
 def _subset(data: Any, n: int, seed: int, device: Any) -> Any:
     """The seeded, class-stratified subset the commands' ``--samples``/``--seed`` draw
     (``load_dataset(subset=n, seed=seed)``), so both paths see the same images."""
-    from .data import stratified_subset
+    from ..data import stratified_subset
     return stratified_subset(data, n, seed).to(device)
 
 
@@ -109,8 +109,8 @@ def _draw_sets(inputs: _Inputs, cfg: AnalyzeConfig) -> _Inputs:
                             "lesion": _subset(test, cfg.lesion_samples, cfg.seed, device),
                             "surface": None, "hessian": None}
     if train is not None:
-        from .analyze_steps import curvature_settings, spectrum_settings
-        from .runners import hessian_pool
+        from ..runners import hessian_pool
+        from .steps import curvature_settings, spectrum_settings
         sets["surface"] = _subset(train, cfg.surface_samples, cfg.seed, device)  # as the command
         sets["hessian"] = hessian_pool(train, spectrum_settings(cfg), curvature_settings(cfg),
                                        cfg.seed).to(device)  # as `landscape hessian`
@@ -121,12 +121,13 @@ def _draw_sets(inputs: _Inputs, cfg: AnalyzeConfig) -> _Inputs:
 def _load_inputs(cards: Sequence[Any], cfg: AnalyzeConfig, todo: Sequence[str],
                  progress: bool, download: bool = False,
                  files: Sequence[Any] | None = None) -> _Inputs:
-    """Load and validate every checkpoint (one :class:`~landscape.model_cards.ModelCard` each)
-    and the data before anything is computed. Block lists and stages come from the first batch
-    of the loaded test images (image folders included), so they match what is analysed."""
-    from .data import load_dataset
-    from .device import resolve_device
-    from .model_cards import assign_card_blocks, load_card_weights
+    """Load and validate every checkpoint (one
+    :class:`~landscape.loading.model_cards.ModelCard` each) and the data before anything is
+    computed. Block lists and stages come from the first batch of the loaded test images (image
+    folders included), so they match what is analysed."""
+    from ..data import load_dataset
+    from ..device import resolve_device
+    from ..loading.model_cards import assign_card_blocks, load_card_weights
 
     device = resolve_device(cfg.device)
     files = list(files) if files is not None else [None] * len(cards)
@@ -166,8 +167,8 @@ def _training_fields(net: Any, info: Any, inputs: _Inputs, cfg: AnalyzeConfig,
     accuracy on ``eval_samples`` of the model's own training images (its seeded stratified
     subset when it was trained on one, as ``landscape.data.load_dataset(subset=, seed=)`` drew
     it; no augmentation, eval mode), computed once and cached."""
-    from .data.loading import subset_indices
-    from .train import evaluate
+    from ..data.loading import subset_indices
+    from ..train import evaluate
     recipe = dict((getattr(info, "extra", None) or {}).get("recipe") or {})
     fraction = float(recipe.get("data_fraction", 1.0))
     out: dict[str, Any] = {"recipe": recipe or None, "epochs": recipe.get("epochs"),
@@ -202,8 +203,8 @@ def _analyze_model(i: int, net: Any, info: Any, label: str, inputs: _Inputs, cfg
                                                         bool]:
     """Every analysis of one model: (its model entry (writer only), timings, computed?).
     Collective analyses run on every rank; the rest on the writer alone."""
-    from . import distributed as D
-    from .train import evaluate
+    from .. import distributed as D
+    from ..train import evaluate
 
     writer, n = D.is_writer(), len(inputs.loaded)
     tag = f"[model {i + 1} of {n}: {label}]"
@@ -280,8 +281,8 @@ def _finish(models: Sequence[ModelSummary], settings: dict[str, Any],
                       figures=plain(figs), timing=plain(_timing_summary(timing, wall)),
                       versions=plain(meta["versions"]), created=meta["created"],
                       wall_time_s=wall)
-    from .claims import claims_to_json, evaluate_claims
-    from .reporting.report import format_summary_table, write_report
+    from ..claims import claims_to_json, evaluate_claims
+    from ..reporting.report import format_summary_table, write_report
     claims = evaluate_claims(summary)
     summary = dataclasses.replace(summary, claims=plain(claims_to_json(claims)))
     shas = {m.label: m.sha256 for m in summary.models}
@@ -299,10 +300,10 @@ def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig
                       ) -> tuple[AnalyzeConfig, dict[str, list[Any]]]:
     """Time a probe on every model, print the estimate per model and analysis, and under the
     quick budget shrink the work for all models alike when the most expensive
-    model would exceed :data:`~landscape.analyze_cost.QUICK_TARGET_S` (settings that differ
+    model would exceed :data:`~landscape.analyze.cost.QUICK_TARGET_S` (settings that differ
     from the preset were set by the user and are kept). Under torchrun the writer decides."""
-    from . import analyze_cost as C
-    from . import distributed as D
+    from .. import distributed as D
+    from . import cost as C
     decided: Any = None
     if D.is_writer():
         pool = inputs.sets.get("hessian") or inputs.sets["feat"]
@@ -346,11 +347,12 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``checkpoints`` are loaded with ``model``/``model_def`` (called with ``model_kwargs``)/
-    ``code_root``/``blocks``; ``cards`` (:func:`landscape.model_cards.read_cards`) follow them,
-    each loaded its own way, so one run compares any mix of models. ``input_shape`` (C, H, W)
-    is checked against the data's images; ``download`` fetches missing CIFAR archives. Each
-    checkpoint is read once (:func:`landscape.checkpoint.read_checkpoint`), before any output;
-    unless ``allow_nonfinite``, one holding NaN/inf values is refused then.
+    ``code_root``/``blocks``; ``cards`` (:func:`~landscape.loading.model_cards.read_cards`)
+    follow them, each loaded its own way, so one run compares any mix of models.
+    ``input_shape`` (C, H, W) is checked against the data's images; ``download`` fetches
+    missing CIFAR archives. Each checkpoint is read once
+    (:func:`~landscape.loading.checkpoint.read_checkpoint`), before any output; unless
+    ``allow_nonfinite``, one holding NaN/inf values is refused then.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
     other's finished results (the paper-figure targets reuse the demo's). Returns the typed
@@ -365,7 +367,7 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     the feature analyses run on rank 0, which alone writes the raw results, figures, summary
     and report. Rank 0 returns the summary, the others None.
     """
-    from . import distributed as D
+    from .. import distributed as D
 
     D.init_from_env()
     writer = D.is_writer()
@@ -378,9 +380,9 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     if not checkpoints and not cards:
         raise LandscapeError("no checkpoint given (pass CKPT files or --models CARDS.toml)")
     if "surface" in todo:
-        from .analyze_steps import surface_plan
+        from .steps import surface_plan
         surface_plan(cfg.surface_plan)  # a bad pinned plan: before anything is computed
-    from .model_cards import card_from_options, checkpoint_paths
+    from ..loading.model_cards import card_from_options, checkpoint_paths
     all_cards = [card_from_options(p, model=model, model_def=model_def, code_root=code_root,
                                    kwargs=model_kwargs, blocks=blocks, input_shape=input_shape)
                  for p in checkpoints] + list(cards)

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import LandscapeError, disk_reason
-from .provenance import (  # plain: re-exported
+from ..errors import LandscapeError, disk_reason
+from .provenance import (
     RESUME_HINT,
     file_sha256,
     plain,
@@ -230,7 +230,7 @@ class ResultCache:
         if self.writer and not reuse and refused is not None:
             raise _write_refused(refused, self.folder, f"recompute {name}")
         if collective:
-            from . import distributed as D
+            from .. import distributed as D
             reuse = bool(D.broadcast_object(reuse))
         if reuse:
             return result, True
@@ -253,7 +253,7 @@ class ResultCache:
                 self._say(f"continuing the interrupted {path.name}")
             write_json(pending, ident)
         if collective:
-            from . import distributed as D
+            from .. import distributed as D
             D.barrier()
         result = compute(path)
         if self.writer:

@@ -23,7 +23,7 @@ batches' top-5 spaces overlap little).
 Raw results go to one HDF5 file (``eigenvalues`` [n_batches, k], NaN rows unfinished;
 ``residuals``, ``n_products``, ``converged``, ``min_eigenvalue``, ``min_residual``,
 ``sample_indices`` [n_batches, batch_size], ``batch_index``; attrs ``config``, ``seed``,
-``identity`` (:mod:`landscape.resume`), ``versions``, ``mode_chosen``, ``summary``), replaced
+``identity`` (:mod:`landscape.store.resume`), ``versions``, ``mode_chosen``, ``summary``), replaced
 atomically after every round. Re-running with the same settings continues where it stopped,
 with the product mode recorded by the first run (``mode="auto"`` is resolved once and never
 re-timed: from the persistent mode cache when the setting was seen before, else by the measured
@@ -49,8 +49,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import distributed as D
-from .curvature import (
+from .. import distributed as D
+from ..errors import LandscapeError
+from ..settings import SpectrumSettings
+from ..store.resume import check, identity
+from . import (
     HessianOperator,
     LossHessian,
     check_curvature_options,
@@ -59,10 +62,7 @@ from .curvature import (
     start_vector,
     top_eigenvalues,
 )
-from .curvature.modes import ModeChoice, rule_for
-from .errors import LandscapeError
-from .resume import check, identity
-from .settings import SpectrumSettings
+from .modes import ModeChoice, rule_for
 
 PathLike = str | Path
 _ARRAYS = ("eigenvalues", "residuals", "n_products", "converged", "min_eigenvalue", "min_residual")
@@ -277,7 +277,7 @@ class _Store:
         self.path, self.cfg_json = path, json.dumps(cfg.to_dict(), sort_keys=True)
         self.arrays = _empty_arrays(sample_indices.shape[0], cfg.k)
         self.sample_indices = sample_indices
-        from .provenance import versions
+        from ..store.provenance import versions
         ident = identity({**cfg.to_dict(), "sample_indices_sha256": hashlib.sha256(
             np.ascontiguousarray(sample_indices, dtype=np.int64).tobytes()).hexdigest()},
             meta.get("checkpoint_sha256"))
@@ -291,7 +291,7 @@ class _Store:
     def _read(self) -> None:
         import h5py
 
-        from .provenance import resume_guard
+        from ..store.provenance import resume_guard
         with resume_guard(self.path, "spectrum file"):
             if not h5py.is_hdf5(self.path):
                 raise LandscapeError(f"cannot resume from {self.path}: not an HDF5 file "
@@ -319,7 +319,7 @@ class _Store:
 
     def write(self) -> None:
 
-        from .provenance import atomic_h5
+        from ..store.provenance import atomic_h5
         with atomic_h5(self.path) as f:
             for k, v in self.arrays.items():
                 f.create_dataset(k, data=v)

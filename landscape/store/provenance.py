@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .errors import LandscapeError, disk_error
-from .errors import disk_reason as disk_reason  # re-exported
+from ..errors import LandscapeError, disk_error
 
 T = TypeVar("T")
 LOCK_NAME = ".landscape.lock"
@@ -30,7 +29,7 @@ def versions() -> dict[str, str]:
     import numpy as np
     import torch
 
-    from . import __version__
+    from .. import __version__
     return {"python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": np.__version__, "landscape": __version__, "platform": platform.platform()}
 
@@ -285,8 +284,8 @@ def atomic_h5(path: str | Path, *, copy_existing: bool = False, fsync: bool = Fa
     are written through :func:`atomic_write`. HDF5 itself never writes to the disk, so a full
     disk is one OSError of a plain write (one line, :func:`disk_error`) and no HDF5 handle is
     left open with data it cannot flush (h5py closing such a handle at exit segfaults).
-    ``seal``: store the checksum of the file's data in it (:func:`landscape.checksums.seal_h5`;
-    for files that are never updated in place)."""
+    ``seal``: store the checksum of the file's data in it (:func:`.checksums.seal_h5`; for
+    files that are never updated in place)."""
     import io
 
     import h5py
@@ -369,7 +368,7 @@ class JsonResult:
     DERIVED: ClassVar[tuple[str, ...]] = ()
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON atomically, with the checksum of its data (:mod:`landscape.checksums`)."""
+        """Write JSON atomically, with the checksum of its data (:mod:`.checksums`)."""
         from .checksums import seal_json
         write_json(path, seal_json(plain({"kind": self.KIND, **self.__dict__,
                                           **{k: getattr(self, k) for k in self.DERIVED}})))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .provenance import read_json
+from ..store.provenance import read_json
 
 #: File stems that name no model (``landscape train`` writes ``model.pt``, ``last.pt``).
 GENERIC_STEMS = ("model", "last", "best", "final", "checkpoint")
@@ -69,7 +69,7 @@ def training_recipe(info: Any) -> dict[str, Any]:
     ``landscape train``), else unknown (``wd`` None: the L2 term is left out and the report says
     so); pad and flip not recorded are :class:`landscape.data.Augment`'s defaults. The paper's
     landscape and spectrum use the model's own training weight decay."""
-    from .data import Augment
+    from ..data import Augment
     d = Augment()  # the one default of pad and flip
     DEFAULT_PAD, DEFAULT_FLIP = d.pad, d.flip  # noqa: N806
     extra = dict(getattr(info, "extra", None) or {})
@@ -96,7 +96,7 @@ def l2_and_augment(wd: float | None, augment: bool, info: Any, data: Any
                    ) -> tuple[float, Any, dict[str, Any]]:
     """(weight decay, ``Augment`` or None, recipe) for one model: ``wd`` None means the
     training weight decay (0 when unknown); the augmentation is the recipe's pad and flip."""
-    from .data import Augment
+    from ..data import Augment
     recipe = training_recipe(info)
     out = float(wd) if wd is not None else float(recipe["wd"] or 0.0)
     aug = (Augment(pad=recipe["pad"], flip=recipe["flip"], mean=data.mean, std=data.std)

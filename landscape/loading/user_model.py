@@ -2,15 +2,15 @@
 
 The callable is called with the ``--model-kwargs`` (or a model card's ``kwargs``; none by
 default) and returns an ``nn.Module``; the checkpoint is any format
-:func:`landscape.checkpoint.read_checkpoint` accepts (the same for ``--model``): a plain state
-dict, or one under ``state_dict`` (our format, the paper's, most training scripts),
+:func:`~landscape.loading.checkpoint.read_checkpoint` accepts (the same for ``--model``): a
+plain state dict, or one under ``state_dict`` (our format, the paper's, most training scripts),
 ``model_state_dict``, ``model`` or ``model_state``. Its blocks come, in this order of
 precedence, from ``--blocks NAME=KIND,...`` (or a card's blocks), the model's own
 ``block_list()``, or :func:`landscape_models.inference.infer_blocks` (printed, so the user can
 check them). :func:`load_model` is the one loader every command uses,
 for registry models too; ``analyze`` calls its two halves (:func:`load_weights`, then
 :func:`assign_blocks` with the first batch of the loaded data). Model cards:
-:mod:`landscape.model_cards`.
+:mod:`landscape.loading.model_cards`.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ import torch.nn as nn
 from landscape_models.blocks import KINDS, attach_blocks
 from landscape_models.inference import blocks_from_spec, describe, infer_blocks
 
+from ..errors import LandscapeError
 from . import checkpoint as ckpt
-from .errors import LandscapeError
-from .model_args import parse_input_shape, parse_model_kwargs  # noqa: F401 - re-exported
+from .model_args import parse_input_shape
 
 
 def package_root(path: str | Path) -> tuple[Path, str]:
@@ -212,7 +212,7 @@ def example_input(dataset: str | None, batch: int = 2) -> torch.Tensor | None:
     """A fixed random batch shaped like ``dataset``'s images (None if its shape is not fixed)."""
     if not dataset:
         return None
-    from .data import canonical_name, dataset_spec
+    from ..data import canonical_name, dataset_spec
     if canonical_name(dataset) == "imagefolder":
         return None
     s = dataset_spec(dataset)
@@ -226,7 +226,7 @@ def load_user_checkpoint(path: str | Path | ckpt.CheckpointFile, model_def: str,
                          kwargs: dict[str, Any] | None = None
                          ) -> tuple[nn.Module, ckpt.CheckpointInfo]:
     """Build the ``model_def`` model (called with ``kwargs``) and load the checkpoint's weights
-    into it (strict). ``path``: a file or one already read (:func:`landscape.checkpoint.
+    into it (strict). ``path``: a file or one already read (:func:`landscape.loading.checkpoint.
     read_checkpoint`, which accepts the same formats for every loader)."""
     f = path if isinstance(path, ckpt.CheckpointFile) else ckpt.read_checkpoint(path)
     obj = f.obj
@@ -248,7 +248,7 @@ def load_user_checkpoint(path: str | Path | ckpt.CheckpointFile, model_def: str,
 def _dataset_kwargs(dataset: str | None) -> dict[str, Any] | None:
     """Constructor arguments (classes, channels, image size) a bare state_dict's model takes
     from ``--data`` (a bare state_dict records none; without ``--data``: the defaults)."""
-    from .data import canonical_name, dataset_spec
+    from ..data import canonical_name, dataset_spec
     if not dataset or canonical_name(dataset) == "imagefolder":
         return None
     s = dataset_spec(dataset)

@@ -1,6 +1,6 @@
 """Settings of ``landscape analyze``: the :class:`AnalyzeConfig` fields, the budget presets and
 how a TOML file and ``--set`` overrides are applied. Kept free of torch and numpy so that the
-CLI can list them in ``--help`` without the heavy imports (``landscape.analyze`` re-exports them).
+CLI can list them in ``--help`` without the heavy imports.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import LandscapeError
-from .settings import (
+from ..errors import LandscapeError
+from ..settings import (
     LOSS_PRESETS,
     CKASettings,
     CurvatureSettings,

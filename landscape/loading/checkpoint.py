@@ -21,7 +21,7 @@ import landscape_models as models
 import torch
 import torch.nn as nn
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 
 FORMAT = "landscape"
 FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ def save(path: str | Path, model: nn.Module, *, dataset: str | None = None,
     }
     if optimizer is not None:
         obj["optimizer"] = optimizer
-    from .provenance import atomic_write
+    from ..store.provenance import atomic_write
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
     return path

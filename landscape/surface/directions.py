@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 
 Direction = dict[str, torch.Tensor]
 
@@ -267,8 +267,8 @@ def load_directions(group: Any, device: torch.device, dtypes: Mapping[str, torch
 
 def load_state_dict_file(path: str | Path, allow_nonfinite: bool = True
                          ) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors, by the one reader (:func:`landscape.checkpoint.read_checkpoint`:
-    the same formats as every loader, ``weights_only=True``); unless ``allow_nonfinite``, NaN
-    or inf values are refused."""
-    from .checkpoint import read_checkpoint
+    """A checkpoint's tensors, by the one reader
+    (:func:`~landscape.loading.checkpoint.read_checkpoint`: the same formats as every loader,
+    ``weights_only=True``); unless ``allow_nonfinite``, NaN or inf values are refused."""
+    from ..loading.checkpoint import read_checkpoint
     return read_checkpoint(path, allow_nonfinite=allow_nonfinite).state_dict

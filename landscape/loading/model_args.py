@@ -1,12 +1,12 @@
 """The command line's and model cards' arguments of a user model: ``--model-kwargs`` and
-``--input-shape`` (shared by :mod:`landscape.user_model` and :mod:`landscape.model_cards`)."""
+``--input-shape`` (shared by :mod:`.user_model` and :mod:`.model_cards`)."""
 from __future__ import annotations
 
 import ast
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 
 
 def parse_model_kwargs(text: str, what: str = "--model-kwargs") -> dict[str, Any]:

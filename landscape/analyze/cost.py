@@ -93,8 +93,8 @@ def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     paper's L2 term, a float64 vector in and out as Lanczos applies it) on ``hvp_images`` and on
     a quarter of them (the fixed and per-image parts, see :class:`Probe`); and a read of a
     float64 basis of 4 parameter-sized vectors. The model's train/eval flags are restored."""
-    from .curvature import HessianOperator
-    from .device import eval_mode
+    from ..curvature import HessianOperator
+    from ..device import eval_mode
     # standard (row-major) layout: a one-channel batch from an image folder can arrive with
     # channels-last strides, on which CPU double backward through a strided 1x1 conv crashes
     xf = images[:forward_images].clone(memory_format=torch.contiguous_format)
@@ -139,14 +139,14 @@ def probe(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def _points(grid: str, ygrid: str | None) -> int:
-    from .surface import parse_grid
+    from ..surface import parse_grid
     return len(parse_grid(grid)) * (len(parse_grid(ygrid)) if ygrid else 1)
 
 
 def estimate(p: Probe, cfg: Any, todo: Sequence[str], n_pool: int, n_feat: int, n_lesion: int,
              n_residual: int, n_eval: int | None = None) -> dict[str, float]:
     """Seconds per analysis in ``todo`` for a model with unit costs ``p`` under ``cfg`` (an
-    :class:`~landscape.analyze_config.AnalyzeConfig`); ``n_pool`` training images for the
+    :class:`~landscape.analyze.config.AnalyzeConfig`); ``n_pool`` training images for the
     Hessian, ``n_feat``/``n_lesion`` test images, ``n_residual`` residual blocks. With
     ``n_eval``, also ``evaluation``: test and training accuracy/NLL on ``n_eval`` images each
     (``eval_samples``; 0: the whole split)."""
