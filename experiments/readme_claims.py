@@ -15,49 +15,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+
+from landscape.reporting.report_claims import FAMILY, interval_text, test_text
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 TEXT_BEGIN, TEXT_END = "<!-- claims-text:begin -->", "<!-- claims-text:end -->"
-FAMILY = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN", "": "—"}
-
-
-def _num(x: Any) -> str:
-    if x is None:
-        return "—"
-    x = float(x)
-    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
-
-
-def _interval(c: dict) -> str:
-    if c.get("effect") is None:
-        return "—"
-    if not c.get("interval"):
-        return _num(c["effect"])
-    ratio = "ratio " if c.get("scale") == "log ratio" else ""
-    out = f"{ratio}{_num(c['effect'])} [{_num(c['interval'][0])}, {_num(c['interval'][1])}]"
-    if not (c.get("extra") or {}).get("seed_level", True):
-        out += " (one checkpoint: units only)"
-    raw = c.get("raw") or {}
-    if raw.get("interval"):
-        out += (f"; raw Δ {_num(raw['effect'])} [{_num(raw['interval'][0])}, "
-                f"{_num(raw['interval'][1])}]")
-    return out
-
-
-def _test(c: dict) -> str:
-    t = c.get("test") or {}
-    if not t:
-        return "—"
-    if t.get("name") == "Mann-Whitney":
-        out = f"AUC {t['auc']:.2f}, p {t['p']:.2g}"
-    elif t.get("name") == "sign test":
-        out = f"sign {t['statistic']}, p {t['p']:.2g}"
-    else:
-        out = (f"J/max {t['share']:.2f}, " if t.get("share") is not None else "") + \
-            f"p {t['p']:.2g}"
-    return out + (" (n too small for p<0.05)" if t.get("note") else "")
 
 
 def claims_markdown(summary: dict) -> str:
@@ -75,8 +38,8 @@ def claims_markdown(summary: dict) -> str:
         verdict = f"**{c['verdict']}**" + (f" ({'; '.join(notes)})" if notes else "")
         lines.append(f"| {c['claim'].split(':')[0]} (`{c['id']}`) | "
                      f"{FAMILY.get(c.get('family', ''), c.get('family') or '—')} | "
-                     f"{c['quantity']} | {_interval(c)} | {_test(c)} | {c.get('n', 0)} | "
-                     f"{verdict} |")
+                     f"{c['quantity']} | {interval_text(c)} | {test_text(c, short=True)} | "
+                     f"{c.get('n', 0)} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -101,7 +64,7 @@ def claims_paragraph(summary: dict) -> str:
         rows = by.get(verdict, [])
         if rows:
             out.append(f"*{verdict}* ({len(rows)}): " + "; ".join(
-                f"`{c['id']}` {_interval(c)}, {_test(c)}" for c in rows) + ".")
+                f"`{c['id']}` {interval_text(c)}, {test_text(c, short=True)}" for c in rows) + ".")
     capped = [c for c in by.get("inconclusive", []) if (c.get("test") or {}).get("note")]
     other = [c for c in by.get("inconclusive", []) if c not in capped]
     if other:
@@ -110,7 +73,8 @@ def claims_paragraph(summary: dict) -> str:
         n = sorted({"+".join(map(str, (c.get("test") or {}).get("n") or [])) for c in capped})
         out.append(f"*inconclusive, where n cannot reach p < 0.05 and not every checkpoint "
                    f"points one way* ({len(capped)}; checkpoints {', '.join(n)}): "
-                   + "; ".join(f"`{c['id']}` {_interval(c)}, {_test(c)}" for c in capped) + ".")
+                   + "; ".join(f"`{c['id']}` {interval_text(c)}, {test_text(c, short=True)}"
+                               for c in capped) + ".")
     fragile = [c for c in claims if c.get("fragile")]
     if fragile:
         def flips(c: dict) -> str:

@@ -10,7 +10,7 @@ leave-one-out verdicts, the per-block breakdown and every piece of evidence the 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..claims import Claim
@@ -36,20 +36,52 @@ def _effect(c: Claim) -> str:
             f"[{_e(fmt_number(lo, 3))}, {_e(fmt_number(hi, 3))}]{_e(seed)}</span>{raw}")
 
 
-def test_text(c: Claim) -> str:
-    """The exact test in words: "AUC 1.00, p 0.0079", "sign 5/5, p 0.0625", "J/max ..."."""
-    t = c.test or {}
+def test_text(c: Claim | Mapping[str, Any], short: bool = False) -> str:
+    """The exact test of a claim row (a :class:`Claim` or its JSON object) in words: "Mann-Whitney
+    AUC 1.00, exact p 0.0079", "sign test 5/5, exact p 0.0625", "<name> J/max ..."; ``short``:
+    the README's form ("AUC 1.00, p 0.0079", "sign 5/5, p ...")."""
+    t = (c.test if isinstance(c, Claim) else c.get("test")) or {}
     if not t:
         return "—"
+    p = "p" if short else "exact p"
     if t.get("name") == "Mann-Whitney":
-        out = f"Mann-Whitney AUC {t['auc']:.2f}, exact p {t['p']:.2g}"
+        out = ("" if short else "Mann-Whitney ") + f"AUC {t['auc']:.2f}, {p} {t['p']:.2g}"
     elif t.get("name") == "sign test":
-        out = f"sign test {t['statistic']}, exact p {t['p']:.2g}"
+        out = ("sign " if short else "sign test ") + f"{t['statistic']}, {p} {t['p']:.2g}"
     else:
         share = t.get("share")
-        out = (f"{t.get('name')} J/max {share:.2f}, " if share is not None else "") + \
-            f"exact p {t['p']:.2g}"
-    return out + (f" ({t['note']})" if t.get("note") else "")
+        out = ((("" if short else f"{t.get('name')} ") + f"J/max {share:.2f}, ")
+               if share is not None else "") + f"{p} {t['p']:.2g}"
+    if t.get("note"):
+        out += " (n too small for p<0.05)" if short else f" ({t['note']})"
+    return out
+
+
+def short_number(x: Any) -> str:
+    """Three significant digits (two-digit exponent below 1e-3), "—" for None: the README's."""
+    if x is None:
+        return "—"
+    x = float(x)
+    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def interval_text(c: Mapping[str, Any]) -> str:
+    """A claim row's (JSON object) effect and 95% interval as plain text: "ratio 0.243 [0.061,
+    0.969]; raw Δ ..." for a log-ratio row, "(one checkpoint: units only)" when the interval is
+    not seed-level."""
+    n = short_number
+    if c.get("effect") is None:
+        return "—"
+    if not c.get("interval"):
+        return n(c["effect"])
+    ratio = "ratio " if c.get("scale") == "log ratio" else ""
+    out = f"{ratio}{n(c['effect'])} [{n(c['interval'][0])}, {n(c['interval'][1])}]"
+    if not (c.get("extra") or {}).get("seed_level", True):
+        out += " (one checkpoint: units only)"
+    raw = c.get("raw") or {}
+    if raw.get("interval"):
+        out += f"; raw Δ {n(raw['effect'])} [{n(raw['interval'][0])}, {n(raw['interval'][1])}]"
+    return out
 
 
 def _blocks(c: Claim) -> str:
