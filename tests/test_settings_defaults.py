@@ -74,7 +74,8 @@ def _modules():
         mod = importlib.import_module(name)
         yield mod, MODULE_SETTINGS[name]
         for sub in pkgutil.iter_modules(getattr(mod, "__path__", [])):
-            yield importlib.import_module(f"{name}.{sub.name}"), MODULE_SETTINGS[name]
+            if f"{name}.{sub.name}" not in MODULE_SETTINGS:  # a module's own entry decides
+                yield importlib.import_module(f"{name}.{sub.name}"), MODULE_SETTINGS[name]
 
 
 def _public_functions(mod):
