@@ -81,7 +81,7 @@ else
 endif
 # Every figure target shares one raw-results folder (at demo scale the one `make demo` fills),
 # so a figure after `make demo` only redraws from the stored numbers.
-ANALYZE = $(PY) -m landscape analyze $(FIG_CKPTS) --data $(FIG_DATA) --budget $(BUDGET) $(FIG_RAW)
+ANALYZE = $(PY) -m landscape analyze $(FIG_CKPTS) --data $(FIG_DATA) --budget $(BUDGET) --no-adapt $(FIG_RAW)
 
 paper-checkpoints: install
 	$(PY) experiments/paper_checkpoints.py --out $(PAPER_CKPTS)

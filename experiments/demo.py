@@ -152,7 +152,7 @@ def main() -> int:
           if extra else "no extra checkpoints: the data-size and matched-training rows will "
           "say not measured", flush=True)
     rc = cli(["analyze", *[str(p) for p in demo_checkpoints(ckpts)], "--data", "fashion-mnist",
-              "--budget", args.budget, "--out", str(out),
+              "--budget", args.budget, "--no-adapt", "--out", str(out),
               *(["--models", str(cards)] if extra else [])])
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; report: {out / 'report.html'}")
     return rc

@@ -121,3 +121,24 @@ def test_analyze_draws_the_adapted_image_counts(tmp_path, monkeypatch, capsys):
     raw = LesionResult.load(next((tmp_path / "out" / "raw").glob("r-*/lesion.json")))
     assert s["settings"]["lesion_samples"] == 250 and raw.n_images == 250
     assert "lesion_samples 1000 -> 250" in capsys.readouterr().err
+
+
+def test_no_adapt_keeps_the_budget(tmp_path, monkeypatch):
+    """``--no-adapt`` (make demo, the figure targets): the same target no model meets changes
+    nothing and the summary records no adaptation."""
+    import cases
+
+    from landscape.cli import main
+    from landscape.loading import checkpoint
+    root = tmp_path / "fashion-mnist"
+    cases.write_fmnist(root, n_train=20, n_test=40)
+    torch.manual_seed(0)
+    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
+    ck = checkpoint.save(tmp_path / "r.pt", m, dataset="fashion-mnist", seed=0, epoch=0)
+    monkeypatch.setattr(C, "QUICK_TARGET_S", 0.0)
+    out = tmp_path / "out"
+    assert main(["analyze", str(ck), "--data-root", str(root), "--only", "lesion", "--quiet",
+                 "--no-adapt", "--out", str(out)]) == 0
+    import json
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert "adapted" not in settings and settings["lesion_samples"] == 1000

@@ -12,10 +12,10 @@ SLQ take minutes on 2 shared cores even for this model; every other Hessian sett
 preset and the image pool stay at their defaults), and the surface's evaluation plan (an
 automatic plan is measured on the machine as it is loaded, and e.g. BN folding changes the
 rounding). ``analyze``'s quick budget is taken as it is: its shrinking for models whose timed
-probe predicts more than 3 minutes (``analyze_cost.adapt_quick``, a property of the machine as
-loaded, not a setting; reported in ``summary.json``) is turned off here. The checkpoint
-records a training weight decay and augmentation, so the paper loss preset (the default of
-both) is exercised with wd > 0. A resnet_tiny of 1,406 parameters; tiny random Fashion-MNIST
+probe predicts more than 3 minutes (``analyze.cost.adapt_quick``, a property of the machine as
+loaded, not a setting; reported in ``summary.json``) is turned off here with ``--no-adapt``.
+The checkpoint records a training weight decay and augmentation, so the paper loss preset (the
+default of both) is exercised with wd > 0. A resnet_tiny of 1,406 parameters; tiny random Fashion-MNIST
 from ``cases.write_fmnist``: 64 training and 64 test images.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _command(q: str, ck: Path, root: Path, out: Path) -> Path:
 
 def _analyze(q: str, ck: Path, root: Path, out: Path) -> Path:
     """``landscape analyze --only <analysis>`` with its defaults; returns its raw folder."""
-    argv = ["analyze", str(ck), *_common(root, out), "--only", ANALYSIS.get(q, q)]
+    argv = ["analyze", str(ck), *_common(root, out), "--only", ANALYSIS.get(q, q), "--no-adapt"]
     if q == "surface":
         plan = ",".join(f"{k}={str(v).lower()}" for k, v in PLAN.items())
         argv += ["--set", f"surface_plan={plan}"]
@@ -167,11 +167,8 @@ def _identity(q: str, files: dict[str, Path]) -> dict:
 def runs(inputs):
     """{(quantity, path): output folder}, each run once (the spectrum and the curvature come
     from one `landscape hessian --trace --density` and one `analyze --only hessian`)."""
-    from landscape.analyze import cost as analyze_cost
     d, root, ck = inputs
     done: dict[tuple[str, str], Path] = {}
-    mp = pytest.MonkeyPatch()  # the quick budget as it is (see module doc)
-    mp.setattr(analyze_cost, "adapt_quick", lambda cfg, cost, fixed, **kw: (cfg, {}))
 
     def get(q: str, by: str) -> Path:
         key = (ANALYSIS.get(q, q), by)
@@ -179,8 +176,7 @@ def runs(inputs):
             out = d / f"{by}_{key[0]}"
             done[key] = (_command if by == "command" else _analyze)(q, ck, root, out)
         return done[key]
-    yield get
-    mp.undo()
+    return get
 
 
 @pytest.mark.parametrize("q", QUANTITIES)

@@ -296,7 +296,7 @@ def _finish(models: Sequence[ModelSummary], settings: dict[str, Any],
 
 
 def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig,
-                      todo: Sequence[str], budget: str, say: bool
+                      todo: Sequence[str], budget: str, say: bool, adapt: bool = True
                       ) -> tuple[AnalyzeConfig, dict[str, list[Any]]]:
     """Time a probe on every model, print the estimate per model and analysis, and under the
     quick budget shrink the work for all models alike when the most expensive
@@ -319,7 +319,7 @@ def _cost_before_work(inputs: _Inputs, labels: Sequence[str], cfg: AnalyzeConfig
                 p, c, todo, len(pool), len(inputs.sets["feat"]), len(inputs.sets["lesion"]),
                 n_res, n_eval=len(inputs.eval_set)))
         new, adapted = cfg, {}
-        if budget == "quick":
+        if budget == "quick" and adapt:
             preset = make_config("quick")
             fixed = {a for a in C.ADAPTABLE if getattr(cfg, a) != getattr(preset, a)}
             new, adapted = C.adapt_quick(cfg, lambda c: max(
@@ -343,7 +343,8 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
             code_root: str | Path | None = None, *, cards: Sequence[Any] = (),
             model_kwargs: dict[str, Any] | None = None,
             input_shape: tuple[int, int, int] | None = None,
-            download: bool = False, allow_nonfinite: bool = True) -> Summary | None:
+            download: bool = False, allow_nonfinite: bool = True,
+            adapt: bool = True) -> Summary | None:
     """Run the analyses on every checkpoint and write ``summary.json`` and ``report.html``.
 
     ``checkpoints`` are loaded with ``model``/``model_def`` (called with ``model_kwargs``)/
@@ -353,6 +354,9 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     missing CIFAR archives. Each checkpoint is read once
     (:func:`~landscape.loading.checkpoint.read_checkpoint`), before any output; unless
     ``allow_nonfinite``, one holding NaN/inf values is refused then.
+
+    Under ``budget="quick"`` the cost estimate may reduce the settings for every model alike
+    (:func:`landscape.analyze.cost.adapt_quick`); ``adapt=False`` keeps them.
 
     ``raw_dir`` (default ``OUT/raw``) holds the raw results; runs that share it reuse each
     other's finished results (the paper-figure targets reuse the demo's). Returns the typed
@@ -405,7 +409,8 @@ def analyze(checkpoints: Sequence[str | Path], out_dir: str | Path,
     settings: dict[str, Any] = {"budget": budget, "only": todo, "dataset": inputs.data_name,
                                 **cfg.to_dict(), "ranks": D.world_size()}
     model_entries: list[ModelSummary] = []
-    cfg, adapted = _cost_before_work(inputs, labels, cfg, todo, budget, progress and writer)
+    cfg, adapted = _cost_before_work(inputs, labels, cfg, todo, budget, progress and writer,
+                                     adapt)
     settings.update(cfg.to_dict())
     if adapted:
         settings["adapted"] = adapted

@@ -48,6 +48,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--budget", default="quick", choices=list(BUDGETS),
                    help="preset of samples, grid, batches and top-k (quick, the default: minutes "
                         "on a CPU; standard; paper: the paper's settings, for GPUs)")
+    p.add_argument("--no-adapt", dest="adapt", action="store_false",
+                   help="keep the quick budget's settings even when the cost estimate of the "
+                        "largest model exceeds its target (by default the quick budget is "
+                        "reduced for every model alike, and the report says how); make demo "
+                        "uses it so that its numbers do not depend on the machine's speed")
     p.add_argument("--config", default=None,
                    help="TOML file with settings (top-level keys or an [analyze] table) applied "
                         "over the budget (default: none)")
@@ -103,5 +108,5 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet, budget=args.budget, raw_dir=args.raw,
             model_def=args.model_def, blocks=args.blocks, code_root=args.code_root,
             cards=cards, model_kwargs=args.model_kwargs, input_shape=shape,
-            download=args.download, allow_nonfinite=False)
+            download=args.download, allow_nonfinite=False, adapt=args.adapt)
     return 0
