@@ -15,8 +15,8 @@ rounding). ``analyze``'s quick budget is taken as it is: its shrinking for model
 probe predicts more than 3 minutes (``analyze.cost.adapt_quick``, a property of the machine as
 loaded, not a setting; reported in ``summary.json``) is turned off here with ``--no-adapt``.
 The checkpoint records a training weight decay and augmentation, so the paper loss preset (the
-default of both) is exercised with wd > 0. A resnet_tiny of 1,406 parameters; tiny random Fashion-MNIST
-from ``cases.write_fmnist``: 64 training and 64 test images.
+default of both) is exercised with wd > 0. A resnet_tiny of 1,406 parameters; tiny random
+Fashion-MNIST from ``cases.write_fmnist``: 64 training and 64 test images.
 """
 from __future__ import annotations
 
