@@ -443,20 +443,16 @@ def test_augmented_one_channel_batch_has_standard_strides():
 def test_every_command_takes_stages_from_the_image_folder(user_repo, tmp_path):
     """hessian, surface and features load through one function: their block stages come from
     the first batch of the loaded images too, not from a dataset's nominal shape."""
-    import argparse
-
     from landscape_models import blocks as model_blocks
 
-    from landscape.workflows.inputs import load_checkpoint_and_data
+    from landscape.workflows.inputs import InputOptions, load_checkpoint_and_data
     data = _image_folder(tmp_path / "images")
     ck = _save_state_dict(user_repo, "cnn", "cnn", tmp_path / "c4.pt", num_classes=2,
                           in_chans=3, width=4, stages=4)
-    args = argparse.Namespace(model=None, model_def=f"{user_repo / 'models' / 'cnn.py'}:cnn",
-                              model_kwargs={"num_classes": 2, "in_chans": 3, "width": 4,
-                                            "stages": 4},
-                              blocks=None, code_root=None, data="imagefolder",
-                              data_root=str(data), split="test", samples=4, seed=0,
-                              device="cpu", download=False)
+    args = InputOptions(model=None, model_def=f"{user_repo / 'models' / 'cnn.py'}:cnn",
+                        model_kwargs={"num_classes": 2, "in_chans": 3, "width": 4, "stages": 4},
+                        blocks=None, code_root=None, data="imagefolder", data_root=str(data),
+                        split="test", samples=4, seed=0, device="cpu", download=False)
     net, info, images = load_checkpoint_and_data(args, str(ck))
     assert images.images.shape[1:] == (3, 32, 32)
     assert [(b.name, b.stage) for b in model_blocks(net) if b.kind == "conv"] == [

@@ -24,8 +24,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..loading.user_model import describe_checkpoint_blocks
-    from ..workflows.inputs import check_checkpoints
-    checkpoint = check_checkpoints(args, [args.checkpoint])[0]  # NaN/inf weights: refused
+    from ..workflows.inputs import InputOptions, check_checkpoints
+    checkpoint = check_checkpoints(InputOptions(allow_nonfinite=args.allow_nonfinite),
+                                   [args.checkpoint])[0]  # NaN/inf weights: refused
     print(describe_checkpoint_blocks(checkpoint, model=args.model, model_def=args.model_def,
                                      blocks=args.blocks, data=args.data,
                                      input_shape=args.input_shape, code_root=args.code_root,

@@ -53,8 +53,19 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..workflows.train import train_run
-    metrics, reinit, out = train_run(args)
+    from ..train import TrainConfig
+    from ..workflows.train import TrainJob, train_run
+    a = args
+    config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
+                         weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
+                         label_smoothing=a.label_smoothing, augment=not a.no_augment,
+                         flip=not a.no_flip, mixup=a.mixup, cutmix=a.cutmix, seed=a.seed,
+                         save_every=a.save_every, freeze=a.freeze)
+    job = TrainJob(model=a.model, data=a.data, out=a.out, data_root=a.data_root,
+                   download=a.download, subset=a.subset, test_samples=a.test_samples,
+                   init=a.init, allow_nonfinite=a.allow_nonfinite, device=a.device,
+                   quiet=a.quiet)
+    metrics, reinit, out = train_run(config, job)
     if args.init:
         print(f"initialized from {args.init}; re-initialized: {', '.join(reinit) or 'nothing'}")
     print(f"{args.model}: test_acc={metrics.get('test_acc', float('nan')):.4f} "
