@@ -5,6 +5,8 @@ allowed; ``landscape.commands.common`` wraps them as argparse types.
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 from .errors import LandscapeError
 
@@ -116,3 +118,17 @@ def available_memory() -> int | None:
 def gib(n: float) -> str:
     """``n`` bytes as a short GiB/TiB text."""
     return f"{n / 2 ** 40:.1f} TiB" if n >= 2 ** 40 else f"{n / 2 ** 30:.1f} GiB"
+
+
+def read_toml(path: str | Path, name: str) -> dict[str, Any]:
+    """The TOML document at ``path``; a missing or unreadable file is one
+    :class:`LandscapeError` starting with ``name`` (``"--models cards.toml"``, ``"config file
+    x.toml"``): "file not found" or "not a TOML file: <why>"."""
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise LandscapeError(f"{name}: file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
+        raise LandscapeError(f"{name}: not a TOML file: {e}") from None

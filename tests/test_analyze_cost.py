@@ -98,47 +98,50 @@ def test_probe_is_positive_and_restores_mode():
     assert "about" in C.format_estimate("m", {"hessian": 300.0, "lesion": 2.0})
 
 
-def test_analyze_draws_the_adapted_image_counts(tmp_path, monkeypatch, capsys):
-    """The quick budget's adaptation is what runs: with a target no model meets, a lesion-only
-    run halves lesion_samples and eval_samples to their floors, the report's settings record
-    it, and the images drawn are the adapted counts (not the preset's)."""
+@pytest.fixture(scope="module")
+def slow_target_run(tmp_path_factory):
+    """(data root, checkpoint): 600 fake Fashion-MNIST test images and a resnet_tiny, for
+    analyze runs under a quick-budget target no model meets."""
     import cases
 
-    from landscape.analyze.run import analyze
     from landscape.loading import checkpoint
-    root = tmp_path / "fashion-mnist"
+    d = tmp_path_factory.mktemp("slow_target")
+    root = d / "fashion-mnist"
     cases.write_fmnist(root, n_train=20, n_test=600)
     torch.manual_seed(0)
     m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
-    ck = checkpoint.save(tmp_path / "r.pt", m, dataset="fashion-mnist", seed=0, epoch=0)
+    return root, checkpoint.save(d / "r.pt", m, dataset="fashion-mnist", seed=0, epoch=0)
+
+
+def test_analyze_draws_the_adapted_image_counts(slow_target_run, tmp_path, monkeypatch, capsys):
+    """The quick budget's adaptation is what runs: with a target no model meets, a lesion-only
+    run halves lesion_samples and eval_samples to their floors, the report's settings record
+    it, and the images drawn are the adapted counts (not the preset's)."""
+    from landscape.analyze.run import analyze
+    from landscape.features.lesion import LesionResult
+    root, ck = slow_target_run
     monkeypatch.setattr(C, "QUICK_TARGET_S", 0.0)
     cfg = make_config("quick", overrides={"data_root": str(root)})
     s = analyze([ck], tmp_path / "out", cfg, only=["lesion"], budget="quick", progress=True)
     adapted = s["settings"]["adapted"]
     assert adapted == {"lesion_samples": [1000, 250], "eval_samples": [2000, 500]}
     assert s["models"][0]["eval_samples"] == 500  # of the 600 test images
-    from landscape.features.lesion import LesionResult
     raw = LesionResult.load(next((tmp_path / "out" / "raw").glob("r-*/lesion.json")))
     assert s["settings"]["lesion_samples"] == 250 and raw.n_images == 250
     assert "lesion_samples 1000 -> 250" in capsys.readouterr().err
 
 
-def test_no_adapt_keeps_the_budget(tmp_path, monkeypatch):
+def test_no_adapt_keeps_the_budget(slow_target_run, tmp_path, monkeypatch):
     """``--no-adapt`` (make demo, the figure targets): the same target no model meets changes
-    nothing and the summary records no adaptation."""
-    import cases
+    nothing, the summary records no adaptation and the preset's counts are drawn."""
+    import json
 
     from landscape.cli import main
-    from landscape.loading import checkpoint
-    root = tmp_path / "fashion-mnist"
-    cases.write_fmnist(root, n_train=20, n_test=40)
-    torch.manual_seed(0)
-    m = models.create("resnet_tiny", num_classes=10, in_chans=1, img_size=28)
-    ck = checkpoint.save(tmp_path / "r.pt", m, dataset="fashion-mnist", seed=0, epoch=0)
+    root, ck = slow_target_run
     monkeypatch.setattr(C, "QUICK_TARGET_S", 0.0)
     out = tmp_path / "out"
     assert main(["analyze", str(ck), "--data-root", str(root), "--only", "lesion", "--quiet",
                  "--no-adapt", "--out", str(out)]) == 0
-    import json
-    settings = json.loads((out / "summary.json").read_text())["settings"]
-    assert "adapted" not in settings and settings["lesion_samples"] == 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert "adapted" not in summary["settings"] and summary["settings"]["lesion_samples"] == 1000
+    assert summary["models"][0]["eval_samples"] == 600  # eval_samples 2000: all 600 images

@@ -157,14 +157,8 @@ def make_config(budget: str = "quick", toml_path: str | None = None,
         raise LandscapeError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     values: dict[str, Any] = dict(BUDGETS[budget])
     if toml_path:
-        import tomllib
-        try:
-            with open(toml_path, "rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            raise LandscapeError(f"config file not found: {toml_path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
-            raise LandscapeError(f"unreadable config file {toml_path}: {e}") from None
+        from ..validate import read_toml
+        doc = read_toml(toml_path, f"config file {toml_path}")
         doc = doc.get("analyze", doc)
         values.update(doc)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -72,16 +72,10 @@ def read_cards(card_file: str | Path) -> list[ModelCard]:
     """Every table of a card file as a :class:`ModelCard`, checked before anything is loaded:
     a missing file or checkpoint, an unknown key, a bad kind, stage or family is one
     ``LandscapeError`` naming the card file and the table."""
-    import tomllib
+    from ..validate import read_toml
 
     card_file = Path(card_file)
-    try:
-        with open(card_file, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise LandscapeError(f"--models {card_file}: file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
-        raise LandscapeError(f"--models {card_file}: not a TOML file: {e}") from None
+    doc = read_toml(card_file, f"--models {card_file}")
     if not doc:
         raise LandscapeError(f"--models {card_file}: no tables (write one [NAME] table with a "
                              "path per checkpoint)")
