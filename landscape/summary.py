@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LandscapeError
-from .summary_sections import ENTRY_TYPES, _dict, _int, _num, parse_section
+from .summary_fields import _dict, _int, _num
+from .summary_sections import ENTRY_TYPES, parse_section
 
 SUMMARY_VERSION = 2
 SECTIONS = ("hessian", "surface", "fourier", "variance", "robustness", "cka", "lesion")

@@ -28,7 +28,7 @@ from ..loading.checkpoint_info import checkpoint_labels
 from ..store.provenance import output_dir, read_cache_json, read_json, run_metadata, write_json
 from ..store.resume import ResultCache
 from ..summary import ModelSummary, Summary
-from ..summary_sections import plain
+from ..summary_fields import plain
 
 # The settings live in a light module so that `landscape analyze --help` needs no torch.
 from .config import ANALYSES, AnalyzeConfig, make_config  # noqa: E402

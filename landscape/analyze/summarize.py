@@ -37,7 +37,8 @@ def summarize(analysis: str, res: Any, cfg: AnalyzeConfig) -> Any:
     ``landscape.summary_sections.ENTRY_TYPES``): the numbers the report and the claims read,
     parsed by the section's own parser, so the entry equals what reading ``summary.json``
     gives."""
-    from ..summary_sections import parse_entry, plain
+    from ..summary_fields import plain
+    from ..summary_sections import parse_entry
     return parse_entry(analysis, plain(summary_numbers(analysis, res, cfg)))
 
 
